@@ -1,0 +1,63 @@
+# cython: language_level=3
+"""Array entry points of the Black-76 / BSM kernels (see black_math.h for the formulas).
+
+The Python layer (dpm.pricing) validates and broadcasts the inputs and allocates the outputs; these
+functions only run the nogil loops over the ``[start, stop)`` slice they are given, so a thread pool
+can call them on disjoint chunks concurrently.
+"""
+
+from dpm._core._black cimport dpm_price, dpm_greeks, dpm_inputs_ok, dpm_index, DPM_HAVE_LIBMVEC
+
+HAVE_LIBMVEC = bool(DPM_HAVE_LIBMVEC)
+
+
+cdef inline const double* _opt(const double[::1] a, Py_ssize_t start) noexcept nogil:
+    # rate/dividend arrays are optional: an empty array means "all zero"
+    return &a[start] if a.shape[0] > 0 else NULL
+
+
+def price_chunk(const double[::1] F, const double[::1] K, const double[::1] sigma,
+                const double[::1] T, const double[::1] cp, const double[::1] r,
+                const double[::1] q, int model, int inverse, double[::1] out,
+                unsigned char[::1] fix, Py_ssize_t start, Py_ssize_t stop):
+    """Price elements ``[start, stop)``; returns how many were redone in extended precision."""
+    cdef dpm_index n = stop - start
+    cdef dpm_index nfix = 0
+    if n <= 0:
+        return 0
+    with nogil:
+        nfix = dpm_price(&F[start], &K[start], &sigma[start], &T[start], &cp[start],
+                         _opt(r, start), _opt(q, start), model, inverse, &out[start],
+                         &fix[start], n)
+    return nfix
+
+
+def greeks_chunk(const double[::1] F, const double[::1] K, const double[::1] sigma,
+                 const double[::1] T, const double[::1] cp, const double[::1] r,
+                 const double[::1] q, int model, int inverse, double[::1] price,
+                 double[::1] delta, double[::1] gamma, double[::1] vega, double[::1] theta,
+                 double[::1] rho, double[::1] vanna, double[::1] volga, unsigned char[::1] fix,
+                 Py_ssize_t start, Py_ssize_t stop):
+    """Price and all greeks of elements ``[start, stop)``."""
+    cdef dpm_index n = stop - start
+    cdef dpm_index nfix = 0
+    if n <= 0:
+        return 0
+    with nogil:
+        nfix = dpm_greeks(&F[start], &K[start], &sigma[start], &T[start], &cp[start],
+                          _opt(r, start), _opt(q, start), model, inverse, &price[start],
+                          &delta[start], &gamma[start], &vega[start], &theta[start], &rho[start],
+                          &vanna[start], &volga[start], &fix[start], n)
+    return nfix
+
+
+def inputs_ok(const double[::1] F, const double[::1] K, const double[::1] sigma,
+              const double[::1] T, const double[::1] cp, const double[::1] r, const double[::1] q):
+    """True if every element is in the pricing domain (one vectorised pass, no error raised)."""
+    cdef dpm_index n = F.shape[0]
+    cdef int ok = 1
+    if n == 0:
+        return True
+    with nogil:
+        ok = dpm_inputs_ok(&F[0], &K[0], &sigma[0], &T[0], &cp[0], _opt(r, 0), _opt(q, 0), n)
+    return bool(ok)

@@ -1,0 +1,231 @@
+# cython: language_level=3
+"""CSR construction for :class:`dpm.accounts.AccountBook` (validated inputs only).
+
+``build_csr`` turns unordered (account, instrument, quantity) triples into CSR rows sorted by
+instrument id with duplicates summed in input order:
+
+1. counting sort by account (stable, O(P + N)), skipped when the accounts are already non-decreasing;
+2. per account: stable sort by instrument id (insertion sort for short rows, merge sort otherwise),
+   skipped when the row is already strictly increasing; then adjacent duplicates are summed left to
+   right, so the result is bit-identical to summing the duplicates in their input order;
+3. rows are compacted when duplicates were merged.
+
+The caller (``dpm.accounts``) checks every index range before the call; nothing here can fail except
+memory allocation, which is done before the GIL is released.
+"""
+from libc.stdint cimport int64_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memmove
+
+cdef enum:
+    INSERTION_MAX = 32  # rows up to this length use insertion sort
+
+
+cdef inline void _insertion_sort(int64_t* key, double* val, int64_t n) noexcept nogil:
+    cdef int64_t i, j, k
+    cdef double v
+    for i in range(1, n):
+        k = key[i]
+        v = val[i]
+        j = i - 1
+        while j >= 0 and key[j] > k:
+            key[j + 1] = key[j]
+            val[j + 1] = val[j]
+            j -= 1
+        key[j + 1] = k
+        val[j + 1] = v
+
+
+cdef void _merge_sort(int64_t* key, double* val, int64_t n,
+                      int64_t* tkey, double* tval) noexcept nogil:
+    """Stable bottom-up merge sort of (key, val) pairs; tkey/tval are scratch of length n."""
+    cdef int64_t width, lo, mid, hi, i, j, k, s
+    cdef int64_t* src_k = key
+    cdef double* src_v = val
+    cdef int64_t* dst_k = tkey
+    cdef double* dst_v = tval
+    cdef int64_t* sw_k
+    cdef double* sw_v
+    # sorted runs of INSERTION_MAX first: fewer passes
+    s = 0
+    while s < n:
+        hi = s + INSERTION_MAX
+        if hi > n:
+            hi = n
+        _insertion_sort(key + s, val + s, hi - s)
+        s = hi
+    width = INSERTION_MAX
+    while width < n:
+        lo = 0
+        while lo < n:
+            mid = lo + width
+            if mid > n:
+                mid = n
+            hi = lo + 2 * width
+            if hi > n:
+                hi = n
+            i = lo
+            j = mid
+            k = lo
+            while i < mid and j < hi:
+                if src_k[j] < src_k[i]:  # strict: ties take the left run first (stable)
+                    dst_k[k] = src_k[j]
+                    dst_v[k] = src_v[j]
+                    j += 1
+                else:
+                    dst_k[k] = src_k[i]
+                    dst_v[k] = src_v[i]
+                    i += 1
+                k += 1
+            while i < mid:
+                dst_k[k] = src_k[i]
+                dst_v[k] = src_v[i]
+                i += 1
+                k += 1
+            while j < hi:
+                dst_k[k] = src_k[j]
+                dst_v[k] = src_v[j]
+                j += 1
+                k += 1
+            lo = hi
+        sw_k = src_k
+        src_k = dst_k
+        dst_k = sw_k
+        sw_v = src_v
+        src_v = dst_v
+        dst_v = sw_v
+        width *= 2
+    if src_k != key:
+        memcpy(key, src_k, <size_t>n * sizeof(int64_t))
+        memcpy(val, src_v, <size_t>n * sizeof(double))
+
+
+cdef inline int64_t _sort_merge_row(int64_t* key, double* val, int64_t n,
+                                    int64_t* tkey, double* tval) noexcept nogil:
+    """Sort one row by key (stable), sum equal keys in order; return the unique count."""
+    cdef int64_t i, w
+    cdef bint ordered = True
+    if n <= 1:
+        return n
+    for i in range(1, n):
+        if key[i] <= key[i - 1]:
+            ordered = False
+            break
+    if ordered:
+        return n
+    if n <= INSERTION_MAX:
+        _insertion_sort(key, val, n)
+    else:
+        _merge_sort(key, val, n, tkey, tval)
+    w = 0
+    for i in range(1, n):
+        if key[i] == key[w]:
+            val[w] += val[i]
+        else:
+            w += 1
+            key[w] = key[i]
+            val[w] = val[i]
+    return w + 1
+
+
+def is_strictly_increasing_pairs(const int64_t[::1] major, const int64_t[::1] minor):
+    """(is major non-decreasing, is (major, minor) strictly increasing lexicographically)."""
+    cdef Py_ssize_t i, n = major.shape[0]
+    cdef bint nondec = True, strict = True
+    with nogil:
+        for i in range(1, n):
+            if major[i] < major[i - 1]:
+                nondec = False
+                strict = False
+                break
+            if major[i] == major[i - 1] and minor[i] <= minor[i - 1]:
+                strict = False
+        if not strict and nondec:
+            # finish the non-decreasing check after the first tie
+            for i in range(1, n):
+                if major[i] < major[i - 1]:
+                    nondec = False
+                    break
+    return bool(nondec), bool(strict)
+
+
+def build_csr(const int64_t[::1] account, const int64_t[::1] instrument, const double[::1] quantity,
+              bint account_sorted,
+              int64_t[::1] indptr, int64_t[::1] inst_out, double[::1] qty_out):
+    """Fill ``indptr`` (N+1), ``inst_out`` and ``qty_out`` (length P); return the unique count P'.
+
+    Only ``inst_out[:P']`` and ``qty_out[:P']`` are meaningful afterwards.
+    """
+    cdef Py_ssize_t p = account.shape[0]
+    cdef Py_ssize_t n = indptr.shape[0] - 1
+    cdef Py_ssize_t a, j, dst
+    cdef int64_t s, e, u, total, maxlen
+    cdef int64_t* cursor = NULL
+    cdef int64_t* tkey = NULL
+    cdef double* tval = NULL
+    cdef int64_t* ucount = <int64_t*>malloc(<size_t>(n + 1) * sizeof(int64_t))
+    if ucount == NULL:
+        raise MemoryError()
+    if not account_sorted:
+        cursor = <int64_t*>malloc(<size_t>(n + 1) * sizeof(int64_t))
+        if cursor == NULL:
+            free(ucount)
+            raise MemoryError()
+    try:
+        with nogil:
+            for a in range(n + 1):
+                indptr[a] = 0
+            for j in range(p):
+                indptr[account[j] + 1] += 1
+            for a in range(n):
+                indptr[a + 1] += indptr[a]
+            if account_sorted:
+                if p > 0:
+                    memcpy(&inst_out[0], &instrument[0], <size_t>p * sizeof(int64_t))
+                    memcpy(&qty_out[0], &quantity[0], <size_t>p * sizeof(double))
+            else:
+                for a in range(n):
+                    cursor[a] = indptr[a]
+                for j in range(p):
+                    dst = cursor[account[j]]
+                    cursor[account[j]] = dst + 1
+                    inst_out[dst] = instrument[j]
+                    qty_out[dst] = quantity[j]
+            maxlen = 0
+            for a in range(n):
+                if indptr[a + 1] - indptr[a] > maxlen:
+                    maxlen = indptr[a + 1] - indptr[a]
+        if maxlen > INSERTION_MAX:
+            tkey = <int64_t*>malloc(<size_t>maxlen * sizeof(int64_t))
+            tval = <double*>malloc(<size_t>maxlen * sizeof(double))
+            if tkey == NULL or tval == NULL:
+                raise MemoryError()
+        with nogil:
+            total = 0
+            for a in range(n):
+                s = indptr[a]
+                e = indptr[a + 1]
+                if e - s > 0:
+                    u = _sort_merge_row(&inst_out[s], &qty_out[s], e - s, tkey, tval)
+                else:
+                    u = 0
+                ucount[a] = u
+                total += u
+            if total != p:
+                # compact rows left; destination never overtakes the source
+                dst = 0
+                for a in range(n):
+                    s = indptr[a]
+                    u = ucount[a]
+                    if dst != s and u > 0:
+                        memmove(&inst_out[dst], &inst_out[s], <size_t>u * sizeof(int64_t))
+                        memmove(&qty_out[dst], &qty_out[s], <size_t>u * sizeof(double))
+                    indptr[a] = dst
+                    dst += u
+                indptr[n] = dst
+    finally:
+        free(ucount)
+        free(cursor)
+        free(tkey)
+        free(tval)
+    return total

@@ -1,0 +1,79 @@
+"""One helper that splits a range of rows into fixed chunks over a thread pool.
+
+The kernels release the GIL, so Python threads run them in parallel. Chunk boundaries depend only on
+the problem size (never on ``workers``) so that results are bit-identical for every number of workers.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+__all__ = ["resolve_workers", "chunk_bounds", "run_chunked"]
+
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+
+
+def _cpu_count() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(workers: int | None) -> int:
+    """Number of threads for ``workers`` (scipy convention).
+
+    ``None`` or ``-1``: all usable cores; ``k > 0``: ``k`` threads; ``0`` or other negatives: error.
+    """
+    if workers is None:
+        return _cpu_count()
+    if isinstance(workers, bool) or not isinstance(workers, (int,)) and not hasattr(workers, "__index__"):
+        raise TypeError(f"workers must be an int or None, got {type(workers).__name__}")
+    workers = int(workers)
+    if workers == -1:
+        return _cpu_count()
+    if workers <= 0:
+        raise ValueError(f"workers must be None, -1 or a positive int, got {workers}")
+    return workers
+
+
+def chunk_bounds(n: int, chunk: int) -> list[tuple[int, int]]:
+    """Fixed ``[start, stop)`` chunks of ``range(n)`` of size ``chunk`` (last one shorter)."""
+    chunk = max(1, int(chunk))
+    return [(s, min(s + chunk, n)) for s in range(0, n, chunk)]
+
+
+def _pool(k: int) -> ThreadPoolExecutor:
+    pool = _POOLS.get(k)
+    if pool is None:
+        pool = _POOLS.setdefault(k, ThreadPoolExecutor(max_workers=k, thread_name_prefix="dpm"))
+    return pool
+
+
+def run_chunked(
+    fn: Callable[[int, int], object],
+    n: int,
+    workers: int | None,
+    min_chunk: int = 4096,
+    chunks_per_worker: int = 1,
+) -> list[object]:
+    """Call ``fn(start, stop)`` over chunks of ``range(n)`` on ``workers`` threads.
+
+    ``fn`` must compute each row independently of the chunk boundaries (all dpm kernels do: one
+    option, one instrument or one account per row, reduced sequentially by the thread that owns it),
+    so results are bit-identical for every ``workers``. With one worker, or too little work for two
+    chunks, everything runs in the calling thread; otherwise the calling thread runs the first chunk
+    itself while the pool runs the others. ``chunks_per_worker > 1`` evens out rows of unequal cost.
+    """
+    k = resolve_workers(workers)
+    if n <= 0:
+        return []
+    chunk = max(int(min_chunk), -(-n // (k * max(1, int(chunks_per_worker)))))
+    bounds = chunk_bounds(n, chunk)
+    if k == 1 or len(bounds) == 1:
+        return [fn(s, e) for s, e in bounds]
+    pool = _pool(k)
+    futures = [pool.submit(fn, s, e) for s, e in bounds[1:]]
+    first = fn(*bounds[0])
+    return [first] + [f.result() for f in futures]
