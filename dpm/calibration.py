@@ -489,7 +489,8 @@ def ledoit_wolf(returns: Any, target: str = "constant_correlation", *,
         np.fill_diagonal(theta, 0.0)
         rho = np.trace(phi_mat) + rbar * np.sum(np.outer(1.0 / sd, sd) * theta)
         gamma = np.sum((sample - prior) ** 2)
-        kappa = (phi - rho) / gamma if gamma > 0 else 0.0
+        # gamma = 0 when the target equals the sample (always for 2 assets): nothing to shrink
+        kappa = (phi - rho) / gamma if gamma > 1e-24 * np.sum(sample ** 2) else 0.0
         shrink = float(max(0.0, min(1.0, kappa / n)))
     else:
         raise InvalidInputError(

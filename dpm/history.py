@@ -419,6 +419,8 @@ def load_history(path: str | os.PathLike | None = None, *, min_days: int = 2,
         header, columns = _read_parquet(p)
     else:
         header, rows = _read_csv(p)
+        if date_col.lower() not in (h.lower() for h in header):
+            raise InvalidInputError(f"{p}: no {date_col!r} column (columns: {', '.join(header)})")
         columns = {}
         width = len(header)
         for i, r in enumerate(rows):

@@ -420,28 +420,33 @@ def parse_name(name: str, *, contract_size: float | None = None) -> Spec:
             f"name: {name!r} is not a Deribit-style instrument name "
             "(e.g. BTC-27DEC26-60000-C, BTC-27DEC26, BTC-PERPETUAL, BTC_USDC-PERPETUAL, BTC_USDC)"
         )
-    u, q, tail = m.group("u"), m.group("q"), m.group("tail")
-    inverse = q is None
-    settlement = None if inverse else q
-    spec: Spec
-    if tail is None:
-        if inverse:
-            raise InvalidInputError(f"name: {name!r} has no instrument part (write {name}-PERPETUAL, ...)")
-        spec = Spot(u, settlement=q, contract_size=1.0 if contract_size is None else contract_size)
-    elif tail == "SPOT":
-        if not inverse:
-            raise InvalidInputError(f"name: {name!r}: a quoted spot pair is written {u}_{q}")
-        spec = Spot(u, settlement="USD", contract_size=1.0 if contract_size is None else contract_size)
-    elif tail == "PERPETUAL":
-        spec = Perpetual(u, inverse=inverse, contract_size=contract_size, settlement=settlement)
-    else:
-        expiry = _parse_date(m.group("date"), name)
-        if m.group("strike") is None:
-            spec = Future(u, expiry, inverse=inverse, contract_size=contract_size, settlement=settlement)
+    try:
+        u, q, tail = m.group("u"), m.group("q"), m.group("tail")
+        inverse = q is None
+        settlement = None if inverse else q
+        spec: Spec
+        if tail is None:
+            if inverse:
+                raise InvalidInputError(f"name: {name!r} has no instrument part (write {name}-PERPETUAL, ...)")
+            spec = Spot(u, settlement=q, contract_size=1.0 if contract_size is None else contract_size)
+        elif tail == "SPOT":
+            if not inverse:
+                raise InvalidInputError(f"name: {name!r}: a quoted spot pair is written {u}_{q}")
+            spec = Spot(u, settlement="USD", contract_size=1.0 if contract_size is None else contract_size)
+        elif tail == "PERPETUAL":
+            spec = Perpetual(u, inverse=inverse, contract_size=contract_size, settlement=settlement)
         else:
-            strike = float(m.group("strike").replace("d", "."))
-            spec = Option(u, expiry, strike, "call" if m.group("cp") == "C" else "put", inverse=inverse,
-                          contract_size=contract_size, settlement=settlement)
+            expiry = _parse_date(m.group("date"), name)
+            if m.group("strike") is None:
+                spec = Future(u, expiry, inverse=inverse, contract_size=contract_size, settlement=settlement)
+            else:
+                strike = float(m.group("strike").replace("d", "."))
+                spec = Option(u, expiry, strike, "call" if m.group("cp") == "C" else "put", inverse=inverse,
+                              contract_size=contract_size, settlement=settlement)
+    except (InvalidInputError, InvalidTypeError) as exc:
+        if str(exc).startswith("name:"):
+            raise
+        raise type(exc)(f"name: {name!r}: {exc}") from None
     canonical = format_name(spec)
     if canonical != name:
         raise InvalidInputError(f"name: {name!r} is not in canonical form; write {canonical!r}")
@@ -453,6 +458,11 @@ def parse_name(name: str, *, contract_size: float | None = None) -> Spec:
 # ----------------------------------------------------------------------------------------------------
 _COLUMNS = ("name", "kind", "underlying", "option_type", "strike", "expiry_ms", "inverse",
             "contract_size", "settlement")
+
+
+def _v(x: Any) -> Any:
+    """Plain Python value of a numpy scalar (readable in messages: 7, not np.int64(7))."""
+    return x.item() if isinstance(x, np.generic) else x
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -483,7 +493,7 @@ def _as_kind_array(kind: Any, names: np.ndarray) -> np.ndarray:
     bad = (arr < 0) | (arr > 3)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InvalidInputError(f"kind: unknown kind {arr[i]!r} at row {i} ({names[i]!r}); expected 0..3")
+        raise InvalidInputError(f"kind: unknown kind {_v(arr[i])!r} at row {i} ({names[i]!r}); expected 0..3")
     return arr.astype(np.int8)
 
 
@@ -511,7 +521,7 @@ def _as_option_type_array(ot: Any, names: np.ndarray) -> np.ndarray:
     bad = ~np.isin(arr, (-1, 0, 1))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InvalidInputError(f"option_type: expected +1/-1/0, row {i} ({names[i]!r}) is {arr[i]!r}")
+        raise InvalidInputError(f"option_type: expected +1/-1/0, row {i} ({names[i]!r}) is {_v(arr[i])!r}")
     return arr.astype(np.int8)
 
 
@@ -580,7 +590,7 @@ class InstrumentTable:
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise InvalidInputError(
-                f"underlying: code {und[i]!r} at row {i} ({names[i]!r}) is not in [0, {len(underlyings)})"
+                f"underlying: code {_v(und[i])!r} at row {i} ({names[i]!r}) is not in [0, {len(underlyings)})"
             )
         und = und.astype(np.int16)
         ot = _as_option_type_array(option_type, names)

@@ -52,7 +52,7 @@ MIN_QUOTES = 5
 #: Tolerances below which a violation counts as none (g is O(1); w is total variance).
 BUTTERFLY_TOL = 1e-9
 CALENDAR_TOL = 1e-10
-_GRID_POINTS = 1201
+_GRID_POINTS = 2401
 _SLOPE_EPS = 1e-6          # keeps |rho| < 1 strictly
 _SLOPE_MAX = LEE_MAX_SLOPE * (1.0 - 1e-6)
 
@@ -74,6 +74,31 @@ def svi_derivatives(
     w1 = b * (rho + x / r)
     w2 = b * sigma * sigma / (r * r * r)
     return w, w1, w2
+
+
+def _svi_inplace(k: np.ndarray, a: Any, b: Any, rho: Any, m: Any, sigma: Any) -> np.ndarray:
+    """Raw SVI with few temporaries (large-array evaluation is dominated by allocations)."""
+    if np.ndim(k) == 0:
+        return np.asarray(svi_total_variance(k, a, b, rho, m, sigma), dtype=np.float64)
+    x = np.subtract(k, m)
+    r = np.multiply(x, x)
+    if np.ndim(sigma):
+        s2 = np.multiply(sigma, sigma)
+        r += s2
+    else:
+        r += sigma * sigma
+    np.sqrt(r, out=r)
+    x *= rho
+    r += x
+    r *= b
+    r += a
+    return r
+
+
+def _check_times(T: np.ndarray) -> None:
+    ok = np.isfinite(T) & (T >= 0)
+    if not ok.all():
+        raise InvalidInputError(f"T: time to expiry must be finite and >= 0, got {T[~ok].ravel()[0]!r}")
 
 
 def _density_from(k: np.ndarray, w: np.ndarray, w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
@@ -291,13 +316,19 @@ def _w_and_jac(x: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return w, jac
 
 
-def _grid_for(T: float, w_atm: float, k_lo: float = math.nan, k_hi: float = math.nan) -> np.ndarray:
-    """Dense check grid: the quotes' range widened, and at least +-6 ATM standard deviations."""
-    half = max(0.5, 6.0 * math.sqrt(max(w_atm, 0.0)))
+def _grid_for(T: float, w_atm: float, k_lo: float = math.nan, k_hi: float = math.nan,
+              m: float = math.nan, sigma: float = math.nan) -> np.ndarray:
+    """Dense check grid: |k| <= max(3, 8 ATM standard deviations, 1.25 x the quotes' range) (at most 8),
+    plus a fine patch around the smile's vertex ``m`` (a small ``sigma`` gives a sharp turn there)."""
+    half = max(3.0, 8.0 * math.sqrt(max(w_atm, 0.0)))
     if math.isfinite(k_lo):
         half = max(half, 1.25 * abs(k_lo), 1.25 * abs(k_hi))
     half = min(half, 8.0)
-    return np.linspace(-half, half, _GRID_POINTS)
+    grid = np.linspace(-half, half, _GRID_POINTS)
+    if math.isfinite(m) and math.isfinite(sigma):
+        patch = m + sigma * np.linspace(-20.0, 20.0, 401)
+        grid = np.union1d(grid, patch[(patch > -half) & (patch < half)])
+    return grid
 
 
 def _max_neg_density(params: Sequence[float], grid: np.ndarray) -> tuple[float, float, float]:
@@ -539,7 +570,7 @@ class VolSurface:
         What the checks found and what was repaired.
     """
 
-    __slots__ = ("_slices", "_lifted", "_report", "_T", "_P", "_any_lifted", "_lifted_arr")
+    __slots__ = ("_slices", "_lifted", "_report", "_T", "_P", "_any_lifted", "_lifted_arr", "_seg")
 
     def __init__(self, slices: Sequence[SVISlice], report: ArbitrageReport | None = None,
                  lifted: Sequence[bool] | None = None):
@@ -567,6 +598,8 @@ class VolSurface:
         object.__setattr__(self, "_T", _readonly(Ts))
         # Parameters as 5 contiguous read-only rows (a, b, rho, m, sigma) for vectorised gathers.
         object.__setattr__(self, "_P", _readonly(np.array([s.params for s in slices]).T.copy()))
+        object.__setattr__(self, "_seg", tuple(_readonly(a) if a.dtype.kind == "f" else a
+                                               for a in self._build_segment_tables()))
 
     def __setattr__(self, name: str, value: Any) -> None:
         raise AttributeError("VolSurface is immutable; build a new one")
@@ -602,14 +635,12 @@ class VolSurface:
         P = self._P
         if np.ndim(i) == 0:
             i = int(i)
-            w = svi_total_variance(k, P[0, i], P[1, i], P[2, i], P[3, i], P[4, i])
+            w = _svi_inplace(k, P[0, i], P[1, i], P[2, i], P[3, i], P[4, i])
             while self._lifted[i]:
                 i -= 1
-                w = np.maximum(w, svi_total_variance(k, P[0, i], P[1, i], P[2, i], P[3, i], P[4, i]))
+                np.maximum(w, _svi_inplace(k, P[0, i], P[1, i], P[2, i], P[3, i], P[4, i]), out=w)
             return w
-        x = k - P[3].take(i)
-        s = P[4].take(i)
-        w = P[0].take(i) + P[1].take(i) * (P[2].take(i) * x + np.sqrt(x * x + s * s))
+        w = _svi_inplace(k, *(P[r].take(i) for r in range(5)))
         if self._any_lifted:
             cur = i.copy()
             mask = self._lifted_arr[cur]
@@ -630,10 +661,19 @@ class VolSurface:
         T = as_float_array(T, "T")
         if not np.isfinite(k).all():
             raise InvalidInputError(f"k: must be finite, got {k[~np.isfinite(k)].ravel()[0]!r}")
-        if not (np.isfinite(T).all() and (T >= 0).all()):
-            bad = T[~(np.isfinite(T) & (T >= 0))].ravel()[0]
-            raise InvalidInputError(f"T: time to expiry must be finite and >= 0, got {bad!r}")
+        _check_times(T)
         return self._total_variance(k, T)
+
+    def _segments(self, T: np.ndarray) -> np.ndarray:
+        """Segment index of each time: 0 before the first slice, n at/after the last, j in between."""
+        Ts = self._T
+        if Ts.size > 16:
+            return np.searchsorted(Ts, T, side="right")
+        # A few vector comparisons beat a branchy binary search over unsorted times.
+        j = np.zeros(T.shape, dtype=np.intp)
+        for t in Ts:
+            j += T >= t
+        return j
 
     def _total_variance(self, k: np.ndarray, T: np.ndarray) -> np.ndarray:
         Ts = self._T
@@ -642,29 +682,65 @@ class VolSurface:
             t = float(T)
             j = int(np.searchsorted(Ts, t, side="right"))
             if j == 0:
-                return self._slice_w(0, k) * (t / Ts[0])
+                w = self._slice_w(0, k)
+                w *= t / Ts[0]
+                return w
             if j == n:
-                return self._slice_w(n - 1, k) * (t / Ts[n - 1])
-            w0, w1 = self._slice_w(j - 1, k), self._slice_w(j, k)
+                w = self._slice_w(n - 1, k)
+                w *= t / Ts[n - 1]
+                return w
             th = (t - Ts[j - 1]) / (Ts[j] - Ts[j - 1])
-            return w0 + th * (w1 - w0)
-        k, T = np.broadcast_arrays(k, T)
+            w0 = self._slice_w(j - 1, k)
+            w1 = self._slice_w(j, k)
+            w0 *= 1.0 - th
+            w1 *= th
+            w0 += w1
+            return w0
+        if k.shape != T.shape:
+            k, T = np.broadcast_arrays(k, T)
         shape = k.shape
         k = k.ravel()
         T = T.ravel()
-        j = np.searchsorted(Ts, T, side="right")
-        lo = np.clip(j - 1, 0, n - 1)
-        hi = np.minimum(j, n - 1)
+        j = self._segments(T)
+        # w = (A + B T) w_lo(k) + (C + D T) w_hi(k) with per-segment coefficients (see _segment_tables):
+        # before the first slice and after the last, w_hi is multiplied by 0 and w_lo scaled by T / T_node.
+        lo_i, hi_i, A, B, C, D = self._seg
+        lo = lo_i.take(j)
+        hi = hi_i.take(j)
         w_lo = self._slice_w(lo, k)
-        inner = lo != hi
-        if n > 1 and inner.any():
+        alpha = B.take(j)
+        alpha *= T
+        alpha += A.take(j)
+        w_lo *= alpha
+        if n > 1:
             w_hi = self._slice_w(hi, k)
-            T_lo, T_hi = Ts[lo], Ts[hi]
-            th = np.where(inner, (T - T_lo) / np.where(inner, T_hi - T_lo, 1.0), 0.0)
-            out = np.where(inner, w_lo + th * (w_hi - w_lo), w_lo * (T / T_lo))
-        else:
-            out = w_lo * (T / Ts[lo])
-        return out.reshape(shape)
+            beta = D.take(j)
+            beta *= T
+            beta += C.take(j)
+            w_hi *= beta
+            w_lo += w_hi
+        return w_lo.reshape(shape)
+
+    def _build_segment_tables(self) -> tuple[np.ndarray, ...]:
+        Ts = self._T
+        n = Ts.size
+        lo = np.concatenate([[0], np.arange(n)]).astype(np.intp)
+        hi = np.concatenate([np.arange(n), [n - 1]]).astype(np.intp)
+        lo.setflags(write=False)
+        hi.setflags(write=False)
+        A = np.zeros(n + 1)
+        B = np.zeros(n + 1)
+        C = np.zeros(n + 1)
+        D = np.zeros(n + 1)
+        B[0] = 1.0 / Ts[0]
+        B[n] = 1.0 / Ts[n - 1]
+        if n > 1:
+            dT = np.diff(Ts)
+            A[1:n] = Ts[1:] / dT
+            B[1:n] = -1.0 / dT
+            C[1:n] = -Ts[:-1] / dT
+            D[1:n] = 1.0 / dT
+        return lo, hi, A, B, C, D
 
     def implied_vol(self, strike: Any, T: Any, forward: Any) -> np.ndarray:
         """Implied vol (decimal) at ``strike``, time ``T`` (years) and the forward of that time.
@@ -678,17 +754,28 @@ class VolSurface:
             bad = ~(np.isfinite(arr) & (arr > 0))
             if bad.any():
                 raise InvalidInputError(f"{name}: must be finite and > 0, got {arr[bad].ravel()[0]!r}")
-        if not (np.isfinite(T).all() and (T >= 0).all()):
-            bad = T[~(np.isfinite(T) & (T >= 0))].ravel()[0]
-            raise InvalidInputError(f"T: time to expiry must be finite and >= 0, got {bad!r}")
-        k = np.log(K / F)
+        _check_times(T)
+        k = np.divide(K, F)
+        if k.ndim:
+            np.log(k, out=k)
+        else:
+            k = np.log(k)
         if T.ndim == 0:
             t = float(T)
             if t == 0.0:
-                return np.sqrt(self._slice_w(0, k) / self._T[0])
-            return np.sqrt(self._total_variance(k, T) / t)
-        Tb = np.where(T > 0, T, self._T[0])
-        return np.sqrt(self._total_variance(k, Tb) / Tb)
+                w = self._slice_w(0, k)
+                w /= self._T[0]
+            else:
+                w = self._total_variance(k, T)
+                w /= t
+            np.sqrt(w, out=w)
+            return w
+        # T = 0 takes the limit of sqrt(w / T), the first slice's vol.
+        Tb = np.where(T > 0, T, self._T[0]) if not (T > 0).all() else T
+        w = self._total_variance(k, Tb)
+        w /= Tb
+        np.sqrt(w, out=w)
+        return w
 
     # ---- construction
     @classmethod
@@ -776,7 +863,7 @@ class VolSurface:
         weights : array_like, optional
             Residual weights ``>= 0`` per quote. Default: with ``bid_ivs``/``ask_ivs`` given,
             ``1 / (ask - bid)`` (quotes lacking a side get the smallest weight of the slice); otherwise the
-            Black vega of the quote relative to the slice's largest, floored at 0.05, so the fit tracks
+            Black vega of the quote relative to the slice's largest, floored at 0.2, so the fit tracks
             prices near the money while still seeing the wings.
         bid_ivs, ask_ivs : array_like, optional
             Bid / ask implied vols; ``0`` or NaN means no quote on that side. A bid above its ask raises.
@@ -860,7 +947,7 @@ class VolSurface:
                 sq = iv[sel] * math.sqrt(t)
                 d1 = -k / sq + 0.5 * sq
                 vega = np.exp(-0.5 * d1 * d1)     # Black vega / (F sqrt(T) / sqrt(2 pi)): relative is enough
-                w_sel = np.maximum(vega / vega.max(), 0.05)
+                w_sel = np.maximum(vega / vega.max(), 0.2)
             fd = _prepare_slice(k, iv[sel], float(t), w_sel, label, float(np.median(F[sel])),
                                 n_strikes=np.unique(K[sel]).size)
             params = _slopes_to_raw(_fit_plain(fd))
@@ -878,7 +965,7 @@ def _with_params(s: SVISlice, params: tuple) -> SVISlice:
 def _build(slices: list[SVISlice], fits: list[_FitData], repair: bool) -> VolSurface:
     """Check every slice for Lee / butterfly / calendar arbitrage, repair, and assemble the surface."""
     issues: list[ArbitrageIssue] = []
-    grids = [_grid_for(s.T, float(s.total_variance(0.0)), s.k_min, s.k_max) for s in slices]
+    grids = [_grid_for(s.T, float(s.total_variance(0.0)), s.k_min, s.k_max, s.m, s.sigma) for s in slices]
     params = [s.params for s in slices]
 
     # 1) per-slice: Lee wing slopes and butterfly.
@@ -899,7 +986,7 @@ def _build(slices: list[SVISlice], fits: list[_FitData], repair: bool) -> VolSur
             action = "refit with density penalty"
             if _max_neg_density(p, grid)[0] > BUTTERFLY_TOL:
                 p, t = _flatten_wings(p, grid)
-                action += f", then wings flattened (b scaled by {t:.3g})"
+                action += f", then wings flattened (b scaled by {t:.6f})"
         after_bf = _max_neg_density(p, grid)[0]
         after_lee = p[1] * (1 + abs(p[2])) - LEE_MAX_SLOPE
         if before_lee > 0:

@@ -1,7 +1,7 @@
 # cython: language_level=3
 """CSR construction for :class:`dpm.accounts.AccountBook` (validated inputs only).
 
-``build_csr`` turns unordered (account, instrument, quantity) triples into CSR rows sorted by
+``count_scatter``, ``sort_merge_rows`` and ``compact_rows`` turn unordered (account, instrument, quantity) triples into CSR rows sorted by
 instrument id with duplicates summed in input order:
 
 1. counting sort by account (stable, O(P + N)), skipped when the accounts are already non-decreasing;
@@ -149,83 +149,90 @@ def is_strictly_increasing_pairs(const int64_t[::1] major, const int64_t[::1] mi
     return bool(nondec), bool(strict)
 
 
-def build_csr(const int64_t[::1] account, const int64_t[::1] instrument, const double[::1] quantity,
-              bint account_sorted,
-              int64_t[::1] indptr, int64_t[::1] inst_out, double[::1] qty_out):
-    """Fill ``indptr`` (N+1), ``inst_out`` and ``qty_out`` (length P); return the unique count P'.
-
-    Only ``inst_out[:P']`` and ``qty_out[:P']`` are meaningful afterwards.
-    """
+def count_scatter(const int64_t[::1] account, const int64_t[::1] instrument, const double[::1] quantity,
+                  bint account_sorted,
+                  int64_t[::1] indptr, int64_t[::1] inst_out, double[::1] qty_out):
+    """Counting sort by account (stable): fill ``indptr`` (N+1) and rows of ``inst_out``/``qty_out``."""
     cdef Py_ssize_t p = account.shape[0]
     cdef Py_ssize_t n = indptr.shape[0] - 1
-    cdef Py_ssize_t a, j, dst
-    cdef int64_t s, e, u, total, maxlen
+    cdef Py_ssize_t a, j
+    cdef int64_t dst
     cdef int64_t* cursor = NULL
-    cdef int64_t* tkey = NULL
-    cdef double* tval = NULL
-    cdef int64_t* ucount = <int64_t*>malloc(<size_t>(n + 1) * sizeof(int64_t))
-    if ucount == NULL:
-        raise MemoryError()
     if not account_sorted:
         cursor = <int64_t*>malloc(<size_t>(n + 1) * sizeof(int64_t))
         if cursor == NULL:
-            free(ucount)
             raise MemoryError()
-    try:
-        with nogil:
-            for a in range(n + 1):
-                indptr[a] = 0
+    with nogil:
+        for a in range(n + 1):
+            indptr[a] = 0
+        for j in range(p):
+            indptr[account[j] + 1] += 1
+        for a in range(n):
+            indptr[a + 1] += indptr[a]
+        if account_sorted:
+            if p > 0:
+                memcpy(&inst_out[0], &instrument[0], <size_t>p * sizeof(int64_t))
+                memcpy(&qty_out[0], &quantity[0], <size_t>p * sizeof(double))
+        else:
+            for a in range(n):
+                cursor[a] = indptr[a]
             for j in range(p):
-                indptr[account[j] + 1] += 1
-            for a in range(n):
-                indptr[a + 1] += indptr[a]
-            if account_sorted:
-                if p > 0:
-                    memcpy(&inst_out[0], &instrument[0], <size_t>p * sizeof(int64_t))
-                    memcpy(&qty_out[0], &quantity[0], <size_t>p * sizeof(double))
+                dst = cursor[account[j]]
+                cursor[account[j]] = dst + 1
+                inst_out[dst] = instrument[j]
+                qty_out[dst] = quantity[j]
+    free(cursor)
+
+
+def sort_merge_rows(const int64_t[::1] indptr, int64_t[::1] inst, double[::1] qty, int64_t[::1] ucount,
+                    Py_ssize_t start, Py_ssize_t stop):
+    """Rows ``start:stop``: stable sort by instrument id, sum duplicates; ``ucount[a]`` = unique count.
+
+    Rows are independent, so chunks of rows may run on different threads with identical results.
+    """
+    cdef Py_ssize_t a
+    cdef int64_t s, e, maxlen = 0
+    cdef int64_t* tkey = NULL
+    cdef double* tval = NULL
+    for a in range(start, stop):
+        if indptr[a + 1] - indptr[a] > maxlen:
+            maxlen = indptr[a + 1] - indptr[a]
+    if maxlen > INSERTION_MAX:
+        tkey = <int64_t*>malloc(<size_t>maxlen * sizeof(int64_t))
+        tval = <double*>malloc(<size_t>maxlen * sizeof(double))
+        if tkey == NULL or tval == NULL:
+            free(tkey)
+            free(tval)
+            raise MemoryError()
+    with nogil:
+        for a in range(start, stop):
+            s = indptr[a]
+            e = indptr[a + 1]
+            if e - s > 0:
+                ucount[a] = _sort_merge_row(&inst[s], &qty[s], e - s, tkey, tval)
             else:
-                for a in range(n):
-                    cursor[a] = indptr[a]
-                for j in range(p):
-                    dst = cursor[account[j]]
-                    cursor[account[j]] = dst + 1
-                    inst_out[dst] = instrument[j]
-                    qty_out[dst] = quantity[j]
-            maxlen = 0
-            for a in range(n):
-                if indptr[a + 1] - indptr[a] > maxlen:
-                    maxlen = indptr[a + 1] - indptr[a]
-        if maxlen > INSERTION_MAX:
-            tkey = <int64_t*>malloc(<size_t>maxlen * sizeof(int64_t))
-            tval = <double*>malloc(<size_t>maxlen * sizeof(double))
-            if tkey == NULL or tval == NULL:
-                raise MemoryError()
-        with nogil:
-            total = 0
-            for a in range(n):
-                s = indptr[a]
-                e = indptr[a + 1]
-                if e - s > 0:
-                    u = _sort_merge_row(&inst_out[s], &qty_out[s], e - s, tkey, tval)
-                else:
-                    u = 0
-                ucount[a] = u
-                total += u
-            if total != p:
-                # compact rows left; destination never overtakes the source
-                dst = 0
-                for a in range(n):
-                    s = indptr[a]
-                    u = ucount[a]
-                    if dst != s and u > 0:
-                        memmove(&inst_out[dst], &inst_out[s], <size_t>u * sizeof(int64_t))
-                        memmove(&qty_out[dst], &qty_out[s], <size_t>u * sizeof(double))
-                    indptr[a] = dst
-                    dst += u
-                indptr[n] = dst
-    finally:
-        free(ucount)
-        free(cursor)
-        free(tkey)
-        free(tval)
-    return total
+                ucount[a] = 0
+    free(tkey)
+    free(tval)
+
+
+def compact_rows(int64_t[::1] indptr, int64_t[::1] inst, double[::1] qty, const int64_t[::1] ucount):
+    """Move the first ``ucount[a]`` entries of every row left so rows are contiguous; fix ``indptr``.
+
+    Returns the new number of positions.
+    """
+    cdef Py_ssize_t n = indptr.shape[0] - 1
+    cdef Py_ssize_t a
+    cdef int64_t s, u, dst = 0
+    with nogil:
+        for a in range(n):
+            s = indptr[a]  # read before this row's entry is overwritten
+            u = ucount[a]
+            if dst != s and u > 0:
+                # destination never overtakes the source: memmove handles the overlap
+                memmove(&inst[dst], &inst[s], <size_t>u * sizeof(int64_t))
+                memmove(&qty[dst], &qty[s], <size_t>u * sizeof(double))
+            indptr[a] = dst
+            dst += u
+        indptr[n] = dst
+    return dst

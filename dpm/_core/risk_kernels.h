@@ -1,0 +1,265 @@
+/*
+ * Scenario revaluation and CSR account aggregation kernels (see docs/methodology.md).
+ *
+ * Stage 1 (dpm_revalue_rows): each instrument is revalued once per scenario of its underlying:
+ *   an M x Sp matrix of P&L per contract in the risk currency (Sp = S padded to a multiple of 8 so
+ *   every row starts on a vector boundary; padded columns are 0 and never read as scenarios).
+ * Stage 2 (dpm_margin_rows): each account's positions are gathered from that matrix into a per
+ *   underlying scenario P&L vector (S multiply-adds per position, no pricing), then the worst
+ *   weighted/dampened loss, the add-ons and the correlation combine give the margin.
+ * What-if reuses an account's state (the same struct stage 2 builds) and applies orders to it.
+ *
+ * All pointers are to validated, contiguous arrays; nothing here allocates, raises or touches Python.
+ */
+#ifndef DPM_RISK_KERNELS_H
+#define DPM_RISK_KERNELS_H
+
+#include <stdint.h>
+#include <string.h>
+#include "black_math.h"
+
+/* instrument kinds, as dpm.instruments.Kind */
+#define DPM_SPOT 0
+#define DPM_FUTURE 1
+#define DPM_PERPETUAL 2
+#define DPM_OPTION 3
+
+/* currency conversion of an instrument's native P&L into the risk currency, per scenario */
+#define DPM_CONV_NONE 0     /* native currency is the risk currency */
+#define DPM_CONV_MUL_PRICE 1 /* coin P&L -> USD: multiply by the scenario's underlying price */
+#define DPM_CONV_DIV_PRICE 2 /* USD P&L -> coin: divide by the scenario's underlying price */
+
+/* ------------------------------------------------------------------------------------------ */
+/* Stage 1: revaluation                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Value of one contract in its native currency (USD-like for linear, coin for inverse). */
+static inline double dpm_contract_value(int kind, int inverse, double F, double K, double sigma,
+                                        double T, double cp, double cs)
+{
+    if (kind == DPM_OPTION) {
+        const double b = dpm_black76(F, K, sigma, T, cp);
+        return cs * (inverse ? b / F : b);
+    }
+    /* futures, perpetuals, spot: the P&L basis is the price (linear) or -1/price (inverse) */
+    return inverse ? -cs / F : cs * F;
+}
+
+/* Revalue instruments [start, stop).
+ * per instrument: kind, inverse, conv, und (underlying code), F (forward), K, cp, T (years), cs
+ *   (contract size), vol_cols (M x V: vol for each vol column), base (out: M, value at the base
+ *   market in the risk currency).
+ * per underlying u and scenario s (U x Sp arrays): move (relative price move), volcol (column of
+ *   vol_cols to use), price (the underlying's price in the scenario, for currency conversion).
+ * base_price: U, the underlying's current price (for the base value's conversion).
+ * dt: time that passes in every scenario (years; SPAN reprices for the next day).
+ * out: M x Sp P&L matrix, row i = P&L per contract of instrument i in each scenario. */
+DPM_CLONES
+static void dpm_revalue_rows(dpm_index start, dpm_index stop, dpm_index S, dpm_index Sp,
+                             const int8_t *kind, const uint8_t *inverse, const int8_t *conv,
+                             const int32_t *und, const double *F, const double *K,
+                             const double *cp, const double *T, const double *cs,
+                             const double *vol_cols, dpm_index V, const double *move,
+                             const int32_t *volcol, const double *price, const double *base_price,
+                             double dt, double *base, double *out)
+{
+    for (dpm_index i = start; i < stop; i++) {
+        const int k = kind[i], inv = inverse[i], cv = conv[i];
+        const dpm_index u = und[i];
+        const double Fi = F[i], Ki = K[i], cpi = cp[i], csi = cs[i];
+        const double Ti = T[i];
+        const double T1 = Ti - dt > 0.0 ? Ti - dt : 0.0;
+        const double *vc = vol_cols + i * V;
+        const double *mv = move + u * Sp;
+        const int32_t *col = volcol + u * Sp;
+        const double *px = price + u * Sp;
+        double v0 = dpm_contract_value(k, inv, Fi, Ki, vc[0], Ti, cpi, csi);
+        v0 = cv == DPM_CONV_MUL_PRICE ? v0 * base_price[u]
+           : cv == DPM_CONV_DIV_PRICE ? v0 / base_price[u] : v0;
+        base[i] = v0;
+        double *row = out + i * Sp;
+        if (k == DPM_OPTION) {
+            DPM_SIMD
+            for (dpm_index s = 0; s < S; s++) {
+                const double F1 = Fi * (1.0 + mv[s]);
+                const double b = dpm_black76(F1, Ki, vc[col[s]], T1, cpi);
+                double v = csi * (inv ? b / F1 : b);
+                v = cv == DPM_CONV_MUL_PRICE ? v * px[s] : cv == DPM_CONV_DIV_PRICE ? v / px[s] : v;
+                row[s] = v - v0;
+            }
+        } else {
+            DPM_SIMD
+            for (dpm_index s = 0; s < S; s++) {
+                const double F1 = Fi * (1.0 + mv[s]);
+                double pnl = inv ? csi * (1.0 / Fi - 1.0 / F1) : csi * (F1 - Fi);
+                /* P&L is relative to the base value; convert P&L, not values, for futures */
+                pnl = cv == DPM_CONV_MUL_PRICE ? pnl * px[s] : cv == DPM_CONV_DIV_PRICE ? pnl / px[s] : pnl;
+                row[s] = pnl;
+            }
+        }
+        for (dpm_index s = S; s < Sp; s++) row[s] = 0.0;
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Stage 2: aggregation                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Market/model data shared by every account (read-only). Arrays indexed by instrument (M),
+ * underlying (U), expiry bucket (NB) or tier (NT). */
+typedef struct {
+    dpm_index S, Sp, U, NB, NT;
+    const double *pnl;          /* M x Sp */
+    const int32_t *inst_und;    /* M */
+    const int32_t *inst_bucket; /* M: expiry bucket (roll shock), global id in [0, NB) */
+    const double *inst_delta;   /* M: delta per contract, in units of the underlying */
+    const double *inst_som;     /* M: short-option minimum per short contract (risk ccy), 0 if none */
+    const double *inst_notional;/* M: |notional| per contract (USD), for the size charge */
+    const double *inst_value;   /* M: value per contract at the base market (USD) */
+    const double *weight;       /* U x Sp: fraction of the scenario P&L counted */
+    const double *damp;         /* U x Sp: dampener (risk ccy) that shrinks losses toward zero */
+    const int64_t *bucket_ptr;  /* U + 1: buckets of underlying u are bucket_ptr[u]..bucket_ptr[u+1] */
+    const double *bucket_rate;  /* NB: roll-shock charge per unit |net delta| (risk ccy) */
+    const double *und_price;    /* U: the underlying's USD price */
+    const double *to_risk;      /* U: USD -> risk currency factor (1, or 1/price in coin mode) */
+    const double *risk_to_usd;  /* U: risk currency -> USD (outputs are reported in USD) */
+    const double *ds_threshold; /* U: delta-shock threshold (USD notional) */
+    const double *ds_m_inc;     /* U */
+    const double *ds_max;       /* U: cap as a fraction of the net delta notional */
+    const double *size_rate;    /* U: raw size charge per USD of gross notional */
+    const double *tier_bound;   /* NT: ascending upper bounds (USD of raw charge) */
+    const double *tier_mult;    /* NT + 1: multiplier below each bound, and above the last */
+    const double *corr;         /* U x U correlation, or NULL for the plain sum */
+} dpm_agg_params;
+
+/* One account's state: what what-if caches. Layout in one double buffer of dpm_state_size(). */
+static inline dpm_index dpm_state_size(const dpm_agg_params *p)
+{
+    /* acc U*Sp | bucket delta NB | net delta U | som U | gross U | present U | value 1 */
+    return p->U * p->Sp + p->NB + 4 * p->U + 1;
+}
+
+static inline void dpm_state_clear(const dpm_agg_params *p, double *st)
+{
+    memset(st, 0, sizeof(double) * (size_t)dpm_state_size(p));
+}
+
+/* Add q contracts of instrument i to the state: S multiply-adds plus the add-on accumulators. */
+static inline void dpm_state_add(const dpm_agg_params *restrict p, double *restrict st, int64_t i,
+                                 double q)
+{
+    const dpm_index Sp = p->Sp, U = p->U, NB = p->NB;
+    const dpm_index u = p->inst_und[i];
+    double *restrict acc = st + u * Sp;
+    const double *restrict row = p->pnl + i * Sp;
+    DPM_SIMD
+    for (dpm_index s = 0; s < Sp; s++) acc[s] += q * row[s];
+    double *bucket = st + U * Sp;
+    double *net = bucket + NB, *som = net + U, *gross = som + U, *present = gross + U;
+    double *value = present + U;
+    const double d = q * p->inst_delta[i];
+    bucket[p->inst_bucket[i]] += d;
+    net[u] += d;
+    if (q < 0.0) som[u] -= q * p->inst_som[i];
+    gross[u] += fabs(q) * p->inst_notional[i];
+    present[u] = 1.0;
+    value[0] += q * p->inst_value[i];
+}
+
+/* Outputs of one account, all in USD; per-underlying arrays have length U. */
+typedef struct {
+    double *total;   /* combined risk (before IM/MM factors) */
+    double *value;   /* mark value of the positions */
+    double *L;       /* per underlying charge */
+    double *scan;    /* worst weighted loss */
+    int32_t *worst;  /* worst scenario index, -1 if no loss / no position */
+    double *roll;    /* roll shock */
+    double *dshock;  /* delta shock */
+    double *floor;   /* max(short option minimum, size charge) */
+} dpm_agg_out;
+
+static inline double dpm_tier_multiplier(const dpm_agg_params *p, double raw_usd)
+{
+    dpm_index t = 0;
+    while (t < p->NT && raw_usd > p->tier_bound[t]) t++;
+    return p->tier_mult[t];
+}
+
+/* Margin of one account from its state; writes element `a` of each output array. */
+static inline void dpm_state_finish(const dpm_agg_params *restrict p, const double *restrict st,
+                                    const dpm_agg_out *o, dpm_index a)
+{
+    const dpm_index S = p->S, Sp = p->Sp, U = p->U, NB = p->NB;
+    const double *bucket = st + U * Sp;
+    const double *net = bucket + NB, *som = net + U, *gross = som + U, *present = gross + U;
+    const double *value = present + U;
+    double *L = o->L + a * U;
+    double total_sum = 0.0;
+    for (dpm_index u = 0; u < U; u++) {
+        double scan = 0.0, roll = 0.0, ds = 0.0, fl = 0.0, lu = 0.0;
+        int32_t ws = -1;
+        if (present[u] != 0.0) {
+            const double *acc = st + u * Sp;
+            const double *w = p->weight + u * Sp, *dm = p->damp + u * Sp;
+            for (dpm_index s = 0; s < S; s++) {
+                double v = w[s] * acc[s];
+                if (v < 0.0) {
+                    v += dm[s];
+                    if (v > 0.0) v = 0.0;
+                }
+                if (-v > scan) { scan = -v; ws = (int32_t)s; }
+            }
+            for (int64_t b = p->bucket_ptr[u]; b < p->bucket_ptr[u + 1]; b++)
+                roll += fabs(bucket[b]) * p->bucket_rate[b];
+            const double notional = fabs(net[u]) * p->und_price[u];
+            double excess = notional - p->ds_threshold[u];
+            excess = excess > 0.0 ? excess : 0.0;
+            ds = excess * fabs(net[u]) * p->ds_m_inc[u];
+            const double cap = p->ds_max[u] * notional;
+            ds = (ds < cap ? ds : cap) * p->to_risk[u];
+            const double raw = p->size_rate[u] * gross[u];
+            const double size = raw > 0.0 ? raw * dpm_tier_multiplier(p, raw) * p->to_risk[u] : 0.0;
+            fl = som[u] > size ? som[u] : size;
+            lu = scan + roll + ds;
+            lu = lu > fl ? lu : fl;
+            const double x = p->risk_to_usd[u];
+            scan *= x; roll *= x; ds *= x; fl *= x; lu *= x;
+        }
+        L[u] = lu;
+        o->scan[a * U + u] = scan;
+        o->worst[a * U + u] = ws;
+        o->roll[a * U + u] = roll;
+        o->dshock[a * U + u] = ds;
+        o->floor[a * U + u] = fl;
+        total_sum += lu;
+    }
+    if (p->corr) {
+        double q = 0.0;
+        for (dpm_index u = 0; u < U; u++) {
+            if (L[u] == 0.0) continue;
+            const double *row = p->corr + u * U;
+            double r = 0.0;
+            for (dpm_index v = 0; v < U; v++) r += row[v] * L[v];
+            q += L[u] * r;
+        }
+        o->total[a] = q > 0.0 ? sqrt(q) : 0.0;
+    } else {
+        o->total[a] = total_sum;
+    }
+    o->value[a] = value[0];
+}
+
+/* Margin of accounts [start, stop) of a CSR book; `scratch` holds one state. */
+DPM_CLONES
+static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index stop,
+                            const int64_t *indptr, const int64_t *inst, const double *qty,
+                            double *scratch, const dpm_agg_out *o)
+{
+    for (dpm_index a = start; a < stop; a++) {
+        dpm_state_clear(p, scratch);
+        for (int64_t k = indptr[a]; k < indptr[a + 1]; k++) dpm_state_add(p, scratch, inst[k], qty[k]);
+        dpm_state_finish(p, scratch, o, a);
+    }
+}
+
+#endif /* DPM_RISK_KERNELS_H */

@@ -1,0 +1,414 @@
+"""Immutable market snapshots: index prices, forward curves, vol surfaces, perpetual marks.
+
+A :class:`MarketSnapshot` is a frozen value: every numpy array inside it is read-only, and an update
+(:meth:`MarketSnapshot.with_updates`, :meth:`MarketSnapshot.with_underlying`) builds a *new* snapshot that
+shares the unchanged parts with the old one. Publishing a market update to other threads is therefore one
+reference assignment: a reader sees either the old snapshot or the new one, never a mixture.
+
+Forward curves interpolate the annualised basis ``y(T) = ln(F(T) / S) / T`` linearly in ``T`` between
+futures expiries and hold it flat beyond the first and last one, so ``F(T) = S * exp(y(T) * T)`` and
+``F(0) = S``.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from dataclasses import dataclass, field, fields, replace
+from types import MappingProxyType
+from typing import Any, Mapping
+
+import numpy as np
+
+from ._validation import as_float_array
+from .errors import InvalidInputError, InvalidTypeError, MarketDataError
+from .surface import VolSurface
+
+__all__ = [
+    "MS_PER_YEAR",
+    "year_fraction",
+    "ForwardCurve",
+    "UnderlyingMarket",
+    "MarketSnapshot",
+    "InstrumentInputs",
+]
+
+#: Milliseconds in an ACT/365 year.
+MS_PER_YEAR = 365.0 * 86_400_000.0
+
+# Kind codes of dpm.instruments.Kind (kept as ints here so the market layer does not depend on the table
+# module at import time; the contract fixes them).
+_SPOT, _FUTURE, _PERPETUAL, _OPTION = 0, 1, 2, 3
+
+
+def year_fraction(expiry_ms: Any, now_ms: int) -> np.ndarray:
+    """ACT/365 year fraction ``(expiry_ms - now_ms) / (365 * 86400 * 1000)``."""
+    e = np.asarray(expiry_ms, dtype=np.int64)
+    return (e - np.int64(now_ms)).astype(np.float64) / MS_PER_YEAR
+
+
+def _iso(ms: int) -> str:
+    try:
+        return _dt.datetime.fromtimestamp(ms / 1000.0, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
+
+
+def _readonly(a: Any) -> np.ndarray:
+    """A read-only float64 array: an already read-only float64 array is shared, anything else copied."""
+    if isinstance(a, np.ndarray) and a.dtype == np.float64 and not a.flags.writeable and a.flags.c_contiguous:
+        return a
+    arr = np.array(a, dtype=np.float64, copy=True)
+    arr.setflags(write=False)
+    return arr
+
+
+def _positive_scalar(value: Any, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidTypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not (math.isfinite(v) and v > 0):
+        raise InvalidInputError(f"{name}: must be finite and > 0, got {value!r}")
+    return v
+
+
+def _finite_scalar(value: Any, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise InvalidTypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise InvalidInputError(f"{name}: must be finite, got {value!r}")
+    return v
+
+
+# --------------------------------------------------------------------------- forward curve
+@dataclass(frozen=True, eq=False)
+class ForwardCurve:
+    """Forward prices ``F(T) = S * exp(y(T) * T)`` from an annualised basis ``y`` known at a few times.
+
+    ``y`` is interpolated linearly in ``T`` between the nodes and held flat before the first and after the
+    last node. Build with :meth:`from_futures` (futures marks) or :meth:`from_rate` (one constant basis).
+
+    Attributes
+    ----------
+    index_price : float
+        Spot index ``S`` (``F(0) = S``).
+    times : ndarray
+        Node times in years (> 0, increasing, read-only).
+    basis : ndarray
+        Annualised basis ``ln(F/S)/T`` at the nodes (read-only).
+    """
+
+    index_price: float
+    times: np.ndarray
+    basis: np.ndarray
+
+    def __post_init__(self) -> None:
+        S = _positive_scalar(self.index_price, "index_price")
+        t = as_float_array(self.times, "times").ravel()
+        y = as_float_array(self.basis, "basis").ravel()
+        if t.size == 0 or t.size != y.size:
+            raise InvalidInputError(f"times and basis need the same length >= 1, got {t.size} and {y.size}")
+        bad = ~(np.isfinite(t) & (t > 0))
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InvalidInputError(f"times: must be finite and > 0, index {i} is {t[i]!r}")
+        if np.any(np.diff(t) <= 0):
+            i = int(np.flatnonzero(np.diff(t) <= 0)[0]) + 1
+            raise InvalidInputError(f"times: must be strictly increasing, index {i} is {t[i]!r}")
+        if not np.isfinite(y).all():
+            i = int(np.flatnonzero(~np.isfinite(y))[0])
+            raise InvalidInputError(f"basis: must be finite, index {i} is {y[i]!r}")
+        object.__setattr__(self, "index_price", S)
+        object.__setattr__(self, "times", _readonly(t))
+        object.__setattr__(self, "basis", _readonly(y))
+
+    @classmethod
+    def from_futures(cls, index_price: float, times: Any, prices: Any, *, labels: Any = None) -> "ForwardCurve":
+        """Curve through futures marks ``prices`` at ``times`` (years).
+
+        Equal times must carry equal prices (within 1e-9 relative); they are merged.
+
+        Raises
+        ------
+        MarketDataError
+            A non-positive or non-finite price or time (named by ``labels`` when given), or two marks for
+            one time that disagree.
+        """
+        S = _positive_scalar(index_price, "index_price")
+        t = as_float_array(times, "times").ravel()
+        F = as_float_array(prices, "prices").ravel()
+        if t.size != F.size:
+            raise InvalidInputError(f"times has {t.size} values but prices has {F.size}")
+        if t.size == 0:
+            raise MarketDataError("from_futures: no futures marks; use ForwardCurve.from_rate for a flat basis")
+
+        def where(i: int) -> str:
+            return f"{labels[i]!r}" if labels is not None else f"index {i}"
+
+        for arr, name in ((t, "times"), (F, "prices")):
+            bad = ~(np.isfinite(arr) & (arr > 0))
+            if bad.any():
+                i = int(np.flatnonzero(bad)[0])
+                raise MarketDataError(f"{name}: must be finite and > 0, {where(i)} is {arr[i]!r}")
+        order = np.argsort(t, kind="stable")
+        t, F = t[order], F[order]
+        keep = np.ones(t.size, dtype=bool)
+        same = np.flatnonzero(np.diff(t) == 0)
+        for i in same:
+            if abs(F[i + 1] - F[i]) > 1e-9 * F[i]:
+                raise MarketDataError(
+                    f"prices: two futures marks for T={t[i]!r} disagree: {F[i]!r} and {F[i + 1]!r}"
+                )
+            keep[i + 1] = False
+        t, F = t[keep], F[keep]
+        return cls(S, t, np.log(F / S) / t)
+
+    @classmethod
+    def from_rate(cls, index_price: float, rate: float = 0.0) -> "ForwardCurve":
+        """Flat annualised basis ``rate``: ``F(T) = S * exp(rate * T)``."""
+        return cls(_positive_scalar(index_price, "index_price"), [1.0], [_finite_scalar(rate, "rate")])
+
+    def basis_at(self, T: Any) -> np.ndarray:
+        """Annualised basis ``y(T)`` (linear between nodes, flat beyond)."""
+        T = self._check_T(T)
+        return np.asarray(np.interp(T, self.times, self.basis), dtype=np.float64)
+
+    def forward(self, T: Any) -> np.ndarray:
+        """Forward price at ``T`` years (vectorised; ``T = 0`` gives the index)."""
+        T = self._check_T(T)
+        y = np.asarray(np.interp(T, self.times, self.basis), dtype=np.float64)
+        return self.index_price * np.exp(y * T)
+
+    def with_index(self, index_price: float) -> "ForwardCurve":
+        """Same basis term structure, new spot (forwards move proportionally)."""
+        return ForwardCurve(index_price, self.times, self.basis)
+
+    @staticmethod
+    def _check_T(T: Any) -> np.ndarray:
+        T = as_float_array(T, "T")
+        ok = np.isfinite(T) & (T >= 0)
+        if not ok.all():
+            raise InvalidInputError(f"T: time must be finite and >= 0, got {T[~ok].ravel()[0]!r}")
+        return T
+
+
+# --------------------------------------------------------------------------- one underlying
+@dataclass(frozen=True, eq=False)
+class UnderlyingMarket:
+    """Market data of one underlying (immutable).
+
+    Attributes
+    ----------
+    index_price : float
+        Spot index (USD).
+    forward_curve : ForwardCurve
+        Forward prices by time; its ``index_price`` must equal ``index_price``.
+    vol_surface : VolSurface or None
+        Implied vols; None for an underlying without options.
+    perpetual_price : float
+        Mark price of the perpetual (defaults to the index).
+    funding_rate : float
+        Current funding rate of the perpetual per funding period (decimal, e.g. 0.0001 per 8 hours).
+    """
+
+    index_price: float
+    forward_curve: ForwardCurve
+    vol_surface: VolSurface | None = None
+    perpetual_price: float | None = None
+    funding_rate: float = 0.0
+
+    def __post_init__(self) -> None:
+        S = _positive_scalar(self.index_price, "index_price")
+        if not isinstance(self.forward_curve, ForwardCurve):
+            raise InvalidTypeError(f"forward_curve: expected a ForwardCurve, got {type(self.forward_curve).__name__}")
+        if abs(self.forward_curve.index_price - S) > 1e-12 * S:
+            raise MarketDataError(
+                f"forward_curve.index_price {self.forward_curve.index_price!r} differs from index_price {S!r}; "
+                "rebuild the curve (ForwardCurve.with_index) when the index moves"
+            )
+        if self.vol_surface is not None and not isinstance(self.vol_surface, VolSurface):
+            raise InvalidTypeError(f"vol_surface: expected a VolSurface or None, got {type(self.vol_surface).__name__}")
+        perp = S if self.perpetual_price is None else _positive_scalar(self.perpetual_price, "perpetual_price")
+        object.__setattr__(self, "index_price", S)
+        object.__setattr__(self, "perpetual_price", perp)
+        object.__setattr__(self, "funding_rate", _finite_scalar(self.funding_rate, "funding_rate"))
+
+    def with_updates(self, **changes: Any) -> "UnderlyingMarket":
+        """A new market with ``changes`` applied. Changing ``index_price`` alone moves the forward curve with
+        it (same basis); the perpetual mark is kept unless given."""
+        _check_field_names(type(self), changes)
+        if "index_price" in changes and "forward_curve" not in changes:
+            changes["forward_curve"] = self.forward_curve.with_index(changes["index_price"])
+        return replace(self, **changes)
+
+    def forward(self, T: Any) -> np.ndarray:
+        """Shortcut for ``forward_curve.forward(T)``."""
+        return self.forward_curve.forward(T)
+
+
+def _check_field_names(cls: type, changes: Mapping[str, Any]) -> None:
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(changes) - names)
+    if unknown:
+        raise InvalidInputError(f"unknown field(s) {unknown} for {cls.__name__}; fields are {sorted(names)}")
+
+
+# --------------------------------------------------------------------------- per-instrument inputs
+@dataclass(frozen=True, eq=False)
+class InstrumentInputs:
+    """Per-instrument market inputs of one snapshot (read-only float64 arrays of length ``M``).
+
+    Attributes
+    ----------
+    forward : ndarray
+        Forward of the instrument's expiry (futures and options), the perpetual mark (perpetuals), the
+        index (spot).
+    time : ndarray
+        Years to expiry, ACT/365 (0 for perpetuals and spot).
+    vol : ndarray
+        Surface implied vol at the option's strike and expiry (NaN for non-options).
+    index : ndarray
+        Index price of the instrument's underlying.
+    timestamp_ms : int
+        The snapshot's time.
+    """
+
+    forward: np.ndarray
+    time: np.ndarray
+    vol: np.ndarray
+    index: np.ndarray
+    timestamp_ms: int
+
+    def __post_init__(self) -> None:
+        for name in ("forward", "time", "vol", "index"):
+            object.__setattr__(self, name, _readonly(getattr(self, name)))
+
+    def __len__(self) -> int:
+        return self.forward.size
+
+
+# --------------------------------------------------------------------------- snapshot
+@dataclass(frozen=True, eq=False)
+class MarketSnapshot:
+    """Immutable market state at ``timestamp_ms`` (ms since the epoch, UTC).
+
+    Attributes
+    ----------
+    timestamp_ms : int
+        Valuation time.
+    underlyings : Mapping[str, UnderlyingMarket]
+        Read-only mapping from underlying code (``"BTC"``) to its market.
+    """
+
+    timestamp_ms: int
+    underlyings: Mapping[str, UnderlyingMarket] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ts = self.timestamp_ms
+        if isinstance(ts, (bool, np.bool_)) or not isinstance(ts, (int, np.integer)):
+            raise InvalidTypeError(f"timestamp_ms: expected int milliseconds, got {type(ts).__name__} {ts!r}")
+        if ts < 0:
+            raise InvalidInputError(f"timestamp_ms: must be >= 0, got {ts!r}")
+        if not isinstance(self.underlyings, Mapping):
+            raise InvalidTypeError(f"underlyings: expected a mapping name -> UnderlyingMarket, got "
+                                   f"{type(self.underlyings).__name__}")
+        und = {}
+        for name, um in self.underlyings.items():
+            if not isinstance(name, str) or not name:
+                raise InvalidTypeError(f"underlyings: keys must be non-empty str, got {name!r}")
+            if not isinstance(um, UnderlyingMarket):
+                raise InvalidTypeError(f"underlyings[{name!r}]: expected an UnderlyingMarket, got {type(um).__name__}")
+            und[name] = um
+        object.__setattr__(self, "timestamp_ms", int(ts))
+        object.__setattr__(self, "underlyings", MappingProxyType(und))
+
+    def __getitem__(self, name: str) -> UnderlyingMarket:
+        try:
+            return self.underlyings[name]
+        except KeyError:
+            raise MarketDataError(
+                f"underlying {name!r} is not in the market snapshot (has {sorted(self.underlyings)})"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.underlyings
+
+    def __repr__(self) -> str:
+        parts = ", ".join(f"{k}: S={v.index_price:g}" for k, v in self.underlyings.items())
+        return f"MarketSnapshot({_iso(self.timestamp_ms)}; {parts})"
+
+    def with_updates(self, **changes: Any) -> "MarketSnapshot":
+        """A new snapshot with ``timestamp_ms`` and/or ``underlyings`` replaced (the old one is untouched;
+        every unchanged object is shared)."""
+        _check_field_names(type(self), changes)
+        return replace(self, **changes)
+
+    def with_underlying(self, name: str, market: UnderlyingMarket) -> "MarketSnapshot":
+        """A new snapshot with one underlying added or replaced; the others are shared by reference."""
+        und = dict(self.underlyings)
+        und[name] = market
+        return MarketSnapshot(self.timestamp_ms, und)
+
+    def year_fraction(self, expiry_ms: Any) -> np.ndarray:
+        """ACT/365 years from the snapshot's time to ``expiry_ms``."""
+        return year_fraction(expiry_ms, self.timestamp_ms)
+
+    def instrument_inputs(self, table: Any) -> InstrumentInputs:
+        """Forward, time, vol and index of every instrument of ``table`` (an ``InstrumentTable``).
+
+        Raises
+        ------
+        MarketDataError
+            Naming the first instrument whose underlying is not in the snapshot, that has expired
+            (``expiry_ms <= timestamp_ms``), or that is an option on an underlying without a vol surface.
+        """
+        M = len(table)
+        names = table.name
+        kind = np.asarray(table.kind)
+        und_code = np.asarray(table.underlying)
+        expiry = np.asarray(table.expiry_ms, dtype=np.int64)
+        strike = np.asarray(table.strike, dtype=np.float64)
+        forward = np.empty(M)
+        time = np.zeros(M)
+        vol = np.full(M, np.nan)
+        index = np.empty(M)
+        now = np.int64(self.timestamp_ms)
+        for code, uname in enumerate(table.underlyings):
+            sel = np.flatnonzero(und_code == code)
+            if sel.size == 0:
+                continue
+            um = self.underlyings.get(uname)
+            if um is None:
+                raise MarketDataError(
+                    f"instrument {names[sel[0]]!r}: underlying {uname!r} is not in the market snapshot "
+                    f"(has {sorted(self.underlyings)})"
+                )
+            k = kind[sel]
+            dated = (k == _FUTURE) | (k == _OPTION)
+            exp = expiry[sel]
+            expired = dated & (exp <= now)
+            if expired.any():
+                i = sel[int(np.flatnonzero(expired)[0])]
+                raise MarketDataError(
+                    f"instrument {names[i]!r} has expired: expiry {_iso(int(expiry[i]))} (expiry_ms={int(expiry[i])}) "
+                    f"is not after the snapshot time {_iso(self.timestamp_ms)} (timestamp_ms={self.timestamp_ms})"
+                )
+            index[sel] = um.index_price
+            d = sel[dated]
+            T = (expiry[d] - now).astype(np.float64) / MS_PER_YEAR
+            time[d] = T
+            forward[d] = um.forward_curve.forward(T)
+            forward[sel[k == _PERPETUAL]] = um.perpetual_price
+            forward[sel[k == _SPOT]] = um.index_price
+            opt = sel[k == _OPTION]
+            if opt.size:
+                if um.vol_surface is None:
+                    raise MarketDataError(
+                        f"instrument {names[opt[0]]!r}: underlying {uname!r} has no vol surface in the snapshot"
+                    )
+                vol[opt] = um.vol_surface.implied_vol(strike[opt], time[opt], forward[opt])
+            unknown = ~np.isin(k, (_SPOT, _FUTURE, _PERPETUAL, _OPTION))
+            if unknown.any():
+                i = sel[int(np.flatnonzero(unknown)[0])]
+                raise InvalidInputError(f"kind: unknown code {int(kind[i])} for instrument {names[i]!r}")
+        return InstrumentInputs(forward, time, vol, index, self.timestamp_ms)

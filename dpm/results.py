@@ -1,0 +1,176 @@
+"""Margin results: columnar for many accounts, readable for one."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["MarginResults", "AccountMargin", "PositionContribution", "WhatIfResult"]
+
+
+@dataclass(frozen=True, eq=False)
+class MarginResults:
+    """Margin of ``N`` accounts (all amounts in USD; arrays of length N, or N x U per underlying).
+
+    Attributes
+    ----------
+    account_id : ndarray
+    initial_margin, maintenance_margin : ndarray
+        IM and MM.
+    risk : ndarray
+        Combined risk ``R`` before the IM/MM factors.
+    equity : ndarray
+        Collateral after haircuts plus the mark value of the positions.
+    collateral_value, position_value : ndarray
+    margin_ratio : ndarray
+        ``MM / equity`` (liquidation when >= 1; inf when equity <= 0 and MM > 0; 0 when MM = 0).
+    excess : ndarray
+        ``equity - IM`` (negative: the account cannot open risk-increasing orders).
+    underlyings : tuple of str
+    charge, scan, roll_shock, delta_shock, floor : ndarray (N x U)
+        Per underlying: total charge ``L``, worst scenario loss, roll shock, delta shock, and the
+        floor (short-option minimum / size charge).
+    worst_scenario : ndarray of int32 (N x U)
+        Index of the binding scenario per underlying (-1 when there is no loss).
+    scenario_labels : dict of str to tuple of str
+    contribution : ndarray or None
+        Per position (aligned with the book's CSR arrays): its P&L in the binding scenario of its
+        underlying, counted at the scenario's weight (negative = adds to the loss).
+    """
+
+    account_id: np.ndarray
+    initial_margin: np.ndarray
+    maintenance_margin: np.ndarray
+    risk: np.ndarray
+    equity: np.ndarray
+    collateral_value: np.ndarray
+    position_value: np.ndarray
+    margin_ratio: np.ndarray
+    excess: np.ndarray
+    underlyings: tuple[str, ...]
+    charge: np.ndarray
+    scan: np.ndarray
+    roll_shock: np.ndarray
+    delta_shock: np.ndarray
+    floor: np.ndarray
+    worst_scenario: np.ndarray
+    scenario_labels: dict[str, tuple[str, ...]]
+    model_name: str = ""
+    contribution: np.ndarray | None = None
+    _book: Any = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.account_id)
+
+    def to_frame(self) -> Any:
+        """A pandas DataFrame, one row per account (needs the ``io`` extra)."""
+        try:
+            import pandas as pd
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("MarginResults.to_frame needs pandas: pip install 'dpm[io]'") from exc
+        return pd.DataFrame(self.to_columns())
+
+    def to_columns(self) -> dict[str, np.ndarray]:
+        """Columns of :meth:`to_frame` as a dict of arrays (no pandas needed)."""
+        cols: dict[str, np.ndarray] = {
+            "account_id": self.account_id,
+            "initial_margin": self.initial_margin,
+            "maintenance_margin": self.maintenance_margin,
+            "equity": self.equity,
+            "margin_ratio": self.margin_ratio,
+            "excess": self.excess,
+            "collateral_value": self.collateral_value,
+            "position_value": self.position_value,
+        }
+        for j, u in enumerate(self.underlyings):
+            cols[f"{u}_charge"] = self.charge[:, j]
+            cols[f"{u}_scan"] = self.scan[:, j]
+            cols[f"{u}_roll_shock"] = self.roll_shock[:, j]
+            cols[f"{u}_delta_shock"] = self.delta_shock[:, j]
+            cols[f"{u}_floor"] = self.floor[:, j]
+            labels = self.scenario_labels.get(u, ())
+            cols[f"{u}_worst_scenario"] = np.array(
+                [labels[k] if 0 <= k < len(labels) else "" for k in self.worst_scenario[:, j]], dtype=object
+            )
+        return cols
+
+    def summary(self) -> dict[str, float]:
+        """Totals and counts over all accounts."""
+        n = len(self)
+        return {
+            "accounts": float(n),
+            "total_initial_margin": float(self.initial_margin.sum()),
+            "total_maintenance_margin": float(self.maintenance_margin.sum()),
+            "total_equity": float(self.equity.sum()),
+            "below_initial": float((self.excess < 0).sum()),
+            "below_maintenance": float((self.margin_ratio >= 1).sum()),
+        }
+
+    def in_currency(self, amounts: np.ndarray, price: float) -> np.ndarray:
+        """Convert USD ``amounts`` into a coin at ``price`` (USD per coin)."""
+        return np.asarray(amounts) / float(price)
+
+
+@dataclass(frozen=True)
+class PositionContribution:
+    """One position's share of the binding scenario loss of its underlying."""
+
+    instrument: str
+    quantity: float
+    pnl_in_worst_scenario: float
+
+
+@dataclass(frozen=True)
+class AccountMargin:
+    """Readable margin of one account (USD)."""
+
+    account_id: str
+    initial_margin: float
+    maintenance_margin: float
+    equity: float
+    margin_ratio: float
+    excess: float
+    by_underlying: dict[str, dict[str, Any]]
+    liquidation_order: list[PositionContribution]
+    model_name: str = ""
+
+    def __str__(self) -> str:
+        lines = [
+            f"account {self.account_id} ({self.model_name})",
+            f"  initial margin      {self.initial_margin:>16,.2f} USD",
+            f"  maintenance margin  {self.maintenance_margin:>16,.2f} USD",
+            f"  equity              {self.equity:>16,.2f} USD",
+            f"  margin ratio        {self.margin_ratio:>16.4f}",
+        ]
+        for u, d in self.by_underlying.items():
+            lines.append(
+                f"  {u}: charge {d['charge']:,.2f} = max(scan {d['scan']:,.2f} + roll {d['roll_shock']:,.2f}"
+                f" + delta {d['delta_shock']:,.2f}, floor {d['floor']:,.2f}); worst: {d['worst_scenario']}"
+            )
+        if self.liquidation_order:
+            lines.append("  liquidation order (largest contributor to the binding loss first):")
+            for c in self.liquidation_order[:10]:
+                lines.append(f"    {c.instrument:<28} qty {c.quantity:>12,.4f}  P&L {c.pnl_in_worst_scenario:>14,.2f}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class WhatIfResult:
+    """Margin after proposed orders (USD), and whether the account can afford them."""
+
+    initial_margin: float
+    maintenance_margin: float
+    initial_margin_before: float
+    equity: float
+    passes: bool
+
+    @property
+    def incremental_margin(self) -> float:
+        return self.initial_margin - self.initial_margin_before
+
+
+def liquidation_order(names: Sequence[str], qty: np.ndarray, pnl: np.ndarray) -> list[PositionContribution]:
+    """Positions sorted by their loss in the binding scenario, largest loss first (losses only)."""
+    order = np.argsort(pnl, kind="stable")
+    return [PositionContribution(str(names[k]), float(qty[k]), float(pnl[k])) for k in order if pnl[k] < 0]

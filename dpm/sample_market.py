@@ -1,0 +1,246 @@
+"""Bundled market snapshots: the real Deribit BTC chain of 2020-05-14 and a generated 2026 BTC+ETH market.
+
+* :func:`deribit_snapshot` — a :class:`~dpm.market.MarketSnapshot` built from the real Deribit BTC option
+  chain in ``dpm/data/deribit_btc_options_2020-05-14.csv`` (source: public repository
+  schepal/deribit_data_collector, ``sample_data/btc_options_data.csv`` at commit b221f2c4; unmodified):
+  forward curve through each expiry's ``underlying_price``, SVI surface fitted to ``mark_iv``.
+  :func:`deribit_marks` returns the chain's columns as numpy arrays.
+* :func:`default_market` — a **generated** (not exchange) BTC+ETH market at
+  :data:`dpm.sample.SAMPLE_TIMESTAMP_MS` (2026-11-27 08:00 UTC) from the documented parameters in
+  ``dpm/data/default_market_params.json``; :func:`default_marks` prices every instrument of a table in it.
+"""
+from __future__ import annotations
+
+import ast
+import csv
+import datetime as _dt
+import functools
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MarketDataError
+from .market import MS_PER_YEAR, ForwardCurve, MarketSnapshot, UnderlyingMarket
+from .surface import VolSurface
+
+__all__ = [
+    "DERIBIT_CHAIN_PATH",
+    "DEFAULT_MARKET_PARAMS_PATH",
+    "deribit_marks",
+    "deribit_snapshot",
+    "load_default_market_params",
+    "generate_default_market_params",
+    "default_market",
+    "default_marks",
+]
+
+_DATA = Path(__file__).resolve().parent / "data"
+DERIBIT_CHAIN_PATH: Path = _DATA / "deribit_btc_options_2020-05-14.csv"
+DEFAULT_MARKET_PARAMS_PATH: Path = _DATA / "default_market_params.json"
+_MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
+# --------------------------------------------------------------------------- real Deribit chain
+@functools.lru_cache(maxsize=2)
+def _chain_columns(path: str) -> dict[str, np.ndarray]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        raise MarketDataError(f"{path}: no rows")
+
+    def col(name: str, conv=float) -> np.ndarray:
+        try:
+            return np.array([conv(r[name]) for r in rows])
+        except (KeyError, ValueError) as exc:
+            raise MarketDataError(f"{path}: bad or missing column {name!r} ({exc})") from None
+
+    greeks = [ast.literal_eval(r["greeks"]) for r in rows]
+    out = {
+        "instrument_name": np.array([r["instrument_name"] for r in rows], dtype=object),
+        "expiry_label": np.array([r["instrument_name"].split("-")[1] for r in rows], dtype=object),
+        "expiry_ms": col("expiration_timestamp", int).astype(np.int64),
+        "timestamp_ms": col("timestamp", int).astype(np.int64),
+        "strike": col("strike"),
+        "option_type": np.array([1 if r["option_type"] == "call" else -1 for r in rows], dtype=np.int8),
+        "underlying_price": col("underlying_price"),
+        "index_price": col("index_price"),
+        "mark_price": col("mark_price"),
+        "mark_iv": col("mark_iv") / 100.0,
+        "bid_iv": col("bid_iv") / 100.0,
+        "ask_iv": col("ask_iv") / 100.0,
+        "best_bid_price": col("best_bid_price"),
+        "best_ask_price": col("best_ask_price"),
+        "open_interest": col("open_interest"),
+    }
+    for g in ("delta", "gamma", "vega", "theta", "rho"):
+        out[g] = np.array([float(d[g]) for d in greeks])
+    for v in out.values():
+        v.setflags(write=False)
+    return out
+
+
+def deribit_marks(path: str | Path | None = None) -> dict[str, np.ndarray]:
+    """The bundled Deribit BTC chain (2020-05-14 05:41-05:44 UTC, 310 options, 7 expiries) as columns.
+
+    Keys: ``instrument_name``, ``expiry_label`` (``"22MAY20"``), ``expiry_ms``, ``timestamp_ms`` (per row),
+    ``strike``, ``option_type`` (+1/-1), ``underlying_price`` (the expiry's forward), ``index_price``,
+    ``mark_price`` (**BTC** per option, inverse), ``mark_iv`` / ``bid_iv`` / ``ask_iv`` (decimal; 0 means no
+    quote on that side), ``best_bid_price``, ``best_ask_price``, ``open_interest`` and Deribit's own greeks
+    ``delta``, ``gamma``, ``vega``, ``theta``, ``rho`` (see ``docs/market-data.md`` for their units).
+    Arrays are read-only.
+    """
+    return dict(_chain_columns(str(path or DERIBIT_CHAIN_PATH)))
+
+
+def _chain_timestamp(c: dict[str, np.ndarray]) -> int:
+    # The rows were sampled over ~150 s; the snapshot is taken at the last one (chain complete).
+    return int(c["timestamp_ms"].max())
+
+
+@functools.lru_cache(maxsize=2)
+def _deribit_snapshot(path: str) -> MarketSnapshot:
+    c = _chain_columns(path)
+    ts = _chain_timestamp(c)
+    if np.any(c["expiry_ms"] <= ts):
+        raise MarketDataError(f"{path}: an option expires before the chain's timestamp {ts}")
+    T = (c["expiry_ms"] - ts).astype(np.float64) / MS_PER_YEAR
+    index = float(np.median(c["index_price"]))
+    # One forward per expiry: the median of the rows' underlying_price (they differ by a few USD because
+    # rows were sampled a moment apart).
+    Tu = np.unique(T)
+    F_exp = np.array([np.median(c["underlying_price"][T == t]) for t in Tu])
+    labels = [str(c["expiry_label"][T == t][0]) for t in Tu]
+    curve = ForwardCurve.from_futures(index, Tu, F_exp, labels=labels)
+    surface = VolSurface.from_marks(c["strike"], T, c["underlying_price"], c["mark_iv"],
+                                    labels=c["expiry_label"])
+    btc = UnderlyingMarket(index, curve, surface, perpetual_price=index, funding_rate=0.0)
+    return MarketSnapshot(ts, {"BTC": btc})
+
+
+def deribit_snapshot(path: str | Path | None = None) -> MarketSnapshot:
+    """The real Deribit BTC chain of 2020-05-14 as a :class:`MarketSnapshot` (cached; immutable).
+
+    * ``timestamp_ms``: the chain's last row timestamp (2020-05-14 05:44:06.537 UTC).
+    * index: median of ``index_price`` (9,350.67 at the first row).
+    * forward curve: through each expiry's median ``underlying_price`` (Deribit's forward for the expiry;
+      synthetic from put-call parity for expiries without a future).
+    * vol surface: one SVI slice per expiry fitted to ``mark_iv`` (vega-weighted), arbitrage-checked.
+    * perpetual price: not in the chain, set to the index; funding 0.
+    """
+    return _deribit_snapshot(str(path or DERIBIT_CHAIN_PATH))
+
+
+# --------------------------------------------------------------------------- generated default market
+def _expiry_ms(code: str, hour: int) -> int:
+    day = int(code[:-5])
+    month = _MONTHS.index(code[-5:-2]) + 1
+    year = 2000 + int(code[-2:])
+    dt = _dt.datetime(year, month, day, hour, tzinfo=_dt.timezone.utc)
+    return int(round(dt.timestamp() * 1000))
+
+
+def _atm_vol(T: float, p: dict[str, float]) -> float:
+    return p["atm_vol_long"] + (p["atm_vol_short"] - p["atm_vol_long"]) * math.exp(-T / p["atm_vol_decay_years"])
+
+
+def _ssvi_slice(theta: float, rho: float, eta: float, gamma: float) -> dict[str, float]:
+    """Raw SVI parameters of the SSVI slice with ATM total variance ``theta`` and power-law curvature."""
+    phi = eta / (theta ** gamma * (1.0 + theta) ** (1.0 - gamma))
+    return {
+        "a": theta / 2.0 * (1.0 - rho * rho),
+        "b": theta * phi / 2.0,
+        "rho": rho,
+        "m": -rho / phi,
+        "sigma": math.sqrt(1.0 - rho * rho) / phi,
+    }
+
+
+def generate_default_market_params(generator: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Recompute the per-expiry SVI parameters of ``default_market_params.json`` from its ``generator``.
+
+    Per underlying, ATM vol ``sigma_atm(T) = long + (short - long) * exp(-T / decay)``, ATM total variance
+    ``theta = sigma_atm^2 T``, and the SSVI slice ``w(k) = theta/2 (1 + rho phi k + sqrt((phi k + rho)^2 +
+    1 - rho^2))`` with ``phi = eta / (theta^gamma (1 + theta)^(1 - gamma))`` (Gatheral & Jacquier 2014,
+    free of static arbitrage when ``eta (1 + |rho|) <= 2`` and ``theta`` increases with ``T``), written as
+    raw SVI ``(a, b, rho, m, sigma)``.
+    """
+    gen = generator if generator is not None else load_default_market_params()["generator"]
+    now = int(gen["timestamp_ms"])
+    hour = int(gen["expiry_hour_utc"])
+    out: dict[str, Any] = {}
+    for und, p in gen["underlyings"].items():
+        slices = []
+        for code in gen["expiries"]:
+            e = _expiry_ms(code, hour)
+            T = (e - now) / MS_PER_YEAR
+            theta = _atm_vol(T, p) ** 2 * T
+            s = _ssvi_slice(theta, p["skew_rho"], p["curvature_eta"], p["curvature_gamma"])
+            slices.append({"expiry": code, "expiry_ms": e, "T": T, **{k: float(v) for k, v in s.items()}})
+        out[und] = slices
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def load_default_market_params() -> dict[str, Any]:
+    """The parameters of :func:`default_market` (``dpm/data/default_market_params.json``)."""
+    with open(DEFAULT_MARKET_PARAMS_PATH, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+@functools.lru_cache(maxsize=1)
+def default_market() -> MarketSnapshot:
+    """Generated BTC+ETH market at 2026-11-27 08:00 UTC (``dpm.sample.SAMPLE_TIMESTAMP_MS``); cached.
+
+    Built from ``dpm/data/default_market_params.json`` (**generated** parameters, not exchange data):
+    index BTC 92,000 / ETH 3,100; forward curve ``F = S exp(basis * T)`` with the underlying's annualised
+    basis, marked at the futures expiries; perpetual mark ``S (1 + premium)`` and an 8-hour funding rate;
+    SVI slices at the listing's 11 expiries (ATM vol term structure + put skew + curvature, see
+    :func:`generate_default_market_params`). Covers every instrument of ``dpm.sample.default_instruments()``.
+    """
+    params = load_default_market_params()
+    gen = params["generator"]
+    now = int(gen["timestamp_ms"])
+    hour = int(gen["expiry_hour_utc"])
+    fut_T = np.array([(_expiry_ms(c, hour) - now) / MS_PER_YEAR for c in gen["futures_expiries"]])
+    und = {}
+    for name, p in gen["underlyings"].items():
+        S = float(p["index_price"])
+        curve = ForwardCurve.from_futures(S, fut_T, S * np.exp(p["basis_annual"] * fut_T))
+        sl = params["svi"][name]
+        surface = VolSurface.from_svi_params(
+            [[s["a"], s["b"], s["rho"], s["m"], s["sigma"]] for s in sl],
+            [s["T"] for s in sl],
+            forwards=curve.forward(np.array([s["T"] for s in sl])),
+            labels=[s["expiry"] for s in sl],
+        )
+        und[name] = UnderlyingMarket(S, curve, surface, perpetual_price=S * (1.0 + p["perpetual_premium"]),
+                                     funding_rate=p["funding_rate_8h"])
+    return MarketSnapshot(now, und)
+
+
+def default_marks(table: Any, snapshot: MarketSnapshot | None = None) -> np.ndarray:
+    """Mark price of every instrument of ``table`` in ``snapshot`` (default :func:`default_market`).
+
+    Quote conventions (Deribit's): options are Black-76 on the surface vol and the expiry's forward, per
+    one unit of underlying, **in coin for inverse options** (USD value / forward) and in the settlement
+    currency for linear ones; futures are their forward (USD), perpetuals the perpetual mark, spot the
+    index. Multiply by ``contract_size`` for per-contract values where the contract is in coin units.
+    """
+    from .pricing import price
+
+    snap = snapshot if snapshot is not None else default_market()
+    inp = snap.instrument_inputs(table)
+    marks = inp.forward.copy()
+    opt = np.flatnonzero(np.asarray(table.kind) == 3)
+    if opt.size:
+        inverse = np.asarray(table.inverse)[opt]
+        args = (inp.forward[opt], np.asarray(table.strike)[opt], inp.vol[opt], inp.time[opt],
+                np.asarray(table.option_type)[opt].astype(np.float64))
+        usd = np.asarray(price(*args))
+        coin = np.asarray(price(*args, inverse=True))
+        marks[opt] = np.where(inverse, coin, usd)
+    marks.setflags(write=False)
+    return marks

@@ -1,0 +1,275 @@
+"""Tests of dpm.accounts: CSR building against a pure-Python reference, constructors, validation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import dpm.accounts as accounts_mod
+from dpm.accounts import Account, AccountBook, UnknownAccountError
+from dpm.errors import InvalidInputError, InvalidTypeError, UnknownInstrumentError
+from dpm.instruments import InstrumentTable
+from reference.accounts_ref import build_csr_reference
+
+NAMES = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC26", "BTC-27DEC26-60000-C", "BTC-27DEC26-60000-P",
+         "ETH-27DEC26-3000-C", "BTC_USDC-PERPETUAL"]
+
+
+@pytest.fixture(scope="module")
+def table():
+    return InstrumentTable.from_names(NAMES)
+
+
+def big_table(m):
+    return InstrumentTable.from_names([f"BTC-27DEC26-{1000 * (k + 1)}-C" for k in range(m)])
+
+
+def assert_matches_reference(book, acc, inst, qty, n):
+    ip, ii, qq = build_csr_reference(acc, inst, qty, n)
+    assert book.indptr.tolist() == ip
+    assert book.instrument_idx.tolist() == ii
+    # same summation order as the reference: bit-identical, not just close
+    assert book.quantity.tolist() == qq
+    assert book.indptr.dtype == np.int64 and book.instrument_idx.dtype == np.int64
+    assert book.quantity.dtype == np.float64
+
+
+def random_triples(rng, n, m, p, sorted_accounts=False):
+    acc = rng.integers(0, n, p) if n else np.zeros(0, np.int64)
+    if sorted_accounts:
+        acc = np.sort(acc)
+    inst = rng.integers(0, m, p)
+    qty = np.round(rng.normal(size=p) * 10, 3)
+    return acc, inst, qty
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("sorted_accounts", [False, True])
+def test_csr_matches_reference_random(seed, sorted_accounts):
+    rng = np.random.default_rng(seed)
+    m = [3, 50, 400][seed % 3]
+    t = big_table(m)
+    n = int(rng.integers(1, 300))
+    p = int(rng.integers(0, 5000))
+    acc, inst, qty = random_triples(rng, n, m, p, sorted_accounts)
+    copies = (acc.copy(), inst.copy(), qty.copy())
+    book = AccountBook.from_arrays(acc, inst, qty, t, n_accounts=n)
+    assert_matches_reference(book, acc, inst, qty, n)
+    # inputs untouched and still writable
+    for a, b in zip((acc, inst, qty), copies):
+        np.testing.assert_array_equal(a, b)
+        assert a.flags.writeable
+
+
+def test_long_rows_use_merge_sort_and_match_reference():
+    rng = np.random.default_rng(7)
+    t = big_table(300)
+    n = 5
+    acc = np.repeat(np.arange(n), [0, 1, 33, 700, 2500])
+    inst = rng.integers(0, 300, len(acc))
+    qty = rng.normal(size=len(acc))
+    perm = rng.permutation(len(acc))
+    acc, inst, qty = acc[perm], inst[perm], qty[perm]
+    book = AccountBook.from_arrays(acc, inst, qty, t, n_accounts=n)
+    assert_matches_reference(book, acc, inst, qty, n)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_csr_matches_reference_hypothesis(data):
+    n = data.draw(st.integers(0, 12))
+    m = data.draw(st.integers(1, 8))
+    p = data.draw(st.integers(0, 80)) if n else 0
+    acc = data.draw(st.lists(st.integers(0, max(n - 1, 0)), min_size=p, max_size=p))
+    inst = data.draw(st.lists(st.integers(0, m - 1), min_size=p, max_size=p))
+    qty = data.draw(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=p, max_size=p))
+    t = big_table(m)
+    book = AccountBook.from_arrays(np.array(acc, dtype=np.int64), np.array(inst, dtype=np.int64),
+                                   np.array(qty, dtype=np.float64), t, n_accounts=n)
+    assert_matches_reference(book, acc, inst, qty, n)
+    assert len(book) == n
+
+
+def test_already_csr_fast_path_and_numpy_fallback_agree():
+    rng = np.random.default_rng(3)
+    t = big_table(100)
+    acc, inst, qty = random_triples(rng, 200, 100, 6000)
+    book = AccountBook.from_arrays(acc, inst, qty, t, n_accounts=200)
+    # feeding the CSR back in (strictly increasing) takes the copy-only path
+    again = AccountBook.from_arrays(book.account_of_position(), book.instrument_idx, book.quantity, t,
+                                    n_accounts=200)
+    assert again.equals(book)
+    ip, ii, qq = accounts_mod._build_csr_numpy(acc, inst, qty, 200)
+    np.testing.assert_array_equal(ip, book.indptr)
+    np.testing.assert_array_equal(ii, book.instrument_idx)
+    np.testing.assert_array_equal(qq, book.quantity)
+
+
+def test_result_independent_of_workers():
+    rng = np.random.default_rng(11)
+    t = big_table(500)
+    acc, inst, qty = random_triples(rng, 40_000, 500, 200_000)
+    b1 = AccountBook.from_arrays(acc, inst, qty, t, n_accounts=40_000, workers=1)
+    b2 = AccountBook.from_arrays(acc, inst, qty, t, n_accounts=40_000, workers=2)
+    assert b1.equals(b2)
+
+
+def test_book_is_read_only(table):
+    book = AccountBook.from_arrays([0, 1], [0, 3], [1.0, -2.0], table, collateral=np.ones((2, 4)))
+    for arr in (book.account_id, book.indptr, book.instrument_idx, book.quantity, book.collateral):
+        assert not arr.flags.writeable
+    with pytest.raises(AttributeError):
+        book.quantity = np.zeros(2)
+
+
+def test_accounts_access_and_round_trips(table):
+    coll = np.zeros((3, 4))
+    coll[0, 0] = 1.5
+    coll[2, 2] = 1000.0
+    book = AccountBook.from_arrays([2, 0, 2, 0, 2], [3, 0, 0, 0, 3], [1.0, 10.0, -5.0, 20.0, 2.0], table,
+                                   account_ids=["alice", "bob", "carol"], collateral=coll)
+    assert len(book) == 3 and book.n_positions == 3
+    a = book.account(0)
+    assert a == Account("alice", [("BTC-PERPETUAL", 30.0)], {"BTC": 1.5})
+    assert book["bob"] == Account("bob", [], {})
+    carol = book["carol"]
+    assert carol.positions == [("BTC-PERPETUAL", -5.0), ("BTC-27DEC26-60000-C", 3.0)]
+    assert carol.collateral == {"USDC": 1000.0} and carol.quantity("BTC-27DEC26-60000-C") == 3.0
+    assert book[-1] == carol
+    assert list(book.positions_per_account) == [1, 0, 2]
+    with pytest.raises(UnknownAccountError, match="dave"):
+        book["dave"]
+    with pytest.raises(UnknownAccountError):
+        book.account(3)
+    # from_accounts and from_positions rebuild the same book
+    assert AccountBook.from_accounts(list(book), table, currencies=book.currencies).equals(book)
+    cols = book.to_columns()
+    again = AccountBook.from_positions(cols, table, collateral=book.collateral_columns(),
+                                       account_ids=book.account_id, currencies=book.currencies)
+    assert again.equals(book)
+    records = [dict(zip(cols, row)) for row in zip(*cols.values())]
+    crec = book.collateral_columns(include_zero=False)
+    c_records = [dict(zip(crec, row)) for row in zip(*crec.values())]
+    again = AccountBook.from_positions(records, table, collateral=c_records)
+    # order of first appearance: positions first (alice, carol), then collateral-only accounts
+    assert list(again.account_id) == ["alice", "carol"]
+    assert again["carol"] == carol
+
+
+def test_from_positions_dataframe_and_ids(table):
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame({"account_id": ["x", "y", "x", "x"],
+                       "instrument": ["ETH-PERPETUAL", "BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC26"],
+                       "quantity": [1.0, 2.0, 3.0, -1.0]})
+    coll = pd.DataFrame({"account_id": ["z", "x", "x"], "currency": ["SOL", "BTC", "BTC"], "amount": [5.0, 1.0, 2.0]})
+    book = AccountBook.from_positions(df, table, collateral=coll)
+    assert list(book.account_id) == ["x", "y", "z"]
+    assert book.currencies == ("BTC", "ETH", "USDC", "USDT", "SOL")
+    assert book["x"] == Account("x", [("ETH-PERPETUAL", 4.0), ("BTC-27DEC26", -1.0)], {"BTC": 3.0})
+    assert book["z"].collateral == {"SOL": 5.0} and book["z"].positions == []
+    with pytest.raises(InvalidInputError, match=r"unknown currency 'SOL'.*'z'"):
+        AccountBook.from_positions(df, table, collateral=coll, currencies=("BTC", "USDC"))
+    with pytest.raises(InvalidInputError, match="'y'.*not in account_ids"):
+        AccountBook.from_positions(df, table, account_ids=["x"])
+    with pytest.raises(UnknownInstrumentError, match="BTC-28DEC26"):
+        AccountBook.from_positions({"account_id": ["a"], "instrument": ["BTC-28DEC26"], "quantity": [1.0]}, table)
+    with pytest.raises(InvalidInputError, match="quantity"):
+        AccountBook.from_positions({"account_id": ["a"], "instrument": ["BTC-27DEC26"]}, table)
+
+
+def test_subset(table):
+    rng = np.random.default_rng(5)
+    acc, inst, qty = random_triples(rng, 30, len(table), 200)
+    coll = rng.uniform(0, 10, (30, 4))
+    book = AccountBook.from_arrays(acc, inst, qty, table, collateral=coll)
+    sel = [7, 2, 29, 0]
+    sub = book.subset(sel)
+    assert list(sub.account_id) == [book.account_id[i] for i in sel]
+    for k, i in enumerate(sel):
+        assert sub.account(k) == book.account(i)
+    mask = np.zeros(30, bool)
+    mask[[3, 4]] = True
+    assert [a.id for a in book.subset(mask)] == ["3", "4"]
+    assert len(book.subset([])) == 0
+    with pytest.raises(InvalidInputError, match="twice"):
+        book.subset([1, 1])
+
+
+def test_empty_books_and_accounts(table):
+    empty = AccountBook.empty(table)
+    assert len(empty) == 0 and empty.n_positions == 0 and empty.indptr.tolist() == [0]
+    assert empty.collateral.shape == (0, 4)
+    no_pos = AccountBook.from_arrays([], [], [], table, account_ids=["a", "b"])
+    assert no_pos.indptr.tolist() == [0, 0, 0] and no_pos["b"].positions == []
+    assert AccountBook.from_accounts([], table).equals(empty)
+    assert len(AccountBook.from_arrays([], [], [], table)) == 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, exc, match",
+    [
+        (dict(quantity=[1.0, np.nan, 3.0]), InvalidInputError, r"quantity.*'b'.*'ETH-PERPETUAL'.*nan"),
+        (dict(quantity=[1.0, 2.0, np.inf]), InvalidInputError, r"quantity.*'a'.*'BTC-27DEC26'.*inf"),
+        (dict(instrument_idx=[0, 7, 2]), InvalidInputError, r"instrument_idx.*position 1.*'b'.*7.*\[0, 7\)"),
+        (dict(instrument_idx=[0, 1, -1]), InvalidInputError, r"instrument_idx.*position 2"),
+        (dict(account_index=[0, 2, 0]), InvalidInputError, r"account_index.*position 1.*2.*\[0, 2\)"),
+        (dict(account_index=[0, -1, 0]), InvalidInputError, r"account_index.*position 1"),
+        (dict(account_index=[0, 1.5, 0]), InvalidInputError, r"account_index.*integers"),
+        (dict(quantity=[1.0, 2.0]), InvalidInputError, r"same length"),
+        (dict(quantity=["1", "2", "3"]), InvalidTypeError, r"quantity"),
+        (dict(quantity=[True, False, True]), InvalidTypeError, r"quantity"),
+        (dict(collateral=np.array([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]])), InvalidInputError,
+         r"collateral.*'b'.*'BTC'.*-1"),
+        (dict(collateral=np.array([[np.nan, 0, 0, 0], [1.0, 0, 0, 0]])), InvalidInputError,
+         r"collateral.*'a'.*'BTC'.*nan"),
+        (dict(collateral=np.ones((2, 3))), InvalidInputError, r"collateral.*shape"),
+        (dict(collateral={"DOGE": [1.0, 2.0]}), InvalidInputError, r"unknown currency 'DOGE'"),
+        (dict(account_ids=["a", "a"]), InvalidInputError, r"duplicate id 'a'"),
+        (dict(account_ids=["a", "b", "c"], collateral=np.ones((2, 4))), InvalidInputError, r"collateral"),
+        (dict(currencies=("BTC", "btc")), InvalidInputError, r"currencies"),
+        (dict(currencies=("BTC", "BTC")), InvalidInputError, r"duplicate"),
+    ],
+)
+def test_from_arrays_bad_inputs(table, kwargs, exc, match):
+    args = dict(account_index=[0, 1, 0], instrument_idx=[2, 1, 2], quantity=[1.0, 2.0, 3.0],
+                account_ids=["a", "b"])
+    args.update(kwargs)
+    with pytest.raises(exc, match=match):
+        AccountBook.from_arrays(args.pop("account_index"), args.pop("instrument_idx"), args.pop("quantity"),
+                                table, **args)
+
+
+def test_from_arrays_bad_table():
+    with pytest.raises(InvalidTypeError, match="table"):
+        AccountBook.from_arrays([0], [0], [1.0], table=None)
+
+
+def test_collateral_dict_and_caller_array_untouched(table):
+    coll = np.array([[1.0, 0, 0, 0], [0, 2.0, 0, 0]])
+    book = AccountBook.from_arrays([0], [0], [1.0], table, collateral=coll)
+    assert coll.flags.writeable
+    coll[0, 0] = 99.0
+    assert book.collateral[0, 0] == 1.0
+    book2 = AccountBook.from_arrays([0], [0], [1.0], table, account_ids=["a", "b"],
+                                    collateral={"ETH": [0.0, 2.0], "BTC": np.array([1.0, 0.0])})
+    assert book2["b"].collateral == {"ETH": 2.0} and book2["a"].collateral == {"BTC": 1.0}
+
+
+def test_from_accounts_errors(table):
+    with pytest.raises(UnknownInstrumentError, match=r"'nope'.*'b'"):
+        AccountBook.from_accounts([Account("a", [("BTC-PERPETUAL", 1.0)]), Account("b", [("nope", 1.0)])], table)
+    with pytest.raises(InvalidInputError, match=r"unknown currency 'XYZ'.*'a'"):
+        AccountBook.from_accounts([Account("a", [], {"XYZ": 1.0})], table, currencies=("BTC",))
+    with pytest.raises(InvalidTypeError):
+        AccountBook.from_accounts([("a", [])], table)
+    with pytest.raises(InvalidInputError, match="duplicate"):
+        AccountBook.from_accounts([Account("a"), Account("a")], table)
+
+
+def test_direct_constructor_checks_csr(table):
+    AccountBook(["a"], [0, 2], [0, 3], [1.0, 2.0], np.zeros((1, 1)), ("BTC",), table)
+    with pytest.raises(InvalidInputError, match="strictly increasing"):
+        AccountBook(["a"], [0, 2], [3, 0], [1.0, 2.0], np.zeros((1, 1)), ("BTC",), table)
+    with pytest.raises(InvalidInputError, match="indptr"):
+        AccountBook(["a"], [0, 3], [0, 3], [1.0, 2.0], np.zeros((1, 1)), ("BTC",), table)

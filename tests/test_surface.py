@@ -1,0 +1,390 @@
+"""Tests for dpm.surface: SVI closed forms, fitting the real Deribit chain, arbitrage checks and repair."""
+from __future__ import annotations
+
+import importlib.util
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dpm import surface as surf
+from dpm.errors import InvalidInputError, MarketDataError
+from dpm.surface import SVISlice, VolSurface, svi_density, svi_derivatives, svi_total_variance
+
+_spec = importlib.util.spec_from_file_location(
+    "surface_reference", Path(__file__).parent / "reference" / "surface_reference.py")
+ref = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(ref)
+
+# Published butterfly-arbitrage example (Axel Vogt; Gatheral & Jacquier 2014, "Arbitrage-free SVI
+# volatility surfaces", section 5.1): T = 1, g(k) < 0 around k = 0.7.
+VOGT = (-0.0410, 0.1331, 0.3060, 0.3586, 0.4153)
+
+
+# --------------------------------------------------------------------------- independent checks
+def butterfly_violation(surface: VolSurface, T: float, F: float = 1.0) -> float:
+    """Largest violation of call-price convexity / monotonicity in strike at time T (normalised to F=1).
+
+    Uses only ``surface.total_variance`` and Black's formula (reference implementation), not g(k).
+    """
+    k = np.linspace(-3.0, 3.0, 3001)
+    w = surface.total_variance(k, T)
+    K = np.exp(k)
+    C = np.array([ref.black_call_normalised(kk, ww) for kk, ww in zip(k, w)])
+    # non-uniform strike grid: second divided differences
+    d1 = np.diff(C) / np.diff(K)
+    d2 = np.diff(d1) / (0.5 * (K[2:] - K[:-2]))
+    return float(max(-d2.min(), d1.max(), 0.0))          # convex and non-increasing in K
+
+
+def calendar_violation(surface: VolSurface) -> float:
+    """Largest decrease of w(k, T) along T (dense T grid through and between the nodes)."""
+    k = np.linspace(-3.0, 3.0, 601)
+    Ts = np.unique(np.concatenate([np.linspace(1e-4, 1.5 * surface.times[-1], 300), surface.times]))
+    W = surface.total_variance(k[None, :], Ts[:, None])
+    return float(max(-(np.diff(W, axis=0)).min(), 0.0))
+
+
+# --------------------------------------------------------------------------- closed forms
+def test_svi_derivatives_match_finite_differences():
+    rng = np.random.default_rng(7)
+    for _ in range(50):
+        a, b, rho, m, s = rng.uniform(0.0, 0.1), rng.uniform(0.01, 1.0), rng.uniform(-0.95, 0.95), \
+            rng.uniform(-0.5, 0.5), rng.uniform(0.01, 1.0)
+        k = rng.uniform(-2, 2, 20)
+        h = 1e-5
+        w, w1, w2 = svi_derivatives(k, a, b, rho, m, s)
+        f = lambda x: svi_total_variance(x, a, b, rho, m, s)  # noqa: E731
+        np.testing.assert_allclose(w, [ref.svi_w(x, a, b, rho, m, s) for x in k], rtol=1e-14, atol=1e-15)
+        np.testing.assert_allclose(w1, (f(k + h) - f(k - h)) / (2 * h), rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(w2, (f(k + h) - 2 * f(k) + f(k - h)) / h**2, rtol=1e-3, atol=1e-4)
+
+
+def test_density_matches_second_derivative_of_call_prices():
+    """g(k) against the risk-neutral density d2C/dK2 (Breeden-Litzenberger) by finite differences:
+    p(K) K = g(k) / sqrt(2 pi w) exp(-d2^2 / 2), with d2 = -k/sqrt(w) - sqrt(w)/2."""
+    a, b, rho, m, s = 0.02, 0.15, -0.4, 0.05, 0.2
+    k = np.linspace(-1.0, 1.0, 41)
+    g = svi_density(k, a, b, rho, m, s)
+    w = svi_total_variance(k, a, b, rho, m, s)
+    d2 = -k / np.sqrt(w) - 0.5 * np.sqrt(w)
+    dens_k = g / np.sqrt(2 * np.pi * w) * np.exp(-0.5 * d2 * d2)
+    K = np.exp(k)
+    h = 1e-4
+    C = lambda KK: ref.black_call_normalised(math.log(KK), ref.svi_w(math.log(KK), a, b, rho, m, s))  # noqa: E731
+    pK = np.array([(C(x + h) - 2 * C(x) + C(x - h)) / h**2 for x in K])
+    np.testing.assert_allclose(dens_k, pK * K, rtol=2e-4, atol=1e-6)
+
+
+def test_vogt_example_has_butterfly_arbitrage_and_is_repaired():
+    g = svi_density(np.linspace(-1.5, 1.5, 3001), *VOGT)
+    assert g.min() < -0.02                                     # the published example is arbitrageable
+    raw = VolSurface.from_svi_params([VOGT], [1.0], repair=False, labels=["VOGT"])
+    assert not raw.report.arbitrage_free
+    (issue,) = raw.report.issues
+    assert issue.kind == "butterfly" and issue.label == "VOGT" and issue.action == "none"
+    assert 0.6 < issue.k_range[0] < 0.7 and 1.2 < issue.k_range[1] < 1.3   # g < 0 on about [0.64, 1.26]
+    fixed = VolSurface.from_svi_params([VOGT], [1.0], labels=["VOGT"])
+    (issue,) = fixed.report.issues
+    assert issue.max_violation_before > 0.02 and issue.max_violation_after <= surf.BUTTERFLY_TOL
+    assert fixed.report.arbitrage_free and issue in fixed.report.repaired
+    assert butterfly_violation(fixed, 1.0) < 1e-7 < butterfly_violation(raw, 1.0)
+    # the repaired smile stays close to the original near the money
+    k = np.linspace(-0.3, 0.3, 61)
+    iv0 = np.sqrt(svi_total_variance(k, *VOGT))
+    assert np.abs(np.sqrt(fixed.total_variance(k, 1.0)) - iv0).max() < 0.02
+
+
+def test_calendar_violation_is_repaired_and_reported():
+    params = [[0.04, 0.1, -0.3, 0.0, 0.2], [0.03, 0.1, -0.3, 0.0, 0.2]]     # second slice lies below
+    raw = VolSurface.from_svi_params(params, [0.5, 1.0], repair=False, labels=["A", "B"])
+    assert calendar_violation(raw) > 5e-3
+    (issue,) = raw.report.issues
+    assert issue.kind == "calendar" and issue.label == "B" and abs(issue.max_violation_before - 0.01) < 1e-9
+    fixed = VolSurface.from_svi_params(params, [0.5, 1.0], labels=["A", "B"])
+    (issue,) = fixed.report.issues
+    assert issue.max_violation_after <= surf.CALENDAR_TOL and issue.action != "none"
+    assert calendar_violation(fixed) < 1e-12
+    assert "calendar" in str(fixed.report) and "B" in str(fixed.report)
+
+
+def test_lee_bound_is_enforced():
+    p = [0.04, 1.8, -0.5, 0.0, 0.2]             # left wing slope b(1-rho) = 2.7 > 2
+    s = VolSurface.from_svi_params([p], [1.0])
+    kinds = {i.kind for i in s.report.issues}
+    assert "lee" in kinds and s.report.arbitrage_free
+    sl = s.slices[0]
+    assert max(sl.wing_slopes) <= surf.LEE_MAX_SLOPE
+    assert butterfly_violation(s, 1.0) < 1e-7
+
+
+def _random_svi_set(rng, n, arbitrage):
+    Ts = np.sort(rng.uniform(0.01, 2.0, n))
+    while np.any(np.diff(Ts) < 1e-3):
+        Ts = np.sort(rng.uniform(0.01, 2.0, n))
+    rows = []
+    for T in Ts:
+        atm = rng.uniform(0.3, 1.2) ** 2 * T
+        rho = rng.uniform(-0.9, 0.9)
+        sig = rng.uniform(0.02, 0.6)
+        b = rng.uniform(0.02, 0.5) * math.sqrt(T) if not arbitrage else rng.uniform(0.05, 2.5)
+        m = rng.uniform(-0.3, 0.3)
+        a = atm - b * (rho * (0 - m) + math.sqrt(m * m + sig * sig))
+        if arbitrage and rng.uniform() < 0.5:
+            a *= rng.uniform(0.2, 1.0)
+        a = max(a, -b * sig * math.sqrt(1 - rho * rho) + 1e-4 * T)    # keep w > 0
+        rows.append([a, b, rho, m, sig])
+    if arbitrage:
+        rng.shuffle(rows)                                           # breaks calendar order
+    return np.array(rows), Ts
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_svi_sets_end_arbitrage_free(seed):
+    rng = np.random.default_rng(seed)
+    P, Ts = _random_svi_set(rng, int(rng.integers(2, 6)), arbitrage=seed % 3 != 0)
+    s = VolSurface.from_svi_params(P, Ts)
+    assert s.report.arbitrage_free, str(s.report)
+    assert calendar_violation(s) < 1e-9
+    for T in s.times:
+        assert butterfly_violation(s, float(T)) < 1e-6, (T, str(s.report))
+    for sl in s.slices:
+        assert max(sl.wing_slopes) <= surf.LEE_MAX_SLOPE + 1e-12
+        assert sl.min_total_variance >= 0
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.floats(0.0, 0.2), st.floats(0.01, 3.0), st.floats(-0.95, 0.95),
+                          st.floats(-0.5, 0.5), st.floats(0.01, 1.0)), min_size=1, max_size=4))
+def test_hypothesis_any_valid_svi_set_is_repaired(rows):
+    Ts = np.linspace(0.1, 1.0, len(rows))
+    s = VolSurface.from_svi_params([list(r) for r in rows], Ts)
+    assert s.report.arbitrage_free, str(s.report)
+    assert calendar_violation(s) < 1e-9
+    for T in Ts:
+        assert butterfly_violation(s, float(T)) < 1e-6
+
+
+# --------------------------------------------------------------------------- evaluation
+def _surface_4():
+    P = [[0.001, 0.02, -0.3, 0.0, 0.05], [0.01, 0.06, -0.3, 0.02, 0.1],
+         [0.03, 0.1, -0.25, 0.03, 0.2], [0.08, 0.15, -0.2, 0.05, 0.3]]
+    return VolSurface.from_svi_params(P, [0.02, 0.1, 0.4, 1.0]), P, [0.02, 0.1, 0.4, 1.0]
+
+
+def test_total_variance_matches_pure_python_reference():
+    s, P, Ts = _surface_4()
+    assert s.report.arbitrage_free and not any(s.lifted)
+    rows = [(T, *p) for T, p in zip(Ts, P)]
+    rng = np.random.default_rng(3)
+    k = rng.uniform(-1.5, 1.5, 400)
+    T = np.concatenate([rng.uniform(0.0, 1.5, 390), Ts, [0.0, 1e-6, 0.02 - 1e-12, 2.0, 10.0, 0.5]])
+    expect = [ref.surface_w(rows, [False] * 4, kk, tt) for kk, tt in zip(k, T)]
+    np.testing.assert_allclose(s.total_variance(k, T), expect, rtol=1e-13, atol=1e-16)
+    # scalar-T path and broadcasting give the same numbers
+    for t in (0.0, 0.01, 0.1, 0.25, 1.0, 3.0):
+        np.testing.assert_allclose(s.total_variance(k, t), [ref.surface_w(rows, [False] * 4, kk, t) for kk in k],
+                                   rtol=1e-13, atol=1e-16)
+    grid = s.total_variance(k[:5][None, :], np.array([0.05, 0.5])[:, None])
+    assert grid.shape == (2, 5)
+
+
+def test_lifted_surface_matches_reference():
+    params = [[0.04, 0.1, -0.3, 0.0, 0.2], [0.03, 0.1, -0.3, 0.0, 0.2], [0.05, 0.12, -0.3, 0.0, 0.2]]
+    Ts = [0.5, 1.0, 1.5]
+    s = VolSurface.from_svi_params(params, Ts)
+    rows = [(sl.T, *sl.params) for sl in s.slices]
+    rng = np.random.default_rng(5)
+    k = rng.uniform(-2, 2, 300)
+    T = rng.uniform(0, 2, 300)
+    expect = [ref.surface_w(rows, list(s.lifted), kk, tt) for kk, tt in zip(k, T)]
+    np.testing.assert_allclose(s.total_variance(k, T), expect, rtol=1e-13)
+
+
+def test_implied_vol_flat_extrapolation_and_time_zero():
+    s, P, Ts = _surface_4()
+    K, F = np.array([80.0, 100.0, 125.0]), 100.0
+    k = np.log(K / F)
+    first = np.sqrt(svi_total_variance(k, *P[0]) / Ts[0])
+    last = np.sqrt(svi_total_variance(k, *P[-1]) / Ts[-1])
+    np.testing.assert_allclose(s.implied_vol(K, 0.0, F), first, rtol=1e-14)
+    np.testing.assert_allclose(s.implied_vol(K, 0.005, F), first, rtol=1e-14)     # flat before the first
+    np.testing.assert_allclose(s.implied_vol(K, 5.0, F), last, rtol=1e-14)        # flat after the last
+    np.testing.assert_allclose(s.implied_vol(K, [0.0, 0.005, 5.0], F), [first[0], first[1], last[2]], rtol=1e-14)
+
+
+def test_evaluation_errors_and_no_mutation():
+    s, _, _ = _surface_4()
+    with pytest.raises(InvalidInputError, match="T"):
+        s.total_variance(0.0, -0.1)
+    with pytest.raises(InvalidInputError, match="k"):
+        s.total_variance([0.0, np.nan], 0.1)
+    with pytest.raises(InvalidInputError, match="strike"):
+        s.implied_vol([100.0, -5.0], 0.1, 100.0)
+    with pytest.raises(InvalidInputError, match="forward"):
+        s.implied_vol(100.0, 0.1, 0.0)
+    K = np.array([90.0, 100.0])
+    before = K.copy()
+    s.implied_vol(K, 0.3, 100.0)
+    np.testing.assert_array_equal(K, before)
+
+
+def test_surface_is_immutable():
+    s, _, _ = _surface_4()
+    with pytest.raises(AttributeError):
+        s.report = None
+    with pytest.raises(AttributeError):
+        s.slices[0].a = 1.0
+    with pytest.raises(ValueError):
+        s.times[0] = 1.0
+
+
+def test_evaluation_is_vectorised_and_fast():
+    s, _, _ = _surface_4()
+    rng = np.random.default_rng(1)
+    k = rng.uniform(-1, 1, 100_000)
+    T = rng.uniform(0, 1.2, 100_000)
+    s.total_variance(k, T)
+    best = min(_timed(lambda: s.total_variance(k, T)) for _ in range(5))
+    # ~1.5 ms with a warm allocator, ~5 ms where page faults are expensive; 50 ms catches a Python loop
+    assert best < 0.05, best
+
+
+def _timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------- the real Deribit chain
+@pytest.fixture(scope="module")
+def deribit():
+    from dpm.pricing import price
+    from dpm.sample_market import deribit_marks, deribit_snapshot
+
+    snap = deribit_snapshot()
+    c = deribit_marks()
+    T = (c["expiry_ms"] - snap.timestamp_ms) / (365 * 86_400_000)
+    vs = snap["BTC"].vol_surface
+    iv = vs.implied_vol(c["strike"], T, c["underlying_price"])
+    p = price(c["underlying_price"], c["strike"], iv, T, c["option_type"].astype(float), inverse=True)
+    return snap, c, T, vs, iv, np.asarray(p)
+
+
+def test_deribit_surface_reprices_marks(deribit):
+    """Stated tolerances (docs/market-data.md): per expiry with T > 0.01 y, IV RMSE <= 1.0 vol point and
+    max <= 3.0; whole chain, |price error| <= 1.5e-3 BTC (RMSE <= 4e-4 BTC) against Deribit's mark_price."""
+    snap, c, T, vs, iv, p = deribit
+    err_iv = iv - c["mark_iv"]
+    for sl in vs.slices:
+        m = c["expiry_label"] == sl.label
+        assert m.sum() == sl.n_quotes
+        if sl.T > 0.01:
+            assert np.sqrt(np.mean(err_iv[m] ** 2)) <= 0.010, sl
+            assert np.abs(err_iv[m]).max() <= 0.030, sl
+        np.testing.assert_allclose(sl.iv_rmse, np.sqrt(np.mean(err_iv[m] ** 2)), rtol=1e-8)
+    err_p = p - c["mark_price"]
+    assert np.abs(err_p).max() <= 1.5e-3
+    assert np.sqrt(np.mean(err_p ** 2)) <= 4e-4
+    # where the book is two-sided the fitted vol is inside the bid/ask for >= 90% of the quotes
+    two = (c["bid_iv"] > 0) & (c["ask_iv"] > 0)
+    inside = two & (iv >= c["bid_iv"]) & (iv <= c["ask_iv"])
+    assert inside.sum() >= 0.9 * two.sum()
+
+
+def test_deribit_surface_is_arbitrage_free(deribit):
+    snap, c, T, vs, iv, p = deribit
+    assert vs.report.arbitrage_free, str(vs.report)
+    assert calendar_violation(vs) < 1e-12
+    for t in vs.times:
+        assert butterfly_violation(vs, float(t)) < 1e-7
+    for sl in vs.slices:
+        k = np.linspace(-3, 3, 6001)
+        assert svi_density(k, *sl.params).min() >= -surf.BUTTERFLY_TOL
+
+
+def test_from_marks_recovers_known_svi():
+    true = [(0.05, 0.01, 0.05, -0.4, 0.0, 0.1), (0.25, 0.04, 0.12, -0.35, 0.02, 0.2), (1.0, 0.12, 0.2, -0.3, 0.05, 0.3)]
+    K, Tq, F, ivs = [], [], [], []
+    for T, *p in true:
+        k = np.linspace(-0.6, 0.5, 23) * math.sqrt(T)
+        Fw = 100.0 * math.exp(0.05 * T)
+        K += list(Fw * np.exp(k)); Tq += [T] * k.size; F += [Fw] * k.size
+        ivs += list(np.sqrt(svi_total_variance(k, *p) / T))
+    s = VolSurface.from_marks(K, Tq, F, ivs)
+    for sl, (T, *p) in zip(s.slices, true):
+        assert sl.iv_max_error < 1e-6
+        kk = np.linspace(-0.6, 0.5, 50) * math.sqrt(T)
+        np.testing.assert_allclose(sl.total_variance(kk), svi_total_variance(kk, *p), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- bad inputs
+def _quotes(n=7, T=0.1):
+    K = 100 * np.exp(np.linspace(-0.3, 0.3, n))
+    return K, np.full(n, T), np.full(n, 100.0), np.full(n, 0.6)
+
+
+def test_from_marks_errors_name_the_expiry():
+    K, T, F, iv = _quotes(4)
+    with pytest.raises(MarketDataError, match=r"expiry 22MAY20: 4 usable quote"):
+        VolSurface.from_marks(K, T, F, iv, labels=["22MAY20"] * 4)
+    K, T, F, iv = _quotes()
+    bad = iv.copy()
+    bad[3] = np.nan
+    with pytest.raises(MarketDataError, match=r"ivs: .*quote 3 \(expiry 29MAY20, strike 100\) has nan"):
+        VolSurface.from_marks(K, T, F, bad, labels=["29MAY20"] * 7)
+    bad[3] = -0.2
+    with pytest.raises(MarketDataError, match="has -0.2"):
+        VolSurface.from_marks(K, T, F, bad)
+    bid, ask = iv - 0.02, iv + 0.02
+    bid[2] = 0.7
+    with pytest.raises(MarketDataError, match=r"crossed market: quote 2 .*bid iv 0.7 > ask iv 0.62"):
+        VolSurface.from_marks(K, T, F, iv, bid_ivs=bid, ask_ivs=ask)
+    with pytest.raises(InvalidInputError, match="forwards has 3 values"):
+        VolSurface.from_marks(K, T, F[:3], iv)
+    with pytest.raises(MarketDataError, match="expiries_T"):
+        VolSurface.from_marks(K, np.zeros(7), F, iv)
+    with pytest.raises(MarketDataError, match="positive weight"):
+        VolSurface.from_marks(K, T, F, iv, weights=[1, 1, 0, 0, 0, 0, 1])
+
+
+def test_unfittable_slice_names_the_expiry(monkeypatch):
+    def fail(*args, **kwargs):
+        raise ValueError("residuals are not finite in the initial point")
+
+    monkeypatch.setattr(surf, "least_squares", fail)
+    K, T, F, iv = _quotes()
+    with pytest.raises(MarketDataError, match="expiry 25DEC20: SVI fit failed"):
+        VolSurface.from_marks(K, T, F, iv, labels=["25DEC20"] * 7)
+
+
+def test_from_marks_does_not_mutate_inputs_and_uses_bid_ask_weights():
+    K, T, F, iv = _quotes(9)
+    iv = iv + 0.1 * np.log(K / F) ** 2
+    bid, ask = iv - 0.01, iv + 0.01
+    bid[0] = 0.0                     # no bid: the quote keeps the smallest weight
+    arrays = [K, T, F, iv, bid, ask]
+    copies = [a.copy() for a in arrays]
+    s = VolSurface.from_marks(K, T, F, iv, bid_ivs=bid, ask_ivs=ask)
+    for a, b in zip(arrays, copies):
+        np.testing.assert_array_equal(a, b)
+    assert s.slices[0].iv_max_error < 2e-3
+
+
+def test_from_svi_params_errors():
+    with pytest.raises(InvalidInputError, match="shape"):
+        VolSurface.from_svi_params([[0.1, 0.1, 0.0, 0.0]], [1.0])
+    with pytest.raises(InvalidInputError, match="rho of expiry X"):
+        VolSurface.from_svi_params([[0.1, 0.1, 1.5, 0.0, 0.1]], [1.0], labels=["X"])
+    with pytest.raises(InvalidInputError, match="negative total variance"):
+        VolSurface.from_svi_params([[-1.0, 0.1, 0.0, 0.0, 0.1]], [1.0])
+    with pytest.raises(InvalidInputError, match="expiries_T"):
+        VolSurface.from_svi_params([[0.1, 0.1, 0.0, 0.0, 0.1]], [-1.0])
+    with pytest.raises(InvalidInputError, match="lacks key"):
+        VolSurface.from_svi_params([{"a": 0.1, "b": 0.1}], [1.0])
+    s = VolSurface.from_svi_params([{"a": 0.04, "b": 0.1, "rho": -0.2, "m": 0.0, "sigma": 0.2}], [1.0])
+    assert isinstance(s.slices[0], SVISlice)
