@@ -1019,15 +1019,12 @@ class InstrumentTable:
 def _is_missing(v: Any) -> bool:
     if v is None:
         return True
-    if isinstance(v, float) and math.isnan(v):
+    if isinstance(v, (float, np.floating)) and math.isnan(v):
         return True
     if isinstance(v, str) and v.strip() == "":
         return True
-    try:
-        import pandas as pd  # noqa: F401  (only to recognise pd.NA when pandas is around)
-    except ImportError:  # pragma: no cover
-        return False
-    return v is pd.NA or v is pd.NaT
+    # pandas' missing markers, recognised without importing pandas
+    return type(v).__name__ in ("NAType", "NaTType")
 
 
 def _as_bool(v: Any, field_name: str, i: int) -> bool:

@@ -111,13 +111,13 @@ class ForwardCurve:
         bad = ~(np.isfinite(t) & (t > 0))
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise InvalidInputError(f"times: must be finite and > 0, index {i} is {t[i]!r}")
+            raise InvalidInputError(f"times: must be finite and > 0, index {i} is {float(t[i])!r}")
         if np.any(np.diff(t) <= 0):
             i = int(np.flatnonzero(np.diff(t) <= 0)[0]) + 1
-            raise InvalidInputError(f"times: must be strictly increasing, index {i} is {t[i]!r}")
+            raise InvalidInputError(f"times: must be strictly increasing, index {i} is {float(t[i])!r}")
         if not np.isfinite(y).all():
             i = int(np.flatnonzero(~np.isfinite(y))[0])
-            raise InvalidInputError(f"basis: must be finite, index {i} is {y[i]!r}")
+            raise InvalidInputError(f"basis: must be finite, index {i} is {float(y[i])!r}")
         object.__setattr__(self, "index_price", S)
         object.__setattr__(self, "times", _readonly(t))
         object.__setattr__(self, "basis", _readonly(y))
@@ -149,7 +149,7 @@ class ForwardCurve:
             bad = ~(np.isfinite(arr) & (arr > 0))
             if bad.any():
                 i = int(np.flatnonzero(bad)[0])
-                raise MarketDataError(f"{name}: must be finite and > 0, {where(i)} is {arr[i]!r}")
+                raise MarketDataError(f"{name}: must be finite and > 0, {where(i)} is {float(arr[i])!r}")
         order = np.argsort(t, kind="stable")
         t, F = t[order], F[order]
         keep = np.ones(t.size, dtype=bool)
@@ -157,7 +157,7 @@ class ForwardCurve:
         for i in same:
             if abs(F[i + 1] - F[i]) > 1e-9 * F[i]:
                 raise MarketDataError(
-                    f"prices: two futures marks for T={t[i]!r} disagree: {F[i]!r} and {F[i + 1]!r}"
+                    f"prices: two futures marks for T={float(t[i])!r} disagree: {float(F[i])!r} and {float(F[i + 1])!r}"
                 )
             keep[i + 1] = False
         t, F = t[keep], F[keep]

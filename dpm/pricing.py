@@ -24,11 +24,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import _parallel
-from ._core import _black
+from ._core import _black, _implied
 from ._validation import as_float_array, first_bad_index
 from .errors import InvalidInputError, InvalidTypeError
 
-__all__ = ["price", "greeks", "GREEK_NAMES", "option_type_sign"]
+__all__ = ["price", "greeks", "implied_vol", "IV_FLAGS", "GREEK_NAMES", "option_type_sign"]
 
 GREEK_NAMES = ("price", "delta", "gamma", "vega", "theta", "rho", "vanna", "volga")
 
@@ -287,3 +287,100 @@ def greeks(
 
     _parallel.run_chunked(run, p.n, workers, min_chunk=_MIN_CHUNK)
     return {g: _result(a) for g, a in res.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Implied volatility
+# ---------------------------------------------------------------------------------------------
+
+#: Status codes returned by :func:`implied_vol` with ``return_flags=True`` (int8).
+IV_FLAGS = {
+    0: "ok",
+    1: "price below intrinsic value (vol NaN)",
+    2: "price at or above the upper bound (vol NaN)",
+    3: "price equals intrinsic value, T > 0: no time value (vol 0)",
+    4: "T == 0 and price equals intrinsic value: vol undetermined (NaN)",
+}
+# the solver costs ~100x a price: smaller chunks already pay for a thread
+_IV_MIN_CHUNK = 1024
+
+
+def implied_vol(
+    price: Any,
+    forward: Any,
+    strike: Any,
+    time: Any,
+    option_type: Any,
+    *,
+    rate: Any = 0.0,
+    carry: Any = 0.0,
+    inverse: bool = False,
+    model: str = "black76",
+    workers: int | None = None,
+    return_flags: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Implied volatility of European options, to ~1e-12 in vol wherever the price determines it.
+
+    The inverse of :func:`price`: ``price(forward, strike, implied_vol(p, ...), time, ...) == p``.
+    The solver reduces every option to a normalised out-of-the-money call, evaluates it in the log
+    domain with scaled complementary error functions (no underflow, no catastrophic cancellation)
+    and runs a bracketed Householder iteration of order 3 from asymptotic initial guesses (at most
+    10 evaluations per option); see ``docs/pricing.md``.
+
+    Parameters
+    ----------
+    price : array_like
+        Option prices, discounted, in the units :func:`price` returns (coin when ``inverse=True``).
+        Must be finite; prices outside the no-arbitrage range give NaN and a flag, not an error.
+    forward, strike, time, option_type, rate, carry, model, inverse, workers
+        As in :func:`price`.
+    return_flags : bool
+        Also return the int8 status codes (see :data:`IV_FLAGS`).
+
+    Returns
+    -------
+    vol : ndarray
+        Implied vols (decimal), in the broadcast shape of the inputs.
+    flags : ndarray of int8, only with ``return_flags=True``
+        ``0`` ok; ``1`` price below the intrinsic value ``max(cp (F - K), 0)`` (discounted): NaN;
+        ``2`` price at or above the upper bound (``F`` for calls, ``K`` for puts, discounted; for
+        ``T == 0`` any price above intrinsic): NaN; ``3`` price equals the intrinsic value with
+        ``T > 0``: vol 0, the only vol giving no time value (a time value that underflowed to 0
+        lands here too); ``4`` ``T == 0`` and price equals intrinsic: every vol fits, NaN.
+
+    Examples
+    --------
+    >>> from dpm.pricing import price, implied_vol
+    >>> p = price(100.0, 120.0, 0.65, 0.25, "call")
+    >>> round(float(implied_vol(p, 100.0, 120.0, 0.25, "call")), 14)
+    0.65
+    >>> vol, flags = implied_vol([1.0, 25.0, 0.0], 100.0, 80.0, 0.5, "call", return_flags=True)
+    >>> flags
+    array([1, 0, 1], dtype=int8)
+    """
+    prices = as_float_array(price, "price")
+    # validate forward/strike/time/rates exactly as price() does; vol is a dummy zero array with
+    # the price's shape so that the broadcast shape includes it
+    p = _Prepared(forward, strike, np.zeros(prices.shape), time, option_type, rate, carry, model,
+                  inverse)
+    try:
+        shape = np.broadcast_shapes(prices.shape, p.shape)
+    except ValueError:  # pragma: no cover - p.shape already includes prices.shape
+        raise InvalidInputError(f"price: shape {prices.shape} does not broadcast with {p.shape}")
+    if not np.isfinite(prices).all():
+        _check(prices, "price")
+    P = np.ascontiguousarray(np.broadcast_to(prices, shape)).reshape(-1)
+    vol = np.empty(shape, dtype=np.float64)
+    flags = np.empty(shape, dtype=np.int8)
+    vflat = vol.reshape(-1)
+    fflat = flags.reshape(-1)
+    no_iters = np.empty(0, dtype=np.uint8)
+
+    def run(start: int, stop: int) -> object:
+        return _implied.implied_chunk(P, p.F, p.K, p.T, p.cp, p.r, p.q, p.model, p.inverse,
+                                      vflat, fflat.view(np.int8), no_iters, start, stop)
+
+    _parallel.run_chunked(run, p.n, workers, min_chunk=_IV_MIN_CHUNK)
+    if return_flags:
+        return _result(vol), _result(flags)
+    return _result(vol)

@@ -512,7 +512,9 @@ def generate_accounts(
     del und_names
 
     width = max(6, len(str(max(n - 1, 0))))
-    ids = np.char.add("acc-", np.char.zfill(np.arange(n).astype(str), width)).astype(object)
+    ids = np.empty(n, dtype=object)
+    if n:
+        ids[:] = np.char.add("acc-", np.char.zfill(np.arange(n).astype(str), width))
     book = AccountBook.from_arrays(acc, inst, qty, table, account_ids=ids, collateral=coll,
                                    currencies=currencies, n_accounts=n)
     if return_archetypes:

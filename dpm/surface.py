@@ -316,6 +316,39 @@ def _w_and_jac(x: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return w, jac
 
 
+def _g_and_jac(x: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gatheral's ``g(k)`` and its Jacobian in the optimiser coordinates ``(vmin, sL, sR, m, sigma)``."""
+    v, sl, sr, m, s = x
+    b = 0.5 * (sl + sr)
+    d = k - m
+    r2 = d * d + s * s
+    r = np.sqrt(r2)
+    r3 = r2 * r
+    r5 = r3 * r2
+    w, jw = _w_and_jac(x, k)
+    w1 = 0.5 * (sr - sl) + b * d / r
+    w2 = b * s * s / r3
+    jw1 = np.empty_like(jw)
+    jw1[:, 0] = 0.0
+    jw1[:, 1] = -0.5 + 0.5 * d / r
+    jw1[:, 2] = 0.5 + 0.5 * d / r
+    jw1[:, 3] = -b * s * s / r3
+    jw1[:, 4] = -b * d * s / r3
+    jw2 = np.empty_like(jw)
+    jw2[:, 0] = 0.0
+    jw2[:, 1] = 0.5 * s * s / r3
+    jw2[:, 2] = jw2[:, 1]
+    jw2[:, 3] = 3.0 * b * s * s * d / r5
+    jw2[:, 4] = b * (2.0 * s / r3 - 3.0 * s ** 3 / r5)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = 1.0 - k * w1 / (2.0 * w)
+        g = u * u - 0.25 * w1 * w1 * (1.0 / w + 0.25) + 0.5 * w2
+        dg_dw = u * k * w1 / (w * w) + 0.25 * w1 * w1 / (w * w)
+        dg_dw1 = -u * k / w - 0.5 * w1 * (1.0 / w + 0.25)
+    jac = dg_dw[:, None] * jw + dg_dw1[:, None] * jw1 + 0.5 * jw2
+    return g, jac
+
+
 def _grid_for(T: float, w_atm: float, k_lo: float = math.nan, k_hi: float = math.nan,
               m: float = math.nan, sigma: float = math.nan) -> np.ndarray:
     """Dense check grid: |k| <= max(3, 8 ATM standard deviations, 1.25 x the quotes' range) (at most 8),
@@ -416,24 +449,38 @@ def _fit_penalised(
 ) -> np.ndarray:
     """Refit with residuals penalising ``g < 0`` (and ``w < floor_w`` when given) on ``grid``."""
     lo, hi = _bounds(fd)
-    fun0, _ = _iv_residual_fn(fd)
     # Penalties are scaled to IV units so that lam trades vol error against violation.
     iv_scale = float(np.sqrt(np.mean(fd.iv * fd.iv)))
     w_scale = float(np.mean(fd.iv * fd.iv)) * fd.T
     sub = grid[::4]
 
-    def fun(x):
-        p = _slopes_to_raw(x)
-        g = svi_density(sub, *p)
-        g = np.where(np.isfinite(g), g, -1e3)
-        pen = [lam * iv_scale * np.maximum(-g + 1e-6, 0.0)]
+    fun0, jac0 = _iv_residual_fn(fd)
+    scale = lam * iv_scale
+
+    def parts(x):
+        g, jg = _g_and_jac(x, sub)
+        bad = ~np.isfinite(g) | ~np.isfinite(jg).all(axis=1)
+        g = np.where(bad, -1e3, g)
+        jg[bad] = 0.0
+        act = g < 1e-6
+        out = [scale * np.where(act, 1e-6 - g, 0.0)]
+        jac = [-scale * jg * act[:, None]]
         if floor_w is not None:
-            w = svi_total_variance(grid, *p)
-            pen.append(lam * iv_scale * np.maximum(floor_w - w + 1e-9 * w_scale, 0.0) / w_scale)
-        return np.concatenate([fun0(x)] + pen)
+            w, jw = _w_and_jac(x, grid)
+            gap = floor_w - w + 1e-9 * w_scale
+            act = gap > 0
+            out.append(scale * np.where(act, gap, 0.0) / w_scale)
+            jac.append(-(scale / w_scale) * jw * act[:, None])
+        return out, jac
+
+    def fun(x):
+        return np.concatenate([fun0(x)] + parts(x)[0])
+
+    def jac(x):
+        return np.vstack([jac0(x)] + parts(x)[1])
 
     x0 = np.clip(x0, lo, hi)
-    res = least_squares(fun, x0, bounds=(lo, hi), method="trf", x_scale="jac", max_nfev=600,
+    res = least_squares(fun, x0, jac=jac, bounds=(lo, hi), method="trf", x_scale="jac", max_nfev=150,
                         ftol=1e-12, xtol=1e-12)
     return res.x if np.all(np.isfinite(res.x)) else x0
 
@@ -511,13 +558,13 @@ def _prepare_slice(k, iv, T, wts, label, forward, n_strikes) -> _FitData:
     bad = ~np.isfinite(iv) | (iv <= 0)
     if bad.any():
         j = int(np.flatnonzero(bad)[0])
-        raise MarketDataError(f"expiry {label}: implied vol must be finite and > 0, quote {j} has {iv[j]!r}")
+        raise MarketDataError(f"expiry {label}: implied vol must be finite and > 0, quote {j} has {float(iv[j])!r}")
     if wts is None:
         wts = np.ones_like(iv)
     badw = ~np.isfinite(wts) | (wts < 0)
     if badw.any():
         j = int(np.flatnonzero(badw)[0])
-        raise InvalidInputError(f"weights: must be finite and >= 0, quote {j} of expiry {label} has {wts[j]!r}")
+        raise InvalidInputError(f"weights: must be finite and >= 0, quote {j} of expiry {label} has {float(wts[j])!r}")
     if np.count_nonzero(wts) < MIN_QUOTES:
         raise MarketDataError(f"expiry {label}: fewer than {MIN_QUOTES} quotes have a positive weight")
     # Normalise so that penalties have a comparable scale across slices.
@@ -901,11 +948,11 @@ class VolSurface:
             bad = ~(np.isfinite(arr) & (arr > 0))
             if bad.any():
                 j = int(np.flatnonzero(bad)[0])
-                raise MarketDataError(f"{name}: must be finite and > 0, quote {j} ({where(j)}) has {arr[j]!r}")
+                raise MarketDataError(f"{name}: must be finite and > 0, quote {j} ({where(j)}) has {float(arr[j])!r}")
         bad = ~(np.isfinite(iv) & (iv > 0))
         if bad.any():
             j = int(np.flatnonzero(bad)[0])
-            raise MarketDataError(f"ivs: implied vol must be finite and > 0, quote {j} ({where(j)}) has {iv[j]!r}")
+            raise MarketDataError(f"ivs: implied vol must be finite and > 0, quote {j} ({where(j)}) has {float(iv[j])!r}")
         W = None if weights is None else as_float_array(weights, "weights").ravel()
         if W is not None and W.size != n:
             raise InvalidInputError(f"weights has {W.size} values but ivs has {n}")
@@ -921,12 +968,12 @@ class VolSurface:
                 neg = np.isfinite(arr) & (arr < 0) | np.isinf(arr)
                 if neg.any():
                     j = int(np.flatnonzero(neg)[0])
-                    raise MarketDataError(f"{name}: must be >= 0 (0/NaN = no quote), quote {j} ({where(j)}) has {arr[j]!r}")
+                    raise MarketDataError(f"{name}: must be >= 0 (0/NaN = no quote), quote {j} ({where(j)}) has {float(arr[j])!r}")
             both = np.isfinite(bid) & np.isfinite(ask) & (bid > 0) & (ask > 0)
             crossed = both & (bid > ask)
             if crossed.any():
                 j = int(np.flatnonzero(crossed)[0])
-                raise MarketDataError(f"crossed market: quote {j} ({where(j)}) has bid iv {bid[j]!r} > ask iv {ask[j]!r}")
+                raise MarketDataError(f"crossed market: quote {j} ({where(j)}) has bid iv {float(bid[j])!r} > ask iv {float(ask[j])!r}")
             spread = np.where(both, ask - bid, np.nan)
 
         Tu, inv = np.unique(Tq, return_inverse=True)

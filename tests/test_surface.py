@@ -46,7 +46,7 @@ def calendar_violation(surface: VolSurface) -> float:
     k = np.linspace(-3.0, 3.0, 601)
     Ts = np.unique(np.concatenate([np.linspace(1e-4, 1.5 * surface.times[-1], 300), surface.times]))
     W = surface.total_variance(k[None, :], Ts[:, None])
-    return float(max(-(np.diff(W, axis=0)).min(), 0.0))
+    return float((np.maximum.accumulate(W, axis=0) - W).max())
 
 
 # --------------------------------------------------------------------------- closed forms

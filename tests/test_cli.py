@@ -1,0 +1,49 @@
+"""The command line runs the main job and writes its files."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dpm.cli import main
+
+
+def test_cli_default_run_prints_summary(capsys) -> None:
+    assert main(["--accounts", "300", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "total initial margin" in out
+    assert "largest 3 initial margins" in out
+
+
+def test_cli_writes_csv_and_json_matching_engine(tmp_path) -> None:
+    from dpm.engine import MarginEngine
+    from dpm.models import preset
+    from dpm.sample import default_instruments, generate_accounts
+    from dpm.sample_market import default_market
+
+    out_csv, out_json = tmp_path / "m.csv", tmp_path / "m.json"
+    assert main(["--accounts", "200", "--model", "deribit", "--csv", str(out_csv), "--json", str(out_json)]) == 0
+    table = default_instruments()
+    res = MarginEngine(default_market(), table, preset("deribit")).margin_many(generate_accounts(200, table, seed=0))
+    with open(out_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["account_id"] for r in rows] == list(res.account_id)
+    np.testing.assert_allclose([float(r["initial_margin"]) for r in rows], res.initial_margin, rtol=1e-12)
+    data = json.loads(out_json.read_text())
+    np.testing.assert_allclose(data["maintenance_margin"], res.maintenance_margin, rtol=1e-12)
+
+
+def test_python_dash_m_entry_point() -> None:
+    proc = subprocess.run([sys.executable, "-m", "dpm", "--accounts", "50", "--top", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "dpm portfolio margin" in proc.stdout
+
+
+def test_cli_rejects_unknown_model() -> None:
+    with pytest.raises(SystemExit):
+        main(["--model", "nope"])
