@@ -20,9 +20,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dpm.backtest import DEFAULT_STRESS_PERIODS, procyclicality_report, replay  # noqa: E402
-from dpm.history import load_history  # noqa: E402
-from dpm.stress import stress_event_table  # noqa: E402
+from dpm.backtest import DEFAULT_STRESS_PERIODS, procyclicality_report, replay
+from dpm.history import load_history
+from dpm.stress import stress_event_table
 
 DOC = ROOT / "docs" / "var-es-calibration.md"
 PNG = ROOT / "docs" / "img" / "backtest_btc.png"
@@ -42,6 +42,8 @@ MODELS = [
     ("fhs", "es", dict(window=500), "FHS λ=0.94"),
     ("ewma_normal", "var", {}, "EWMA-normal"),
     ("ewma_normal", "es", {}, "EWMA-normal"),
+    ("garch_normal", "var", {}, "GARCH(1,1)-normal"),
+    ("garch_normal", "es", {}, "GARCH(1,1)-normal"),
     ("scan", "var", {}, "dynamic scan + APC"),
     ("static", "var", dict(static_range=0.16), "static ±16 %"),
 ]
@@ -77,6 +79,7 @@ PROCYCLICALITY_MODELS = [
     ("HS 500d ES", "hs", dict(window=500, measure="es")),
     ("FHS ES", "fhs", dict(window=500, measure="es")),
     ("EWMA-normal ES", "ewma_normal", dict(measure="es")),
+    ("GARCH-normal ES", "garch_normal", dict(measure="es")),
 ]
 
 

@@ -14,15 +14,17 @@ All arrays are read-only. Building from columnar arrays (:meth:`AccountBook.from
 counting sort by account and a per-account stable sort/merge in a ``nogil`` Cython kernel
 (``dpm._core._book``): no Python loop over positions.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from .errors import DPMError, InvalidInputError, InvalidTypeError
 from ._parallel import run_chunked
+from .errors import DPMError, InvalidInputError, InvalidTypeError
 from .instruments import InstrumentTable
 
 try:  # the compiled kernel; a numpy implementation is used when the extension is not built
@@ -30,7 +32,7 @@ try:  # the compiled kernel; a numpy implementation is used when the extension i
 except ImportError:  # pragma: no cover - exercised only on an unbuilt source tree
     _kernel = None
 
-__all__ = ["DEFAULT_CURRENCIES", "UnknownAccountError", "Account", "AccountBook"]
+__all__ = ["DEFAULT_CURRENCIES", "Account", "AccountBook", "UnknownAccountError"]
 
 #: Collateral currencies of a book unless ``currencies=`` says otherwise.
 DEFAULT_CURRENCIES: tuple[str, ...] = ("BTC", "ETH", "USDC", "USDT")
@@ -81,20 +83,31 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 
 def _as_id_array(ids: Any, n: int | None = None) -> np.ndarray:
-    arr = np.empty(len(ids), dtype=object)
-    vals = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)
-    arr[:] = [str(v) if isinstance(v, np.str_) else v for v in vals]
-    bad = [i for i, v in enumerate(arr.tolist()) if not isinstance(v, str) or not v]
-    if bad:
-        raise InvalidInputError(f"account_id: expected non-empty str ids, index {bad[0]} is {arr[bad[0]]!r}")
-    if n is not None and len(arr) != n:
-        raise InvalidInputError(f"account_ids: expected {n} ids, got {len(arr)}")
+    """Object array of unique non-empty str ids (a new array)."""
+    vals = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)  # tolist gives Python str
+    if n is not None and len(vals) != n:
+        raise InvalidInputError(f"account_ids: expected {n} ids, got {len(vals)}")
+    # fast path first (all plain non-empty str); the slow loop only runs to name the bad one
+    if not all(type(v) is str and v for v in vals):
+        vals = [str(v) if isinstance(v, np.str_) else v for v in vals]
+        for i, v in enumerate(vals):
+            if not isinstance(v, str) or not v:
+                raise InvalidInputError(f"account_id: expected non-empty str ids, index {i} is {v!r}")
     if len(set(vals)) != len(vals):
         seen: dict[str, int] = {}
-        for i, v in enumerate(arr.tolist()):
+        for i, v in enumerate(vals):
             if v in seen:
                 raise InvalidInputError(f"account_id: duplicate id {v!r} at indices {seen[v]} and {i}")
             seen[v] = i
+    arr = np.empty(len(vals), dtype=object)
+    arr[:] = vals
+    return arr
+
+
+def _default_ids(n: int) -> np.ndarray:
+    """``"0" ... "n-1"`` as an object array."""
+    arr = np.empty(n, dtype=object)
+    arr[:] = list(map(str, range(n)))
     return arr
 
 
@@ -110,7 +123,9 @@ def _check_currencies(currencies: Any) -> tuple[str, ...]:
     return cur
 
 
-def _factorize(values: Sequence[Any], index: dict[Any, int] | None = None) -> tuple[np.ndarray, dict[Any, int]]:
+def _factorize(
+    values: Sequence[Any], index: dict[Any, int] | None = None
+) -> tuple[np.ndarray, dict[Any, int]]:
     """Codes of ``values`` in order of first appearance (dict-based: fast on str objects)."""
     d: dict[Any, int] = {} if index is None else index
     codes = np.fromiter((d.setdefault(v, len(d)) for v in values), dtype=np.int64, count=len(values))
@@ -148,8 +163,16 @@ class AccountBook:
     DataFrame with ``account_id, instrument, quantity``) or :meth:`from_accounts`.
     """
 
-    __slots__ = ("account_id", "indptr", "instrument_idx", "quantity", "collateral", "currencies", "table",
-                 "_id_index")
+    __slots__ = (
+        "_id_index",
+        "account_id",
+        "collateral",
+        "currencies",
+        "indptr",
+        "instrument_idx",
+        "quantity",
+        "table",
+    )
 
     def __init__(
         self,
@@ -188,8 +211,13 @@ class AccountBook:
                     f"increasing at position {j}"
                 )
             _check_collateral(collateral, account_id, currencies)
-        for name, arr in (("account_id", account_id), ("indptr", indptr), ("instrument_idx", instrument_idx),
-                          ("quantity", quantity), ("collateral", collateral)):
+        for name, arr in (
+            ("account_id", account_id),
+            ("indptr", indptr),
+            ("instrument_idx", instrument_idx),
+            ("quantity", quantity),
+            ("collateral", collateral),
+        ):
             object.__setattr__(self, name, _readonly(arr))
         object.__setattr__(self, "currencies", currencies)
         object.__setattr__(self, "table", table)
@@ -211,7 +239,7 @@ class AccountBook:
         currencies: Sequence[str] = DEFAULT_CURRENCIES,
         n_accounts: int | None = None,
         workers: int | None = None,
-    ) -> "AccountBook":
+    ) -> AccountBook:
         """Build a book from columnar positions (no Python loop over positions).
 
         Parameters
@@ -275,7 +303,7 @@ class AccountBook:
             raise InvalidInputError(f"account_index: position {j} has account {acc[j]}, not in [0, {n})")
 
         if account_ids is None:
-            ids = np.arange(n).astype(str).astype(object)
+            ids = _default_ids(n)
         else:
             ids = _as_id_array(account_ids, n)
         m = len(table)
@@ -295,7 +323,7 @@ class AccountBook:
         coll = _collateral_matrix(collateral, n, currencies)
         _check_collateral(coll, ids, currencies)
 
-        indptr, out_inst, out_qty = _build_csr(acc, inst, qty, n, workers)
+        indptr, out_inst, out_qty = _build_csr(acc, inst, qty, n, m, workers)
         return cls(ids, indptr, out_inst, out_qty, coll, currencies, table, _trusted=True)
 
     @classmethod
@@ -306,7 +334,7 @@ class AccountBook:
         collateral: Any = None,
         account_ids: Sequence[str] | None = None,
         currencies: Sequence[str] | None = None,
-    ) -> "AccountBook":
+    ) -> AccountBook:
         """Build a book from long-format positions.
 
         Parameters
@@ -331,7 +359,6 @@ class AccountBook:
         for i, v in enumerate(ids_col):
             if not isinstance(v, str) or not v:
                 raise InvalidInputError(f"account_id: expected a non-empty str, position {i} has {v!r}")
-                # (the loop stops at the first bad id; valid ids cost one isinstance each)
         index: dict[str, int] = {}
         if account_ids is not None:
             ids_arr = _as_id_array(account_ids)
@@ -342,13 +369,17 @@ class AccountBook:
             extra = next(v for v, i in index.items() if i >= n_fixed)
             raise InvalidInputError(f"account_id: {extra!r} in positions is not in account_ids")
         inst = table.index_of(names)
-        qty_arr = _as_float(np.asarray(qty, dtype=object) if not isinstance(qty, np.ndarray) else qty, "quantity")
+        qty_arr = _as_float(
+            np.asarray(qty, dtype=object) if not isinstance(qty, np.ndarray) else qty, "quantity"
+        )
 
         coll_rows = None
         found_cur: list[str] = []
         if collateral is not None:
-            if isinstance(collateral, Mapping) and collateral and all(
-                isinstance(v, Mapping) for v in collateral.values()
+            if (
+                isinstance(collateral, Mapping)
+                and collateral
+                and all(isinstance(v, Mapping) for v in collateral.values())
             ):
                 c_ids, c_cur, c_amt = [], [], []
                 for aid, d in collateral.items():
@@ -369,8 +400,10 @@ class AccountBook:
             if account_ids is not None and len(index) != n_before:
                 extra = next(v for v, i in index.items() if i >= n_before)
                 raise InvalidInputError(f"collateral: account {extra!r} is not in account_ids")
-            c_amt_arr = _as_float(np.asarray(c_amt, dtype=object) if not isinstance(c_amt, np.ndarray) else c_amt,
-                                  "collateral amount")
+            c_amt_arr = _as_float(
+                np.asarray(c_amt, dtype=object) if not isinstance(c_amt, np.ndarray) else c_amt,
+                "collateral amount",
+            )
             found_cur = list(dict.fromkeys(c_cur))
             coll_rows = (c_acc, c_cur, c_amt_arr)
 
@@ -400,12 +433,14 @@ class AccountBook:
                     f"{c_cur[i]!r} (row {i}) has {_v(c_amt_arr[i])!r}"
                 )
             np.add.at(coll, (c_acc, c_col), c_amt_arr)
-        return cls.from_arrays(acc, inst, qty_arr, table, account_ids=ids, collateral=coll, currencies=currencies)
+        return cls.from_arrays(
+            acc, inst, qty_arr, table, account_ids=ids, collateral=coll, currencies=currencies
+        )
 
     @classmethod
     def from_accounts(
         cls, accounts: Iterable[Account], table: InstrumentTable, currencies: Sequence[str] | None = None
-    ) -> "AccountBook":
+    ) -> AccountBook:
         """Build a book from :class:`Account` objects (order kept)."""
         accounts = list(accounts)
         ids, acc, names, qty = [], [], [], []
@@ -442,14 +477,27 @@ class AccountBook:
                     )
                 mat[i, cpos[c]] += float(amt)
         qty_arr = _as_float(np.array(qty, dtype=object), "quantity") if qty else np.zeros(0)
-        return cls.from_arrays(np.array(acc, dtype=np.int64), inst, qty_arr, table, account_ids=ids_arr,
-                               collateral=mat, currencies=currencies)
+        return cls.from_arrays(
+            np.array(acc, dtype=np.int64),
+            inst,
+            qty_arr,
+            table,
+            account_ids=ids_arr,
+            collateral=mat,
+            currencies=currencies,
+        )
 
     @classmethod
-    def empty(cls, table: InstrumentTable, currencies: Sequence[str] = DEFAULT_CURRENCIES) -> "AccountBook":
+    def empty(cls, table: InstrumentTable, currencies: Sequence[str] = DEFAULT_CURRENCIES) -> AccountBook:
         """A book with no accounts."""
-        return cls.from_arrays(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), table,
-                               account_ids=[], currencies=currencies)
+        return cls.from_arrays(
+            np.zeros(0, np.int64),
+            np.zeros(0, np.int64),
+            np.zeros(0),
+            table,
+            account_ids=[],
+            currencies=currencies,
+        )
 
     # ------------------------------------------------------------------ access
     def __len__(self) -> int:
@@ -474,8 +522,10 @@ class AccountBook:
         return np.repeat(np.arange(len(self), dtype=np.int64), np.diff(self.indptr))
 
     def __repr__(self) -> str:
-        return (f"AccountBook({len(self)} accounts, {self.n_positions} positions over "
-                f"{len(self.table)} instruments; currencies={self.currencies})")
+        return (
+            f"AccountBook({len(self)} accounts, {self.n_positions} positions over "
+            f"{len(self.table)} instruments; currencies={self.currencies})"
+        )
 
     def index_of(self, account_ids: Any) -> Any:
         """Index of an account id (int) or of a sequence of ids (int64 array)."""
@@ -516,7 +566,7 @@ class AccountBook:
         for i in range(len(self)):
             yield self.account(i)
 
-    def subset(self, account_indices: Any) -> "AccountBook":
+    def subset(self, account_indices: Any) -> AccountBook:
         """New book of the selected accounts (integer indices in the given order, or a boolean mask)."""
         n = len(self)
         sel = np.asarray(account_indices)
@@ -538,9 +588,19 @@ class AccountBook:
         counts = np.diff(self.indptr)[sel]
         indptr = np.zeros(len(sel) + 1, dtype=np.int64)
         np.cumsum(counts, out=indptr[1:])
-        gather = np.repeat(self.indptr[:-1][sel] - indptr[:-1], counts) + np.arange(indptr[-1], dtype=np.int64)
-        return AccountBook(self.account_id[sel], indptr, self.instrument_idx[gather], self.quantity[gather],
-                           self.collateral[sel], self.currencies, self.table, _trusted=True)
+        gather = np.repeat(self.indptr[:-1][sel] - indptr[:-1], counts) + np.arange(
+            indptr[-1], dtype=np.int64
+        )
+        return AccountBook(
+            self.account_id[sel],
+            indptr,
+            self.instrument_idx[gather],
+            self.quantity[gather],
+            self.collateral[sel],
+            self.currencies,
+            self.table,
+            _trusted=True,
+        )
 
     def to_columns(self) -> dict[str, np.ndarray]:
         """Long-format positions: ``account_id`` (object), ``instrument`` (object), ``quantity``."""
@@ -562,7 +622,7 @@ class AccountBook:
             acc, cur, amt = acc[keep], cur[keep], amt[keep]
         return {"account_id": self.account_id[acc], "currency": cur, "amount": amt}
 
-    def equals(self, other: "AccountBook") -> bool:
+    def equals(self, other: AccountBook) -> bool:
         """Same ids, CSR arrays, collateral, currencies and an equal instrument table."""
         return bool(
             isinstance(other, AccountBook)
@@ -634,7 +694,9 @@ def _collateral_matrix(collateral: Any, n: int, currencies: tuple[str, ...]) -> 
         mat = np.zeros((n, c))
         for cur, col in collateral.items():
             if cur not in currencies:
-                raise InvalidInputError(f"collateral: unknown currency {cur!r}; currencies are {currencies!r}")
+                raise InvalidInputError(
+                    f"collateral: unknown currency {cur!r}; currencies are {currencies!r}"
+                )
             arr = np.asarray(col)
             if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
                 raise InvalidTypeError(f"collateral[{cur!r}]: expected numbers, got dtype {arr.dtype}")
@@ -644,7 +706,9 @@ def _collateral_matrix(collateral: Any, n: int, currencies: tuple[str, ...]) -> 
     if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
         raise InvalidTypeError(f"collateral: expected numbers, got dtype {arr.dtype}")
     if arr.shape != (n, c):
-        raise InvalidInputError(f"collateral: expected shape ({n}, {c}) (accounts × currencies), got {arr.shape}")
+        raise InvalidInputError(
+            f"collateral: expected shape ({n}, {c}) (accounts × currencies), got {arr.shape}"
+        )
     return np.array(arr, dtype=np.float64)  # copy: the book's array becomes read-only
 
 
@@ -658,8 +722,9 @@ def _check_collateral(coll: np.ndarray, ids: np.ndarray, currencies: tuple[str, 
         )
 
 
-def _check_positions(ids: np.ndarray, indptr: np.ndarray, inst: np.ndarray, qty: np.ndarray,
-                     table: InstrumentTable) -> None:
+def _check_positions(
+    ids: np.ndarray, indptr: np.ndarray, inst: np.ndarray, qty: np.ndarray, table: InstrumentTable
+) -> None:
     rows = np.repeat(np.arange(len(ids)), np.diff(indptr))
     bad = (inst < 0) | (inst >= len(table))
     if bad.any():
@@ -675,7 +740,9 @@ def _check_positions(ids: np.ndarray, indptr: np.ndarray, inst: np.ndarray, qty:
         )
 
 
-def _build_csr(acc: np.ndarray, inst: np.ndarray, qty: np.ndarray, n: int, workers: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _build_csr(
+    acc: np.ndarray, inst: np.ndarray, qty: np.ndarray, n: int, m: int, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """CSR arrays from validated triples (new arrays; inputs untouched)."""
     p = len(acc)
     indptr = np.empty(n + 1, dtype=np.int64)
@@ -692,16 +759,23 @@ def _build_csr(acc: np.ndarray, inst: np.ndarray, qty: np.ndarray, n: int, worke
     _kernel.count_scatter(acc, inst, qty, nondec, indptr, out_inst, out_qty)
     ucount = np.empty(n, dtype=np.int64)
     # rows are independent: chunks over threads give the same bits for any worker count
-    run_chunked(lambda s, e: _kernel.sort_merge_rows(indptr, out_inst, out_qty, ucount, s, e), n, workers,
-                min_chunk=8192)
+    run_chunked(
+        lambda s, e: _kernel.sort_merge_rows(indptr, out_inst, out_qty, ucount, s, e, m),
+        n,
+        workers,
+        min_chunk=8192,
+    )
     if int(ucount.sum()) != p:
         total = _kernel.compact_rows(indptr, out_inst, out_qty, ucount)
-        out_inst = out_inst[:total].copy()
-        out_qty = out_qty[:total].copy()
+        # views, not copies: the few slots freed by merged duplicates are not worth a 2 x P copy
+        out_inst = out_inst[:total]
+        out_qty = out_qty[:total]
     return indptr, out_inst, out_qty
 
 
-def _build_csr_numpy(acc: np.ndarray, inst: np.ndarray, qty: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _build_csr_numpy(
+    acc: np.ndarray, inst: np.ndarray, qty: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Same result as the kernel with numpy only (used when the extension is not compiled)."""
     order = np.lexsort((inst, acc))  # stable: duplicates keep their input order
     a, k, q = acc[order], inst[order], qty[order]

@@ -21,34 +21,43 @@ References
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import special, stats
 
 from ._validation import as_float_array, check_finite, check_nonnegative
-from .calibration import _check_int, _check_level, ewma_covariance, ewma_variance, scan_ranges
+from .calibration import (
+    _check_int,
+    _check_level,
+    ewma_covariance,
+    ewma_variance,
+    fit_garch,
+    garch_variance,
+    scan_ranges,
+)
 from .errors import InvalidInputError
 from .history import PriceHistory, load_history
 from .risk_measures import var_es
 
 __all__ = [
-    "KupiecResult",
-    "IndependenceResult",
-    "ConditionalCoverageResult",
-    "kupiec_pof",
-    "christoffersen_independence",
-    "christoffersen_conditional_coverage",
-    "traffic_light",
+    "DEFAULT_STRESS_PERIODS",
     "BacktestReport",
-    "backtest_margin",
+    "ConditionalCoverageResult",
+    "IndependenceResult",
+    "KupiecResult",
     "ReplayResult",
-    "replay",
+    "backtest_margin",
+    "christoffersen_conditional_coverage",
+    "christoffersen_independence",
+    "kupiec_pof",
     "plot_backtest",
     "procyclicality_report",
-    "DEFAULT_STRESS_PERIODS",
+    "replay",
+    "traffic_light",
 ]
 
 DEFAULT_STRESS_PERIODS: dict[str, tuple[str, str]] = {
@@ -323,7 +332,7 @@ def replay(quantities: Mapping[str, float], model: str = "hs", *,
            history: PriceHistory | None = None, level: float = 0.99, measure: str = "es",
            horizon: int = 1, window: int = 500, lambda_: float = 0.94, warmup: int = 30,
            start: Any = None, end: Any = None, static_range: float | Mapping[str, float] = 0.16,
-           scan_kwargs: Mapping[str, Any] | None = None) -> ReplayResult:
+           scan_kwargs: Mapping[str, Any] | None = None, refit_days: int = 250) -> ReplayResult:
     """Roll a fixed linear portfolio through history: each day's margin vs next-horizon P&L.
 
     Parameters
@@ -338,6 +347,10 @@ def replay(quantities: Mapping[str, float], model: str = "hs", *,
           to today's vol (:func:`dpm.risk_measures.filtered_historical_scenarios`).
         * ``"ewma_normal"``: delta-normal with the EWMA covariance; VaR ``z sigma_p``,
           ES ``sigma_p phi(z) / (1 - level)``, ``sigma_p^2 = h e^T C e``.
+        * ``"garch_normal"``: as ``"ewma_normal"`` but each asset's variance is a GARCH(1,1)
+          forecast (:func:`dpm.calibration.fit_garch`, refitted every ``refit_days`` on all
+          returns so far, first fit after ``window`` returns; the variance recursion runs daily
+          with the latest parameters); correlations from EWMA.
         * ``"static"``: fixed scan range per asset (``static_range``, default 0.16 — Deribit's
           BTC ``price_range``); margin ``sum |q P| range`` = the worst loss over all sign
           combinations of ``±range`` (no correlation offset).
@@ -396,8 +409,10 @@ def replay(quantities: Mapping[str, float], model: str = "hs", *,
         spnl = np.einsum("tu,tus->ts", expo[rows], np.expm1(scen))
         res = var_es(spnl, lv, axis=-1)
         margin[rows] = np.maximum(res.es if measure == "es" else res.var, 0.0)
-    elif model == "ewma_normal":
+    elif model in ("ewma_normal", "garch_normal"):
         cov = ewma_covariance(r, lambda_, warmup=warmup, path=True)[1:]  # row t: forecast t+1
+        if model == "garch_normal":
+            cov = _garch_covariance(r, cov, window, refit_days)
         sp = np.sqrt(np.maximum(np.einsum("tu,tuv,tv->t", expo, cov, expo), 0.0) * h)
         z = stats.norm.ppf(lv)
         margin = sp * (stats.norm.pdf(z) / (1.0 - lv) if measure == "es" else z)
@@ -415,7 +430,8 @@ def replay(quantities: Mapping[str, float], model: str = "hs", *,
         margin = (np.abs(expo) * sr.range).sum(axis=1)
     else:
         raise InvalidInputError(
-            f"model: expected 'hs', 'fhs', 'ewma_normal', 'static' or 'scan', got {model!r}")
+            f"model: expected 'hs', 'fhs', 'ewma_normal', 'garch_normal', 'static' or 'scan', "
+            f"got {model!r}")
 
     ok = np.isfinite(margin) & np.isfinite(pnl)
     if start is not None:
@@ -430,6 +446,32 @@ def replay(quantities: Mapping[str, float], model: str = "hs", *,
     report = backtest_margin(margin[ok], pnl[ok], 1.0 - lv)
     return ReplayResult(ret.dates[ok].copy(), margin[ok], pnl[ok], gross[ok], model, measure, lv, h,
                         dict(zip(assets, q.tolist())), report)
+
+
+def _garch_covariance(r: np.ndarray, ewma_cov: np.ndarray, first_fit: int,
+                      refit_days: int) -> np.ndarray:
+    """EWMA correlations with per-asset GARCH(1,1) variances; row t forecasts day t+1.
+
+    Parameters are refitted at rows ``first_fit - 1, first_fit - 1 + refit_days, ...`` on
+    ``r[:fit_row + 1]``; rows before the first fit are NaN. No row uses a later return.
+    """
+    n, u = r.shape
+    refit_days = _check_int(refit_days, "refit_days", 1)
+    var = np.full((n, u), np.nan)
+    fits = list(range(first_fit - 1, n, refit_days))
+    for k, t_fit in enumerate(fits):
+        t_end = fits[k + 1] if k + 1 < len(fits) else n
+        for j in range(u):
+            f = fit_garch(r[: t_fit + 1, j])
+            # h0 from the fit sample only; the path over r[:t_end] forecasts rows t_fit .. t_end-1
+            h = garch_variance(r[:t_end, j], f.omega, f.alpha, f.beta,
+                               initial_variance=float(np.mean(r[: t_fit + 1, j] ** 2)))
+            var[t_fit:t_end, j] = h[t_fit + 1:t_end + 1]
+    sd = np.sqrt(np.diagonal(ewma_cov, axis1=1, axis2=2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = ewma_cov / (sd[:, :, None] * sd[:, None, :])
+    g = np.sqrt(var)
+    return corr * g[:, :, None] * g[:, None, :]
 
 
 def plot_backtest(result: ReplayResult, path: Any = None, *, ax: Any = None,

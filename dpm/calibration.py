@@ -28,8 +28,9 @@ References
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import optimize, signal, stats
@@ -38,25 +39,25 @@ from ._validation import as_float_array, check_finite
 from .errors import InvalidInputError
 
 __all__ = [
-    "ewma_variance",
-    "ewma_covariance",
-    "ewma_correlation",
-    "garch_variance",
-    "garch_loglik",
-    "fit_garch",
+    "DynamicScanRange",
     "GarchFit",
-    "ledoit_wolf",
     "ShrinkageEstimate",
-    "nearest_psd_correlation",
+    "VolShockProxy",
     "check_correlation",
     "cov_to_corr",
-    "realized_log_vol",
-    "VolShockProxy",
+    "ewma_correlation",
+    "ewma_covariance",
+    "ewma_variance",
+    "fit_garch",
     "fit_vol_shock_proxy",
-    "vol_shock_sizes",
+    "garch_loglik",
+    "garch_variance",
+    "ledoit_wolf",
+    "nearest_psd_correlation",
+    "realized_log_vol",
     "scale_vol_shock_to_expiry",
-    "DynamicScanRange",
     "scan_ranges",
+    "vol_shock_sizes",
 ]
 
 
@@ -772,7 +773,7 @@ class DynamicScanRange:
     buffer_rate : buffer applied on the day (0 .. ``buffer``); 0 while released.
     buffer_released : bool, the release trigger fired (raw range rising fast).
     capped : bool, the daily-increase cap bound.
-    range : final scan range ``min(max(raw, floor) * (1 + buffer_rate), cap)``.
+    range : final scan range (buffered, released or capped as described in :func:`scan_ranges`).
     vol_up, vol_down : relative 30-day implied-vol shock sizes from the realised-vol proxy.
     """
 
@@ -830,9 +831,14 @@ def scan_ranges(returns: Any, confidence: float = 0.99, horizon_days: int = 2,
        * a float: a fixed range floor; ``None``: no floor.
 
        The floor needs ``min_floor_obs`` returns; before that it is NaN and not applied.
-    3. Buffer (tool (a)): ``range = max(raw, floor) * (1 + b_t)``. ``b_t = buffer`` normally; it is
-       released (``b_t = 0``) on days when ``raw`` exceeds ``(1 + release_trigger)`` times its value
-       ``release_lookback`` days earlier, and rebuilt linearly over ``rebuild_days`` afterwards.
+    3. Buffer (tool (a)): with ``base = max(raw, floor)``,
+       ``range_t = max(base_t (1 + b_t), min(range_(t-1), base_t (1 + buffer)))``.
+       ``b_t = buffer`` normally, so ``range = base (1 + buffer)``. The buffer is released
+       (``b_t = 0``) on days when ``raw`` exceeds ``(1 + release_trigger)`` times its value
+       ``release_lookback`` days earlier, and rebuilt linearly over ``rebuild_days`` afterwards. A
+       released buffer absorbs the rise: the range stays at its previous level until ``base``
+       overtakes it, then follows ``base`` without a buffer on top (it never drops because of a
+       release). While margins fall, the buffer is back in full as soon as that costs no call.
     4. Optional speed limit: ``range_t <= range_(t-1) * (1 + max_daily_increase)``. This is a
        governance tool, not an EMIR one; it may push margin below the model level on crash days
        (``capped`` marks them) and so costs coverage.
@@ -852,7 +858,7 @@ def scan_ranges(returns: Any, confidence: float = 0.99, horizon_days: int = 2,
     """
     conf = _check_level(confidence)
     h = _check_int(horizon_days, "horizon_days", 1)
-    r, squeeze = _as_returns(returns, "returns", min_obs=max(warmup + 1, vol_window + h))
+    r, _ = _as_returns(returns, "returns", min_obs=max(warmup + 1, vol_window + h))
     n, a = r.shape
     if buffer < 0 or release_trigger < 0:
         raise InvalidInputError(f"buffer/release_trigger: must be >= 0, got {buffer}, {release_trigger}")
@@ -912,7 +918,11 @@ def scan_ranges(returns: Any, confidence: float = 0.99, horizon_days: int = 2,
         b = np.where(fire, 0.0, np.minimum(float(buffer), b + step))
         released[t] = fire
         rate[t] = b
+        # a released buffer absorbs the rise: margin keeps its previous level (up to the fully
+        # buffered base) instead of dropping on the first day of stress
         val = base[t] * (1.0 + b)
+        held = np.fmin(prev, base[t] * (1.0 + float(buffer)))
+        val = np.where(np.isfinite(held), np.fmax(val, held), val)
         if max_daily_increase is not None:
             lim = prev * (1.0 + max_daily_increase)
             hit = np.isfinite(lim) & (val > lim)

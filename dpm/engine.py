@@ -294,7 +294,10 @@ class AccountState:
         self._worst = np.empty((1, U), dtype=np.int32)
         self.collateral_usd = float(engine._collateral_usd(book)[0])
         self._index = engine.instruments._name_index() if hasattr(engine.instruments, "_name_index") else None
+        self._base_value = 0.0
         before = self._evaluate(np.zeros(0, dtype=np.int64), np.zeros(0))
+        self._base_value = float(self._value[0])
+        before = (before[0], before[1], self.collateral_usd + self._base_value)
         self.initial_margin = before[0]
         self.maintenance_margin = before[1]
         self.equity = before[2]
@@ -305,7 +308,8 @@ class AccountState:
                                       self._worst, roll, dshock, floor)
         m = self.engine.model
         r = float(self._total[0])
-        return m.im_factor * r, m.mm_factor * r, self.collateral_usd + float(self._value[0])
+        # equity of the account *before* the orders: their premium is paid at mark (cash out = value in)
+        return m.im_factor * r, m.mm_factor * r, self.collateral_usd + float(self._base_value)
 
     def _orders(self, orders: Any) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(orders, Mapping):
@@ -498,7 +502,9 @@ def _build_plan(market: MarketSnapshot, table: InstrumentTable, model: RiskMatri
     notional = np.where((inverse == 1) & (kind != Kind.OPTION), cs, cs * index_of_inst)
     notional[~available] = 0.0
     som = np.zeros(M)
-    value = np.where(is_opt, base * risk_to_usd[und], 0.0)
+    # mark value counted in equity: options and spot holdings (futures/perpetuals settle their P&L)
+    is_spot = (kind == Kind.SPOT) & available
+    value = np.where(is_opt | is_spot, base * risk_to_usd[und], 0.0)
 
     # expiry buckets per underlying for the roll shock (perpetuals: T = 0; spot: never charged)
     bucket = np.zeros(M, dtype=np.int32)

@@ -19,21 +19,22 @@ from __future__ import annotations
 import csv
 import functools
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from .errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
-    "PriceHistory",
+    "BUNDLED_HISTORY_SOURCE",
     "LogReturns",
-    "load_history",
+    "PriceHistory",
     "history_from_long",
     "history_from_wide",
-    "BUNDLED_HISTORY_SOURCE",
+    "load_history",
 ]
 
 BUNDLED_HISTORY_SOURCE = (

@@ -24,33 +24,35 @@ Deribit contract-size defaults (overridable with ``contract_size=``): inverse op
 futures and perpetuals 10 USD (BTC) or 1 USD (ETH and other coins); linear contracts 1 unit of the
 underlying; spot 1 unit.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import math
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any
 
 import numpy as np
 
 from .errors import InvalidInputError, InvalidTypeError, UnknownInstrumentError
 
 __all__ = [
-    "Kind",
-    "NO_EXPIRY",
     "EXPIRY_HOUR_UTC",
-    "Option",
+    "NO_EXPIRY",
     "Future",
-    "Perpetual",
-    "Spot",
-    "Spec",
-    "parse_name",
-    "format_name",
-    "default_contract_size",
-    "to_ms",
     "InstrumentTable",
+    "Kind",
+    "Option",
+    "Perpetual",
+    "Spec",
+    "Spot",
+    "default_contract_size",
+    "format_name",
+    "parse_name",
+    "to_ms",
 ]
 
 
@@ -77,7 +79,7 @@ _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)
 # Deribit inverse futures/perpetuals: USD notional per contract.
 _INVERSE_FUTURE_SIZE = {"BTC": 10.0, "ETH": 1.0}
 
-TimeLike = Union[int, np.integer, _dt.datetime, _dt.date, np.datetime64]
+TimeLike = int | np.integer | _dt.datetime | _dt.date | np.datetime64
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -215,7 +217,9 @@ class Option:
         object.__setattr__(self, "option_type", _norm_option_type(self.option_type))
         object.__setattr__(self, "inverse", bool(self.inverse))
         object.__setattr__(
-            self, "contract_size", _resolve_size(self.contract_size, Kind.OPTION, self.underlying, self.inverse)
+            self,
+            "contract_size",
+            _resolve_size(self.contract_size, Kind.OPTION, self.underlying, self.inverse),
         )
         object.__setattr__(
             self, "settlement", _resolve_settlement(self.settlement, self.underlying, self.inverse)
@@ -258,7 +262,9 @@ class Future:
         object.__setattr__(self, "expiry", to_ms(self.expiry))
         object.__setattr__(self, "inverse", bool(self.inverse))
         object.__setattr__(
-            self, "contract_size", _resolve_size(self.contract_size, Kind.FUTURE, self.underlying, self.inverse)
+            self,
+            "contract_size",
+            _resolve_size(self.contract_size, Kind.FUTURE, self.underlying, self.inverse),
         )
         object.__setattr__(
             self, "settlement", _resolve_settlement(self.settlement, self.underlying, self.inverse)
@@ -332,7 +338,7 @@ class Spot:
         return format_name(self)
 
 
-Spec = Union[Option, Future, Perpetual, Spot]
+Spec = Option | Future | Perpetual | Spot
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -360,8 +366,13 @@ def _parse_date(text: str, name: str) -> int:
     if not m or m.group(2) not in _MONTH_NUM:
         raise InvalidInputError(f"name: bad expiry date {text!r} in {name!r} (expected e.g. 27DEC26)")
     try:
-        d = _dt.datetime(2000 + int(m.group(3)), _MONTH_NUM[m.group(2)], int(m.group(1)), EXPIRY_HOUR_UTC,
-                         tzinfo=_dt.timezone.utc)
+        d = _dt.datetime(
+            2000 + int(m.group(3)),
+            _MONTH_NUM[m.group(2)],
+            int(m.group(1)),
+            EXPIRY_HOUR_UTC,
+            tzinfo=_dt.timezone.utc,
+        )
     except ValueError:
         raise InvalidInputError(f"name: {text!r} in {name!r} is not a calendar date") from None
     return to_ms(d)
@@ -380,7 +391,9 @@ def format_name(spec: Spec) -> str:
         If the spec cannot be named (expiry not at 08:00 UTC, inverse spot).
     """
     if isinstance(spec, Spot):
-        return f"{spec.underlying}-SPOT" if spec.settlement == "USD" else f"{spec.underlying}_{spec.settlement}"
+        return (
+            f"{spec.underlying}-SPOT" if spec.settlement == "USD" else f"{spec.underlying}_{spec.settlement}"
+        )
     if not isinstance(spec, (Option, Future, Perpetual)):
         raise InvalidTypeError(f"format_name: expected an Option, Future, Perpetual or Spot, got {spec!r}")
     base = spec.underlying if spec.inverse else f"{spec.underlying}_{spec.settlement}"
@@ -427,7 +440,9 @@ def parse_name(name: str, *, contract_size: float | None = None) -> Spec:
         spec: Spec
         if tail is None:
             if inverse:
-                raise InvalidInputError(f"name: {name!r} has no instrument part (write {name}-PERPETUAL, ...)")
+                raise InvalidInputError(
+                    f"name: {name!r} has no instrument part (write {name}-PERPETUAL, ...)"
+                )
             spec = Spot(u, settlement=q, contract_size=1.0 if contract_size is None else contract_size)
         elif tail == "SPOT":
             if not inverse:
@@ -441,8 +456,15 @@ def parse_name(name: str, *, contract_size: float | None = None) -> Spec:
                 spec = Future(u, expiry, inverse=inverse, contract_size=contract_size, settlement=settlement)
             else:
                 strike = float(m.group("strike").replace("d", "."))
-                spec = Option(u, expiry, strike, "call" if m.group("cp") == "C" else "put", inverse=inverse,
-                              contract_size=contract_size, settlement=settlement)
+                spec = Option(
+                    u,
+                    expiry,
+                    strike,
+                    "call" if m.group("cp") == "C" else "put",
+                    inverse=inverse,
+                    contract_size=contract_size,
+                    settlement=settlement,
+                )
     except (InvalidInputError, InvalidTypeError) as exc:
         if str(exc).startswith("name:"):
             raise
@@ -456,8 +478,17 @@ def parse_name(name: str, *, contract_size: float | None = None) -> Spec:
 # ----------------------------------------------------------------------------------------------------
 # InstrumentTable
 # ----------------------------------------------------------------------------------------------------
-_COLUMNS = ("name", "kind", "underlying", "option_type", "strike", "expiry_ms", "inverse",
-            "contract_size", "settlement")
+_COLUMNS = (
+    "name",
+    "kind",
+    "underlying",
+    "option_type",
+    "strike",
+    "expiry_ms",
+    "inverse",
+    "contract_size",
+    "settlement",
+)
 
 
 def _v(x: Any) -> Any:
@@ -613,32 +644,68 @@ class InstrumentTable:
         inv = np.array(inv, dtype=bool)
         size = np.array(contract_size, dtype=np.float64)
         settle = _as_str_array(settlement, "settlement", n)
-        for col, a in (("kind", kind_a), ("underlying", und), ("option_type", ot), ("strike", strike_a),
-                       ("expiry_ms", exp), ("inverse", inv), ("contract_size", size)):
+        for col, a in (
+            ("kind", kind_a),
+            ("underlying", und),
+            ("option_type", ot),
+            ("strike", strike_a),
+            ("expiry_ms", exp),
+            ("inverse", inv),
+            ("contract_size", size),
+        ):
             if a.shape != (n,):
                 raise InvalidInputError(f"{col}: expected shape ({n},), got {a.shape}")
 
         is_opt = kind_a == Kind.OPTION
         self._check_rows(names, ~is_opt & (ot != 0), "option_type", ot, "must be 0 for a non-option")
-        self._check_rows(names, is_opt & (ot == 0), "option_type", ot, "must be +1 (call) or -1 (put) for an option")
+        self._check_rows(
+            names, is_opt & (ot == 0), "option_type", ot, "must be +1 (call) or -1 (put) for an option"
+        )
         self._check_rows(names, is_opt & ~(strike_a > 0), "strike", strike_a, "must be finite and > 0")
         self._check_rows(names, is_opt & ~np.isfinite(strike_a), "strike", strike_a, "must be finite and > 0")
-        self._check_rows(names, ~is_opt & ~np.isnan(strike_a), "strike", strike_a, "must be NaN (empty) for a non-option")
+        self._check_rows(
+            names, ~is_opt & ~np.isnan(strike_a), "strike", strike_a, "must be NaN (empty) for a non-option"
+        )
         dated = is_opt | (kind_a == Kind.FUTURE)
-        self._check_rows(names, dated & (exp == NO_EXPIRY), "expiry_ms", exp,
-                         "is missing: options and futures need an expiry")
+        self._check_rows(
+            names,
+            dated & (exp == NO_EXPIRY),
+            "expiry_ms",
+            exp,
+            "is missing: options and futures need an expiry",
+        )
         self._check_rows(names, dated & (exp <= 0), "expiry_ms", exp, "must be > 0")
-        self._check_rows(names, ~dated & (exp != NO_EXPIRY), "expiry_ms", exp,
-                         "must be NO_EXPIRY (empty) for perpetuals and spot")
-        self._check_rows(names, ~(size > 0) | ~np.isfinite(size), "contract_size", size, "must be finite and > 0")
+        self._check_rows(
+            names,
+            ~dated & (exp != NO_EXPIRY),
+            "expiry_ms",
+            exp,
+            "must be NO_EXPIRY (empty) for perpetuals and spot",
+        )
+        self._check_rows(
+            names, ~(size > 0) | ~np.isfinite(size), "contract_size", size, "must be finite and > 0"
+        )
         self._check_rows(names, (kind_a == Kind.SPOT) & inv, "inverse", inv, "spot cannot be inverse")
         und_names = np.array(underlyings, dtype=object)[und] if n else np.empty(0, dtype=object)
-        self._check_rows(names, inv & (settle != und_names), "settlement", settle,
-                         "an inverse contract must settle in its underlying")
+        self._check_rows(
+            names,
+            inv & (settle != und_names),
+            "settlement",
+            settle,
+            "an inverse contract must settle in its underlying",
+        )
 
-        for attr, a in (("name", names), ("kind", kind_a), ("underlying", und), ("option_type", ot),
-                        ("strike", strike_a), ("expiry_ms", exp), ("inverse", inv), ("contract_size", size),
-                        ("settlement", settle)):
+        for attr, a in (
+            ("name", names),
+            ("kind", kind_a),
+            ("underlying", und),
+            ("option_type", ot),
+            ("strike", strike_a),
+            ("expiry_ms", exp),
+            ("inverse", inv),
+            ("contract_size", size),
+            ("settlement", settle),
+        ):
             object.__setattr__(self, attr, _readonly(a))
         object.__setattr__(self, "underlyings", underlyings)
         object.__setattr__(self, "_index", index)
@@ -669,7 +736,7 @@ class InstrumentTable:
         contract_size: Any,
         settlement: Any,
         underlyings: Sequence[str] | None = None,
-    ) -> "InstrumentTable":
+    ) -> InstrumentTable:
         """Build from columns where ``underlying`` holds codes as strings (``"BTC"``).
 
         ``underlyings`` fixes the order of the code tuple; by default it is the sorted set of codes.
@@ -687,8 +754,18 @@ class InstrumentTable:
                     f"underlying: {u!r} at row {i} ({names[i]!r}) is not in underlyings {tuple(underlyings)!r}"
                 )
             codes[i] = c
-        return cls(names, kind, codes, option_type, strike, expiry_ms, inverse, contract_size, settlement,
-                   underlyings)
+        return cls(
+            names,
+            kind,
+            codes,
+            option_type,
+            strike,
+            expiry_ms,
+            inverse,
+            contract_size,
+            settlement,
+            underlyings,
+        )
 
     @classmethod
     def from_specs(
@@ -696,7 +773,7 @@ class InstrumentTable:
         specs: Iterable[Spec],
         names: Sequence[str] | None = None,
         underlyings: Sequence[str] | None = None,
-    ) -> "InstrumentTable":
+    ) -> InstrumentTable:
         """Build from spec objects; names default to :func:`format_name` of each spec."""
         specs = list(specs)
         if names is None:
@@ -732,7 +809,7 @@ class InstrumentTable:
         names: Iterable[str],
         contract_size: float | Sequence[float] | Mapping[str, float] | None = None,
         underlyings: Sequence[str] | None = None,
-    ) -> "InstrumentTable":
+    ) -> InstrumentTable:
         """Build from Deribit-style names (Deribit default contract sizes unless overridden).
 
         ``contract_size`` may be one number for all, a sequence aligned with ``names`` or a mapping
@@ -758,7 +835,7 @@ class InstrumentTable:
     @classmethod
     def from_records(
         cls, records: Iterable[Mapping[str, Any]], underlyings: Sequence[str] | None = None
-    ) -> "InstrumentTable":
+    ) -> InstrumentTable:
         """Build from dicts with keys :data:`columns <InstrumentTable>` (``name`` required).
 
         Missing keys (or ``None``/empty values) are filled from :func:`parse_name` of the name where the
@@ -781,7 +858,9 @@ class InstrumentTable:
             row = {k: (None if _is_missing(v) else v) for k, v in row.items()}
             if row["expiry_ms"] is not None:
                 row["expiry_ms"] = to_ms(row["expiry_ms"], "expiry_ms")
-            needed = [c for c in _COLUMNS if row[c] is None and c not in ("strike", "expiry_ms", "option_type")]
+            needed = [
+                c for c in _COLUMNS if row[c] is None and c not in ("strike", "expiry_ms", "option_type")
+            ]
             kind_known = row["kind"] is not None
             if needed or not kind_known:
                 try:
@@ -811,11 +890,21 @@ class InstrumentTable:
             size = size.astype(np.float64)
         except (TypeError, ValueError):
             raise InvalidTypeError("contract_size: expected numbers") from None
-        return cls.from_columns(cols["name"], kind, cols["underlying"], ot, strike, exp,
-                                np.array(inv, dtype=bool), size, cols["settlement"], underlyings)
+        return cls.from_columns(
+            cols["name"],
+            kind,
+            cols["underlying"],
+            ot,
+            strike,
+            exp,
+            np.array(inv, dtype=bool),
+            size,
+            cols["settlement"],
+            underlyings,
+        )
 
     @classmethod
-    def from_frame(cls, df: Any, underlyings: Sequence[str] | None = None) -> "InstrumentTable":
+    def from_frame(cls, df: Any, underlyings: Sequence[str] | None = None) -> InstrumentTable:
         """Build from a pandas DataFrame with the table's columns (as written by :meth:`to_frame`)."""
         missing = [c for c in _COLUMNS if c not in df.columns]
         if missing:
@@ -823,20 +912,31 @@ class InstrumentTable:
                 raise InvalidInputError("from_frame: the frame has no 'name' column")
             return cls.from_records(df.to_dict("records"), underlyings)
         expiry = df["expiry_ms"]
-        exp = expiry.to_numpy(dtype=np.float64, na_value=np.nan) if expiry.dtype.kind != "i" else expiry.to_numpy()
+        exp = (
+            expiry.to_numpy(dtype=np.float64, na_value=np.nan)
+            if expiry.dtype.kind != "i"
+            else expiry.to_numpy()
+        )
         if exp.dtype.kind == "f":
             # float64 cannot hold NO_EXPIRY exactly: treat the rounded value as missing too
             exp = np.where(exp >= 9.2e18, np.nan, exp)
         strike = df["strike"].to_numpy(dtype=np.float64, na_value=np.nan)
         ot = df["option_type"].to_numpy(dtype=object)
         return cls.from_columns(
-            df["name"].to_numpy(dtype=object), df["kind"].to_numpy(), df["underlying"].to_numpy(dtype=object),
-            ot, strike, exp, df["inverse"].to_numpy(dtype=bool), df["contract_size"].to_numpy(dtype=np.float64),
-            df["settlement"].to_numpy(dtype=object), underlyings,
+            df["name"].to_numpy(dtype=object),
+            df["kind"].to_numpy(),
+            df["underlying"].to_numpy(dtype=object),
+            ot,
+            strike,
+            exp,
+            df["inverse"].to_numpy(dtype=bool),
+            df["contract_size"].to_numpy(dtype=np.float64),
+            df["settlement"].to_numpy(dtype=object),
+            underlyings,
         )
 
     @classmethod
-    def from_arrow(cls, tbl: Any, underlyings: Sequence[str] | None = None) -> "InstrumentTable":
+    def from_arrow(cls, tbl: Any, underlyings: Sequence[str] | None = None) -> InstrumentTable:
         """Build from a :class:`pyarrow.Table` as written by :meth:`to_arrow`."""
         return cls.from_frame(tbl.to_pandas(), underlyings)
 
@@ -847,17 +947,19 @@ class InstrumentTable:
         out = []
         und = self.underlying_names
         for i in range(len(self)):
-            out.append({
-                "name": self.name[i],
-                "kind": Kind(int(self.kind[i])).name.lower(),
-                "underlying": und[i],
-                "option_type": {1: "call", -1: "put"}.get(int(self.option_type[i])),
-                "strike": None if math.isnan(self.strike[i]) else float(self.strike[i]),
-                "expiry_ms": None if self.expiry_ms[i] == NO_EXPIRY else int(self.expiry_ms[i]),
-                "inverse": bool(self.inverse[i]),
-                "contract_size": float(self.contract_size[i]),
-                "settlement": self.settlement[i],
-            })
+            out.append(
+                {
+                    "name": self.name[i],
+                    "kind": Kind(int(self.kind[i])).name.lower(),
+                    "underlying": und[i],
+                    "option_type": {1: "call", -1: "put"}.get(int(self.option_type[i])),
+                    "strike": None if math.isnan(self.strike[i]) else float(self.strike[i]),
+                    "expiry_ms": None if self.expiry_ms[i] == NO_EXPIRY else int(self.expiry_ms[i]),
+                    "inverse": bool(self.inverse[i]),
+                    "contract_size": float(self.contract_size[i]),
+                    "settlement": self.settlement[i],
+                }
+            )
         return out
 
     def to_frame(self) -> Any:
@@ -867,17 +969,19 @@ class InstrumentTable:
 
         exp = pd.array(self.expiry_ms, dtype="Int64")
         exp[self.expiry_ms == NO_EXPIRY] = pd.NA
-        return pd.DataFrame({
-            "name": self.name.copy(),
-            "kind": np.array([k.name.lower() for k in Kind], dtype=object)[self.kind],
-            "underlying": self.underlying_names,
-            "option_type": np.array([None, "call", "put"], dtype=object)[self.option_type],
-            "strike": self.strike.copy(),
-            "expiry_ms": exp,
-            "inverse": self.inverse.copy(),
-            "contract_size": self.contract_size.copy(),
-            "settlement": self.settlement.copy(),
-        })
+        return pd.DataFrame(
+            {
+                "name": self.name.copy(),
+                "kind": np.array([k.name.lower() for k in Kind], dtype=object)[self.kind],
+                "underlying": self.underlying_names,
+                "option_type": np.array([None, "call", "put"], dtype=object)[self.option_type],
+                "strike": self.strike.copy(),
+                "expiry_ms": exp,
+                "inverse": self.inverse.copy(),
+                "contract_size": self.contract_size.copy(),
+                "settlement": self.settlement.copy(),
+            }
+        )
 
     def to_arrow(self) -> Any:
         """:class:`pyarrow.Table` (requires pyarrow); missing strike/expiry are nulls."""
@@ -949,15 +1053,22 @@ class InstrumentTable:
         settle = self.settlement[i]
         inv = bool(self.inverse[i])
         if k == Kind.OPTION:
-            return Option(u, int(self.expiry_ms[i]), float(self.strike[i]),
-                          "call" if self.option_type[i] > 0 else "put", inv, size, settle)
+            return Option(
+                u,
+                int(self.expiry_ms[i]),
+                float(self.strike[i]),
+                "call" if self.option_type[i] > 0 else "put",
+                inv,
+                size,
+                settle,
+            )
         if k == Kind.FUTURE:
             return Future(u, int(self.expiry_ms[i]), inv, size, settle)
         if k == Kind.PERPETUAL:
             return Perpetual(u, inv, size, settle)
         return Spot(u, settle, size)
 
-    def subset(self, mask: Any) -> "InstrumentTable":
+    def subset(self, mask: Any) -> InstrumentTable:
         """New table of the rows selected by a boolean mask or integer ids (ids are renumbered)."""
         m = np.asarray(mask)
         if m.dtype.kind == "b":
@@ -968,12 +1079,23 @@ class InstrumentTable:
             bad = (m < -len(self)) | (m >= len(self))
             if bad.any():
                 j = int(np.flatnonzero(bad)[0])
-                raise InvalidInputError(f"mask: instrument id {m[j]} at position {j} is not in [0, {len(self)})")
+                raise InvalidInputError(
+                    f"mask: instrument id {m[j]} at position {j} is not in [0, {len(self)})"
+                )
         else:
             raise InvalidTypeError(f"mask: expected a boolean mask or integer ids, got dtype {m.dtype}")
-        return InstrumentTable(self.name[m], self.kind[m], self.underlying[m], self.option_type[m],
-                               self.strike[m], self.expiry_ms[m], self.inverse[m], self.contract_size[m],
-                               self.settlement[m], self.underlyings)
+        return InstrumentTable(
+            self.name[m],
+            self.kind[m],
+            self.underlying[m],
+            self.option_type[m],
+            self.strike[m],
+            self.expiry_ms[m],
+            self.inverse[m],
+            self.contract_size[m],
+            self.settlement[m],
+            self.underlyings,
+        )
 
     def check_not_expired(self, now_ms: TimeLike) -> None:
         """Raise :class:`InvalidInputError` naming the first instrument with ``expiry_ms <= now_ms``."""
@@ -986,7 +1108,7 @@ class InstrumentTable:
                 f"{_ms_to_datetime(self.expiry_ms[i]).isoformat()} (<= now {_ms_to_datetime(now).isoformat()})"
             )
 
-    def equals(self, other: "InstrumentTable") -> bool:
+    def equals(self, other: InstrumentTable) -> bool:
         """True when every column and the underlying codes are identical (NaN strikes equal)."""
         if not isinstance(other, InstrumentTable) or len(self) != len(other):
             return False

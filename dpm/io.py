@@ -14,6 +14,7 @@ CSV and JSON use the standard library and numpy only; Parquet needs pyarrow (``p
 Floats are written with ``repr`` (shortest exact form), so a CSV or JSON round trip is bit-exact.
 The format follows the file suffix (``.csv``, ``.json``, ``.parquet``/``.pq``) unless ``format=`` is given.
 """
+
 from __future__ import annotations
 
 import ast
@@ -21,8 +22,9 @@ import csv
 import json
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -31,16 +33,16 @@ from .errors import InvalidInputError, InvalidTypeError, MarketDataError
 from .instruments import NO_EXPIRY, InstrumentTable, Kind
 
 __all__ = [
-    "read_columns",
-    "write_columns",
-    "read_instruments",
-    "write_instruments",
-    "read_accounts",
-    "write_accounts",
-    "collateral_path_for",
-    "DeribitChain",
-    "read_deribit_chain",
     "DERIBIT_SAMPLE_CHAIN",
+    "DeribitChain",
+    "collateral_path_for",
+    "read_accounts",
+    "read_columns",
+    "read_deribit_chain",
+    "read_instruments",
+    "write_accounts",
+    "write_columns",
+    "write_instruments",
 ]
 
 PathLike = str | os.PathLike
@@ -49,8 +51,17 @@ PathLike = str | os.PathLike
 DERIBIT_SAMPLE_CHAIN: Path = Path(__file__).resolve().parent / "data" / "deribit_btc_options_2020-05-14.csv"
 
 _FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
-_INSTRUMENT_COLUMNS = ("name", "kind", "underlying", "option_type", "strike", "expiry_ms", "inverse",
-                       "contract_size", "settlement")
+_INSTRUMENT_COLUMNS = (
+    "name",
+    "kind",
+    "underlying",
+    "option_type",
+    "strike",
+    "expiry_ms",
+    "inverse",
+    "contract_size",
+    "settlement",
+)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -161,8 +172,10 @@ def write_columns(path: PathLike, columns: Mapping[str, Any], format: str | None
             lists = [c.tolist() if isinstance(c, np.ndarray) else list(c) for c in cols]
             w.writerows(zip(*(map(_cell, col) for col in lists)) if lists else [])
     elif fmt == "json":
-        data = {c: [_json_value(v) for v in (col.tolist() if isinstance(col, np.ndarray) else col)]
-                for c, col in zip(names, cols)}
+        data = {
+            c: [_json_value(v) for v in (col.tolist() if isinstance(col, np.ndarray) else col)]
+            for c, col in zip(names, cols)
+        }
         with open(path, "w", encoding="utf-8") as fh:
             json.dump({"columns": data}, fh, allow_nan=False)
     else:
@@ -249,13 +262,18 @@ def read_columns(
 
 
 def _json_column(vals: list[Any], dtype: str | None) -> np.ndarray:
-    if dtype == "float" or (dtype is None and vals and all(isinstance(v, float) or v is None for v in vals)
-                            and any(isinstance(v, float) for v in vals)):
+    if dtype == "float" or (
+        dtype is None
+        and vals
+        and all(isinstance(v, float) or v is None for v in vals)
+        and any(isinstance(v, float) for v in vals)
+    ):
         return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
     if dtype == "bool" or (dtype is None and vals and all(isinstance(v, bool) for v in vals)):
         return np.array(vals, dtype=bool)
-    if dtype == "int" or (dtype is None and vals and all(isinstance(v, int) and not isinstance(v, bool)
-                                                         for v in vals)):
+    if dtype == "int" or (
+        dtype is None and vals and all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
+    ):
         return np.array(vals, dtype=np.int64)
     if dtype == "float":
         return np.array(vals, dtype=np.float64)
@@ -274,8 +292,12 @@ def write_instruments(table: InstrumentTable, path: PathLike, format: str | None
     fmt = _format_of(path, format)
     if fmt == "json":
         with open(path, "w", encoding="utf-8") as fh:
-            json.dump({"format": "dpm.instruments", "version": 1, "instruments": table.to_records()}, fh,
-                      indent=1, allow_nan=False)
+            json.dump(
+                {"format": "dpm.instruments", "version": 1, "instruments": table.to_records()},
+                fh,
+                indent=1,
+                allow_nan=False,
+            )
         return
     kinds = np.array([k.name.lower() for k in Kind], dtype=object)
     exp = np.empty(len(table), dtype=object)
@@ -295,17 +317,21 @@ def write_instruments(table: InstrumentTable, path: PathLike, format: str | None
         pa = _require_pyarrow()
         import pyarrow.parquet as pq
 
-        arrays = {c: pa.array(v.tolist() if v.dtype == object else v,
-                              mask=np.isnan(v) if v.dtype.kind == "f" else None)
-                  for c, v in cols.items()}
+        arrays = {
+            c: pa.array(
+                v.tolist() if v.dtype == object else v, mask=np.isnan(v) if v.dtype.kind == "f" else None
+            )
+            for c, v in cols.items()
+        }
         arrays["expiry_ms"] = pa.array(exp.tolist(), type=pa.int64())
         pq.write_table(pa.table(arrays), path)
         return
     write_columns(path, cols, "csv")
 
 
-def read_instruments(path: PathLike, format: str | None = None,
-                     underlyings: Sequence[str] | None = None) -> InstrumentTable:
+def read_instruments(
+    path: PathLike, format: str | None = None, underlyings: Sequence[str] | None = None
+) -> InstrumentTable:
     """Read an :class:`InstrumentTable` written by :func:`write_instruments`.
 
     A CSV/Parquet file may leave columns out (only ``name`` is required) when the names are Deribit
@@ -318,7 +344,9 @@ def read_instruments(path: PathLike, format: str | None = None,
             data = json.load(fh)
         recs = data.get("instruments") if isinstance(data, dict) else data
         if not isinstance(recs, list):
-            raise InvalidInputError(f"{os.fspath(path)}: expected a list of instruments or {{'instruments': [...]}}")
+            raise InvalidInputError(
+                f"{os.fspath(path)}: expected a list of instruments or {{'instruments': [...]}}"
+            )
         if all(isinstance(r, str) for r in recs):
             return InstrumentTable.from_names(recs, underlyings=underlyings)
         return InstrumentTable.from_records(recs, underlyings=underlyings)
@@ -348,8 +376,9 @@ def collateral_path_for(path: PathLike) -> Path:
     return p.with_name(f"{p.stem}.collateral{p.suffix}")
 
 
-def write_accounts(book: AccountBook, path: PathLike, collateral_path: PathLike | None = None,
-                   format: str | None = None) -> None:
+def write_accounts(
+    book: AccountBook, path: PathLike, collateral_path: PathLike | None = None, format: str | None = None
+) -> None:
     """Write an :class:`AccountBook`.
 
     CSV/Parquet: positions to ``path`` and collateral to ``collateral_path`` (default
@@ -371,22 +400,37 @@ def write_accounts(book: AccountBook, path: PathLike, collateral_path: PathLike 
         accounts = []
         for i, aid in enumerate(ids):
             s, e = ip[i], ip[i + 1]
-            accounts.append({
-                "account_id": aid,
-                "positions": [[n, q] for n, q in zip(names[inst[s:e]].tolist(), qty[s:e])],
-                "collateral": {c: a for c, a in zip(book.currencies, coll[i]) if a != 0.0},
-            })
+            accounts.append(
+                {
+                    "account_id": aid,
+                    "positions": [[n, q] for n, q in zip(names[inst[s:e]].tolist(), qty[s:e])],
+                    "collateral": {c: a for c, a in zip(book.currencies, coll[i]) if a != 0.0},
+                }
+            )
         with open(path, "w", encoding="utf-8") as fh:
-            json.dump({"format": "dpm.accounts", "version": 1, "currencies": list(book.currencies),
-                       "accounts": accounts}, fh, allow_nan=False)
+            json.dump(
+                {
+                    "format": "dpm.accounts",
+                    "version": 1,
+                    "currencies": list(book.currencies),
+                    "accounts": accounts,
+                },
+                fh,
+                allow_nan=False,
+            )
         return
     cpath = collateral_path if collateral_path is not None else collateral_path_for(path)
     write_columns(path, book.to_columns(), fmt)
     write_columns(cpath, book.collateral_columns(include_zero=True), fmt)
 
 
-def read_accounts(path: PathLike, table: InstrumentTable, collateral_path: PathLike | None = None,
-                  format: str | None = None, currencies: Sequence[str] | None = None) -> AccountBook:
+def read_accounts(
+    path: PathLike,
+    table: InstrumentTable,
+    collateral_path: PathLike | None = None,
+    format: str | None = None,
+    currencies: Sequence[str] | None = None,
+) -> AccountBook:
     """Read an :class:`AccountBook` written by :func:`write_accounts` (or hand-made files).
 
     The account order is the order of first appearance in the collateral file, then in the positions
@@ -417,8 +461,9 @@ def read_accounts(path: PathLike, table: InstrumentTable, collateral_path: PathL
         if currencies is None and isinstance(data.get("currencies"), list):
             currencies = data["currencies"]
         positions = {"account_id": acc_pos, "instrument": names, "quantity": np.array(qty, dtype=object)}
-        return AccountBook.from_positions(positions, table, collateral=coll if coll else None,
-                                          account_ids=ids, currencies=currencies)
+        return AccountBook.from_positions(
+            positions, table, collateral=coll if coll else None, account_ids=ids, currencies=currencies
+        )
     pos = read_columns(path, {"quantity": "float"}, fmt)
     cpath = Path(collateral_path) if collateral_path is not None else collateral_path_for(path)
     coll_cols = None
@@ -432,7 +477,9 @@ def read_accounts(path: PathLike, table: InstrumentTable, collateral_path: PathL
     order = list(dict.fromkeys(coll_cols["account_id"].tolist())) if coll_cols is not None else []
     order = list(dict.fromkeys(order + pos["account_id"].tolist()))
     pos["quantity"] = np.asarray(pos["quantity"], dtype=np.float64)
-    return AccountBook.from_positions(pos, table, collateral=coll_cols, account_ids=order, currencies=currencies)
+    return AccountBook.from_positions(
+        pos, table, collateral=coll_cols, account_ids=order, currencies=currencies
+    )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -489,7 +536,8 @@ def read_deribit_chain(path: PathLike | None = None) -> DeribitChain:
         * ``bid_amount``, ``ask_amount``, ``open_interest`` (contracts);
         * ``delta``, ``gamma``, ``vega``, ``theta``, ``rho`` — Deribit's own greeks;
         * ``timestamp_ms`` (int64), ``expiry_ms`` (int64, checked against the names);
-        * ``underlying_index`` (object str, ``SYN.`` = synthetic forward).
+        * ``underlying_index`` (object str, ``SYN.`` = synthetic forward);
+        * ``name``, ``strike``, ``option_type`` — copies of the table columns.
 
     Raises
     ------
@@ -501,8 +549,15 @@ def read_deribit_chain(path: PathLike | None = None) -> DeribitChain:
         rows = list(csv.DictReader(fh))
     if not rows:
         raise MarketDataError(f"{os.fspath(path)}: no rows")
-    required = ("instrument_name", "expiration_timestamp", "timestamp", "mark_price", "mark_iv",
-                "underlying_price", "index_price")
+    required = (
+        "instrument_name",
+        "expiration_timestamp",
+        "timestamp",
+        "mark_price",
+        "mark_iv",
+        "underlying_price",
+        "index_price",
+    )
     for c in required:
         if c not in rows[0]:
             raise MarketDataError(f"{os.fspath(path)}: no {c!r} column")
@@ -546,7 +601,9 @@ def read_deribit_chain(path: PathLike | None = None) -> DeribitChain:
             try:
                 d = ast.literal_eval(text)
             except (ValueError, SyntaxError):
-                raise MarketDataError(f"{os.fspath(path)}: greeks of row {i} ({names[i]!r}) unreadable: {text!r}") from None
+                raise MarketDataError(
+                    f"{os.fspath(path)}: greeks of row {i} ({names[i]!r}) unreadable: {text!r}"
+                ) from None
             if not isinstance(d, dict):
                 raise MarketDataError(f"{os.fspath(path)}: greeks of row {i} ({names[i]!r}) is not a dict")
             for g in _GREEKS:
@@ -570,6 +627,10 @@ def read_deribit_chain(path: PathLike | None = None) -> DeribitChain:
     order = np.lexsort((-table.option_type, strike, table.expiry_ms))
     table = table.subset(order)
     marks = {k: v[order] for k, v in marks.items()}
+    # convenience copies of table columns, so that the marks alone describe the smile
+    marks["name"] = table.name.copy()
+    marks["strike"] = table.strike.copy()
+    marks["option_type"] = table.option_type.copy()
     for v in marks.values():
         v.setflags(write=False)
     return DeribitChain(table, marks)

@@ -104,8 +104,10 @@ class ForwardCurve:
 
     def __post_init__(self) -> None:
         S = _positive_scalar(self.index_price, "index_price")
-        t = as_float_array(self.times, "times").ravel()
-        y = as_float_array(self.basis, "basis").ravel()
+        t = as_float_array(self.times, "times")
+        y = as_float_array(self.basis, "basis")
+        t = t if t.ndim == 1 else t.ravel()
+        y = y if y.ndim == 1 else y.ravel()
         if t.size == 0 or t.size != y.size:
             raise InvalidInputError(f"times and basis need the same length >= 1, got {t.size} and {y.size}")
         bad = ~(np.isfinite(t) & (t > 0))
@@ -188,7 +190,7 @@ class ForwardCurve:
         T = as_float_array(T, "T")
         ok = np.isfinite(T) & (T >= 0)
         if not ok.all():
-            raise InvalidInputError(f"T: time must be finite and >= 0, got {T[~ok].ravel()[0]!r}")
+            raise InvalidInputError(f"T: time must be finite and >= 0, got {float(T[~ok].ravel()[0])!r}")
         return T
 
 

@@ -108,7 +108,7 @@ def plot_smiles(
         pad = 0.05 * (hi - lo)
         k = np.linspace(lo - pad, hi + pad, n_points)
         vol = np.sqrt(surface.total_variance(k, s.T) / s.T)
-        ax.plot(k, 100 * vol, color=c, lw=1.5, label=f"{s.label} (T={s.T:.3f})")
+        ax.plot(k, 100 * vol, color=c, lw=1.5, label=f"{s.label} (T={s.T:.4g})")
         if mk is not None:
             kq, Tq, ivq = mk
             nearest = np.abs(Tq[:, None] - times[None, :]).argmin(axis=1)

@@ -25,29 +25,37 @@ sorted P&L ``X(1) <= ... <= X(n)``:
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from ._validation import as_float_array, check_finite
-from .calibration import (VolShockProxy, _as_returns, _check_int, _check_lambda, _check_level,
-                          check_correlation, ewma_variance)
+from .calibration import (
+    VolShockProxy,
+    _as_returns,
+    _check_int,
+    _check_lambda,
+    _check_level,
+    check_correlation,
+    ewma_variance,
+)
 from .errors import InvalidInputError
 
 __all__ = [
     "MarketScenarios",
     "VaRES",
-    "var_es",
-    "tail_weights",
-    "historical_scenarios",
-    "filtered_historical_scenarios",
-    "mc_scenarios",
-    "linear_pnl",
     "component_es",
+    "filtered_historical_scenarios",
+    "historical_scenarios",
     "incremental_es",
+    "linear_pnl",
+    "mc_scenarios",
     "t_copula_tail_dependence",
+    "tail_weights",
+    "var_es",
 ]
 
 
@@ -138,7 +146,7 @@ class MarketScenarios:
     def from_log_returns(cls, log_return: Any, *, names: Sequence[str] | None = None,
                          underlyings: Sequence[str] | None = None, vol_shock: Any = None,
                          vol_proxy: VolShockProxy | None = None, horizon_days: int = 1,
-                         kind: str = "", sources: Sequence[str] = ()) -> "MarketScenarios":
+                         kind: str = "", sources: Sequence[str] = ()) -> MarketScenarios:
         """Build from log returns ``(S, U)``; vol shocks given, from ``vol_proxy``, or zero."""
         lr = as_float_array(log_return, "log_return")
         if lr.ndim != 2:
@@ -163,7 +171,7 @@ class MarketScenarios:
         return cls(np.expm1(lr), np.array(vs, dtype=np.float64), tuple(names), tuple(underlyings),
                    int(horizon_days), kind, tuple(sources))
 
-    def concat(self, *others: "MarketScenarios") -> "MarketScenarios":
+    def concat(self, *others: MarketScenarios) -> MarketScenarios:
         """Stack scenario sets over the same underlyings (in the same order)."""
         sets = (self,) + others
         for o in others:
@@ -180,7 +188,7 @@ class MarketScenarios:
                                self.kind if all(o.kind == self.kind for o in sets) else "mixed",
                                srcs)
 
-    def select(self, underlyings: Sequence[str]) -> "MarketScenarios":
+    def select(self, underlyings: Sequence[str]) -> MarketScenarios:
         """The same scenarios restricted to / reordered as ``underlyings``."""
         idx = []
         for u in underlyings:

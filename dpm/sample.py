@@ -15,6 +15,7 @@ current-scale problem (about 1,800 instruments, up to 100,000 accounts) that is 
   ``ETH_USDC-PERPETUAL`` (1 coin per contract).
 * :func:`generate_accounts` — a seeded, vectorised generator of realistic account books.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -30,7 +31,6 @@ from .accounts import DEFAULT_CURRENCIES, AccountBook
 from .errors import InvalidInputError, InvalidTypeError
 from .instruments import (
     EXPIRY_HOUR_UTC,
-    NO_EXPIRY,
     Future,
     InstrumentTable,
     Kind,
@@ -41,12 +41,12 @@ from .instruments import (
 )
 
 __all__ = [
-    "SAMPLE_TIMESTAMP_MS",
-    "DATA_DIR",
-    "load_listing_parameters",
-    "generate_accounts",
     "ARCHETYPES",
+    "DATA_DIR",
+    "SAMPLE_TIMESTAMP_MS",
     "default_instruments",
+    "generate_accounts",
+    "load_listing_parameters",
 ]
 
 #: Sample valuation time: 2026-11-27 08:00:00 UTC in ms since the epoch.
@@ -94,8 +94,11 @@ def default_instruments() -> InstrumentTable:
     for und, p in params["underlyings"].items():
         for perp in perps:
             if perp.underlying == und:
-                size = (p["inverse_future_contract_size_usd"] if perp.inverse
-                        else p["linear_perpetual_contract_size"])
+                size = (
+                    p["inverse_future_contract_size_usd"]
+                    if perp.inverse
+                    else p["linear_perpetual_contract_size"]
+                )
                 specs.append(Perpetual(und, perp.inverse, size, perp.settlement))
         for exp, cycle in expiries:
             if cycle in fut_cycles:
@@ -377,8 +380,12 @@ def generate_accounts(
         lots = coins(size_usd[mm][owner] * 0.02 * np.exp(rng.normal(0, 0.7, len(owner))), S[mm][owner])
         q = np.where(rng.random(len(owner)) < 0.5, -lots, lots)
         add(mm[owner], ids, q)
-        delta_usd = np.bincount(owner, weights=q * _approx_delta(uv, ids, now_ms) * t.contract_size[ids],
-                                minlength=len(mm)) * S[mm]
+        delta_usd = (
+            np.bincount(
+                owner, weights=q * _approx_delta(uv, ids, now_ms) * t.contract_size[ids], minlength=len(mm)
+            )
+            * S[mm]
+        )
         n_h = rng.integers(1, 4, size=len(mm))
         h_owner, h_off = _segments(n_h)
         h_ids = pick_d1(mm[h_owner], h_off)
@@ -482,8 +489,9 @@ def generate_accounts(
     qty = np.concatenate(qty_parts) if qty_parts else np.zeros(0)
 
     # ---- collateral: gross notional (USD) times a ratio, split over coin and stablecoins
-    unit_usd = np.where(t.inverse & (t.kind != Kind.OPTION), t.contract_size,
-                        t.contract_size * uv.price[t.underlying])
+    unit_usd = np.where(
+        t.inverse & (t.kind != Kind.OPTION), t.contract_size, t.contract_size * uv.price[t.underlying]
+    )
     gross = np.bincount(acc, weights=np.abs(qty) * unit_usd[inst], minlength=n) if n else np.zeros(0)
     ratio = np.exp(rng.normal(math.log(0.35), 0.4, size=n))
     under = rng.random(n) < 0.05
@@ -495,7 +503,6 @@ def generate_accounts(
     stable_usdc = rng.random(n) < 0.6
     cur_pos = {c: j for j, c in enumerate(currencies)}
     coll = np.zeros((n, len(currencies)))
-    und_names = np.array(table.underlyings, dtype=object)
     stable_left = np.ones(n)
     for u_i, u in enumerate(table.underlyings):
         m = und == u_i
@@ -509,14 +516,14 @@ def generate_accounts(
             alt = next((c for c in ("USDC", "USDT", "USD") if c in cur_pos), None)
             if alt is not None:
                 coll[mask, cur_pos[alt]] += np.round(equity[mask] * stable_left[mask], 2)
-    del und_names
 
     width = max(6, len(str(max(n - 1, 0))))
     ids = np.empty(n, dtype=object)
     if n:
         ids[:] = np.char.add("acc-", np.char.zfill(np.arange(n).astype(str), width))
-    book = AccountBook.from_arrays(acc, inst, qty, table, account_ids=ids, collateral=coll,
-                                   currencies=currencies, n_accounts=n)
+    book = AccountBook.from_arrays(
+        acc, inst, qty, table, account_ids=ids, collateral=coll, currencies=currencies, n_accounts=n
+    )
     if return_archetypes:
         names = np.array(_ARCH_ORDER, dtype=object)[arch]
         return book, names

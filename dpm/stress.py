@@ -35,8 +35,9 @@ see :mod:`dpm.history`):
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -46,11 +47,11 @@ from .history import BUNDLED_HISTORY_SOURCE, PriceHistory, load_history
 from .risk_measures import MarketScenarios
 
 __all__ = [
-    "StressEvent",
     "CRYPTO_STRESS_EVENTS",
+    "StressEvent",
     "historical_stress_scenarios",
-    "stress_event_table",
     "hypothetical_scenarios",
+    "stress_event_table",
 ]
 
 

@@ -98,7 +98,7 @@ def _svi_inplace(k: np.ndarray, a: Any, b: Any, rho: Any, m: Any, sigma: Any) ->
 def _check_times(T: np.ndarray) -> None:
     ok = np.isfinite(T) & (T >= 0)
     if not ok.all():
-        raise InvalidInputError(f"T: time to expiry must be finite and >= 0, got {T[~ok].ravel()[0]!r}")
+        raise InvalidInputError(f"T: time to expiry must be finite and >= 0, got {float(T[~ok].ravel()[0])!r}")
 
 
 def _density_from(k: np.ndarray, w: np.ndarray, w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
@@ -633,7 +633,7 @@ class VolSurface:
             raise InvalidInputError(f"slices: times to expiry must be finite and > 0, got {Ts.tolist()}")
         if np.any(np.diff(Ts) <= 0):
             j = int(np.flatnonzero(np.diff(Ts) <= 0)[0])
-            raise InvalidInputError(f"slices: two slices share the time to expiry T={Ts[j]!r}")
+            raise InvalidInputError(f"slices: two slices share the time to expiry T={float(Ts[j])!r}")
         lifted = tuple(bool(x) for x in (lifted if lifted is not None else [False] * len(slices)))
         if len(lifted) != len(slices) or lifted[0]:
             raise InvalidInputError("lifted: one flag per slice, and the first slice cannot be lifted")
@@ -707,7 +707,7 @@ class VolSurface:
         k = as_float_array(k, "k")
         T = as_float_array(T, "T")
         if not np.isfinite(k).all():
-            raise InvalidInputError(f"k: must be finite, got {k[~np.isfinite(k)].ravel()[0]!r}")
+            raise InvalidInputError(f"k: must be finite, got {float(k[~np.isfinite(k)].ravel()[0])!r}")
         _check_times(T)
         return self._total_variance(k, T)
 
@@ -800,7 +800,7 @@ class VolSurface:
         for arr, name in ((K, "strike"), (F, "forward")):
             bad = ~(np.isfinite(arr) & (arr > 0))
             if bad.any():
-                raise InvalidInputError(f"{name}: must be finite and > 0, got {arr[bad].ravel()[0]!r}")
+                raise InvalidInputError(f"{name}: must be finite and > 0, got {float(arr[bad].ravel()[0])!r}")
         _check_times(T)
         k = np.divide(K, F)
         if k.ndim:
@@ -871,7 +871,7 @@ class VolSurface:
         slices = []
         for i in range(Ts.size):
             if not (math.isfinite(Ts[i]) and Ts[i] > 0):
-                raise InvalidInputError(f"expiries_T: must be finite and > 0, expiry {labels[i]} has {Ts[i]!r}")
+                raise InvalidInputError(f"expiries_T: must be finite and > 0, expiry {labels[i]} has {float(Ts[i])!r}")
             p = tuple(float(v) for v in P[i])
             _check_params(*p, labels[i])
             slices.append(SVISlice(float(Ts[i]), *p, forward=float(Fs[i]), label=labels[i]))

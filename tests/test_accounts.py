@@ -1,19 +1,27 @@
 """Tests of dpm.accounts: CSR building against a pure-Python reference, constructors, validation."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference.accounts_ref import build_csr_reference
 
 import dpm.accounts as accounts_mod
 from dpm.accounts import Account, AccountBook, UnknownAccountError
 from dpm.errors import InvalidInputError, InvalidTypeError, UnknownInstrumentError
 from dpm.instruments import InstrumentTable
-from reference.accounts_ref import build_csr_reference
 
-NAMES = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC26", "BTC-27DEC26-60000-C", "BTC-27DEC26-60000-P",
-         "ETH-27DEC26-3000-C", "BTC_USDC-PERPETUAL"]
+NAMES = [
+    "BTC-PERPETUAL",
+    "ETH-PERPETUAL",
+    "BTC-27DEC26",
+    "BTC-27DEC26-60000-C",
+    "BTC-27DEC26-60000-P",
+    "ETH-27DEC26-3000-C",
+    "BTC_USDC-PERPETUAL",
+]
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +83,28 @@ def test_long_rows_use_merge_sort_and_match_reference():
     assert_matches_reference(book, acc, inst, qty, n)
 
 
+def test_sparse_rows_use_comparison_sorts_and_match_reference():
+    # ids spread over a wide range: the bitmap would be larger than the row, so rows go through the
+    # insertion sort (<= 32 positions) and the merge sort (longer rows)
+    rng = np.random.default_rng(8)
+    m = 20_000
+    t = InstrumentTable.from_columns(
+        [f"i{k}" for k in range(m)], np.full(m, 2), ["BTC"] * m, np.zeros(m), np.full(m, np.nan),
+        np.full(m, np.iinfo(np.int64).max), np.ones(m, bool), np.ones(m), ["BTC"] * m,
+    )
+    sizes = [2, 5, 20, 32, 33, 60, 100, 257]
+    acc = np.repeat(np.arange(len(sizes)), sizes)
+    inst = rng.integers(0, m, len(acc))
+    inst[::7] = inst[::7][::-1]  # a few duplicates at far-apart positions
+    dup = rng.integers(0, len(acc), 40)
+    inst[dup] = inst[(dup * 31) % len(acc)]
+    qty = rng.normal(size=len(acc))
+    perm = rng.permutation(len(acc))
+    acc, inst, qty = acc[perm], inst[perm], qty[perm]
+    book = AccountBook.from_arrays(acc, inst, qty, t, n_accounts=len(sizes))
+    assert_matches_reference(book, acc, inst, qty, len(sizes))
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_csr_matches_reference_hypothesis(data):
@@ -85,8 +115,13 @@ def test_csr_matches_reference_hypothesis(data):
     inst = data.draw(st.lists(st.integers(0, m - 1), min_size=p, max_size=p))
     qty = data.draw(st.lists(st.floats(-1e6, 1e6, allow_nan=False), min_size=p, max_size=p))
     t = big_table(m)
-    book = AccountBook.from_arrays(np.array(acc, dtype=np.int64), np.array(inst, dtype=np.int64),
-                                   np.array(qty, dtype=np.float64), t, n_accounts=n)
+    book = AccountBook.from_arrays(
+        np.array(acc, dtype=np.int64),
+        np.array(inst, dtype=np.int64),
+        np.array(qty, dtype=np.float64),
+        t,
+        n_accounts=n,
+    )
     assert_matches_reference(book, acc, inst, qty, n)
     assert len(book) == n
 
@@ -97,8 +132,9 @@ def test_already_csr_fast_path_and_numpy_fallback_agree():
     acc, inst, qty = random_triples(rng, 200, 100, 6000)
     book = AccountBook.from_arrays(acc, inst, qty, t, n_accounts=200)
     # feeding the CSR back in (strictly increasing) takes the copy-only path
-    again = AccountBook.from_arrays(book.account_of_position(), book.instrument_idx, book.quantity, t,
-                                    n_accounts=200)
+    again = AccountBook.from_arrays(
+        book.account_of_position(), book.instrument_idx, book.quantity, t, n_accounts=200
+    )
     assert again.equals(book)
     ip, ii, qq = accounts_mod._build_csr_numpy(acc, inst, qty, 200)
     np.testing.assert_array_equal(ip, book.indptr)
@@ -127,8 +163,14 @@ def test_accounts_access_and_round_trips(table):
     coll = np.zeros((3, 4))
     coll[0, 0] = 1.5
     coll[2, 2] = 1000.0
-    book = AccountBook.from_arrays([2, 0, 2, 0, 2], [3, 0, 0, 0, 3], [1.0, 10.0, -5.0, 20.0, 2.0], table,
-                                   account_ids=["alice", "bob", "carol"], collateral=coll)
+    book = AccountBook.from_arrays(
+        [2, 0, 2, 0, 2],
+        [3, 0, 0, 0, 3],
+        [1.0, 10.0, -5.0, 20.0, 2.0],
+        table,
+        account_ids=["alice", "bob", "carol"],
+        collateral=coll,
+    )
     assert len(book) == 3 and book.n_positions == 3
     a = book.account(0)
     assert a == Account("alice", [("BTC-PERPETUAL", 30.0)], {"BTC": 1.5})
@@ -145,8 +187,13 @@ def test_accounts_access_and_round_trips(table):
     # from_accounts and from_positions rebuild the same book
     assert AccountBook.from_accounts(list(book), table, currencies=book.currencies).equals(book)
     cols = book.to_columns()
-    again = AccountBook.from_positions(cols, table, collateral=book.collateral_columns(),
-                                       account_ids=book.account_id, currencies=book.currencies)
+    again = AccountBook.from_positions(
+        cols,
+        table,
+        collateral=book.collateral_columns(),
+        account_ids=book.account_id,
+        currencies=book.currencies,
+    )
     assert again.equals(book)
     records = [dict(zip(cols, row)) for row in zip(*cols.values())]
     crec = book.collateral_columns(include_zero=False)
@@ -159,10 +206,16 @@ def test_accounts_access_and_round_trips(table):
 
 def test_from_positions_dataframe_and_ids(table):
     pd = pytest.importorskip("pandas")
-    df = pd.DataFrame({"account_id": ["x", "y", "x", "x"],
-                       "instrument": ["ETH-PERPETUAL", "BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC26"],
-                       "quantity": [1.0, 2.0, 3.0, -1.0]})
-    coll = pd.DataFrame({"account_id": ["z", "x", "x"], "currency": ["SOL", "BTC", "BTC"], "amount": [5.0, 1.0, 2.0]})
+    df = pd.DataFrame(
+        {
+            "account_id": ["x", "y", "x", "x"],
+            "instrument": ["ETH-PERPETUAL", "BTC-PERPETUAL", "ETH-PERPETUAL", "BTC-27DEC26"],
+            "quantity": [1.0, 2.0, 3.0, -1.0],
+        }
+    )
+    coll = pd.DataFrame(
+        {"account_id": ["z", "x", "x"], "currency": ["SOL", "BTC", "BTC"], "amount": [5.0, 1.0, 2.0]}
+    )
     book = AccountBook.from_positions(df, table, collateral=coll)
     assert list(book.account_id) == ["x", "y", "z"]
     assert book.currencies == ("BTC", "ETH", "USDC", "USDT", "SOL")
@@ -173,7 +226,9 @@ def test_from_positions_dataframe_and_ids(table):
     with pytest.raises(InvalidInputError, match="'y'.*not in account_ids"):
         AccountBook.from_positions(df, table, account_ids=["x"])
     with pytest.raises(UnknownInstrumentError, match="BTC-28DEC26"):
-        AccountBook.from_positions({"account_id": ["a"], "instrument": ["BTC-28DEC26"], "quantity": [1.0]}, table)
+        AccountBook.from_positions(
+            {"account_id": ["a"], "instrument": ["BTC-28DEC26"], "quantity": [1.0]}, table
+        )
     with pytest.raises(InvalidInputError, match="quantity"):
         AccountBook.from_positions({"account_id": ["a"], "instrument": ["BTC-27DEC26"]}, table)
 
@@ -209,35 +264,46 @@ def test_empty_books_and_accounts(table):
 @pytest.mark.parametrize(
     "kwargs, exc, match",
     [
-        (dict(quantity=[1.0, np.nan, 3.0]), InvalidInputError, r"quantity.*'b'.*'ETH-PERPETUAL'.*nan"),
-        (dict(quantity=[1.0, 2.0, np.inf]), InvalidInputError, r"quantity.*'a'.*'BTC-27DEC26'.*inf"),
-        (dict(instrument_idx=[0, 7, 2]), InvalidInputError, r"instrument_idx.*position 1.*'b'.*7.*\[0, 7\)"),
-        (dict(instrument_idx=[0, 1, -1]), InvalidInputError, r"instrument_idx.*position 2"),
-        (dict(account_index=[0, 2, 0]), InvalidInputError, r"account_index.*position 1.*2.*\[0, 2\)"),
-        (dict(account_index=[0, -1, 0]), InvalidInputError, r"account_index.*position 1"),
-        (dict(account_index=[0, 1.5, 0]), InvalidInputError, r"account_index.*integers"),
-        (dict(quantity=[1.0, 2.0]), InvalidInputError, r"same length"),
-        (dict(quantity=["1", "2", "3"]), InvalidTypeError, r"quantity"),
-        (dict(quantity=[True, False, True]), InvalidTypeError, r"quantity"),
-        (dict(collateral=np.array([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]])), InvalidInputError,
-         r"collateral.*'b'.*'BTC'.*-1"),
-        (dict(collateral=np.array([[np.nan, 0, 0, 0], [1.0, 0, 0, 0]])), InvalidInputError,
-         r"collateral.*'a'.*'BTC'.*nan"),
-        (dict(collateral=np.ones((2, 3))), InvalidInputError, r"collateral.*shape"),
-        (dict(collateral={"DOGE": [1.0, 2.0]}), InvalidInputError, r"unknown currency 'DOGE'"),
-        (dict(account_ids=["a", "a"]), InvalidInputError, r"duplicate id 'a'"),
-        (dict(account_ids=["a", "b", "c"], collateral=np.ones((2, 4))), InvalidInputError, r"collateral"),
-        (dict(currencies=("BTC", "btc")), InvalidInputError, r"currencies"),
-        (dict(currencies=("BTC", "BTC")), InvalidInputError, r"duplicate"),
+        ({"quantity": [1.0, np.nan, 3.0]}, InvalidInputError, r"quantity.*'b'.*'ETH-PERPETUAL'.*nan"),
+        ({"quantity": [1.0, 2.0, np.inf]}, InvalidInputError, r"quantity.*'a'.*'BTC-27DEC26'.*inf"),
+        ({"instrument_idx": [0, 7, 2]}, InvalidInputError, r"instrument_idx.*position 1.*'b'.*7.*\[0, 7\)"),
+        ({"instrument_idx": [0, 1, -1]}, InvalidInputError, r"instrument_idx.*position 2"),
+        ({"account_index": [0, 2, 0]}, InvalidInputError, r"account_index.*position 1.*2.*\[0, 2\)"),
+        ({"account_index": [0, -1, 0]}, InvalidInputError, r"account_index.*position 1"),
+        ({"account_index": [0, 1.5, 0]}, InvalidInputError, r"account_index.*integers"),
+        ({"quantity": [1.0, 2.0]}, InvalidInputError, r"same length"),
+        ({"quantity": ["1", "2", "3"]}, InvalidTypeError, r"quantity"),
+        ({"quantity": [True, False, True]}, InvalidTypeError, r"quantity"),
+        (
+            {"collateral": np.array([[1.0, 0, 0, 0], [-1.0, 0, 0, 0]])},
+            InvalidInputError,
+            r"collateral.*'b'.*'BTC'.*-1",
+        ),
+        (
+            {"collateral": np.array([[np.nan, 0, 0, 0], [1.0, 0, 0, 0]])},
+            InvalidInputError,
+            r"collateral.*'a'.*'BTC'.*nan",
+        ),
+        ({"collateral": np.ones((2, 3))}, InvalidInputError, r"collateral.*shape"),
+        ({"collateral": {"DOGE": [1.0, 2.0]}}, InvalidInputError, r"unknown currency 'DOGE'"),
+        ({"account_ids": ["a", "a"]}, InvalidInputError, r"duplicate id 'a'"),
+        ({"account_ids": ["a", "b", "c"], "collateral": np.ones((2, 4))}, InvalidInputError, r"collateral"),
+        ({"currencies": ("BTC", "btc")}, InvalidInputError, r"currencies"),
+        ({"currencies": ("BTC", "BTC")}, InvalidInputError, r"duplicate"),
     ],
 )
 def test_from_arrays_bad_inputs(table, kwargs, exc, match):
-    args = dict(account_index=[0, 1, 0], instrument_idx=[2, 1, 2], quantity=[1.0, 2.0, 3.0],
-                account_ids=["a", "b"])
+    args = {
+        "account_index": [0, 1, 0],
+        "instrument_idx": [2, 1, 2],
+        "quantity": [1.0, 2.0, 3.0],
+        "account_ids": ["a", "b"],
+    }
     args.update(kwargs)
     with pytest.raises(exc, match=match):
-        AccountBook.from_arrays(args.pop("account_index"), args.pop("instrument_idx"), args.pop("quantity"),
-                                table, **args)
+        AccountBook.from_arrays(
+            args.pop("account_index"), args.pop("instrument_idx"), args.pop("quantity"), table, **args
+        )
 
 
 def test_from_arrays_bad_table():
@@ -251,14 +317,22 @@ def test_collateral_dict_and_caller_array_untouched(table):
     assert coll.flags.writeable
     coll[0, 0] = 99.0
     assert book.collateral[0, 0] == 1.0
-    book2 = AccountBook.from_arrays([0], [0], [1.0], table, account_ids=["a", "b"],
-                                    collateral={"ETH": [0.0, 2.0], "BTC": np.array([1.0, 0.0])})
+    book2 = AccountBook.from_arrays(
+        [0],
+        [0],
+        [1.0],
+        table,
+        account_ids=["a", "b"],
+        collateral={"ETH": [0.0, 2.0], "BTC": np.array([1.0, 0.0])},
+    )
     assert book2["b"].collateral == {"ETH": 2.0} and book2["a"].collateral == {"BTC": 1.0}
 
 
 def test_from_accounts_errors(table):
     with pytest.raises(UnknownInstrumentError, match=r"'nope'.*'b'"):
-        AccountBook.from_accounts([Account("a", [("BTC-PERPETUAL", 1.0)]), Account("b", [("nope", 1.0)])], table)
+        AccountBook.from_accounts(
+            [Account("a", [("BTC-PERPETUAL", 1.0)]), Account("b", [("nope", 1.0)])], table
+        )
     with pytest.raises(InvalidInputError, match=r"unknown currency 'XYZ'.*'a'"):
         AccountBook.from_accounts([Account("a", [], {"XYZ": 1.0})], table, currencies=("BTC",))
     with pytest.raises(InvalidTypeError):

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 from dpm import backtest as bt
-from dpm.calibration import ewma_covariance, scan_ranges
+from dpm.calibration import ewma_covariance, fit_garch, garch_variance, scan_ranges
 from dpm.errors import InvalidInputError
 from dpm.history import load_history
 from dpm.risk_measures import var_es
@@ -145,6 +145,17 @@ def test_replay_other_models(hist):
     sr = scan_ranges(ret.values, 0.99, 1, assets=("BTC", "ETH"))
     k = int(np.searchsorted(sc.dates, day))
     assert sc.margin[k] == pytest.approx(np.abs(expo) @ sr.range[t], rel=1e-12)
+    # GARCH-normal: parameters from the last refit (rows 499, 749, ... of the BTC returns)
+    g = bt.replay({"BTC": 1.0}, "garch_normal", history=hist, measure="var", start="2022-01-01")
+    rb = hist.log_returns(["BTC"])
+    tb = int(np.searchsorted(rb.dates, day))
+    t_fit = 499 + 250 * ((tb - 499) // 250)
+    f = fit_garch(rb.values[: t_fit + 1, 0])
+    hv = garch_variance(rb.values[: tb + 1, 0], f.omega, f.alpha, f.beta,
+                        initial_variance=float(np.mean(rb.values[: t_fit + 1, 0] ** 2)))
+    k = int(np.searchsorted(g.dates, day))
+    assert g.margin[k] == pytest.approx(stats.norm.ppf(0.99) * math.sqrt(hv[-1]) * rb.prices[tb + 1, 0],
+                                        rel=1e-9)
     fhs = bt.replay(q, "fhs", history=hist, start="2022-01-01")
     assert np.all(fhs.margin > 0) and fhs.report.n == fhs.dates.size
     np.testing.assert_allclose(fhs.margin_rate, fhs.margin / fhs.gross_exposure)

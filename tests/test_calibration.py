@@ -280,8 +280,19 @@ def test_scan_ranges_formula_and_apc(btc_eth):
     assert np.all(np.isnan(sr.floor[:249]))
     ok = np.isfinite(sr.range)
     base = np.fmax(sr.raw, np.where(np.isnan(sr.floor), -np.inf, sr.floor))
-    np.testing.assert_allclose(sr.range[ok], (base * (1 + sr.buffer_rate))[ok], rtol=1e-14)
+    # range_t = max(base (1 + b_t), min(range_(t-1), base (1 + buffer))), recomputed here
+    prev = np.r_[np.full((1, 2), np.nan), sr.range[:-1]]
+    held = np.fmin(prev, base * 1.25)
+    expected = np.where(np.isfinite(held), np.fmax(base * (1 + sr.buffer_rate), held),
+                        base * (1 + sr.buffer_rate))
+    np.testing.assert_allclose(sr.range[ok], expected[ok], rtol=1e-14)
+    calm = ok & (sr.buffer_rate == 0.25)
+    np.testing.assert_allclose(sr.range[calm], base[calm] * 1.25, rtol=1e-14)
+    assert np.all(sr.range[ok] <= base[ok] * 1.25 * (1 + 1e-14))
     assert np.all(sr.buffer_rate[sr.buffer_released] == 0)
+    # a release never lowers the range unless the base itself fell below the previous range/1.25
+    rel = sr.buffer_released & ok & np.isfinite(prev)
+    assert np.all(sr.range[rel] >= np.fmin(prev[rel], base[rel] * 1.25) * (1 - 1e-14))
     assert np.all((sr.buffer_rate >= 0) & (sr.buffer_rate <= 0.25))
     # the buffer is released on the 2020-03-12 crash and the range never sits below raw
     i = int(np.searchsorted(btc_eth.dates, np.datetime64("2020-03-12")))

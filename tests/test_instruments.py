@@ -1,4 +1,5 @@
 """Tests of dpm.instruments: names, specs, InstrumentTable construction and validation."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -47,25 +48,71 @@ NAMES = [
 @pytest.mark.parametrize(
     "name, cls, fields",
     [
-        ("BTC-27DEC26-60000-C", Option,
-         dict(underlying="BTC", expiry=DEC26, strike=60000.0, option_type="call", inverse=True,
-              contract_size=1.0, settlement="BTC")),
-        ("ETH-27DEC26-2500-P", Option,
-         dict(underlying="ETH", strike=2500.0, option_type="put", inverse=True, contract_size=1.0,
-              settlement="ETH")),
-        ("BTC-27DEC26", Future, dict(underlying="BTC", expiry=DEC26, inverse=True, contract_size=10.0,
-                                     settlement="BTC")),
-        ("ETH-27DEC26", Future, dict(underlying="ETH", inverse=True, contract_size=1.0, settlement="ETH")),
-        ("ETH-PERPETUAL", Perpetual, dict(underlying="ETH", inverse=True, contract_size=1.0, settlement="ETH")),
-        ("BTC-PERPETUAL", Perpetual, dict(underlying="BTC", inverse=True, contract_size=10.0)),
-        ("BTC_USDC-PERPETUAL", Perpetual, dict(underlying="BTC", inverse=False, contract_size=1.0,
-                                              settlement="USDC")),
-        ("BTC_USDC-27DEC26-60000-C", Option, dict(underlying="BTC", inverse=False, settlement="USDC",
-                                                  contract_size=1.0)),
-        ("XRP_USDC-27DEC26-0d625-C", Option, dict(underlying="XRP", strike=0.625, inverse=False)),
-        ("BTC_USDC", Spot, dict(underlying="BTC", settlement="USDC", contract_size=1.0)),
-        ("BTC-SPOT", Spot, dict(underlying="BTC", settlement="USD")),
-        ("BTC-5JUN20-9000-P", Option, dict(expiry=int(dt.datetime(2020, 6, 5, 8, tzinfo=UTC).timestamp() * 1000))),
+        (
+            "BTC-27DEC26-60000-C",
+            Option,
+            {
+                "underlying": "BTC",
+                "expiry": DEC26,
+                "strike": 60000.0,
+                "option_type": "call",
+                "inverse": True,
+                "contract_size": 1.0,
+                "settlement": "BTC",
+            },
+        ),
+        (
+            "ETH-27DEC26-2500-P",
+            Option,
+            {
+                "underlying": "ETH",
+                "strike": 2500.0,
+                "option_type": "put",
+                "inverse": True,
+                "contract_size": 1.0,
+                "settlement": "ETH",
+            },
+        ),
+        (
+            "BTC-27DEC26",
+            Future,
+            {
+                "underlying": "BTC",
+                "expiry": DEC26,
+                "inverse": True,
+                "contract_size": 10.0,
+                "settlement": "BTC",
+            },
+        ),
+        (
+            "ETH-27DEC26",
+            Future,
+            {"underlying": "ETH", "inverse": True, "contract_size": 1.0, "settlement": "ETH"},
+        ),
+        (
+            "ETH-PERPETUAL",
+            Perpetual,
+            {"underlying": "ETH", "inverse": True, "contract_size": 1.0, "settlement": "ETH"},
+        ),
+        ("BTC-PERPETUAL", Perpetual, {"underlying": "BTC", "inverse": True, "contract_size": 10.0}),
+        (
+            "BTC_USDC-PERPETUAL",
+            Perpetual,
+            {"underlying": "BTC", "inverse": False, "contract_size": 1.0, "settlement": "USDC"},
+        ),
+        (
+            "BTC_USDC-27DEC26-60000-C",
+            Option,
+            {"underlying": "BTC", "inverse": False, "settlement": "USDC", "contract_size": 1.0},
+        ),
+        ("XRP_USDC-27DEC26-0d625-C", Option, {"underlying": "XRP", "strike": 0.625, "inverse": False}),
+        ("BTC_USDC", Spot, {"underlying": "BTC", "settlement": "USDC", "contract_size": 1.0}),
+        ("BTC-SPOT", Spot, {"underlying": "BTC", "settlement": "USD"}),
+        (
+            "BTC-5JUN20-9000-P",
+            Option,
+            {"expiry": int(dt.datetime(2020, 6, 5, 8, tzinfo=UTC).timestamp() * 1000)},
+        ),
     ],
 )
 def test_parse_known_names(name, cls, fields):
@@ -90,9 +137,22 @@ def test_contract_size_override():
 
 @pytest.mark.parametrize(
     "bad",
-    ["BTC", "btc-PERPETUAL", "BTC-27DEC26-60000", "BTC-27DEC26-60000-X", "BTC-27XYZ26", "BTC-31FEB26",
-     "BTC-05JUN20", "BTC-27DEC26-060000-C", "BTC-27DEC26-0d6250-C", "BTC-27DEC26-60000.5-C",
-     "BTC_USDC-SPOT", "", "BTC-27DEC26-0-C", "BTC--PERPETUAL"],
+    [
+        "BTC",
+        "btc-PERPETUAL",
+        "BTC-27DEC26-60000",
+        "BTC-27DEC26-60000-X",
+        "BTC-27XYZ26",
+        "BTC-31FEB26",
+        "BTC-05JUN20",
+        "BTC-27DEC26-060000-C",
+        "BTC-27DEC26-0d6250-C",
+        "BTC-27DEC26-60000.5-C",
+        "BTC_USDC-SPOT",
+        "",
+        "BTC-27DEC26-0-C",
+        "BTC--PERPETUAL",
+    ],
 )
 def test_parse_rejects_bad_or_non_canonical_names(bad):
     with pytest.raises(InvalidInputError, match="name"):
@@ -157,8 +217,9 @@ def specs(draw):
     expiry = draw(_dates)
     if kind == "future":
         return Future(und, expiry, inverse, settlement=settle)
-    return Option(und, expiry, draw(_strikes), draw(st.sampled_from(["call", "put"])), inverse,
-                  settlement=settle)
+    return Option(
+        und, expiry, draw(_strikes), draw(st.sampled_from(["call", "put"])), inverse, settlement=settle
+    )
 
 
 @settings(max_examples=400, deadline=None)
@@ -205,8 +266,17 @@ def test_table_columns(table):
 
 
 def test_table_arrays_are_read_only(table):
-    for col in ("name", "kind", "underlying", "option_type", "strike", "expiry_ms", "inverse",
-                "contract_size", "settlement"):
+    for col in (
+        "name",
+        "kind",
+        "underlying",
+        "option_type",
+        "strike",
+        "expiry_ms",
+        "inverse",
+        "contract_size",
+        "settlement",
+    ):
         arr = getattr(table, col)
         assert not arr.flags.writeable, col
         with pytest.raises(ValueError):
@@ -224,18 +294,41 @@ def test_every_source_gives_the_same_table(table):
     assert InstrumentTable.from_records([{"name": n} for n in NAMES]).equals(table)
     assert InstrumentTable.from_frame(table.to_frame()).equals(table)
     assert InstrumentTable.from_arrow(table.to_arrow()).equals(table)
-    assert InstrumentTable.from_columns(table.name, table.kind, table.underlying_names, table.option_type,
-                                        table.strike, table.expiry_ms, table.inverse, table.contract_size,
-                                        table.settlement).equals(table)
+    assert InstrumentTable.from_columns(
+        table.name,
+        table.kind,
+        table.underlying_names,
+        table.option_type,
+        table.strike,
+        table.expiry_ms,
+        table.inverse,
+        table.contract_size,
+        table.settlement,
+    ).equals(table)
     assert pickle.loads(pickle.dumps(table)).equals(table)
 
 
 def test_from_records_explicit_columns_for_non_deribit_names():
     recs = [
-        {"name": "my-call", "kind": "option", "underlying": "BTC", "option_type": "call", "strike": 50000,
-         "expiry_ms": DEC26, "inverse": False, "contract_size": 0.01, "settlement": "USDC"},
-        {"name": "my-perp", "kind": Kind.PERPETUAL, "underlying": "BTC", "inverse": "true",
-         "contract_size": 10, "settlement": "BTC"},
+        {
+            "name": "my-call",
+            "kind": "option",
+            "underlying": "BTC",
+            "option_type": "call",
+            "strike": 50000,
+            "expiry_ms": DEC26,
+            "inverse": False,
+            "contract_size": 0.01,
+            "settlement": "USDC",
+        },
+        {
+            "name": "my-perp",
+            "kind": Kind.PERPETUAL,
+            "underlying": "BTC",
+            "inverse": "true",
+            "contract_size": 10,
+            "settlement": "BTC",
+        },
     ]
     t = InstrumentTable.from_records(recs)
     assert list(t.kind) == [3, 2] and t.strike[0] == 50000.0 and np.isnan(t.strike[1])
@@ -277,8 +370,9 @@ def test_caller_arrays_not_frozen_or_mutated():
     exp = np.array([DEC26, NO_EXPIRY], dtype=np.int64)
     size = np.array([1.0, 10.0])
     before = (strike.copy(), exp.copy(), size.copy())
-    t = InstrumentTable.from_columns(["a", "b"], [3, 2], ["BTC", "BTC"], [1, 0], strike, exp, [True, True],
-                                     size, ["BTC", "BTC"])
+    t = InstrumentTable.from_columns(
+        ["a", "b"], [3, 2], ["BTC", "BTC"], [1, 0], strike, exp, [True, True], size, ["BTC", "BTC"]
+    )
     assert strike.flags.writeable and exp.flags.writeable and size.flags.writeable
     np.testing.assert_array_equal(strike, before[0])
     np.testing.assert_array_equal(exp, before[1])
@@ -287,9 +381,17 @@ def test_caller_arrays_not_frozen_or_mutated():
 
 
 def _cols(**over):
-    base = dict(name=["BTC-27DEC26-60000-C", "BTC-PERPETUAL"], kind=[3, 2], underlying=["BTC", "BTC"],
-                option_type=[1, 0], strike=[60000.0, np.nan], expiry_ms=[DEC26, NO_EXPIRY],
-                inverse=[True, True], contract_size=[1.0, 10.0], settlement=["BTC", "BTC"])
+    base = {
+        "name": ["BTC-27DEC26-60000-C", "BTC-PERPETUAL"],
+        "kind": [3, 2],
+        "underlying": ["BTC", "BTC"],
+        "option_type": [1, 0],
+        "strike": [60000.0, np.nan],
+        "expiry_ms": [DEC26, NO_EXPIRY],
+        "inverse": [True, True],
+        "contract_size": [1.0, 10.0],
+        "settlement": ["BTC", "BTC"],
+    }
     base.update(over)
     return base
 
@@ -297,26 +399,26 @@ def _cols(**over):
 @pytest.mark.parametrize(
     "over, match",
     [
-        (dict(name=["BTC-PERPETUAL", "BTC-PERPETUAL"]), r"duplicate.*'BTC-PERPETUAL'.*rows 0 and 1"),
-        (dict(kind=[3, 7]), r"unknown kind 7.*row 1.*'BTC-PERPETUAL'"),
-        (dict(kind=["option", "swap"]), r"unknown kind 'swap'.*row 1"),
-        (dict(strike=[-5.0, np.nan]), r"strike.*row 0.*'BTC-27DEC26-60000-C'.*-5"),
-        (dict(strike=[0.0, np.nan]), r"strike.*row 0"),
-        (dict(strike=[np.nan, np.nan]), r"strike.*row 0.*nan"),
-        (dict(strike=[np.inf, np.nan]), r"strike.*row 0"),
-        (dict(strike=[60000.0, 5.0]), r"strike.*NaN.*row 1"),
-        (dict(contract_size=[1.0, 0.0]), r"contract_size.*row 1.*'BTC-PERPETUAL'"),
-        (dict(contract_size=[1.0, -10.0]), r"contract_size.*row 1"),
-        (dict(contract_size=[np.nan, 10.0]), r"contract_size.*row 0.*nan"),
-        (dict(expiry_ms=[NO_EXPIRY, NO_EXPIRY]), r"expiry_ms.*options and futures need an expiry.*row 0"),
-        (dict(expiry_ms=[np.nan, np.nan]), r"expiry_ms.*row 0"),
-        (dict(expiry_ms=[DEC26, DEC26]), r"expiry_ms.*perpetuals.*row 1"),
-        (dict(option_type=[0, 0]), r"option_type.*row 0"),
-        (dict(option_type=[1, 1]), r"option_type.*row 1"),
-        (dict(option_type=[2, 0]), r"option_type.*row 0"),
-        (dict(settlement=["USDC", "BTC"]), r"settlement.*inverse.*row 0"),
-        (dict(name=["", "x"]), r"name.*row 0"),
-        (dict(underlying=["BTC", None]), r"underlying.*row 1"),
+        ({"name": ["BTC-PERPETUAL", "BTC-PERPETUAL"]}, r"duplicate.*'BTC-PERPETUAL'.*rows 0 and 1"),
+        ({"kind": [3, 7]}, r"unknown kind 7.*row 1.*'BTC-PERPETUAL'"),
+        ({"kind": ["option", "swap"]}, r"unknown kind 'swap'.*row 1"),
+        ({"strike": [-5.0, np.nan]}, r"strike.*row 0.*'BTC-27DEC26-60000-C'.*-5"),
+        ({"strike": [0.0, np.nan]}, r"strike.*row 0"),
+        ({"strike": [np.nan, np.nan]}, r"strike.*row 0.*nan"),
+        ({"strike": [np.inf, np.nan]}, r"strike.*row 0"),
+        ({"strike": [60000.0, 5.0]}, r"strike.*NaN.*row 1"),
+        ({"contract_size": [1.0, 0.0]}, r"contract_size.*row 1.*'BTC-PERPETUAL'"),
+        ({"contract_size": [1.0, -10.0]}, r"contract_size.*row 1"),
+        ({"contract_size": [np.nan, 10.0]}, r"contract_size.*row 0.*nan"),
+        ({"expiry_ms": [NO_EXPIRY, NO_EXPIRY]}, r"expiry_ms.*options and futures need an expiry.*row 0"),
+        ({"expiry_ms": [np.nan, np.nan]}, r"expiry_ms.*row 0"),
+        ({"expiry_ms": [DEC26, DEC26]}, r"expiry_ms.*perpetuals.*row 1"),
+        ({"option_type": [0, 0]}, r"option_type.*row 0"),
+        ({"option_type": [1, 1]}, r"option_type.*row 1"),
+        ({"option_type": [2, 0]}, r"option_type.*row 0"),
+        ({"settlement": ["USDC", "BTC"]}, r"settlement.*inverse.*row 0"),
+        ({"name": ["", "x"]}, r"name.*row 0"),
+        ({"underlying": ["BTC", None]}, r"underlying.*row 1"),
     ],
 )
 def test_table_validation_errors(over, match):

@@ -1,4 +1,5 @@
 """Tests of dpm.io: round trips of every format and the Deribit chain reader."""
+
 from __future__ import annotations
 
 import ast
@@ -26,8 +27,18 @@ from dpm.io import (
 from dpm.sample import default_instruments, generate_accounts
 
 FORMATS = ["csv", "json", "parquet"]
-NAMES = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC_USDC-PERPETUAL", "BTC-27DEC26", "BTC-27DEC26-60000-C",
-         "BTC-27DEC26-60000-P", "XRP_USDC-27DEC26-0d625-C", "BTC_USDC", "BTC-SPOT", "ETH-5JAN27-3100-C"]
+NAMES = [
+    "BTC-PERPETUAL",
+    "ETH-PERPETUAL",
+    "BTC_USDC-PERPETUAL",
+    "BTC-27DEC26",
+    "BTC-27DEC26-60000-C",
+    "BTC-27DEC26-60000-P",
+    "XRP_USDC-27DEC26-0d625-C",
+    "BTC_USDC",
+    "BTC-SPOT",
+    "ETH-5JAN27-3100-C",
+]
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +70,19 @@ def test_default_listing_round_trip(tmp_path, fmt):
 def test_instruments_csv_is_plain_and_names_only_file_works(tmp_path, table):
     path = tmp_path / "i.csv"
     write_instruments(table, path)
-    rows = list(csv.DictReader(open(path)))
-    assert rows[0] == {"name": "BTC-PERPETUAL", "kind": "perpetual", "underlying": "BTC", "option_type": "",
-                       "strike": "", "expiry_ms": "", "inverse": "true", "contract_size": "10.0",
-                       "settlement": "BTC"}
+    with open(path) as fh:
+        rows = list(csv.DictReader(fh))
+    assert rows[0] == {
+        "name": "BTC-PERPETUAL",
+        "kind": "perpetual",
+        "underlying": "BTC",
+        "option_type": "",
+        "strike": "",
+        "expiry_ms": "",
+        "inverse": "true",
+        "contract_size": "10.0",
+        "settlement": "BTC",
+    }
     assert rows[4]["option_type"] == "call" and rows[4]["strike"] == "60000.0"
     names_only = tmp_path / "names.csv"
     names_only.write_text("name\n" + "\n".join(NAMES) + "\n")
@@ -92,7 +112,7 @@ def _book(table):
     inst = rng.integers(0, len(table), p)
     qty = rng.normal(size=p) * 10 ** rng.uniform(-3, 4, p)  # awkward floats: exactness matters
     coll = np.where(rng.random((n, 4)) < 0.5, rng.uniform(0, 1e4, (n, 4)) / 3, 0.0)
-    ids = [f"acc/{i},\"q\" {i}" for i in range(n)][::-1]  # commas and quotes survive CSV quoting
+    ids = [f'acc/{i},"q" {i}' for i in range(n)][::-1]  # commas and quotes survive CSV quoting
     return AccountBook.from_arrays(acc, inst, qty, table, account_ids=ids, collateral=coll)
 
 
@@ -107,7 +127,7 @@ def test_accounts_round_trip(tmp_path, table, fmt):
         assert collateral_path_for(path).exists()
     back = read_accounts(path, table)
     assert back.equals(book)
-    assert back["acc/0,\"q\" 0"].positions == []
+    assert back['acc/0,"q" 0'].positions == []
 
 
 def test_accounts_explicit_collateral_path_and_missing(tmp_path, table):
@@ -154,8 +174,12 @@ def test_generated_book_round_trip_csv(tmp_path):
 def test_generic_columns_round_trip(tmp_path, fmt):
     if fmt == "parquet":
         pytest.importorskip("pyarrow")
-    cols = {"s": np.array(["a", "b,c", None], dtype=object), "f": np.array([0.1, np.nan, -1e300]),
-            "i": np.array([1, -2, 3]), "b": np.array([True, False, True])}
+    cols = {
+        "s": np.array(["a", "b,c", None], dtype=object),
+        "f": np.array([0.1, np.nan, -1e300]),
+        "i": np.array([1, -2, 3]),
+        "b": np.array([True, False, True]),
+    }
     path = tmp_path / f"c.{fmt}"
     write_columns(path, cols)
     back = read_columns(path, {"f": "float", "i": "int", "b": "bool"})
@@ -198,7 +222,8 @@ def test_deribit_chain_loads():
 
 def test_deribit_chain_values_match_the_raw_file():
     chain = read_deribit_chain(DERIBIT_SAMPLE_CHAIN)
-    rows = {r["instrument_name"]: r for r in csv.DictReader(open(DERIBIT_SAMPLE_CHAIN))}
+    with open(DERIBIT_SAMPLE_CHAIN) as fh:
+        rows = {r["instrument_name"]: r for r in csv.DictReader(fh)}
     t, m = chain.table, chain.marks
     for i in (0, 57, 155, 309):
         r = rows[t.name[i]]
@@ -239,7 +264,7 @@ def test_deribit_chain_black76_reproduces_marks():
 
 
 def test_deribit_chain_inconsistent_expiry(tmp_path):
-    lines = open(DERIBIT_SAMPLE_CHAIN).read().splitlines()
+    lines = DERIBIT_SAMPLE_CHAIN.read_text().splitlines()
     header = next(csv.reader([lines[0]]))
     row = next(csv.reader([lines[1]]))
     row[header.index("expiration_timestamp")] = "1590134400001"

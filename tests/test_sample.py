@@ -1,4 +1,5 @@
 """Tests of dpm.sample: the generated listing and the synthetic account generator."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -36,8 +37,19 @@ def test_listing_sizes_and_contents(listing):
     assert default_instruments() is t  # cached, immutable
     params = load_listing_parameters()
     codes = [e["code"] for e in params["expiries"]]
-    assert codes == ["28NOV26", "29NOV26", "4DEC26", "11DEC26", "25DEC26", "29JAN27", "26FEB27", "26MAR27",
-                     "25JUN27", "24SEP27", "31DEC27"]
+    assert codes == [
+        "28NOV26",
+        "29NOV26",
+        "4DEC26",
+        "11DEC26",
+        "25DEC26",
+        "29JAN27",
+        "26FEB27",
+        "26MAR27",
+        "25JUN27",
+        "24SEP27",
+        "31DEC27",
+    ]
     expiries = sorted(parse_name(f"BTC-{c}").expiry for c in codes)
     for u, und in enumerate(t.underlyings):
         opt = (t.kind == Kind.OPTION) & (t.underlying == u)
@@ -122,15 +134,17 @@ def test_generator_archetypes(generated, listing):
     puts = np.bincount(owner, weights=is_opt & (t.option_type[inst] == -1), minlength=len(book))
     assert (calls[sv] >= 1).all() and (puts[sv] >= 1).all()
     cal = arch == "calendar"
-    n_exp = np.array([len(np.unique(t.expiry_ms[inst[s:e]])) for s, e in
-                      zip(book.indptr[:-1][cal], book.indptr[1:][cal])])
+    n_exp = np.array(
+        [len(np.unique(t.expiry_ms[inst[s:e]])) for s, e in zip(book.indptr[:-1][cal], book.indptr[1:][cal])]
+    )
     assert (n_exp >= 2).all()
     dr = arch == "directional"
     assert (per_acc_d1[dr] >= 1).all()
     # one underlying per account
     und = t.underlying[inst]
-    mixed = np.bincount(owner, weights=und != und[book.indptr[:-1][owner].clip(max=len(und) - 1)],
-                        minlength=len(book))
+    mixed = np.bincount(
+        owner, weights=und != und[book.indptr[:-1][owner].clip(max=len(und) - 1)], minlength=len(book)
+    )
     assert not mixed.any()
 
 
@@ -151,15 +165,18 @@ def test_market_maker_hedge_reduces_delta(generated, listing):
 
 
 def test_collateral_mostly_sufficient(generated, listing):
-    book, arch, _ = generated
+    book, _arch, _ = generated
     assert book.currencies == ("BTC", "ETH", "USDC", "USDT")
     assert (book.collateral >= 0).all()
     prices = np.array([92_000.0, 3_100.0, 1.0, 1.0])
     equity = book.collateral @ prices
     t = listing
     inst, qty = book.instrument_idx, book.quantity
-    unit = np.where(t.inverse[inst] & (t.kind[inst] != Kind.OPTION), t.contract_size[inst],
-                    t.contract_size[inst] * np.array([92_000.0, 3_100.0])[t.underlying[inst]])
+    unit = np.where(
+        t.inverse[inst] & (t.kind[inst] != Kind.OPTION),
+        t.contract_size[inst],
+        t.contract_size[inst] * np.array([92_000.0, 3_100.0])[t.underlying[inst]],
+    )
     gross = np.bincount(book.account_of_position(), weights=np.abs(qty) * unit, minlength=len(book))
     has = gross > 0
     ratio = equity[has] / gross[has]

@@ -10,8 +10,13 @@ from dpm.calibration import realized_log_vol
 from dpm.errors import InvalidInputError
 from dpm.history import history_from_wide, load_history
 from dpm.risk_measures import linear_pnl
-from dpm.stress import (CRYPTO_STRESS_EVENTS, StressEvent, historical_stress_scenarios,
-                        hypothetical_scenarios, stress_event_table)
+from dpm.stress import (
+    CRYPTO_STRESS_EVENTS,
+    StressEvent,
+    historical_stress_scenarios,
+    hypothetical_scenarios,
+    stress_event_table,
+)
 
 
 @pytest.fixture(scope="module")

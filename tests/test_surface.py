@@ -64,6 +64,27 @@ def test_svi_derivatives_match_finite_differences():
         np.testing.assert_allclose(w2, (f(k + h) - 2 * f(k) + f(k - h)) / h**2, rtol=1e-3, atol=1e-4)
 
 
+def test_fit_jacobians_match_finite_differences():
+    """Closed-form Jacobians of w and g in the optimiser coordinates (vmin, sL, sR, m, sigma)."""
+    rng = np.random.default_rng(11)
+    k = np.linspace(-2, 2, 17)
+    for _ in range(20):
+        x = np.array([rng.uniform(0.001, 0.1), rng.uniform(0.01, 1.9), rng.uniform(0.01, 1.9),
+                      rng.uniform(-0.3, 0.3), rng.uniform(0.05, 0.8)])
+        w, jw = surf._w_and_jac(x, k)
+        g, jg = surf._g_and_jac(x, k)
+        np.testing.assert_allclose(w, svi_total_variance(k, *surf._slopes_to_raw(x)), rtol=1e-12, atol=1e-15)
+        np.testing.assert_allclose(g, svi_density(k, *surf._slopes_to_raw(x)), rtol=1e-10, atol=1e-12)
+        for j in range(5):
+            h = 1e-6 * max(abs(x[j]), 1e-2)
+            e = np.zeros(5)
+            e[j] = h
+            np.testing.assert_allclose(jw[:, j], (surf._w_and_jac(x + e, k)[0] - surf._w_and_jac(x - e, k)[0]) / (2 * h),
+                                       rtol=1e-6, atol=1e-8)
+            np.testing.assert_allclose(jg[:, j], (surf._g_and_jac(x + e, k)[0] - surf._g_and_jac(x - e, k)[0]) / (2 * h),
+                                       rtol=1e-5, atol=1e-5)
+
+
 def test_density_matches_second_derivative_of_call_prices():
     """g(k) against the risk-neutral density d2C/dK2 (Breeden-Litzenberger) by finite differences:
     p(K) K = g(k) / sqrt(2 pi w) exp(-d2^2 / 2), with d2 = -k/sqrt(w) - sqrt(w)/2."""

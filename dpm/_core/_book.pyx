@@ -5,17 +5,23 @@
 instrument id with duplicates summed in input order:
 
 1. counting sort by account (stable, O(P + N)), skipped when the accounts are already non-decreasing;
-2. per account: stable sort by instrument id (insertion sort for short rows, merge sort otherwise),
-   skipped when the row is already strictly increasing; then adjacent duplicates are summed left to
-   right, so the result is bit-identical to summing the duplicates in their input order;
+2. per account, skipped when the row is already strictly increasing: rows whose instrument-id span
+   is small next to their length are sorted and merged through a bitmap over the ids (no comparisons);
+   others by a stable insertion sort (short rows) or merge sort, then adjacent duplicates are summed.
+   Both paths sum duplicates left to right in input order, so the result is bit-identical to that
+   order of summation whatever the path;
 3. rows are compacted when duplicates were merged.
 
 The caller (``dpm.accounts``) checks every index range before the call; nothing here can fail except
 memory allocation, which is done before the GIL is released.
 """
-from libc.stdint cimport int64_t
-from libc.stdlib cimport malloc, free
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memmove
+
+cdef extern from *:
+    int __builtin_ctzll(unsigned long long) nogil
+
 
 cdef enum:
     INSERTION_MAX = 32  # rows up to this length use insertion sort
@@ -184,36 +190,94 @@ def count_scatter(const int64_t[::1] account, const int64_t[::1] instrument, con
     free(cursor)
 
 
+cdef inline int64_t _bitmap_row(int64_t* key, double* val, int64_t n, int64_t kmin, int64_t kmax,
+                                uint64_t* bits, double* qsum) noexcept nogil:
+    """Sort + merge one row through a bitmap over the ids [kmin, kmax]: O(n + (kmax - kmin) / 64).
+
+    ``qsum[id]`` takes the first quantity of ``id`` and then adds the later ones in input order, so
+    the sums equal the left-to-right sums of the comparison-sort path. ``bits`` is all zero on entry
+    and on exit.
+    """
+    cdef int64_t i, k, w, w0 = kmin >> 6, w1 = kmax >> 6, u = 0
+    cdef uint64_t word, mask
+    for i in range(n):
+        k = key[i]
+        mask = (<uint64_t>1) << (k & 63)
+        if bits[k >> 6] & mask:
+            qsum[k] += val[i]
+        else:
+            bits[k >> 6] |= mask
+            qsum[k] = val[i]
+    for w in range(w0, w1 + 1):
+        word = bits[w]
+        while word:
+            k = (w << 6) + __builtin_ctzll(word)
+            key[u] = k
+            val[u] = qsum[k]
+            u += 1
+            word &= word - 1
+        bits[w] = 0
+    return u
+
+
 def sort_merge_rows(const int64_t[::1] indptr, int64_t[::1] inst, double[::1] qty, int64_t[::1] ucount,
-                    Py_ssize_t start, Py_ssize_t stop):
+                    Py_ssize_t start, Py_ssize_t stop, int64_t n_instruments):
     """Rows ``start:stop``: stable sort by instrument id, sum duplicates; ``ucount[a]`` = unique count.
 
-    Rows are independent, so chunks of rows may run on different threads with identical results.
+    Rows whose id span is small next to their length go through a bitmap (no comparisons); others
+    through insertion/merge sort. Both sum duplicates left to right in input order. Rows are
+    independent, so chunks of rows may run on different threads with identical results.
     """
     cdef Py_ssize_t a
-    cdef int64_t s, e, maxlen = 0
+    cdef int64_t s, e, i, n, kmin, kmax, maxlen = 0
+    cdef bint ordered
     cdef int64_t* tkey = NULL
     cdef double* tval = NULL
+    cdef uint64_t* bits = NULL
+    cdef double* qsum = NULL
     for a in range(start, stop):
         if indptr[a + 1] - indptr[a] > maxlen:
             maxlen = indptr[a + 1] - indptr[a]
-    if maxlen > INSERTION_MAX:
-        tkey = <int64_t*>malloc(<size_t>maxlen * sizeof(int64_t))
-        tval = <double*>malloc(<size_t>maxlen * sizeof(double))
-        if tkey == NULL or tval == NULL:
-            free(tkey)
-            free(tval)
-            raise MemoryError()
-    with nogil:
-        for a in range(start, stop):
-            s = indptr[a]
-            e = indptr[a + 1]
-            if e - s > 0:
-                ucount[a] = _sort_merge_row(&inst[s], &qty[s], e - s, tkey, tval)
-            else:
-                ucount[a] = 0
-    free(tkey)
-    free(tval)
+    try:
+        if maxlen > INSERTION_MAX:
+            tkey = <int64_t*>malloc(<size_t>maxlen * sizeof(int64_t))
+            tval = <double*>malloc(<size_t>maxlen * sizeof(double))
+            if tkey == NULL or tval == NULL:
+                raise MemoryError()
+        if n_instruments > 0:
+            bits = <uint64_t*>calloc(<size_t>((n_instruments + 63) >> 6), sizeof(uint64_t))
+            qsum = <double*>malloc(<size_t>n_instruments * sizeof(double))
+            if bits == NULL or qsum == NULL:
+                raise MemoryError()
+        with nogil:
+            for a in range(start, stop):
+                s = indptr[a]
+                e = indptr[a + 1]
+                n = e - s
+                if n <= 1:
+                    ucount[a] = n
+                    continue
+                ordered = True
+                kmin = inst[s]
+                kmax = inst[s]
+                for i in range(s + 1, e):
+                    if inst[i] <= inst[i - 1]:
+                        ordered = False
+                    if inst[i] < kmin:
+                        kmin = inst[i]
+                    elif inst[i] > kmax:
+                        kmax = inst[i]
+                if ordered:
+                    ucount[a] = n
+                elif bits != NULL and ((kmax >> 6) - (kmin >> 6)) <= 2 * n + 8:
+                    ucount[a] = _bitmap_row(&inst[s], &qty[s], n, kmin, kmax, bits, qsum)
+                else:
+                    ucount[a] = _sort_merge_row(&inst[s], &qty[s], n, tkey, tval)
+    finally:
+        free(tkey)
+        free(tval)
+        free(bits)
+        free(qsum)
 
 
 def compact_rows(int64_t[::1] indptr, int64_t[::1] inst, double[::1] qty, const int64_t[::1] ucount):

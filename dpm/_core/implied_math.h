@@ -127,11 +127,11 @@ static inline double dpm_nb_ln_upper(double x, double s, double *g1)
 static double dpm_implied_normalised(double x, double beta, double gam, int *iters)
 {
     const double s_c = sqrt(-2.0 * x);
-    double lo, hi, s, ln_target, g1;
+    double lo, hi, s, ln_target, g1, ln_bc = 0.0;
     int upper = 1, it = 0;
 
     if (x < 0.0) {
-        const double ln_bc = dpm_nb_ln_lower(x, s_c, &g1);
+        ln_bc = dpm_nb_ln_lower(x, s_c, &g1);
         it = 1;
         upper = log(beta) > ln_bc;
     }
@@ -139,10 +139,14 @@ static double dpm_implied_normalised(double x, double beta, double gam, int *ite
         lo = 0.0;
         hi = s_c;
         ln_target = log(beta);
-        /* lower map: beta = (2 pi |x| / 3^{3/2}) N(z)^3, z = -|x| / (sqrt3 s) */
+        /* lower map: beta = (2 pi |x| / 3^{3/2}) N(z)^3, z = -|x| / (sqrt3 s).  It overestimates s
+         * near s_c, where the tangent of b at s_c is accurate instead (an upper bound of the root,
+         * b being convex on (0, s_c); b'(s_c) = e^{x/2} / sqrt(2 pi)): take the smaller. */
         const double p = cbrt(beta / (DPM_IV_TWO_PI_OVER_3SQRT3 * -x));
         const double z = p < 0.5 ? dpm_inv_ncdf(p) : 0.0;
-        s = z < 0.0 ? x / (DPM_IV_SQRT3 * z) : 0.5 * s_c;
+        s = z < 0.0 ? x / (DPM_IV_SQRT3 * z) : HUGE_VAL;
+        const double s_t = s_c - (exp(ln_bc) - beta) / (DPM_IV_INV_SQRT_2PI * exp(0.5 * x));
+        if (s_t > 0.0 && s_t < s) s = s_t;
         if (!(s < hi)) s = 0.5 * hi;
     } else {
         lo = s_c;

@@ -139,8 +139,35 @@ class UnderlyingParams:
     def __post_init__(self) -> None:
         _nonneg(self, "extended_factor", "extended_dampener_usd", "extreme_cover", "time_shift_days",
                 "short_option_minimum")
+        # checked here, not lazily when the engine builds the grid, so a bad preset fails where it is made
+        if not (np.isfinite(self.price_range) and self.price_range > 0):
+            raise InvalidInputError(f"UnderlyingParams.price_range: must be finite and > 0, got {self.price_range!r}")
+        if isinstance(self.steps_per_side, bool) or int(self.steps_per_side) != self.steps_per_side \
+                or self.steps_per_side < 1:
+            raise InvalidInputError(f"UnderlyingParams.steps_per_side: must be an int >= 1, got {self.steps_per_side!r}")
+        for name in ("vol_dirs", "edge_vol_dirs"):
+            dirs = getattr(self, name)
+            if dirs is None and name == "edge_vol_dirs":
+                continue
+            if len(dirs) == 0 or any(d not in (-1, 0, 1) for d in dirs):
+                raise InvalidInputError(f"UnderlyingParams.{name}: expected a non-empty tuple of -1/0/1, got {dirs!r}")
+        if self.extreme_vol_dir not in (-1, 0, 1):
+            raise InvalidInputError(f"UnderlyingParams.extreme_vol_dir: must be -1, 0 or 1, got {self.extreme_vol_dir!r}")
+        for name in ("extended_moves", "extreme_moves"):
+            for k, m in enumerate(getattr(self, name)):
+                if not (np.isfinite(m) and m > -1.0 and m != 0.0):
+                    raise InvalidInputError(f"UnderlyingParams.{name}: entry {k} must be finite, > -1 and != 0, got {m!r}")
         if self.extended_weights is not None and len(self.extended_weights) != len(self.extended_moves):
             raise InvalidInputError("UnderlyingParams.extended_weights: one weight per extended move")
+        for k, w in enumerate(self.extended_weights or ()):
+            if not (np.isfinite(w) and w >= 0):
+                raise InvalidInputError(f"UnderlyingParams.extended_weights: entry {k} must be finite and >= 0, got {w!r}")
+        for name, cls in (("vol_shock", VolShock), ("roll_shock", RollShock), ("delta_shock", DeltaShock),
+                          ("size_charge", SizeCharge)):
+            if not isinstance(getattr(self, name), cls):
+                raise InvalidInputError(
+                    f"UnderlyingParams.{name}: expected a {cls.__name__}, got {type(getattr(self, name)).__name__}"
+                )
 
     def scenarios(self, coin_settled_risk: bool = False) -> ScenarioSet:
         """The scenario set these parameters define.

@@ -3,12 +3,13 @@
 Dict-based and loop-only (no numpy sorting), so it shares no code path with the kernel.
 Duplicates are summed left to right in input order, as the kernel promises.
 """
+
 from __future__ import annotations
 
 
 def build_csr_reference(account_index, instrument_idx, quantity, n_accounts):
     """Return (indptr, instrument_idx, quantity) as Python lists."""
-    rows = [dict() for _ in range(n_accounts)]
+    rows = [{} for _ in range(n_accounts)]
     for a, i, q in zip(list(account_index), list(instrument_idx), list(quantity)):
         row = rows[int(a)]
         i = int(i)

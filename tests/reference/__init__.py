@@ -1,0 +1,1 @@
+"""Slow, independent reference implementations used as oracles by the tests (mpmath, pure Python)."""
