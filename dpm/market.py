@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -25,11 +26,11 @@ from .surface import VolSurface
 
 __all__ = [
     "MS_PER_YEAR",
-    "year_fraction",
     "ForwardCurve",
-    "UnderlyingMarket",
-    "MarketSnapshot",
     "InstrumentInputs",
+    "MarketSnapshot",
+    "UnderlyingMarket",
+    "year_fraction",
 ]
 
 #: Milliseconds in an ACT/365 year.
@@ -125,7 +126,7 @@ class ForwardCurve:
         object.__setattr__(self, "basis", _readonly(y))
 
     @classmethod
-    def from_futures(cls, index_price: float, times: Any, prices: Any, *, labels: Any = None) -> "ForwardCurve":
+    def from_futures(cls, index_price: float, times: Any, prices: Any, *, labels: Any = None) -> ForwardCurve:
         """Curve through futures marks ``prices`` at ``times`` (years).
 
         Equal times must carry equal prices (within 1e-9 relative); they are merged.
@@ -166,7 +167,7 @@ class ForwardCurve:
         return cls(S, t, np.log(F / S) / t)
 
     @classmethod
-    def from_rate(cls, index_price: float, rate: float = 0.0) -> "ForwardCurve":
+    def from_rate(cls, index_price: float, rate: float = 0.0) -> ForwardCurve:
         """Flat annualised basis ``rate``: ``F(T) = S * exp(rate * T)``."""
         return cls(_positive_scalar(index_price, "index_price"), [1.0], [_finite_scalar(rate, "rate")])
 
@@ -181,7 +182,7 @@ class ForwardCurve:
         y = np.asarray(np.interp(T, self.times, self.basis), dtype=np.float64)
         return self.index_price * np.exp(y * T)
 
-    def with_index(self, index_price: float) -> "ForwardCurve":
+    def with_index(self, index_price: float) -> ForwardCurve:
         """Same basis term structure, new spot (forwards move proportionally)."""
         return ForwardCurve(index_price, self.times, self.basis)
 
@@ -235,7 +236,7 @@ class UnderlyingMarket:
         object.__setattr__(self, "perpetual_price", perp)
         object.__setattr__(self, "funding_rate", _finite_scalar(self.funding_rate, "funding_rate"))
 
-    def with_updates(self, **changes: Any) -> "UnderlyingMarket":
+    def with_updates(self, **changes: Any) -> UnderlyingMarket:
         """A new market with ``changes`` applied. Changing ``index_price`` alone moves the forward curve with
         it (same basis); the perpetual mark is kept unless given."""
         _check_field_names(type(self), changes)
@@ -339,13 +340,13 @@ class MarketSnapshot:
         parts = ", ".join(f"{k}: S={v.index_price:g}" for k, v in self.underlyings.items())
         return f"MarketSnapshot({_iso(self.timestamp_ms)}; {parts})"
 
-    def with_updates(self, **changes: Any) -> "MarketSnapshot":
+    def with_updates(self, **changes: Any) -> MarketSnapshot:
         """A new snapshot with ``timestamp_ms`` and/or ``underlyings`` replaced (the old one is untouched;
         every unchanged object is shared)."""
         _check_field_names(type(self), changes)
         return replace(self, **changes)
 
-    def with_underlying(self, name: str, market: UnderlyingMarket) -> "MarketSnapshot":
+    def with_underlying(self, name: str, market: UnderlyingMarket) -> MarketSnapshot:
         """A new snapshot with one underlying added or replaced; the others are shared by reference."""
         und = dict(self.underlyings)
         und[name] = market

@@ -5,7 +5,8 @@ without matplotlib raises ``ImportError`` naming the extra.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

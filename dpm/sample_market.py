@@ -11,8 +11,6 @@
 """
 from __future__ import annotations
 
-import ast
-import csv
 import datetime as _dt
 import functools
 import json
@@ -27,14 +25,14 @@ from .market import MS_PER_YEAR, ForwardCurve, MarketSnapshot, UnderlyingMarket
 from .surface import VolSurface
 
 __all__ = [
-    "DERIBIT_CHAIN_PATH",
     "DEFAULT_MARKET_PARAMS_PATH",
-    "deribit_marks",
-    "deribit_snapshot",
-    "load_default_market_params",
-    "generate_default_market_params",
+    "DERIBIT_CHAIN_PATH",
     "default_market",
     "default_marks",
+    "deribit_marks",
+    "deribit_snapshot",
+    "generate_default_market_params",
+    "load_default_market_params",
 ]
 
 _DATA = Path(__file__).resolve().parent / "data"
@@ -46,51 +44,26 @@ _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
 # --------------------------------------------------------------------------- real Deribit chain
 @functools.lru_cache(maxsize=2)
 def _chain_columns(path: str) -> dict[str, np.ndarray]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        raise MarketDataError(f"{path}: no rows")
+    from .io import read_deribit_chain
 
-    def col(name: str, conv=float) -> np.ndarray:
-        try:
-            return np.array([conv(r[name]) for r in rows])
-        except (KeyError, ValueError) as exc:
-            raise MarketDataError(f"{path}: bad or missing column {name!r} ({exc})") from None
-
-    greeks = [ast.literal_eval(r["greeks"]) for r in rows]
-    out = {
-        "instrument_name": np.array([r["instrument_name"] for r in rows], dtype=object),
-        "expiry_label": np.array([r["instrument_name"].split("-")[1] for r in rows], dtype=object),
-        "expiry_ms": col("expiration_timestamp", int).astype(np.int64),
-        "timestamp_ms": col("timestamp", int).astype(np.int64),
-        "strike": col("strike"),
-        "option_type": np.array([1 if r["option_type"] == "call" else -1 for r in rows], dtype=np.int8),
-        "underlying_price": col("underlying_price"),
-        "index_price": col("index_price"),
-        "mark_price": col("mark_price"),
-        "mark_iv": col("mark_iv") / 100.0,
-        "bid_iv": col("bid_iv") / 100.0,
-        "ask_iv": col("ask_iv") / 100.0,
-        "best_bid_price": col("best_bid_price"),
-        "best_ask_price": col("best_ask_price"),
-        "open_interest": col("open_interest"),
-    }
-    for g in ("delta", "gamma", "vega", "theta", "rho"):
-        out[g] = np.array([float(d[g]) for d in greeks])
-    for v in out.values():
-        v.setflags(write=False)
-    return out
+    marks = dict(read_deribit_chain(path).marks)
+    names = marks["name"]
+    label = np.array([str(n).split("-")[1] for n in names], dtype=object)
+    label.setflags(write=False)
+    marks["instrument_name"] = names
+    marks["expiry_label"] = label
+    return marks
 
 
 def deribit_marks(path: str | Path | None = None) -> dict[str, np.ndarray]:
     """The bundled Deribit BTC chain (2020-05-14 05:41-05:44 UTC, 310 options, 7 expiries) as columns.
 
-    Keys: ``instrument_name``, ``expiry_label`` (``"22MAY20"``), ``expiry_ms``, ``timestamp_ms`` (per row),
-    ``strike``, ``option_type`` (+1/-1), ``underlying_price`` (the expiry's forward), ``index_price``,
-    ``mark_price`` (**BTC** per option, inverse), ``mark_iv`` / ``bid_iv`` / ``ask_iv`` (decimal; 0 means no
-    quote on that side), ``best_bid_price``, ``best_ask_price``, ``open_interest`` and Deribit's own greeks
-    ``delta``, ``gamma``, ``vega``, ``theta``, ``rho`` (see ``docs/market-data.md`` for their units).
-    Arrays are read-only.
+    The columns of :func:`dpm.io.read_deribit_chain` (rows sorted by expiry, strike, call before put) plus
+    ``instrument_name`` (= ``name``) and ``expiry_label`` (``"22MAY20"``). Among them: ``expiry_ms``,
+    ``timestamp_ms`` (per row), ``strike``, ``option_type`` (+1/-1), ``underlying_price`` (the expiry's
+    forward), ``index_price``, ``mark_price`` (**BTC** per option, inverse), ``mark_iv`` / ``bid_iv`` /
+    ``ask_iv`` (decimal; NaN where the side has no quote) and Deribit's own greeks ``delta``, ``gamma``,
+    ``vega``, ``theta``, ``rho`` (see ``docs/market-data.md`` for their units). Arrays are read-only.
     """
     return dict(_chain_columns(str(path or DERIBIT_CHAIN_PATH)))
 
@@ -139,7 +112,7 @@ def _expiry_ms(code: str, hour: int) -> int:
     month = _MONTHS.index(code[-5:-2]) + 1
     year = 2000 + int(code[-2:])
     dt = _dt.datetime(year, month, day, hour, tzinfo=_dt.timezone.utc)
-    return int(round(dt.timestamp() * 1000))
+    return round(dt.timestamp() * 1000)
 
 
 def _atm_vol(T: float, p: dict[str, float]) -> float:

@@ -23,8 +23,9 @@ repaired (see :func:`VolSurface.from_marks`) and recorded in an :class:`Arbitrag
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -33,16 +34,16 @@ from ._validation import as_float_array
 from .errors import InvalidInputError, MarketDataError
 
 __all__ = [
-    "SVISlice",
-    "ArbitrageIssue",
-    "ArbitrageReport",
-    "VolSurface",
-    "svi_total_variance",
-    "svi_derivatives",
-    "svi_density",
-    "fit_svi",
     "LEE_MAX_SLOPE",
     "MIN_QUOTES",
+    "ArbitrageIssue",
+    "ArbitrageReport",
+    "SVISlice",
+    "VolSurface",
+    "fit_svi",
+    "svi_density",
+    "svi_derivatives",
+    "svi_total_variance",
 ]
 
 #: Lee's moment formula: total variance grows at most like 2|k| in the wings.
@@ -318,7 +319,7 @@ def _w_and_jac(x: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _g_and_jac(x: np.ndarray, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Gatheral's ``g(k)`` and its Jacobian in the optimiser coordinates ``(vmin, sL, sR, m, sigma)``."""
-    v, sl, sr, m, s = x
+    _, sl, sr, m, s = x
     b = 0.5 * (sl + sr)
     d = k - m
     r2 = d * d + s * s
@@ -507,7 +508,7 @@ def _flatten_wings(params: tuple, grid: np.ndarray) -> tuple[tuple, float]:
     return scaled(lo_t), lo_t
 
 
-def _fit_diagnostics(fd: _FitData, params: tuple, floor: "_Floor | None" = None) -> tuple[float, float]:
+def _fit_diagnostics(fd: _FitData, params: tuple, floor: _Floor | None = None) -> tuple[float, float]:
     w = svi_total_variance(fd.k, *params)
     if floor is not None:
         w = np.maximum(w, floor(fd.k))
@@ -575,7 +576,7 @@ def _prepare_slice(k, iv, T, wts, label, forward, n_strikes) -> _FitData:
 class _Floor:
     """Effective total variance of an already-processed slice (SVI, possibly lifted onto its predecessor)."""
 
-    def __init__(self, params: tuple, below: "_Floor | None"):
+    def __init__(self, params: tuple, below: _Floor | None):
         self.params = params
         self.below = below
 
@@ -617,7 +618,7 @@ class VolSurface:
         What the checks found and what was repaired.
     """
 
-    __slots__ = ("_slices", "_lifted", "_report", "_T", "_P", "_any_lifted", "_lifted_arr", "_seg")
+    __slots__ = ("_P", "_T", "_any_lifted", "_lifted", "_lifted_arr", "_report", "_seg", "_slices")
 
     def __init__(self, slices: Sequence[SVISlice], report: ArbitrageReport | None = None,
                  lifted: Sequence[bool] | None = None):
@@ -834,7 +835,7 @@ class VolSurface:
         forwards: Any = None,
         labels: Sequence[str] | None = None,
         repair: bool = True,
-    ) -> "VolSurface":
+    ) -> VolSurface:
         """Surface from raw SVI parameters ``(a, b, rho, m, sigma)`` per expiry.
 
         Parameters
@@ -899,7 +900,7 @@ class VolSurface:
         ask_ivs: Any = None,
         labels: Sequence[str] | None = None,
         repair: bool = True,
-    ) -> "VolSurface":
+    ) -> VolSurface:
         """Fit one SVI slice per distinct expiry to implied-vol marks, then check and repair arbitrage.
 
         Parameters

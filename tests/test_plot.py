@@ -7,8 +7,8 @@ import pytest
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
-from dpm.plot import plot_smiles  # noqa: E402
-from dpm.sample_market import default_market, deribit_marks, deribit_snapshot  # noqa: E402
+from dpm.plot import plot_smiles
+from dpm.sample_market import default_market, deribit_marks, deribit_snapshot
 
 
 def _is_png(path):

@@ -58,7 +58,9 @@ def test_svi_derivatives_match_finite_differences():
         k = rng.uniform(-2, 2, 20)
         h = 1e-5
         w, w1, w2 = svi_derivatives(k, a, b, rho, m, s)
-        f = lambda x: svi_total_variance(x, a, b, rho, m, s)  # noqa: E731
+        def f(x, p=(a, b, rho, m, s)):
+            return svi_total_variance(x, *p)
+
         np.testing.assert_allclose(w, [ref.svi_w(x, a, b, rho, m, s) for x in k], rtol=1e-14, atol=1e-15)
         np.testing.assert_allclose(w1, (f(k + h) - f(k - h)) / (2 * h), rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(w2, (f(k + h) - 2 * f(k) + f(k - h)) / h**2, rtol=1e-3, atol=1e-4)
@@ -96,7 +98,7 @@ def test_density_matches_second_derivative_of_call_prices():
     dens_k = g / np.sqrt(2 * np.pi * w) * np.exp(-0.5 * d2 * d2)
     K = np.exp(k)
     h = 1e-4
-    C = lambda KK: ref.black_call_normalised(math.log(KK), ref.svi_w(math.log(KK), a, b, rho, m, s))  # noqa: E731
+    C = lambda KK: ref.black_call_normalised(math.log(KK), ref.svi_w(math.log(KK), a, b, rho, m, s))
     pK = np.array([(C(x + h) - 2 * C(x) + C(x - h)) / h**2 for x in K])
     np.testing.assert_allclose(dens_k, pK * K, rtol=2e-4, atol=1e-6)
 
@@ -299,7 +301,7 @@ def deribit():
 def test_deribit_surface_reprices_marks(deribit):
     """Stated tolerances (docs/market-data.md): per expiry with T > 0.01 y, IV RMSE <= 1.0 vol point and
     max <= 3.0; whole chain, |price error| <= 1.5e-3 BTC (RMSE <= 4e-4 BTC) against Deribit's mark_price."""
-    snap, c, T, vs, iv, p = deribit
+    _, c, _, vs, iv, p = deribit
     err_iv = iv - c["mark_iv"]
     for sl in vs.slices:
         m = c["expiry_label"] == sl.label
@@ -318,7 +320,7 @@ def test_deribit_surface_reprices_marks(deribit):
 
 
 def test_deribit_surface_is_arbitrage_free(deribit):
-    snap, c, T, vs, iv, p = deribit
+    vs = deribit[3]
     assert vs.report.arbitrage_free, str(vs.report)
     assert calendar_violation(vs) < 1e-12
     for t in vs.times:

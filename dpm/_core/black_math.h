@@ -234,15 +234,55 @@ DPM_INLINE dpm_index dpm_price_loop(const double *restrict F, const double *rest
     return nfix;
 }
 
+/* Results must not depend on where an element sits in the array (dpm promises bit-identical
+ * results for every number of workers, i.e. for every chunking).  A vectorised loop over n elements
+ * has an epilogue that runs the last n % VF elements through narrower SIMD variants or scalar libm,
+ * whose roundings differ from the full-width libmvec variant.  So the loops only ever run on blocks
+ * of DPM_BLOCK elements (a compile-time trip count, a multiple of every vector width: no
+ * epilogue), and the last partial block is copied into padded local buffers and run as a full
+ * block.  Every element then goes through the same instructions wherever it is. */
+#define DPM_BLOCK 16
+
+DPM_INLINE dpm_index dpm_price_blocks(const double *F, const double *K, const double *sigma,
+                                      const double *T, const double *cp, const double *r,
+                                      const double *q, const int has_rq, const int model,
+                                      const int inverse, double *out, unsigned char *fix,
+                                      dpm_index n)
+{
+    dpm_index nfix = 0, b = 0;
+    for (; b + DPM_BLOCK <= n; b += DPM_BLOCK)
+        nfix += dpm_price_loop(F + b, K + b, sigma + b, T + b, cp + b, has_rq ? r + b : r,
+                               has_rq ? q + b : q, has_rq, model, inverse, out + b, fix + b,
+                               DPM_BLOCK);
+    const dpm_index rem = n - b;
+    if (rem > 0) {
+        /* padding: sigma = T = 0 prices the intrinsic value, no special cases */
+        double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
+        double tr[DPM_BLOCK], tq[DPM_BLOCK], to[DPM_BLOCK];
+        unsigned char tx[DPM_BLOCK];
+        for (dpm_index j = 0; j < DPM_BLOCK; j++) {
+            const int in = j < rem;
+            tF[j] = in ? F[b + j] : 1.0; tK[j] = in ? K[b + j] : 1.0;
+            ts[j] = in ? sigma[b + j] : 0.0; tT[j] = in ? T[b + j] : 0.0;
+            tc[j] = in ? cp[b + j] : 1.0;
+            tr[j] = (in && has_rq) ? r[b + j] : 0.0; tq[j] = (in && has_rq) ? q[b + j] : 0.0;
+        }
+        nfix += dpm_price_loop(tF, tK, ts, tT, tc, tr, tq, has_rq, model, inverse, to, tx,
+                               DPM_BLOCK);
+        for (dpm_index j = 0; j < rem; j++) { out[b + j] = to[j]; fix[b + j] = tx[j]; }
+    }
+    return nfix;
+}
+
 DPM_CLONES
 static dpm_index dpm_price_fast(const double *F, const double *K, const double *sigma,
                                 const double *T, const double *cp, const double *r, const double *q,
                                 int model, int inverse, double *out, unsigned char *fix, dpm_index n)
 {
     if (r && q)
-        return model ? dpm_price_loop(F, K, sigma, T, cp, r, q, 1, 1, 0, out, fix, n)
-                     : dpm_price_loop(F, K, sigma, T, cp, r, q, 1, 0, inverse, out, fix, n);
-    return dpm_price_loop(F, K, sigma, T, cp, r, q, 0, model, inverse, out, fix, n);
+        return model ? dpm_price_blocks(F, K, sigma, T, cp, r, q, 1, 1, 0, out, fix, n)
+                     : dpm_price_blocks(F, K, sigma, T, cp, r, q, 1, 0, inverse, out, fix, n);
+    return dpm_price_blocks(F, K, sigma, T, cp, r, q, 0, model, inverse, out, fix, n);
 }
 
 /* Fix-up pass: recompute flagged elements in extended precision (rare; scalar). */
@@ -297,6 +337,44 @@ DPM_INLINE dpm_index dpm_greeks_loop(const double *restrict F, const double *res
     return nfix;
 }
 
+/* Block driver of the greeks loop (see dpm_price_blocks for why). */
+DPM_INLINE dpm_index dpm_greeks_blocks(const double *F, const double *K, const double *sigma,
+                                       const double *T, const double *cp, const double *r,
+                                       const double *q, const int has_rq, const int model,
+                                       const int inverse, double *price, double *delta,
+                                       double *gamma, double *vega, double *theta, double *rho,
+                                       double *vanna, double *volga, unsigned char *fix,
+                                       dpm_index n)
+{
+    dpm_index nfix = 0, b = 0;
+    for (; b + DPM_BLOCK <= n; b += DPM_BLOCK)
+        nfix += dpm_greeks_loop(F + b, K + b, sigma + b, T + b, cp + b, has_rq ? r + b : r,
+                                has_rq ? q + b : q, has_rq, model, inverse, price + b, delta + b,
+                                gamma + b, vega + b, theta + b, rho + b, vanna + b, volga + b,
+                                fix + b, DPM_BLOCK);
+    const dpm_index rem = n - b;
+    if (rem > 0) {
+        double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
+        double tr[DPM_BLOCK], tq[DPM_BLOCK], o[8][DPM_BLOCK];
+        unsigned char tx[DPM_BLOCK];
+        for (dpm_index j = 0; j < DPM_BLOCK; j++) {
+            const int in = j < rem;
+            tF[j] = in ? F[b + j] : 1.0; tK[j] = in ? K[b + j] : 1.0;
+            ts[j] = in ? sigma[b + j] : 0.0; tT[j] = in ? T[b + j] : 0.0;
+            tc[j] = in ? cp[b + j] : 1.0;
+            tr[j] = (in && has_rq) ? r[b + j] : 0.0; tq[j] = (in && has_rq) ? q[b + j] : 0.0;
+        }
+        nfix += dpm_greeks_loop(tF, tK, ts, tT, tc, tr, tq, has_rq, model, inverse, o[0], o[1],
+                                o[2], o[3], o[4], o[5], o[6], o[7], tx, DPM_BLOCK);
+        for (dpm_index j = 0; j < rem; j++) {
+            price[b + j] = o[0][j]; delta[b + j] = o[1][j]; gamma[b + j] = o[2][j];
+            vega[b + j] = o[3][j]; theta[b + j] = o[4][j]; rho[b + j] = o[5][j];
+            vanna[b + j] = o[6][j]; volga[b + j] = o[7][j]; fix[b + j] = tx[j];
+        }
+    }
+    return nfix;
+}
+
 DPM_CLONES
 static dpm_index dpm_greeks_fast(const double *F, const double *K, const double *sigma,
                                  const double *T, const double *cp, const double *r, const double *q,
@@ -306,13 +384,13 @@ static dpm_index dpm_greeks_fast(const double *F, const double *K, const double 
 {
 #define DPM_G_ARGS price, delta, gamma, vega, theta, rho, vanna, volga, fix, n
     if (r && q) {
-        if (model) return dpm_greeks_loop(F, K, sigma, T, cp, r, q, 1, 1, 0, DPM_G_ARGS);
-        return inverse ? dpm_greeks_loop(F, K, sigma, T, cp, r, q, 1, 0, 1, DPM_G_ARGS)
-                       : dpm_greeks_loop(F, K, sigma, T, cp, r, q, 1, 0, 0, DPM_G_ARGS);
+        if (model) return dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 1, 1, 0, DPM_G_ARGS);
+        return inverse ? dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 1, 0, 1, DPM_G_ARGS)
+                       : dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 1, 0, 0, DPM_G_ARGS);
     }
-    if (model) return dpm_greeks_loop(F, K, sigma, T, cp, r, q, 0, 1, 0, DPM_G_ARGS);
-    return inverse ? dpm_greeks_loop(F, K, sigma, T, cp, r, q, 0, 0, 1, DPM_G_ARGS)
-                   : dpm_greeks_loop(F, K, sigma, T, cp, r, q, 0, 0, 0, DPM_G_ARGS);
+    if (model) return dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 0, 1, 0, DPM_G_ARGS);
+    return inverse ? dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 0, 0, 1, DPM_G_ARGS)
+                   : dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 0, 0, 0, DPM_G_ARGS);
 #undef DPM_G_ARGS
 }
 

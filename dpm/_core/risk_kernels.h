@@ -269,7 +269,7 @@ typedef double dpm_v8d __attribute__((vector_size(64), aligned(8), may_alias));
 
 #if DPM_HAVE_VEC
 /* acc[0:DPM_GBLK] (+)= sum_j q[j] * row(inst[j])[s0 : s0 + DPM_GBLK], in the order of j. */
-static inline void dpm_gather_blk(const double *restrict pnl, dpm_index Sp, dpm_index s0,
+DPM_INLINE void dpm_gather_blk(const double *restrict pnl, dpm_index Sp, dpm_index s0,
                                   const int64_t *restrict inst, const double *restrict qty,
                                   int64_t n, double *restrict acc, int first)
 {
@@ -295,7 +295,7 @@ static inline void dpm_gather_blk(const double *restrict pnl, dpm_index Sp, dpm_
 }
 
 /* The same for one block of 8 scenarios (the tail when Sp is not a multiple of DPM_GBLK). */
-static inline void dpm_gather_blk8(const double *restrict pnl, dpm_index Sp, dpm_index s0,
+DPM_INLINE void dpm_gather_blk8(const double *restrict pnl, dpm_index Sp, dpm_index s0,
                                    const int64_t *restrict inst, const double *restrict qty,
                                    int64_t n, double *restrict acc, int first)
 {
@@ -312,7 +312,7 @@ static inline void dpm_gather_blk8(const double *restrict pnl, dpm_index Sp, dpm
 /* The state of positions (inst, qty)[0:n] of one account, as dpm_state_clear + dpm_state_add would
  * build it (bit-identical), written into `st`. Accumulator rows of underlyings the account does not
  * hold are left untouched: dpm_state_finish never reads them (present[u] == 0). */
-static inline void dpm_state_build(const dpm_agg_params *restrict p, double *restrict st,
+DPM_INLINE void dpm_state_build(const dpm_agg_params *restrict p, double *restrict st,
                                    const int64_t *restrict inst, const double *restrict qty, int64_t n)
 {
     const dpm_index Sp = p->Sp, U = p->U, NB = p->NB;
