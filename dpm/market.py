@@ -182,6 +182,9 @@ class ForwardCurve:
         y = np.asarray(np.interp(T, self.times, self.basis), dtype=np.float64)
         return self.index_price * np.exp(y * T)
 
+    def __reduce__(self):
+        return (ForwardCurve, (self.index_price, self.times, self.basis))
+
     def with_index(self, index_price: float) -> ForwardCurve:
         """Same basis term structure, new spot (forwards move proportionally)."""
         return ForwardCurve(index_price, self.times, self.basis)
@@ -244,6 +247,10 @@ class UnderlyingMarket:
             changes["forward_curve"] = self.forward_curve.with_index(changes["index_price"])
         return replace(self, **changes)
 
+    def __reduce__(self):
+        return (UnderlyingMarket, (self.index_price, self.forward_curve, self.vol_surface, self.perpetual_price,
+                                   self.funding_rate))
+
     def forward(self, T: Any) -> np.ndarray:
         """Shortcut for ``forward_curve.forward(T)``."""
         return self.forward_curve.forward(T)
@@ -289,6 +296,9 @@ class InstrumentInputs:
     def __len__(self) -> int:
         return self.forward.size
 
+    def __reduce__(self):
+        return (InstrumentInputs, (self.forward, self.time, self.vol, self.index, self.timestamp_ms))
+
 
 # --------------------------------------------------------------------------- snapshot
 @dataclass(frozen=True, eq=False)
@@ -324,6 +334,10 @@ class MarketSnapshot:
             und[name] = um
         object.__setattr__(self, "timestamp_ms", int(ts))
         object.__setattr__(self, "underlyings", MappingProxyType(und))
+
+    def __reduce__(self):
+        # a MappingProxyType cannot be pickled: rebuild from a plain dict
+        return (MarketSnapshot, (self.timestamp_ms, dict(self.underlyings)))
 
     def __getitem__(self, name: str) -> UnderlyingMarket:
         try:

@@ -655,6 +655,10 @@ class VolSurface:
     def __delattr__(self, name: str) -> None:
         raise AttributeError("VolSurface is immutable")
 
+    def __reduce__(self):
+        # rebuild through __init__ so that pickled copies are validated and read-only again
+        return (VolSurface, (self._slices, self._report, self._lifted))
+
     def __repr__(self) -> str:
         labels = ", ".join(s.label for s in self._slices)
         return f"VolSurface({len(self._slices)} slices: {labels}; arbitrage_free={self._report.arbitrage_free})"

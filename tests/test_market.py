@@ -102,6 +102,26 @@ def test_snapshot_is_immutable():
         inp.forward[0] = 1.0
 
 
+def test_pickle_and_deepcopy_keep_snapshots_immutable():
+    import copy
+    import pickle
+
+    snap = _market()
+    for clone in (pickle.loads(pickle.dumps(snap)), copy.deepcopy(snap)):
+        assert clone is not snap and clone.timestamp_ms == snap.timestamp_ms
+        btc = clone["BTC"]
+        assert not btc.forward_curve.basis.flags.writeable
+        assert not btc.vol_surface.times.flags.writeable
+        np.testing.assert_array_equal(btc.forward([0.0, 0.3]), snap["BTC"].forward([0.0, 0.3]))
+        np.testing.assert_array_equal(btc.vol_surface.implied_vol([90.0, 110.0], 0.2, 100.0),
+                                      snap["BTC"].vol_surface.implied_vol([90.0, 110.0], 0.2, 100.0))
+        assert btc.perpetual_price == 100.5 and btc.funding_rate == 1e-4
+        with pytest.raises(TypeError):
+            clone.underlyings["X"] = btc
+    inp = snap.instrument_inputs(InstrumentTable.from_names(["BTC-PERPETUAL"]))
+    assert not pickle.loads(pickle.dumps(inp)).forward.flags.writeable
+
+
 def test_caller_arrays_are_copied_not_frozen():
     t = np.array([0.1, 0.5])
     F = np.array([101.0, 104.0])

@@ -411,3 +411,21 @@ def test_from_svi_params_errors():
         VolSurface.from_svi_params([{"a": 0.1, "b": 0.1}], [1.0])
     s = VolSurface.from_svi_params([{"a": 0.04, "b": 0.1, "rho": -0.2, "m": 0.0, "sigma": 0.2}], [1.0])
     assert isinstance(s.slices[0], SVISlice)
+
+
+def test_from_marks_repairs_arbitrageable_quotes():
+    """Quotes drawn from Vogt's smile (butterfly) and a second expiry below the first (calendar)."""
+    k = np.linspace(-0.8, 1.4, 45)
+    K = 100.0 * np.exp(k)
+    iv1 = np.sqrt(svi_total_variance(k, *VOGT))                     # T = 1
+    iv2 = np.sqrt(svi_total_variance(k, *VOGT) * 0.9 / 1.5)         # T = 1.5 with less total variance
+    s = VolSurface.from_marks(np.concatenate([K, K]), [1.0] * 45 + [1.5] * 45, np.full(90, 100.0),
+                              np.concatenate([iv1, iv2]), labels=["A"] * 45 + ["B"] * 45)
+    kinds = {(i.kind, i.label) for i in s.report.issues}
+    assert ("butterfly", "A") in kinds and ("calendar", "B") in kinds
+    assert s.report.arbitrage_free
+    assert calendar_violation(s) < 1e-12
+    for T in (1.0, 1.5):
+        assert butterfly_violation(s, T) < 1e-6
+    a = s.slices[0]
+    assert a.iv_rmse < 0.01 and a.n_quotes == 45          # the repair costs well under a vol point

@@ -5,49 +5,51 @@ from libc.stdint cimport int8_t, uint8_t, int32_t, int64_t
 from dpm._core._black cimport dpm_index
 
 cdef extern from "tail_kernels.h" nogil:
-    void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index S, dpm_index M,
-                           dpm_index B, const int8_t *kind,
+    void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index S, dpm_index c0, dpm_index c1,
+                           dpm_index M, dpm_index B, const int8_t *kind,
                            const uint8_t *inverse, const int32_t *und, const double *F,
                            const double *K, const double *cp, const double *T, const double *cs,
                            const double *vol, const double *index, const double *move,
                            const double *volmult, double dt, double *out) noexcept
     void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
-                       const double *qty, const double *P, dpm_index S, dpm_index M,
-                       dpm_index B, dpm_index k,
-                       double *acc, double *heap_val, int32_t *heap_idx, int32_t *heap_n) noexcept
+                       const double *qty, const double *P, dpm_index nsc, dpm_index s_base,
+                       dpm_index M, dpm_index B, dpm_index k, double *acc, double *heap_val,
+                       int32_t *heap_idx, int32_t *heap_n) noexcept
     void dpm_gather_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
                          const double *qty, const double *P, dpm_index S, double *out) noexcept
 
 
-def revalue_joint(Py_ssize_t start, Py_ssize_t stop, const int8_t[::1] kind,
-                  const uint8_t[::1] inverse, const int32_t[::1] und, const double[::1] F,
-                  const double[::1] K, const double[::1] cp, const double[::1] T,
+def revalue_joint(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t c0, Py_ssize_t c1,
+                  const int8_t[::1] kind, const uint8_t[::1] inverse, const int32_t[::1] und,
+                  const double[::1] F, const double[::1] K, const double[::1] cp, const double[::1] T,
                   const double[::1] cs, const double[::1] vol, const double[::1] index,
                   const double[:, ::1] move, const double[:, ::1] volmult, double dt,
                   double[:, :, ::1] out):
-    """Rows ``[start, stop)`` of the blocked (n_blocks x M x B) instrument x scenario USD P&L."""
-    if stop <= start:
+    """Rows ``[start, stop)`` of the blocked (n_blocks x M x B) instrument x scenario USD P&L of
+    scenarios ``[c0, c1)`` (columns of ``move``/``volmult``, U x S)."""
+    if stop <= start or c1 <= c0:
         return
     cdef dpm_index S = move.shape[1]
     with nogil:
-        dpm_revalue_joint(start, stop, S, out.shape[1], out.shape[2], &kind[0], &inverse[0], &und[0], &F[0], &K[0], &cp[0],
-                          &T[0], &cs[0], &vol[0], &index[0], &move[0, 0], &volmult[0, 0], dt,
-                          &out[0, 0, 0])
+        dpm_revalue_joint(start, stop, S, c0, c1, out.shape[1], out.shape[2], &kind[0], &inverse[0],
+                          &und[0], &F[0], &K[0], &cp[0], &T[0], &cs[0], &vol[0], &index[0],
+                          &move[0, 0], &volmult[0, 0], dt, &out[0, 0, 0])
 
 
 def tail_rows(Py_ssize_t a0, Py_ssize_t a1, const int64_t[::1] indptr, const int64_t[::1] inst,
-              const double[::1] qty, const double[:, :, ::1] P, Py_ssize_t S, double[::1] acc,
-              double[:, ::1] heap_val, int32_t[:, ::1] heap_idx, int32_t[::1] heap_n):
-    """The ``k = heap_val.shape[1]`` largest losses of accounts ``[a0, a1)`` (unsorted heaps);
-    ``P`` is blocked (n_blocks x M x B) over ``S`` scenarios."""
-    if a1 <= a0:
+              const double[::1] qty, const double[:, :, ::1] P, Py_ssize_t nsc, Py_ssize_t s_base,
+              double[::1] acc, double[:, ::1] heap_val, int32_t[:, ::1] heap_idx,
+              int32_t[::1] heap_n):
+    """Update the heaps of the ``k = heap_val.shape[1]`` largest losses of accounts ``[a0, a1)``
+    with ``nsc`` scenarios (numbered from ``s_base``) of the blocked chunk ``P``
+    (n_blocks x M x B); ``acc`` is B doubles of scratch."""
+    if a1 <= a0 or nsc <= 0:
         return
     cdef const int64_t *ip = &inst[0] if inst.shape[0] > 0 else NULL
     cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
     with nogil:
-        dpm_tail_rows(a0, a1, &indptr[0], ip, qp, &P[0, 0, 0], S, P.shape[1], P.shape[2],
-                      heap_val.shape[1],
-                      &acc[0], &heap_val[0, 0], &heap_idx[0, 0], &heap_n[0])
+        dpm_tail_rows(a0, a1, &indptr[0], ip, qp, &P[0, 0, 0], nsc, s_base, P.shape[1], P.shape[2],
+                      heap_val.shape[1], &acc[0], &heap_val[0, 0], &heap_idx[0, 0], &heap_n[0])
 
 
 def gather_rows(Py_ssize_t a0, Py_ssize_t a1, const int64_t[::1] indptr, const int64_t[::1] inst,

@@ -249,27 +249,31 @@ DPM_INLINE dpm_index dpm_price_blocks(const double *F, const double *K, const do
                                       const int inverse, double *out, unsigned char *fix,
                                       dpm_index n)
 {
-    dpm_index nfix = 0, b = 0;
-    for (; b + DPM_BLOCK <= n; b += DPM_BLOCK)
-        nfix += dpm_price_loop(F + b, K + b, sigma + b, T + b, cp + b, has_rq ? r + b : r,
-                               has_rq ? q + b : q, has_rq, model, inverse, out + b, fix + b,
-                               DPM_BLOCK);
-    const dpm_index rem = n - b;
-    if (rem > 0) {
-        /* padding: sigma = T = 0 prices the intrinsic value, no special cases */
-        double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
-        double tr[DPM_BLOCK], tq[DPM_BLOCK], to[DPM_BLOCK];
-        unsigned char tx[DPM_BLOCK];
-        for (dpm_index j = 0; j < DPM_BLOCK; j++) {
-            const int in = j < rem;
-            tF[j] = in ? F[b + j] : 1.0; tK[j] = in ? K[b + j] : 1.0;
-            ts[j] = in ? sigma[b + j] : 0.0; tT[j] = in ? T[b + j] : 0.0;
-            tc[j] = in ? cp[b + j] : 1.0;
-            tr[j] = (in && has_rq) ? r[b + j] : 0.0; tq[j] = (in && has_rq) ? q[b + j] : 0.0;
+    /* padding: sigma = T = 0 prices the intrinsic value, no special case */
+    double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
+    double tr[DPM_BLOCK], tq[DPM_BLOCK], to[DPM_BLOCK];
+    unsigned char tx[DPM_BLOCK];
+    dpm_index nfix = 0;
+    for (dpm_index b = 0; b < n; b += DPM_BLOCK) {
+        const dpm_index rem = n - b;
+        const int full = rem >= DPM_BLOCK;
+        if (!full) {
+            for (dpm_index j = 0; j < DPM_BLOCK; j++) {
+                const int in = j < rem;
+                tF[j] = in ? F[b + j] : 1.0; tK[j] = in ? K[b + j] : 1.0;
+                ts[j] = in ? sigma[b + j] : 0.0; tT[j] = in ? T[b + j] : 0.0;
+                tc[j] = in ? cp[b + j] : 1.0;
+                tr[j] = (in && has_rq) ? r[b + j] : 0.0; tq[j] = (in && has_rq) ? q[b + j] : 0.0;
+            }
         }
-        nfix += dpm_price_loop(tF, tK, ts, tT, tc, tr, tq, has_rq, model, inverse, to, tx,
+        /* one call site for full and padded blocks, so both run the very same code */
+        nfix += dpm_price_loop(full ? F + b : tF, full ? K + b : tK, full ? sigma + b : ts,
+                               full ? T + b : tT, full ? cp + b : tc,
+                               (full && has_rq) ? r + b : tr, (full && has_rq) ? q + b : tq,
+                               has_rq, model, inverse, full ? out + b : to, full ? fix + b : tx,
                                DPM_BLOCK);
-        for (dpm_index j = 0; j < rem; j++) { out[b + j] = to[j]; fix[b + j] = tx[j]; }
+        if (!full)
+            for (dpm_index j = 0; j < rem; j++) { out[b + j] = to[j]; fix[b + j] = tx[j]; }
     }
     return nfix;
 }
@@ -346,30 +350,36 @@ DPM_INLINE dpm_index dpm_greeks_blocks(const double *F, const double *K, const d
                                        double *vanna, double *volga, unsigned char *fix,
                                        dpm_index n)
 {
-    dpm_index nfix = 0, b = 0;
-    for (; b + DPM_BLOCK <= n; b += DPM_BLOCK)
-        nfix += dpm_greeks_loop(F + b, K + b, sigma + b, T + b, cp + b, has_rq ? r + b : r,
-                                has_rq ? q + b : q, has_rq, model, inverse, price + b, delta + b,
-                                gamma + b, vega + b, theta + b, rho + b, vanna + b, volga + b,
-                                fix + b, DPM_BLOCK);
-    const dpm_index rem = n - b;
-    if (rem > 0) {
-        double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
-        double tr[DPM_BLOCK], tq[DPM_BLOCK], o[8][DPM_BLOCK];
-        unsigned char tx[DPM_BLOCK];
-        for (dpm_index j = 0; j < DPM_BLOCK; j++) {
-            const int in = j < rem;
-            tF[j] = in ? F[b + j] : 1.0; tK[j] = in ? K[b + j] : 1.0;
-            ts[j] = in ? sigma[b + j] : 0.0; tT[j] = in ? T[b + j] : 0.0;
-            tc[j] = in ? cp[b + j] : 1.0;
-            tr[j] = (in && has_rq) ? r[b + j] : 0.0; tq[j] = (in && has_rq) ? q[b + j] : 0.0;
+    double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
+    double tr[DPM_BLOCK], tq[DPM_BLOCK], o[8][DPM_BLOCK];
+    unsigned char tx[DPM_BLOCK];
+    dpm_index nfix = 0;
+    for (dpm_index b = 0; b < n; b += DPM_BLOCK) {
+        const dpm_index rem = n - b;
+        const int full = rem >= DPM_BLOCK;
+        if (!full) {
+            for (dpm_index j = 0; j < DPM_BLOCK; j++) {
+                const int in = j < rem;
+                tF[j] = in ? F[b + j] : 1.0; tK[j] = in ? K[b + j] : 1.0;
+                ts[j] = in ? sigma[b + j] : 0.0; tT[j] = in ? T[b + j] : 0.0;
+                tc[j] = in ? cp[b + j] : 1.0;
+                tr[j] = (in && has_rq) ? r[b + j] : 0.0; tq[j] = (in && has_rq) ? q[b + j] : 0.0;
+            }
         }
-        nfix += dpm_greeks_loop(tF, tK, ts, tT, tc, tr, tq, has_rq, model, inverse, o[0], o[1],
-                                o[2], o[3], o[4], o[5], o[6], o[7], tx, DPM_BLOCK);
-        for (dpm_index j = 0; j < rem; j++) {
-            price[b + j] = o[0][j]; delta[b + j] = o[1][j]; gamma[b + j] = o[2][j];
-            vega[b + j] = o[3][j]; theta[b + j] = o[4][j]; rho[b + j] = o[5][j];
-            vanna[b + j] = o[6][j]; volga[b + j] = o[7][j]; fix[b + j] = tx[j];
+        nfix += dpm_greeks_loop(full ? F + b : tF, full ? K + b : tK, full ? sigma + b : ts,
+                                full ? T + b : tT, full ? cp + b : tc,
+                                (full && has_rq) ? r + b : tr, (full && has_rq) ? q + b : tq,
+                                has_rq, model, inverse, full ? price + b : o[0],
+                                full ? delta + b : o[1], full ? gamma + b : o[2],
+                                full ? vega + b : o[3], full ? theta + b : o[4],
+                                full ? rho + b : o[5], full ? vanna + b : o[6],
+                                full ? volga + b : o[7], full ? fix + b : tx, DPM_BLOCK);
+        if (!full) {
+            for (dpm_index j = 0; j < rem; j++) {
+                price[b + j] = o[0][j]; delta[b + j] = o[1][j]; gamma[b + j] = o[2][j];
+                vega[b + j] = o[3][j]; theta[b + j] = o[4][j]; rho[b + j] = o[5][j];
+                vanna[b + j] = o[6][j]; volga[b + j] = o[7][j]; fix[b + j] = tx[j];
+            }
         }
     }
     return nfix;

@@ -1,17 +1,26 @@
 /*
  * Kernels for VaR / expected shortfall and stress tests over joint market scenarios.
  *
- * dpm_revalue_joint: P&L (USD per contract) of each instrument in each joint scenario, where
- *   scenario s moves underlying u's price by move[u*S + s] and multiplies its implied vols by
- *   volmult[u*S + s]; time advances by dt (the horizon).  Uses the one Black-76 formula of
- *   black_math.h.  The output is blocked: scenario s of instrument i is at
+ * dpm_revalue_joint: P&L (USD per contract) of instruments [start, stop) in the joint scenarios
+ *   [c0, c1), where scenario s moves underlying u's price by move[u*S + s] and multiplies its implied
+ *   vols by volmult[u*S + s]; time advances by dt (the horizon).  Uses the one Black-76 formula of
+ *   black_math.h.  The output is blocked: scenario c0 + s of instrument i is at
  *   out[((s / B) * M + i) * B + s % B], so each block of B scenarios is one contiguous M x B matrix
  *   (B = S gives the plain M x S layout); the tail of the last block is zero-filled.
- * dpm_tail_rows: for accounts [a0, a1) of a CSR book, the k largest losses over all scenarios (and
- *   their scenario indices), kept in a per-account binary min-heap; P in the blocked layout above.  Scenarios are visited in
- *   blocks of B columns, accounts inside each block, so the M x B block of P stays in cache while
- *   every account of the chunk gathers from it; the accounts x scenarios matrix is never formed.
+ * dpm_tail_rows: for accounts [a0, a1) of a CSR book, updates the k largest losses (and their
+ *   scenario indices) kept in a per-account binary min-heap with the scenarios of one chunk of P
+ *   (blocked layout above, nsc scenarios numbered from s_base).  The chunk is visited block by block
+ *   and, inside a block, account by account, so the M x B block stays in L2 while every account of
+ *   the range gathers from it; the accounts x scenarios matrix is never formed.  For B = 16, 32 and
+ *   64 the B-wide accumulator of an account is held in vector registers for the whole position
+ *   loop (GCC vector extensions, lowered to 2/4/8 zmm, 4/8/16 ymm or xmm per target clone): one FMA
+ *   with a memory operand per 8 scenarios and position, no load/store of the accumulator.  Any other
+ *   B takes a generic loop.  A block whose largest loss cannot enter a full heap is skipped without
+ *   touching the heap (exactly the same pushes as visiting every scenario).
  * dpm_gather_rows: the full N x S P&L of accounts (for stress tests with few scenarios).
+ *
+ * Every account is reduced by one thread in a fixed order (positions in CSR order, scenarios in
+ * increasing order), so results do not depend on the number of threads or on B.
  */
 #ifndef DPM_TAIL_KERNELS_H
 #define DPM_TAIL_KERNELS_H
@@ -21,26 +30,27 @@
 #include "black_math.h"
 
 DPM_CLONES
-static void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index S, dpm_index M,
-                              dpm_index B, const int8_t *kind,
+static void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index S, dpm_index c0,
+                              dpm_index c1, dpm_index M, dpm_index B, const int8_t *kind,
                               const uint8_t *inverse, const int32_t *und, const double *F,
                               const double *K, const double *cp, const double *T, const double *cs,
                               const double *vol, const double *index, const double *move,
                               const double *volmult, double dt, double *out)
 {
+    const dpm_index n = c1 - c0;
     for (dpm_index i = start; i < stop; i++) {
         const int k = kind[i], inv = inverse[i];
         const dpm_index u = und[i];
         const double Fi = F[i], Ki = K[i], cpi = cp[i], csi = cs[i], si = vol[i], Si = index[u];
         const double Ti = T[i];
         const double T1 = Ti - dt > 0.0 ? Ti - dt : 0.0;
-        const double *mv = move + u * S, *vm = volmult + u * S;
+        const double *mv = move + u * S + c0, *vm = volmult + u * S + c0;
         const double conv = (k == 3 && inv) ? Si / Fi : 1.0;
         const double v0 = k == 3 ? csi * conv * dpm_black76(Fi, Ki, si, Ti, cpi) : 0.0;
-        for (dpm_index s0 = 0; s0 < S; s0 += B) {
-            const dpm_index nb = S - s0 < B ? S - s0 : B;
-            double *row = out + ((s0 / B) * M + i) * B;
-            const double *m = mv + s0, *v = vm + s0;
+        for (dpm_index s0 = 0; s0 < n; s0 += B) {
+            const dpm_index nb = n - s0 < B ? n - s0 : B;
+            double *restrict row = out + ((s0 / B) * M + i) * B;
+            const double *restrict m = mv + s0, *restrict v = vm + s0;
             if (k == 3) {
                 /* USD value: linear cs*B; inverse (coin) cs*B/F converted at the underlying's price
                  * S, i.e. cs*B*S/F, and F1/S1 = F/S in every scenario (the curve moves together). */
@@ -49,13 +59,16 @@ static void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index S, dpm_
                     const double F1 = Fi * (1.0 + m[j]);
                     row[j] = csi * conv * dpm_black76(F1, Ki, si * v[j], T1, cpi) - v0;
                 }
-            } else {
+            } else if (inv) {
                 /* inverse: coin P&L cs*(1/F - 1/F1), worth that many coins at the scenario price */
                 DPM_SIMD
                 for (dpm_index j = 0; j < nb; j++) {
                     const double F1 = Fi * (1.0 + m[j]);
-                    row[j] = inv ? csi * (1.0 / Fi - 1.0 / F1) * Si * (1.0 + m[j]) : csi * (F1 - Fi);
+                    row[j] = csi * (1.0 / Fi - 1.0 / F1) * Si * (1.0 + m[j]);
                 }
+            } else {
+                DPM_SIMD
+                for (dpm_index j = 0; j < nb; j++) row[j] = csi * (Fi * (1.0 + m[j]) - Fi);
             }
             for (dpm_index j = nb; j < B; j++) row[j] = 0.0;
         }
@@ -95,30 +108,102 @@ static inline void dpm_heap_push(double *hv, int32_t *hi, int32_t *hn, dpm_index
     hi[c] = s;
 }
 
-DPM_CLONES
-static void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
-                          const double *qty, const double *P, dpm_index S, dpm_index M,
-                          dpm_index B, dpm_index k,
-                          double *acc, double *heap_val, int32_t *heap_idx, int32_t *heap_n)
+/* Push the nb valid P&L values of one account and block (scenarios s0, s0+1, ...) unless the block's
+ * worst P&L mn cannot enter the (full) heap. */
+static inline void dpm_heap_block(const double *pnl, dpm_index nb, double mn, double *hv, int32_t *hi,
+                                  int32_t *hn, dpm_index k, dpm_index s0)
 {
-    for (dpm_index a = a0; a < a1; a++) heap_n[a] = 0;
-    for (dpm_index s0 = 0; s0 < S; s0 += B) {
-        const dpm_index nb = S - s0 < B ? S - s0 : B;
+    if (*hn == k && !(-mn > hv[0])) return;
+    for (dpm_index j = 0; j < nb; j++) dpm_heap_push(hv, hi, hn, k, -pnl[j], (int32_t)(s0 + j));
+}
+
+#if defined(__GNUC__)
+/* 8 doubles; aligned(8) makes loads through it unaligned (numpy buffers are only 16-byte aligned). */
+typedef double dpm_v8d __attribute__((vector_size(64), aligned(8)));
+
+/* One specialisation per compile-time block width W (a multiple of 8): the accumulator is W/8
+ * vector variables that GCC keeps in registers across the position loop. */
+#define DPM_TAIL_ROWS_W(W)                                                                           \
+DPM_CLONES                                                                                           \
+static void dpm_tail_rows_##W(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst, \
+                              const double *qty, const double *P, dpm_index nsc, dpm_index s_base,    \
+                              dpm_index M, dpm_index k, double *heap_val, int32_t *heap_idx,          \
+                              int32_t *heap_n)                                                        \
+{                                                                                                    \
+    enum { NV = (W) / 8 };                                                                           \
+    double pnl[W] __attribute__((aligned(64)));                                                      \
+    for (dpm_index s0 = 0; s0 < nsc; s0 += (W)) {                                                    \
+        const dpm_index nb = nsc - s0 < (W) ? nsc - s0 : (W);                                        \
+        const double *blk = P + (s0 / (W)) * M * (W);                                                \
+        for (dpm_index a = a0; a < a1; a++) {                                                        \
+            dpm_v8d acc[NV];                                                                         \
+            _Pragma("GCC unroll 8")                                                                  \
+            for (int v = 0; v < NV; v++) acc[v] = (dpm_v8d){0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0}; \
+            const int64_t pe = indptr[a + 1];                                                        \
+            for (int64_t p = indptr[a]; p < pe; p++) {                                               \
+                const double q = qty[p];                                                             \
+                const dpm_v8d *row = (const dpm_v8d *)(blk + inst[p] * (W));                         \
+                _Pragma("GCC unroll 8")                                                              \
+                for (int v = 0; v < NV; v++) acc[v] += q * row[v];                                   \
+            }                                                                                        \
+            _Pragma("GCC unroll 8")                                                                  \
+            for (int v = 0; v < NV; v++) memcpy(pnl + 8 * v, &acc[v], sizeof(dpm_v8d));             \
+            double mn = pnl[0];                                                                      \
+            for (int j = 1; j < (W); j++) mn = pnl[j] < mn ? pnl[j] : mn;                            \
+            dpm_heap_block(pnl, nb, mn, heap_val + a * k, heap_idx + a * k, heap_n + a, k,           \
+                           s_base + s0);                                                             \
+        }                                                                                            \
+    }                                                                                                \
+}
+DPM_TAIL_ROWS_W(16)
+DPM_TAIL_ROWS_W(32)
+DPM_TAIL_ROWS_W(64)
+#define DPM_TAIL_FIXED 1
+#else
+#define DPM_TAIL_FIXED 0
+#endif
+
+/* Generic block width (and compilers without vector extensions). acc: B doubles of scratch. */
+DPM_CLONES
+static void dpm_tail_rows_any(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
+                              const double *qty, const double *P, dpm_index nsc, dpm_index s_base,
+                              dpm_index M, dpm_index B, dpm_index k, double *acc, double *heap_val,
+                              int32_t *heap_idx, int32_t *heap_n)
+{
+    for (dpm_index s0 = 0; s0 < nsc; s0 += B) {
+        const dpm_index nb = nsc - s0 < B ? nsc - s0 : B;
+        const double *blk = P + (s0 / B) * M * B;
         for (dpm_index a = a0; a < a1; a++) {
             memset(acc, 0, sizeof(double) * (size_t)nb);
             for (int64_t p = indptr[a]; p < indptr[a + 1]; p++) {
                 const double q = qty[p];
-                const double *restrict row = P + ((s0 / B) * M + inst[p]) * B; /* blocked */
+                const double *restrict row = blk + inst[p] * B;
                 double *restrict ac = acc;
                 DPM_SIMD
                 for (dpm_index j = 0; j < nb; j++) ac[j] += q * row[j];
             }
-            double *hv = heap_val + a * k;
-            int32_t *hi = heap_idx + a * k;
-            for (dpm_index j = 0; j < nb; j++)
-                dpm_heap_push(hv, hi, heap_n + a, k, -acc[j], (int32_t)(s0 + j));
+            double mn = acc[0];
+            for (dpm_index j = 1; j < nb; j++) mn = acc[j] < mn ? acc[j] : mn;
+            dpm_heap_block(acc, nb, mn, heap_val + a * k, heap_idx + a * k, heap_n + a, k, s_base + s0);
         }
     }
+}
+
+/* Dispatch on the block width; heaps must be initialised (heap_n = 0) before the first chunk. */
+static void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
+                          const double *qty, const double *P, dpm_index nsc, dpm_index s_base,
+                          dpm_index M, dpm_index B, dpm_index k, double *acc, double *heap_val,
+                          int32_t *heap_idx, int32_t *heap_n)
+{
+#if DPM_TAIL_FIXED
+    switch (B) {
+    case 16: dpm_tail_rows_16(a0, a1, indptr, inst, qty, P, nsc, s_base, M, k, heap_val, heap_idx, heap_n); return;
+    case 32: dpm_tail_rows_32(a0, a1, indptr, inst, qty, P, nsc, s_base, M, k, heap_val, heap_idx, heap_n); return;
+    case 64: dpm_tail_rows_64(a0, a1, indptr, inst, qty, P, nsc, s_base, M, k, heap_val, heap_idx, heap_n); return;
+    default: break;
+    }
+#endif
+    dpm_tail_rows_any(a0, a1, indptr, inst, qty, P, nsc, s_base, M, B, k, acc, heap_val, heap_idx, heap_n);
 }
 
 static void dpm_gather_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
