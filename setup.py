@@ -6,6 +6,8 @@ Environment switches:
 - ``DPM_NATIVE=1``: compile for the build machine only (-march=native), no runtime dispatch clones.
   The default build is portable: the SIMD kernels carry GCC target_clones for AVX-512, AVX2 and
   baseline x86-64, selected at load time.
+- ``DPM_SANITIZE=1`` (with DPM_DEBUG): also AddressSanitizer, so out-of-bounds reads/writes inside
+  the C kernels abort loudly; run Python with ``LD_PRELOAD=$(gcc -print-file-name=libasan.so)``.
 - ``DPM_ANNOTATE=1``: write Cython's HTML annotation next to each .pyx.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("DPM_DEBUG", "0") not in ("", "0")
 NATIVE = os.environ.get("DPM_NATIVE", "0") not in ("", "0")
 ANNOTATE = os.environ.get("DPM_ANNOTATE", "0") not in ("", "0")
+SANITIZE = DEBUG and os.environ.get("DPM_SANITIZE", "0") not in ("", "0")
 
 
 def extensions() -> list:
@@ -37,17 +40,21 @@ def extensions() -> list:
     compile_args: list[str] = []
     define_macros: list[tuple[str, str | None]] = []
     libraries: list[str] = []
+    link_args: list[str] = []
     if is_gcc_like:
         # -fno-math-errno lets sqrt/exp/log vectorise; NaN/inf semantics are kept (no -ffast-math).
         compile_args += ["-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math", "-std=gnu11"]
-        compile_args += ["-O0", "-g"] if DEBUG else ["-O3"]
+        compile_args += ["-O0", "-g", "-UNDEBUG"] if DEBUG else ["-O3"]
+        if SANITIZE:
+            compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+            link_args += ["-fsanitize=address"]
         if NATIVE:
             compile_args.append("-march=native")
             define_macros.append(("DPM_NATIVE", "1"))
         if sys.platform.startswith("linux"):
             libraries += ["mvec", "m"]  # glibc's SIMD math library (exp/log/erfc vector variants)
     if DEBUG:
-        define_macros.append(("CYTHON_TRACE_NOGIL", "0"))
+        define_macros.append(("DPM_DEBUG_BUILD", "1"))
 
     sources = sorted(glob.glob(os.path.join("dpm", "_core", "*.pyx")))
     exts = [
@@ -58,6 +65,7 @@ def extensions() -> list:
             extra_compile_args=compile_args,
             define_macros=define_macros,
             libraries=libraries,
+            extra_link_args=link_args,
         )
         for src in sources
     ]

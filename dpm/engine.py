@@ -287,12 +287,14 @@ class AccountState:
     """One account's cached aggregation state: what-if costs O(scenarios) per order.
 
     Created by :meth:`MarginEngine.prepare`. ``what_if`` never changes the state; ``apply`` returns a
-    new state with the orders filled.
+    new state with the orders filled. Order premiums are paid at mark: ``cash_usd`` carries the cash
+    paid (< 0) or received by filled orders, so filling an order leaves the equity unchanged.
     """
 
-    def __init__(self, engine: MarginEngine, book: AccountBook) -> None:
+    def __init__(self, engine: MarginEngine, book: AccountBook, *, cash_usd: float = 0.0) -> None:
         self.engine = engine
         self.book = book
+        self.cash_usd = float(cash_usd)
         agg = engine._plan.agg
         self.state = np.empty(agg.state_size)
         agg.account_state(np.ascontiguousarray(book.instrument_idx, dtype=np.int64),
@@ -309,7 +311,7 @@ class AccountState:
         self._base_value = 0.0
         before = self._evaluate(np.zeros(0, dtype=np.int64), np.zeros(0))
         self._base_value = float(self._value[0])
-        before = (before[0], before[1], self.collateral_usd + self._base_value)
+        before = (before[0], before[1], self.collateral_usd + self.cash_usd + self._base_value)
         self.initial_margin = before[0]
         self.maintenance_margin = before[1]
         self.equity = before[2]
@@ -321,7 +323,7 @@ class AccountState:
         m = self.engine.model
         r = float(self._total[0])
         # equity of the account *before* the orders: their premium is paid at mark (cash out = value in)
-        return m.im_factor * r, m.mm_factor * r, self.collateral_usd + float(self._base_value)
+        return m.im_factor * r, m.mm_factor * r, self.collateral_usd + self.cash_usd + self._base_value
 
     def _orders(self, orders: Any) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(orders, Mapping):
@@ -367,15 +369,17 @@ class AccountState:
         return self.engine.model.im_factor * float(self._total[0])
 
     def apply(self, orders: Any) -> "AccountState":
-        """A new state with the orders filled (this one unchanged)."""
+        """A new state with the orders filled at mark (this one unchanged; equity unchanged)."""
         ids, qty = self._orders(orders)
+        self._evaluate(ids, qty)
+        premium = float(self._value[0]) - self._base_value  # mark value bought (> 0) or sold (< 0)
         book = self.book
         inst = np.concatenate([book.instrument_idx, ids])
         q = np.concatenate([book.quantity, qty])
         new = AccountBook.from_arrays(np.zeros(len(inst), dtype=np.int64), inst, q, self.engine.instruments,
                                       account_ids=book.account_id, collateral=book.collateral,
                                       currencies=book.currencies)
-        return AccountState(self.engine, new)
+        return AccountState(self.engine, new, cash_usd=self.cash_usd - premium)
 
 
 # ---------------------------------------------------------------------------------------------

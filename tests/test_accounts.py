@@ -89,8 +89,15 @@ def test_sparse_rows_use_comparison_sorts_and_match_reference():
     rng = np.random.default_rng(8)
     m = 20_000
     t = InstrumentTable.from_columns(
-        [f"i{k}" for k in range(m)], np.full(m, 2), ["BTC"] * m, np.zeros(m), np.full(m, np.nan),
-        np.full(m, np.iinfo(np.int64).max), np.ones(m, bool), np.ones(m), ["BTC"] * m,
+        [f"i{k}" for k in range(m)],
+        np.full(m, 2),
+        ["BTC"] * m,
+        np.zeros(m),
+        np.full(m, np.nan),
+        np.full(m, np.iinfo(np.int64).max),
+        np.ones(m, bool),
+        np.ones(m),
+        ["BTC"] * m,
     )
     sizes = [2, 5, 20, 32, 33, 60, 100, 257]
     acc = np.repeat(np.arange(len(sizes)), sizes)

@@ -121,6 +121,8 @@ def _model(preset: str) -> RiskMatrixModel:
     if preset == "paradex":
         return paradex_pm()
     m = dpm_default(correlation=None)
+    # a vol-up floor above most ETH vols, so the floor branch of the vol shock is exercised too
+    m = m.with_params("ETH", vol_shock=replace(m.params("ETH").vol_shock, min_vol_up=0.9))
     return replace(m, haircuts={"BTC": 0.05, "ETH": 0.1, "USDT": 0.01})
 
 
@@ -184,8 +186,34 @@ def test_engine_equals_reference(preset, ccy, sticky, market, table):
     # add-ons really are exercised somewhere in the sample
     L = np.array([[r["L"][u] for u in ("BTC", "ETH")] for r in ref])
     assert (L > 0).sum() > 40
+    col = {k: np.array([[r[k][u] for u in ("BTC", "ETH")] for r in ref]) for k in ("roll", "dshock", "floor")}
+    if preset == "deribit":
+        assert (col["dshock"] > 0).any() and (col["roll"] > 0).any()
+    if preset in ("okx", "span"):
+        assert np.isclose(L, col["floor"]).any() and (col["floor"] > 0).any()  # the floor binds somewhere
     _check_against_reference(engine, book, ref, [{("BTC", "ETH"): 0.8},
                                                  np.array([[1.0, -0.3], [-0.3, 1.0]])])
+
+
+@pytest.mark.parametrize("ccy", ["usd", "coin"])
+def test_user_scenarios_on_one_underlying(ccy, market, table):
+    """User-supplied scenarios replace ETH's grid (fewer scenarios than BTC: padded columns unused)."""
+    from dpm.scenarios import ScenarioSet
+
+    user = ScenarioSet.user([-0.3, -0.1, 0.1, 0.25, 0.0], [1, 0, -1, 1, -1], weight=[0.5, 1, 1, 0.7, 1],
+                            labels=["crash", "dip", "rally", "squeeze", "vol crush"])
+    model = replace(deribit_pm(ccy), scenario_sets={"ETH": user})
+    engine = MarginEngine(market, table, model)
+    assert engine.scenario_labels["ETH"] == ("crash", "dip", "rally", "squeeze", "vol crush")
+    book = random_book(table, 30, seed=77)
+    _check_against_reference(engine, book, margin_ref.margin_book(model, market, book), [])
+
+
+def test_sticky_moneyness_differs_from_sticky_strike(market, table):
+    book = random_book(table, 30, seed=5, whales=0)
+    a = MarginEngine(market, table, dpm_default()).margin_many(book)
+    b = MarginEngine(market, table, replace(dpm_default(), sticky="moneyness")).margin_many(book)
+    assert np.mean(~np.isclose(a.initial_margin, b.initial_margin, rtol=1e-6)) > 0.3
 
 
 def test_reference_on_generated_sample_book(market):
@@ -459,6 +487,8 @@ def test_what_if_equals_full_recompute(sample_engine):
             filled = state.apply(orders)
             np.testing.assert_allclose(filled.initial_margin, full.initial_margin[0], rtol=1e-12,
                                        atol=1e-12 * gross)
+            # filled at mark: the premium moves from cash into position value, equity unchanged
+            np.testing.assert_allclose(filled.equity, state.equity, rtol=1e-12, atol=1e-9)
             checked += 1
         np.testing.assert_array_equal(state.state, frozen)  # what-if never changes the cached state
     assert checked > 100
@@ -476,6 +506,15 @@ def test_what_if_inputs_and_forms(sample_engine):
     assert wi1.incremental_margin == wi1.initial_margin - wi1.initial_margin_before
     one = engine.margin(acct)
     assert one.initial_margin == pytest.approx(wi1.initial_margin_before, rel=1e-12)
+    # an empty account: what-if of an order = margin of the order alone
+    empty = engine.prepare(Account("e", [], {"USDC": 1000.0}))
+    assert empty.initial_margin == 0.0 and empty.equity == 1000.0
+    alone = engine.margin(Account("e", [("BTC-25DEC26-90000-P", -2.0)]))
+    assert empty.what_if({"BTC-25DEC26-90000-P": -2.0}).initial_margin == pytest.approx(alone.initial_margin,
+                                                                                         rel=1e-12)
+    # ids and names resolve alike; by account id too
+    book = AccountBook.from_accounts([acct], engine.instruments)
+    assert engine.margin(book, "x").initial_margin == one.initial_margin
 
 
 # ------------------------------------------------------------------------------------------ threads

@@ -142,6 +142,17 @@ def test_accounts_explicit_collateral_path_and_missing(tmp_path, table):
         read_accounts(pos, table, collateral_path=tmp_path / "missing.csv")
 
 
+@pytest.mark.parametrize("quoted", [False, True])
+def test_csv_rows_with_wrong_field_count(tmp_path, quoted):
+    p = tmp_path / "p.csv"
+    a = '"a"' if quoted else "a"
+    p.write_text(f"account_id,instrument,quantity\n{a},BTC-PERPETUAL,1\n{a},BTC-PERPETUAL\n")
+    with pytest.raises(InvalidInputError, match=r"row 2 has 2 fields"):
+        read_columns(p)
+    p.write_text(f"account_id,instrument,quantity\r\n{a},BTC-PERPETUAL,1\r\n")  # Windows line ends
+    assert read_columns(p, {"quantity": "float"})["quantity"].tolist() == [1.0]
+
+
 def test_accounts_bad_files(tmp_path, table):
     p = tmp_path / "p.csv"
     p.write_text("account_id,instrument,quantity\na,BTC-PERPETUAL,1\nb,BTC-29DEC26,2\n")

@@ -32,3 +32,4 @@ cdef extern from "black_math.h" nogil:
     int dpm_inputs_ok(const double *F, const double *K, const double *sigma, const double *T,
                       const double *cp, const double *r, const double *q, dpm_index n) noexcept
     int DPM_HAVE_LIBMVEC
+    int DPM_DEBUG_BUILD

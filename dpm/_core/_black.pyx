@@ -6,9 +6,10 @@ functions only run the nogil loops over the ``[start, stop)`` slice they are giv
 can call them on disjoint chunks concurrently.
 """
 
-from dpm._core._black cimport dpm_price, dpm_greeks, dpm_inputs_ok, dpm_index, DPM_HAVE_LIBMVEC
+from dpm._core._black cimport dpm_price, dpm_greeks, dpm_inputs_ok, dpm_index, DPM_HAVE_LIBMVEC, DPM_DEBUG_BUILD
 
 HAVE_LIBMVEC = bool(DPM_HAVE_LIBMVEC)
+DEBUG_BUILD = bool(DPM_DEBUG_BUILD)  # built with DPM_DEBUG=1 (bounds checks on)
 
 
 cdef inline const double* _opt(const double[::1] a, Py_ssize_t start) noexcept nogil:

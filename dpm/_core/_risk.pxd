@@ -12,9 +12,14 @@ cdef extern from "risk_kernels.h" nogil:
                           const int32_t *volcol, const double *price, const double *base_price,
                           double dt, double *base, double *out) noexcept
 
+    ctypedef struct dpm_inst_info:
+        double delta, som, notional, value
+        int32_t und, bucket
+
     ctypedef struct dpm_agg_params:
         dpm_index S, Sp, U, NB, NT
         const double *pnl
+        const dpm_inst_info *info
         const int32_t *inst_und
         const int32_t *inst_bucket
         const double *inst_delta
@@ -54,3 +59,7 @@ cdef extern from "risk_kernels.h" nogil:
     void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index stop,
                          const int64_t *indptr, const int64_t *inst, const double *qty,
                          double *scratch, const dpm_agg_out *o) noexcept
+    void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
+                     const double *qty, int64_t n, double *work, const dpm_agg_out *o) noexcept
+    void dpm_account_state(const dpm_agg_params *p, const int64_t *inst, const double *qty,
+                           int64_t n, double *st) noexcept

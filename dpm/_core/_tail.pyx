@@ -5,7 +5,7 @@ from libc.stdint cimport int8_t, uint8_t, int32_t, int64_t
 from dpm._core._black cimport dpm_index
 
 cdef extern from "tail_kernels.h" nogil:
-    void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index S, dpm_index c0, dpm_index c1,
+    void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index ld, dpm_index c0, dpm_index c1,
                            dpm_index M, dpm_index B, const int8_t *kind,
                            const uint8_t *inverse, const int32_t *und, const double *F,
                            const double *K, const double *cp, const double *T, const double *cs,
@@ -26,12 +26,16 @@ def revalue_joint(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t c0, Py_ssize_t c
                   const double[:, ::1] move, const double[:, ::1] volmult, double dt,
                   double[:, :, ::1] out):
     """Rows ``[start, stop)`` of the blocked (n_blocks x M x B) instrument x scenario USD P&L of
-    scenarios ``[c0, c1)`` (columns of ``move``/``volmult``, U x S)."""
+    scenarios ``[c0, c1)`` (columns of ``move``/``volmult``, U x (S + 8): 8 padding columns)."""
     if stop <= start or c1 <= c0:
         return
-    cdef dpm_index S = move.shape[1]
+    cdef dpm_index ld = move.shape[1]
+    if c1 + 8 > ld or volmult.shape[1] != ld or move.shape[0] != volmult.shape[0]:
+        raise ValueError("move/volmult: need 8 padding columns after the last scenario")
+    if out.shape[0] * out.shape[2] < c1 - c0 or stop > out.shape[1]:
+        raise ValueError("out: too small for the scenarios / instruments")
     with nogil:
-        dpm_revalue_joint(start, stop, S, c0, c1, out.shape[1], out.shape[2], &kind[0], &inverse[0],
+        dpm_revalue_joint(start, stop, ld, c0, c1, out.shape[1], out.shape[2], &kind[0], &inverse[0],
                           &und[0], &F[0], &K[0], &cp[0], &T[0], &cs[0], &vol[0], &index[0],
                           &move[0, 0], &volmult[0, 0], dt, &out[0, 0, 0])
 
@@ -57,6 +61,8 @@ def gather_rows(Py_ssize_t a0, Py_ssize_t a1, const int64_t[::1] indptr, const i
     """Scenario P&L of accounts ``[a0, a1)`` into rows of ``out`` (N x S)."""
     if a1 <= a0:
         return
+    if a0 < 0 or a1 + 1 > indptr.shape[0] or out.shape[0] < a1 or out.shape[1] != P.shape[1]:
+        raise IndexError(f"gather_rows: accounts [{a0}, {a1}) or buffers out of range")
     cdef const int64_t *ip = &inst[0] if inst.shape[0] > 0 else NULL
     cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
     with nogil:

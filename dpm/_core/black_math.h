@@ -48,6 +48,11 @@ extern double erfc(double);
 #  define DPM_CLONES
 #endif
 
+/* 1 in a DPM_DEBUG=1 build (bounds checks on); exposed to Python as dpm._core._black.DEBUG_BUILD */
+#ifndef DPM_DEBUG_BUILD
+#  define DPM_DEBUG_BUILD 0
+#endif
+
 #define DPM_INV_SQRT_2PI 0.398942280401432677939946059934
 #define DPM_SQRT1_2 0.707106781186547524400844362105
 
@@ -112,7 +117,9 @@ static inline dpm_black_out dpm_black_all(double F_in, double K, double sigma, d
     const double df = exp(-r * T);
     const double F = model ? F_in * exp((r - q) * T) : F_in;
     const double cpo = F > K ? -1.0 : 1.0;
-    const double d1 = live ? log(F / K) / ss + 0.5 * ss : 0.0;
+    /* clamped: when F/K over- or underflows, d1 = +-inf would turn pdf1 * d2 (vanna, volga) into
+     * 0 * inf = NaN; at |d1| = 1e100 pdf1 is 0 and every product stays finite */
+    const double d1 = live ? fmin(fmax(log(F / K) / ss + 0.5 * ss, -1e100), 1e100) : 0.0;
     const double d2 = d1 - ss;
     const double n1 = live ? dpm_ncdf(cpo * d1) : 0.0;
     const double n2 = live ? dpm_ncdf(cpo * d2) : 0.0;

@@ -105,11 +105,20 @@ static void dpm_revalue_rows(dpm_index start, dpm_index stop, dpm_index S, dpm_i
 /* Stage 2: aggregation                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
+/* The add-on inputs of one instrument packed in one 64-byte line (copies of the inst_* arrays
+ * below): the batch gather reads one line per position instead of five scattered ones. */
+typedef struct {
+    double delta, som, notional, value;
+    int32_t und, bucket;
+    int32_t pad_[6];
+} dpm_inst_info;
+
 /* Market/model data shared by every account (read-only). Arrays indexed by instrument (M),
  * underlying (U), expiry bucket (NB) or tier (NT). */
 typedef struct {
     dpm_index S, Sp, U, NB, NT;
-    const double *pnl;          /* M x Sp */
+    const double *pnl;          /* M x Sp (rows 64-byte aligned when the caller can) */
+    const dpm_inst_info *info;  /* M: packed copy of inst_und .. inst_value */
     const int32_t *inst_und;    /* M */
     const int32_t *inst_bucket; /* M: expiry bucket (roll shock), global id in [0, NB) */
     const double *inst_delta;   /* M: delta per contract, in units of the underlying */
@@ -145,7 +154,7 @@ static inline void dpm_state_clear(const dpm_agg_params *p, double *st)
 }
 
 /* Add q contracts of instrument i to the state: S multiply-adds plus the add-on accumulators. */
-static inline void dpm_state_add(const dpm_agg_params *restrict p, double *restrict st, int64_t i,
+DPM_INLINE void dpm_state_add(const dpm_agg_params *restrict p, double *restrict st, int64_t i,
                                  double q)
 {
     const dpm_index Sp = p->Sp, U = p->U, NB = p->NB;
@@ -185,8 +194,15 @@ static inline double dpm_tier_multiplier(const dpm_agg_params *p, double raw_usd
     return p->tier_mult[t];
 }
 
+#define DPM_FBLK 64 /* scenarios per block of the worst-loss search */
+#if DPM_HAVE_LIBMVEC
+#  define DPM_SIMD_MAX_BM _Pragma("omp simd reduction(max:bm)")
+#else
+#  define DPM_SIMD_MAX_BM
+#endif
+
 /* Margin of one account from its state; writes element `a` of each output array. */
-static inline void dpm_state_finish(const dpm_agg_params *restrict p, const double *restrict st,
+DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double *restrict st,
                                     const dpm_agg_out *o, dpm_index a)
 {
     const dpm_index S = p->S, Sp = p->Sp, U = p->U, NB = p->NB;
@@ -201,13 +217,28 @@ static inline void dpm_state_finish(const dpm_agg_params *restrict p, const doub
         if (present[u] != 0.0) {
             const double *acc = st + u * Sp;
             const double *w = p->weight + u * Sp, *dm = p->damp + u * Sp;
-            for (dpm_index s = 0; s < S; s++) {
-                double v = w[s] * acc[s];
-                if (v < 0.0) {
-                    v += dm[s];
-                    if (v > 0.0) v = 0.0;
+            /* worst loss and its first scenario. The loss of scenario s is -(w*acc + damp) clipped
+             * at 0 when w*acc < 0, else none; blocks of DPM_FBLK losses are computed with a
+             * vectorised max, and only a block that raises the maximum is searched for the index
+             * (the same result as a sequential "if (loss > scan)" scan). */
+            for (dpm_index s0 = 0; s0 < S; s0 += DPM_FBLK) {
+                const dpm_index nb = S - s0 < DPM_FBLK ? S - s0 : DPM_FBLK;
+                double loss[DPM_FBLK];
+                double bm = 0.0;
+                DPM_SIMD_MAX_BM
+                for (dpm_index s = 0; s < nb; s++) {
+                    const double v = w[s0 + s] * acc[s0 + s];
+                    const double d = v + dm[s0 + s];
+                    const double l = v < 0.0 ? (d > 0.0 ? 0.0 : -d) : 0.0;
+                    loss[s] = l;
+                    bm = bm > l ? bm : l;
                 }
-                if (-v > scan) { scan = -v; ws = (int32_t)s; }
+                if (bm > scan) {
+                    dpm_index s = 0;
+                    while (loss[s] != bm) s++;
+                    scan = bm;
+                    ws = (int32_t)(s0 + s);
+                }
             }
             for (int64_t b = p->bucket_ptr[u]; b < p->bucket_ptr[u + 1]; b++)
                 roll += fabs(bucket[b]) * p->bucket_rate[b];
@@ -257,83 +288,144 @@ static inline void dpm_state_finish(const dpm_agg_params *restrict p, const doub
  * on the previous position's stores (a store-to-load chain per scenario) and the add-on sums form
  * memory-carried chains too. The batch kernel below gathers each run of same-underlying positions
  * with the accumulators held in SIMD registers (blocks of DPM_GBLK scenarios) and the add-on sums
- * in scalar locals, then stores them once. Every sum is taken in the same order with the same
- * operations as dpm_state_add, so the state (and the margin) is bit-identical to it. */
+ * in scalar registers (fused into the first block's pass, where they overlap the row loads), then
+ * stores them once. Every sum is taken in the same order with the same operations as
+ * dpm_state_add, so the state (and the margin) is bit-identical to it. */
 #if defined(__GNUC__)
 #  define DPM_HAVE_VEC 1
+/* 8 doubles; aligned(8) allows unaligned rows, may_alias lets it view double arrays */
 typedef double dpm_v8d __attribute__((vector_size(64), aligned(8), may_alias));
-#  define DPM_GBLK 32 /* 4 x 8 doubles: 4 zmm (AVX-512), 8 ymm (AVX2) accumulators */
+#  define DPM_GBLK 32 /* 4 x 8 doubles: 4 zmm (AVX-512) or 8 ymm (AVX2) accumulators */
 #else
 #  define DPM_HAVE_VEC 0
 #endif
 
+/* Running add-on sums of one underlying's run of positions (registers inside the gather loop). */
+typedef struct {
+    double net, som, gross, value;
+    double bsum;       /* running sum of the current expiry bucket */
+    int32_t bcur;      /* the current expiry bucket */
+} dpm_addon_acc;
+
+/* Add-on sums of one position (the same operations, in the same order, as dpm_state_add). */
+DPM_INLINE void dpm_addon_step(const dpm_inst_info *restrict f, double q, double *restrict bucket,
+                               dpm_addon_acc *restrict ad)
+{
+    if (f->bucket != ad->bcur) {  /* a new expiry bucket: flush the running one */
+        bucket[ad->bcur] = ad->bsum;
+        ad->bcur = f->bucket;
+        ad->bsum = bucket[ad->bcur];
+    }
+    /* d feeds two adds in one basic block, as in dpm_state_add: the compiler contracts (or not)
+     * both the same way in both functions */
+    const double d = q * f->delta;
+    ad->bsum += d;
+    ad->net += d;
+    if (q < 0.0) ad->som -= q * f->som;
+    ad->gross += fabs(q) * f->notional;
+    ad->value += q * f->value;
+}
+
 #if DPM_HAVE_VEC
-/* acc[0:DPM_GBLK] (+)= sum_j q[j] * row(inst[j])[s0 : s0 + DPM_GBLK], in the order of j. */
+/* acc[0:DPM_GBLK] (+)= sum_j q[j] * row(inst[j])[s0 : s0 + DPM_GBLK], in the order of j; with
+ * `addons` (a compile-time constant after inlining) also the add-on sums of the positions. */
 DPM_INLINE void dpm_gather_blk(const double *restrict pnl, dpm_index Sp, dpm_index s0,
-                                  const int64_t *restrict inst, const double *restrict qty,
-                                  int64_t n, double *restrict acc, int first)
+                               const int64_t *restrict inst, const double *restrict qty, int64_t n,
+                               double *restrict acc, int first, int addons,
+                               const dpm_inst_info *restrict info, double *restrict bucket,
+                               dpm_addon_acc *restrict ad)
 {
     dpm_v8d a0, a1, a2, a3;
-    const dpm_v8d *va = (const dpm_v8d *)acc;
     if (first) {
         a0 = (dpm_v8d){0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
         a1 = a0; a2 = a0; a3 = a0;
     } else {
+        const dpm_v8d *va = (const dpm_v8d *)acc;
         a0 = va[0]; a1 = va[1]; a2 = va[2]; a3 = va[3];
     }
+    dpm_addon_acc r = *ad;
     for (int64_t j = 0; j < n; j++) {
-        const dpm_v8d *r = (const dpm_v8d *)(pnl + inst[j] * Sp + s0);
+        const int64_t i = inst[j];
+        const dpm_v8d *row = (const dpm_v8d *)(pnl + i * Sp + s0);
         const double qj = qty[j];
         const dpm_v8d q = {qj, qj, qj, qj, qj, qj, qj, qj};
-        a0 += q * r[0];
-        a1 += q * r[1];
-        a2 += q * r[2];
-        a3 += q * r[3];
+        a0 += q * row[0];
+        a1 += q * row[1];
+        a2 += q * row[2];
+        a3 += q * row[3];
+        if (addons) dpm_addon_step(info + i, qj, bucket, &r);
     }
+    *ad = r;
     dpm_v8d *wa = (dpm_v8d *)acc;
     wa[0] = a0; wa[1] = a1; wa[2] = a2; wa[3] = a3;
 }
 
-/* The same for one block of 8 scenarios (the tail when Sp is not a multiple of DPM_GBLK). */
+/* The same for one block of 8 scenarios (Sp not a multiple of DPM_GBLK, or Sp < DPM_GBLK). */
 DPM_INLINE void dpm_gather_blk8(const double *restrict pnl, dpm_index Sp, dpm_index s0,
-                                   const int64_t *restrict inst, const double *restrict qty,
-                                   int64_t n, double *restrict acc, int first)
+                                const int64_t *restrict inst, const double *restrict qty, int64_t n,
+                                double *restrict acc, int first, int addons,
+                                const dpm_inst_info *restrict info, double *restrict bucket,
+                                dpm_addon_acc *restrict ad)
 {
     dpm_v8d a0 = first ? (dpm_v8d){0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0} : *(const dpm_v8d *)acc;
+    dpm_addon_acc r = *ad;
     for (int64_t j = 0; j < n; j++) {
+        const int64_t i = inst[j];
         const double qj = qty[j];
         const dpm_v8d q = {qj, qj, qj, qj, qj, qj, qj, qj};
-        a0 += q * *(const dpm_v8d *)(pnl + inst[j] * Sp + s0);
+        a0 += q * *(const dpm_v8d *)(pnl + i * Sp + s0);
+        if (addons) dpm_addon_step(info + i, qj, bucket, &r);
     }
+    *ad = r;
     *(dpm_v8d *)acc = a0;
 }
 #endif
 
 /* The state of positions (inst, qty)[0:n] of one account, as dpm_state_clear + dpm_state_add would
  * build it (bit-identical), written into `st`. Accumulator rows of underlyings the account does not
- * hold are left untouched: dpm_state_finish never reads them (present[u] == 0). */
+ * hold are left as they are: dpm_state_finish never reads them (present[u] == 0). */
 DPM_INLINE void dpm_state_build(const dpm_agg_params *restrict p, double *restrict st,
-                                   const int64_t *restrict inst, const double *restrict qty, int64_t n)
+                                const int64_t *restrict inst, const double *restrict qty, int64_t n)
 {
     const dpm_index Sp = p->Sp, U = p->U, NB = p->NB;
+    const dpm_inst_info *restrict info = p->info;
     double *bucket = st + U * Sp;
     double *net = bucket + NB, *som = net + U, *gross = som + U, *present = gross + U;
-    memset(bucket, 0, sizeof(double) * (size_t)(NB + 4 * U + 1));
+    for (dpm_index j = 0; j < NB + 4 * U + 1; j++) bucket[j] = 0.0;
     double value = 0.0;
     int64_t k = 0;
     while (k < n) {
         /* a run of positions on one underlying (ids are sorted, and tables group underlyings) */
-        const dpm_index u = p->inst_und[inst[k]];
+        const dpm_index u = info[inst[k]].und;
         int64_t e = k + 1;
-        while (e < n && p->inst_und[inst[e]] == u) e++;
+        while (e < n && info[inst[e]].und == u) e++;
         const int first = present[u] == 0.0;
         double *acc = st + u * Sp;
+        dpm_addon_acc ad;
+        ad.net = net[u]; ad.som = som[u]; ad.gross = gross[u]; ad.value = value;
+        ad.bcur = info[inst[k]].bucket;
+        ad.bsum = bucket[ad.bcur];
 #if DPM_HAVE_VEC
         dpm_index s0 = 0;
-        for (; s0 + DPM_GBLK <= Sp; s0 += DPM_GBLK)
-            dpm_gather_blk(p->pnl, Sp, s0, inst + k, qty + k, e - k, acc + s0, first);
-        for (; s0 < Sp; s0 += 8)
-            dpm_gather_blk8(p->pnl, Sp, s0, inst + k, qty + k, e - k, acc + s0, first);
+        int addons = 1;
+        for (; s0 + DPM_GBLK <= Sp; s0 += DPM_GBLK) {
+            if (addons)
+                dpm_gather_blk(p->pnl, Sp, s0, inst + k, qty + k, e - k, acc + s0, first, 1, info,
+                               bucket, &ad);
+            else
+                dpm_gather_blk(p->pnl, Sp, s0, inst + k, qty + k, e - k, acc + s0, first, 0, info,
+                               bucket, &ad);
+            addons = 0;
+        }
+        for (; s0 < Sp; s0 += 8) {
+            if (addons)
+                dpm_gather_blk8(p->pnl, Sp, s0, inst + k, qty + k, e - k, acc + s0, first, 1, info,
+                                bucket, &ad);
+            else
+                dpm_gather_blk8(p->pnl, Sp, s0, inst + k, qty + k, e - k, acc + s0, first, 0, info,
+                                bucket, &ad);
+            addons = 0;
+        }
 #else
         if (first) memset(acc, 0, sizeof(double) * (size_t)Sp);
         for (int64_t j = k; j < e; j++) {
@@ -341,20 +433,11 @@ DPM_INLINE void dpm_state_build(const dpm_agg_params *restrict p, double *restri
             const double q = qty[j];
             DPM_SIMD
             for (dpm_index s = 0; s < Sp; s++) acc[s] += q * row[s];
+            dpm_addon_step(info + inst[j], q, bucket, &ad);
         }
 #endif
-        double nt = net[u], sm = som[u], gr = gross[u];
-        for (int64_t j = k; j < e; j++) {
-            const int64_t i = inst[j];
-            const double q = qty[j];
-            const double d = q * p->inst_delta[i];
-            bucket[p->inst_bucket[i]] += d;
-            nt += d;
-            if (q < 0.0) sm -= q * p->inst_som[i];
-            gr += fabs(q) * p->inst_notional[i];
-            value += q * p->inst_value[i];
-        }
-        net[u] = nt; som[u] = sm; gross[u] = gr;
+        bucket[ad.bcur] = ad.bsum;
+        net[u] = ad.net; som[u] = ad.som; gross[u] = ad.gross; value = ad.value;
         present[u] = 1.0;
         k = e;
     }
@@ -372,6 +455,27 @@ static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index 
         dpm_state_build(p, scratch, inst + k0, qty + k0, indptr[a + 1] - k0);
         dpm_state_finish(p, scratch, o, a);
     }
+}
+
+/* What-if: margin after adding orders (inst, qty)[0:n] to a cached state `st` (left unchanged);
+ * `work` receives the state plus the orders. Compiled like dpm_margin_rows (same clones, so the
+ * same FMA contraction), the result equals a full recomputation bit for bit. */
+DPM_CLONES
+static void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
+                        const double *qty, int64_t n, double *work, const dpm_agg_out *o)
+{
+    memcpy(work, st, sizeof(double) * (size_t)dpm_state_size(p));
+    for (int64_t k = 0; k < n; k++) dpm_state_add(p, work, inst[k], qty[k]);
+    dpm_state_finish(p, work, o, 0);
+}
+
+/* The state of one account's positions (dpm_state_clear + dpm_state_add), same clones as above. */
+DPM_CLONES
+static void dpm_account_state(const dpm_agg_params *p, const int64_t *inst, const double *qty,
+                              int64_t n, double *st)
+{
+    dpm_state_clear(p, st);
+    for (int64_t k = 0; k < n; k++) dpm_state_add(p, st, inst[k], qty[k]);
 }
 
 #endif /* DPM_RISK_KERNELS_H */

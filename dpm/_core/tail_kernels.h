@@ -2,8 +2,8 @@
  * Kernels for VaR / expected shortfall and stress tests over joint market scenarios.
  *
  * dpm_revalue_joint: P&L (USD per contract) of instruments [start, stop) in the joint scenarios
- *   [c0, c1), where scenario s moves underlying u's price by move[u*S + s] and multiplies its implied
- *   vols by volmult[u*S + s]; time advances by dt (the horizon).  Uses the one Black-76 formula of
+ *   [c0, c1), where scenario s moves underlying u's price by move[u*ld + s] and multiplies its
+ *   implied vols by volmult[u*ld + s]; time advances by dt (the horizon).  Uses the one Black-76 formula of
  *   black_math.h.  The output is blocked: scenario c0 + s of instrument i is at
  *   out[((s / B) * M + i) * B + s % B], so each block of B scenarios is one contiguous M x B matrix
  *   (B = S gives the plain M x S layout); the tail of the last block is zero-filled.
@@ -29,8 +29,23 @@
 #include <string.h>
 #include "black_math.h"
 
+/* Option P&L of 8 consecutive scenarios (moves m[0..7], vol multipliers v[0..7]) into o[0..7].
+ * Always a full group of 8 with a constant trip count, so every scenario goes through the same
+ * SIMD variant of exp/log/erfc whatever its position in a block: results do not depend on B, on
+ * the chunking of scenarios or on the number of threads. */
+static inline void dpm_option_group8(double Fi, double Ki, double si, double T1, double cpi, double scale,
+                                     double v0, const double *restrict m, const double *restrict v,
+                                     double *restrict o)
+{
+    DPM_SIMD
+    for (int j = 0; j < 8; j++)
+        o[j] = scale * dpm_black76(Fi * (1.0 + m[j]), Ki, si * v[j], T1, cpi) - v0;
+}
+
+/* move / volmult: U x ld (ld >= c1 + 8: the 8 columns after the last scenario are padding that
+ * full groups of 8 may read). */
 DPM_CLONES
-static void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index S, dpm_index c0,
+static void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index ld, dpm_index c0,
                               dpm_index c1, dpm_index M, dpm_index B, const int8_t *kind,
                               const uint8_t *inverse, const int32_t *und, const double *F,
                               const double *K, const double *cp, const double *T, const double *cs,
@@ -44,33 +59,49 @@ static void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index S, dpm_
         const double Fi = F[i], Ki = K[i], cpi = cp[i], csi = cs[i], si = vol[i], Si = index[u];
         const double Ti = T[i];
         const double T1 = Ti - dt > 0.0 ? Ti - dt : 0.0;
-        const double *mv = move + u * S + c0, *vm = volmult + u * S + c0;
-        const double conv = (k == 3 && inv) ? Si / Fi : 1.0;
-        const double v0 = k == 3 ? csi * conv * dpm_black76(Fi, Ki, si, Ti, cpi) : 0.0;
-        for (dpm_index s0 = 0; s0 < n; s0 += B) {
-            const dpm_index nb = n - s0 < B ? n - s0 : B;
-            double *restrict row = out + ((s0 / B) * M + i) * B;
-            const double *restrict m = mv + s0, *restrict v = vm + s0;
-            if (k == 3) {
-                /* USD value: linear cs*B; inverse (coin) cs*B/F converted at the underlying's price
-                 * S, i.e. cs*B*S/F, and F1/S1 = F/S in every scenario (the curve moves together). */
-                DPM_SIMD
-                for (dpm_index j = 0; j < nb; j++) {
-                    const double F1 = Fi * (1.0 + m[j]);
-                    row[j] = csi * conv * dpm_black76(F1, Ki, si * v[j], T1, cpi) - v0;
-                }
-            } else if (inv) {
-                /* inverse: coin P&L cs*(1/F - 1/F1), worth that many coins at the scenario price */
-                DPM_SIMD
-                for (dpm_index j = 0; j < nb; j++) {
-                    const double F1 = Fi * (1.0 + m[j]);
-                    row[j] = csi * (1.0 / Fi - 1.0 / F1) * Si * (1.0 + m[j]);
-                }
+        const double *mv = move + u * ld + c0, *vm = volmult + u * ld + c0;
+        /* USD value: linear cs*B; inverse (coin) cs*B/F converted at the underlying's price S, i.e.
+         * cs*B*S/F, and F1/S1 = F/S in every scenario (the curve moves together). */
+        const double scale = csi * ((k == 3 && inv) ? Si / Fi : 1.0);
+        if (k == 3) {
+            const double v0 = scale * dpm_black76(Fi, Ki, si, Ti, cpi);
+            if (B % 8 == 0) {
+                /* groups of 8 never straddle a block; the last one may spill into the block's
+                 * zero-filled tail, which is rewritten below */
+                for (dpm_index s0 = 0; s0 < n; s0 += 8)
+                    dpm_option_group8(Fi, Ki, si, T1, cpi, scale, v0, mv + s0, vm + s0,
+                                      out + ((s0 / B) * M + i) * B + s0 % B);
             } else {
-                DPM_SIMD
-                for (dpm_index j = 0; j < nb; j++) row[j] = csi * (Fi * (1.0 + m[j]) - Fi);
+                double g[8];
+                for (dpm_index s0 = 0; s0 < n; s0 += 8) {
+                    dpm_option_group8(Fi, Ki, si, T1, cpi, scale, v0, mv + s0, vm + s0, g);
+                    for (dpm_index j = s0; j < s0 + 8 && j < n; j++)
+                        out[((j / B) * M + i) * B + j % B] = g[j - s0];
+                }
             }
-            for (dpm_index j = nb; j < B; j++) row[j] = 0.0;
+        } else {
+            for (dpm_index s0 = 0; s0 < n; s0 += B) {
+                const dpm_index nb = n - s0 < B ? n - s0 : B;
+                double *restrict row = out + ((s0 / B) * M + i) * B;
+                const double *restrict m = mv + s0;
+                if (inv) {
+                    /* inverse: coin P&L cs*(1/F - 1/F1), worth that many coins at the scenario price */
+                    DPM_SIMD
+                    for (dpm_index j = 0; j < nb; j++) {
+                        const double F1 = Fi * (1.0 + m[j]);
+                        row[j] = csi * (1.0 / Fi - 1.0 / F1) * Si * (1.0 + m[j]);
+                    }
+                } else {
+                    DPM_SIMD
+                    for (dpm_index j = 0; j < nb; j++) row[j] = csi * (Fi * (1.0 + m[j]) - Fi);
+                }
+            }
+        }
+        /* zero the tail of the last block (padding the accounts' kernel reads but never pushes) */
+        const dpm_index nlast = n % B;
+        if (nlast) {
+            double *row = out + (((n - 1) / B) * M + i) * B;
+            for (dpm_index j = nlast; j < B; j++) row[j] = 0.0;
         }
     }
 }

@@ -3,12 +3,17 @@
 The same two steps as the risk-matrix margin, with other scenario sets (historical, filtered
 historical, Monte Carlo, named stresses from :mod:`dpm.risk_measures` / :mod:`dpm.stress`):
 
-1. every instrument is revalued once per joint scenario (``M x S`` USD P&L per contract, a ``nogil``
-   kernel over chunks of instruments);
+1. every instrument is revalued once per joint scenario (USD P&L per contract, a ``nogil`` kernel
+   over chunks of instruments);
 2. every account gathers its P&L per scenario through its CSR positions and keeps only its ``k``
    worst losses (a per-account heap), visiting scenarios in cache-sized blocks; the accounts x
-   scenarios matrix is never formed, so memory is ``M x S + N x k`` doubles whatever the number of
-   accounts.
+   scenarios matrix is never formed.
+
+:meth:`ScenarioRiskEngine.var_es` runs the two steps chunk by chunk of scenarios (a few hundred at
+a time, see ``chunk``): revalue the chunk (threads over instruments), then update every account's
+heap with it (threads over accounts). Memory is ``M x chunk`` doubles for the revalued chunk plus
+``N x k`` losses and indices for the heaps, whatever the number of scenarios; the ``M x S`` matrix
+is only built by :meth:`ScenarioRiskEngine.revalue` when asked for.
 
 VaR and ES follow the conventions of :func:`dpm.risk_measures.var_es` (lower empirical quantile;
 Acerbi-Tasche ES with a fractional observation), so account results equal ``var_es`` applied to
@@ -16,8 +21,9 @@ the account's full scenario P&L.
 """
 from __future__ import annotations
 
+import datetime as _dt
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -31,20 +37,42 @@ from ..risk_measures import MarketScenarios, _tail_count
 
 __all__ = ["ScenarioRiskEngine", "AccountVaRES", "StressResult"]
 
+#: Target size (bytes) of one revalued chunk of scenarios in :meth:`ScenarioRiskEngine.var_es`:
+#: small enough to stay in the last-level cache while the accounts gather from it.
+CHUNK_BYTES = 8 << 20
+#: Block widths with a register-resident kernel (any other width uses a generic loop).
+FAST_BLOCKS = (16, 32, 64)
+# Relative cost of one instrument row in the revaluation (options need Black-76) and of one account
+# (heap work counted as this many positions), used to balance the work between threads.
+_OPTION_COST, _LINEAR_COST, _ACCOUNT_COST = 1.0, 0.05, 4.0
+
 
 @dataclass(frozen=True, eq=False)
 class AccountVaRES:
-    """VaR and ES (USD, positive = loss) per level (rows) and account (columns)."""
+    """VaR and ES (USD, positive = loss) per level (rows) and account (columns).
+
+    Attributes
+    ----------
+    account_id : ndarray of str, length N
+    levels : tuple of float, length L
+    var, es : ndarray, shape (L, N)
+    tail_scenarios : ndarray of int32, shape (N, k)
+        Indices of each account's ``k`` worst scenarios, worst first (ties by scenario index).
+    tail_losses : ndarray, shape (N, k)
+        The corresponding losses (USD, positive = loss), largest first.
+    n_scenarios : int
+    """
 
     account_id: np.ndarray
     levels: tuple[float, ...]
     var: np.ndarray
     es: np.ndarray
-    tail_scenarios: np.ndarray  # N x k scenario indices of the worst losses, worst first
-    tail_losses: np.ndarray     # N x k losses, largest first
+    tail_scenarios: np.ndarray
+    tail_losses: np.ndarray
     n_scenarios: int
 
     def level_index(self, level: float) -> int:
+        """Row of ``var`` / ``es`` holding ``level``."""
         for i, lv in enumerate(self.levels):
             if abs(lv - level) < 1e-12:
                 return i
@@ -62,6 +90,52 @@ class StressResult:
     worst_loss: np.ndarray
 
 
+def _iso(ms: int) -> str:
+    return _dt.datetime.fromtimestamp(ms / 1000.0, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_levels(levels: Any) -> tuple[float, ...]:
+    try:
+        arr = np.atleast_1d(np.asarray(levels, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise InvalidTypeError(f"levels: expected a float or a sequence of floats, got {levels!r}") from None
+    if arr.ndim != 1 or arr.size == 0:
+        raise InvalidInputError(f"levels: expected a float or a non-empty 1-d sequence, got {levels!r}")
+    for i, x in enumerate(arr):
+        if not 0.0 < x < 1.0:
+            raise InvalidInputError(f"levels: each level must be in (0, 1), index {i} is {float(x)!r}")
+    return tuple(float(x) for x in arr)
+
+
+def _check_int(x: Any, name: str, lo: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise InvalidTypeError(f"{name}: expected an int, got {x!r}")
+    if int(x) < lo:
+        raise InvalidInputError(f"{name}: must be >= {lo}, got {int(x)}")
+    return int(x)
+
+
+def _balanced_bounds(cost: np.ndarray, parts: int) -> list[tuple[int, int]]:
+    """Split ``range(len(cost))`` into at most ``parts`` contiguous ranges of about equal cost."""
+    n = cost.size
+    if n == 0:
+        return []
+    parts = max(1, min(parts, n))
+    c = np.cumsum(cost)
+    cuts = np.searchsorted(c, c[-1] * np.arange(1, parts) / parts, side="right")
+    edges = np.unique(np.concatenate(([0], np.clip(cuts, 1, n - 1) if n > 1 else [], [n]))).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+
+def _run_parts(fn: Callable[[int, int], object], bounds: list[tuple[int, int]], workers: int) -> None:
+    """Run ``fn`` on each ``(start, stop)`` of ``bounds``: one part per worker thread."""
+    def run(a: int, b: int) -> None:
+        for s, e in bounds[a:b]:
+            fn(s, e)
+
+    _parallel.run_chunked(run, len(bounds), workers, min_chunk=1)
+
+
 class ScenarioRiskEngine:
     """Revalue instruments under joint scenarios and measure accounts' VaR, ES and stress losses.
 
@@ -71,6 +145,14 @@ class ScenarioRiskEngine:
     instruments : InstrumentTable
     workers : int, optional
         Default thread count for the methods (None: all cores).
+
+    Notes
+    -----
+    Scenario ``s`` moves every forward, the perpetual mark and the index of underlying ``u`` by the
+    same relative ``price_move[s, u]`` and multiplies every implied vol of ``u`` by
+    ``1 + vol_shock[s, u]`` (sticky strike); options are repriced with ``horizon_days / 365`` less
+    time to expiry. P&L is in USD per contract: coin P&L of inverse contracts is converted at the
+    scenario's index price.
     """
 
     def __init__(self, market: MarketSnapshot, instruments: InstrumentTable, *, workers: int | None = None) -> None:
@@ -78,21 +160,24 @@ class ScenarioRiskEngine:
             raise InvalidTypeError(f"market: expected a MarketSnapshot, got {type(market).__name__}")
         if not isinstance(instruments, InstrumentTable):
             raise InvalidTypeError(f"instruments: expected an InstrumentTable, got {type(instruments).__name__}")
+        if workers is not None:
+            _parallel.resolve_workers(workers)
         self.market = market
         self.instruments = instruments
         self.workers = workers
         t = instruments
         M = len(t)
-        self._kind = np.asarray(t.kind, dtype=np.int8)
-        self._inverse = np.asarray(t.inverse, dtype=np.uint8)
-        self._und = np.asarray(t.underlying, dtype=np.int32)
+        self._kind = np.ascontiguousarray(t.kind, dtype=np.int8)
+        self._inverse = np.ascontiguousarray(t.inverse, dtype=np.uint8)
+        self._und = np.ascontiguousarray(t.underlying, dtype=np.int32)
         unds = tuple(t.underlyings)
         self._index = np.array([float(market[u].index_price) if u in market else 1.0 for u in unds])
         in_market = np.array([u in market for u in unds], dtype=bool)
-        self._available = in_market[self._und] if M else np.zeros(0, dtype=bool)
+        self._in_market = in_market[self._und] if M else np.zeros(0, dtype=bool)
         expiry = np.asarray(t.expiry_ms, dtype=np.int64)
         dated = (self._kind == Kind.FUTURE) | (self._kind == Kind.OPTION)
-        self._available &= ~(dated & (expiry <= market.timestamp_ms))
+        self._expired = dated & (expiry <= market.timestamp_ms)
+        self._available = self._in_market & ~self._expired
         self._F = np.ones(M)
         self._T = np.zeros(M)
         self._vol = np.zeros(M)
@@ -105,122 +190,200 @@ class ScenarioRiskEngine:
             self._vol[idx] = np.where(np.isfinite(inp.vol), inp.vol, 0.0)
         self._K = np.where(self._kind == Kind.OPTION, np.nan_to_num(np.asarray(t.strike, dtype=np.float64), nan=1.0), 1.0)
         self._cp = np.where(np.asarray(t.option_type) < 0, -1.0, 1.0)
-        self._cs = np.asarray(t.contract_size, dtype=np.float64)
+        self._cs = np.ascontiguousarray(t.contract_size, dtype=np.float64)
+        self._cost = np.where(self._kind == Kind.OPTION, _OPTION_COST, _LINEAR_COST)
 
-    # ------------------------------------------------------------------ revaluation
-    def revalue(self, scenarios: MarketScenarios, *, workers: int | None = None) -> np.ndarray:
-        """``M x S`` P&L (USD per contract) of every instrument in every scenario.
+    # ------------------------------------------------------------------ helpers
+    def _workers(self, workers: int | None) -> int:
+        return _parallel.resolve_workers(self.workers if workers is None else workers)
 
-        (Internally :meth:`var_es` uses a blocked layout of the same numbers; see ``_revalue``.)
-
-        Options age by the scenarios' horizon and their vols are multiplied by ``1 + vol_shock``
-        (sticky strike). Instruments whose underlying the scenarios do not cover get NaN rows, so an
-        account holding one is reported, never silently unshocked.
-        """
-        S = len(scenarios.names) if isinstance(scenarios, MarketScenarios) else 0
-        return self._revalue(scenarios, max(S, 1), workers)[0]
-
-    def _revalue(self, scenarios: MarketScenarios, block: int, workers: int | None) -> np.ndarray:
-        """Blocked P&L: ``n_blocks x M x block`` (scenario ``s`` in block ``s // block``)."""
+    def _moves(self, scenarios: MarketScenarios) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:
+        """``U x (S + 8)`` price moves and vol multipliers in the table's underlying order (8 padding
+        columns of no move: the kernel revalues options in full groups of 8), coverage, ``S``, dt."""
         if not isinstance(scenarios, MarketScenarios):
             raise InvalidTypeError(f"scenarios: expected MarketScenarios, got {type(scenarios).__name__}")
         unds = tuple(self.instruments.underlyings)
         S = len(scenarios.names)
         U = len(unds)
-        move = np.zeros((U, S))
-        vmult = np.ones((U, S))
+        move = np.zeros((U, S + 8))
+        vmult = np.ones((U, S + 8))
         covered = np.zeros(U, dtype=bool)
+        pm, vs = scenarios.price_move, scenarios.vol_shock
+        # MarketScenarios validates on construction; checked again because its arrays are what
+        # the nogil kernel reads (a NaN or a move <= -1 would give silent garbage there).
+        for arr, nm in ((pm, "price_move"), (vs, "vol_shock")):
+            bad = ~np.isfinite(arr) | (arr <= -1.0)
+            if bad.any():
+                i, j = (int(v) for v in np.argwhere(bad)[0])
+                raise InvalidInputError(
+                    f"scenarios.{nm}: must be finite and > -1: scenario {scenarios.names[i]!r}, "
+                    f"underlying {scenarios.underlyings[j]!r} has {arr[i, j]!r}")
         for j, u in enumerate(unds):
             if u in scenarios.underlyings:
                 c = scenarios.underlyings.index(u)
-                move[j] = scenarios.price_move[:, c]
-                vmult[j] = 1.0 + scenarios.vol_shock[:, c]
+                move[j, :S] = pm[:, c]
+                vmult[j, :S] = 1.0 + vs[:, c]
                 covered[j] = True
-        M = len(self.instruments)
-        nblocks = -(-S // block)
-        out = np.empty((nblocks, M, block))
-        dt = float(scenarios.horizon_days) / 365.0
+        h = scenarios.horizon_days
+        if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 0:
+            raise InvalidInputError(f"scenarios.horizon_days: expected an int >= 0, got {h!r}")
+        return move, vmult, covered, S, float(h) / 365.0
 
-        def run(a: int, b: int) -> None:
-            _tail.revalue_joint(a, b, self._kind, self._inverse, self._und, self._F, self._K, self._cp,
-                                self._T, self._cs, self._vol, self._index, move, vmult, dt, out)
+    def _why_uncovered(self, i: int, covered: np.ndarray | None) -> str:
+        unds = self.instruments.underlyings
+        u = unds[int(self._und[i])]
+        if not self._in_market[i]:
+            return f"its underlying {u!r} is not in the market snapshot"
+        if self._expired[i]:
+            e = int(self.instruments.expiry_ms[i])
+            return (f"it has expired: expiry {_iso(e)} is not after the snapshot time "
+                    f"{_iso(self.market.timestamp_ms)}")
+        if covered is not None and not covered[int(self._und[i])]:
+            return f"the scenarios have no moves for its underlying {u!r}"
+        return "its scenario P&L is not finite"
 
-        _parallel.run_chunked(run, M, self.workers if workers is None else workers, min_chunk=64)
-        bad = ~(self._available & covered[self._und]) if M else np.zeros(0, dtype=bool)
-        out[:, bad, :] = np.nan
-        return out
-
-    def _check(self, book: AccountBook, P: np.ndarray) -> None:
+    def _check_book(self, book: AccountBook) -> None:
         if not isinstance(book, AccountBook):
             raise InvalidTypeError(f"accounts: expected an AccountBook, got {type(book).__name__}")
         if book.table is not self.instruments and not book.table.equals(self.instruments):
-            raise InvalidInputError("accounts: the AccountBook was built on a different InstrumentTable")
-        if P.ndim != 2 or P.shape[0] != len(self.instruments):
-            raise InvalidInputError(f"P: expected shape ({len(self.instruments)}, S), got {P.shape}")
-        if book.n_positions:
-            nanrow = np.isnan(P[:, 0]) if P.shape[1] else np.zeros(P.shape[0], dtype=bool)
-            if nanrow.any():
-                bad = nanrow[book.instrument_idx]
-                if bad.any():
-                    k = int(np.flatnonzero(bad)[0])
-                    a = int(np.searchsorted(book.indptr, k, side="right") - 1)
-                    name = self.instruments.name[book.instrument_idx[k]]
-                    raise MarketDataError(
-                        f"account {book.account_id[a]!r}: {name!r} is not covered by the scenarios (no "
-                        f"market data, expired, or its underlying has no scenario moves)"
-                    )
+            raise InvalidInputError(
+                "accounts: the AccountBook was built on a different InstrumentTable than the engine's "
+                f"({len(book.table)} vs {len(self.instruments)} instruments)")
+
+    def _check_held(self, book: AccountBook, ok: np.ndarray, covered: np.ndarray | None) -> None:
+        """MarketDataError naming the first account holding an instrument with ``ok[i]`` False."""
+        if not book.n_positions or ok.all():
+            return
+        bad = ~ok[book.instrument_idx]
+        if bad.any():
+            p = int(np.flatnonzero(bad)[0])
+            a = int(np.searchsorted(book.indptr, p, side="right") - 1)
+            i = int(book.instrument_idx[p])
+            raise MarketDataError(
+                f"account {book.account_id[a]!r}: instrument {self.instruments.name[i]!r} cannot be "
+                f"revalued: {self._why_uncovered(i, covered)}")
+
+    def _fill(self, move: np.ndarray, vmult: np.ndarray, dt: float, c0: int, c1: int,
+              out: np.ndarray, workers: int) -> None:
+        """Revalue scenarios ``[c0, c1)`` of every instrument into the blocked buffer ``out``."""
+        M = len(self.instruments)
+
+        def run(a: int, b: int) -> None:
+            _tail.revalue_joint(a, b, c0, c1, self._kind, self._inverse, self._und, self._F, self._K,
+                                self._cp, self._T, self._cs, self._vol, self._index, move, vmult, dt, out)
+
+        _run_parts(run, _balanced_bounds(self._cost, workers), workers) if M else None
+
+    # ------------------------------------------------------------------ revaluation
+    def revalue(self, scenarios: MarketScenarios, *, workers: int | None = None) -> np.ndarray:
+        """``M x S`` P&L (USD per contract) of every instrument in every scenario.
+
+        Options age by the scenarios' horizon and their vols are multiplied by ``1 + vol_shock``
+        (sticky strike). Instruments that cannot be revalued (underlying not in the market or not
+        covered by the scenarios, or expired) get NaN rows; :meth:`var_es` and :meth:`stress`
+        reject accounts holding them.
+        """
+        move, vmult, covered, S, dt = self._moves(scenarios)
+        w = self._workers(workers)
+        M = len(self.instruments)
+        out = np.empty((1, M, S))
+        if S:
+            self._fill(move, vmult, dt, 0, S, out, w)
+        P = out[0]
+        bad = ~(self._available & covered[self._und]) if M else np.zeros(0, dtype=bool)
+        P[bad, :] = np.nan
+        return P
 
     # ------------------------------------------------------------------ VaR / ES
     def var_es(self, accounts: AccountBook, scenarios: MarketScenarios | np.ndarray,
                levels: float | Sequence[float] = (0.99,), *, workers: int | None = None,
-               block: int = 64) -> AccountVaRES:
+               block: int = 32, chunk: int | None = None) -> AccountVaRES:
         """VaR and ES of every account over the scenarios (full revaluation).
 
         Parameters
         ----------
         accounts : AccountBook
+            Built on the engine's instrument table.
         scenarios : MarketScenarios or ndarray
             Joint scenarios, or an ``M x S`` P&L matrix from :meth:`revalue` (reuse it across books).
         levels : float or sequence of float
-            Confidence levels, e.g. ``(0.99, 0.975)``.
+            Confidence levels in (0, 1), e.g. ``(0.99, 0.975)``.
         workers : int, optional
+            Threads (None: the engine's default). Results are bit-identical for every value.
         block : int
-            Scenarios per cache block (64 keeps an ``M x 64`` block of 1,600 instruments in L2).
+            Scenarios per cache block. 16, 32 and 64 use the register-resident kernel; 32 keeps
+            an ``M x 32`` block of 1,600 instruments (400 KB) in L2. Results do not depend on it.
+        chunk : int, optional
+            Scenarios revalued at a time (rounded up to a multiple of ``block``); default: about
+            :data:`CHUNK_BYTES` of ``M x chunk`` P&L. Results do not depend on it.
+
+        Returns
+        -------
+        AccountVaRES
+
+        Raises
+        ------
+        MarketDataError
+            Naming the first account and instrument that cannot be revalued (underlying missing
+            from the market or the scenarios, expired, non-finite P&L in a given matrix).
+        InvalidInputError
+            Levels outside (0, 1), no scenarios, a book on another instrument table, bad shapes.
         """
-        if int(block) < 1:
-            raise InvalidInputError(f"block: must be >= 1, got {block!r}")
-        block = int(block)
+        self._check_book(accounts)
+        lv = _check_levels(levels)
+        block = _check_int(block, "block", 1)
+        w = self._workers(workers)
+        M = len(self.instruments)
         if isinstance(scenarios, np.ndarray):
+            if scenarios.dtype.kind not in "fiu" or scenarios.dtype.kind == "b":
+                raise InvalidTypeError(f"scenarios: expected a float P&L matrix, got dtype {scenarios.dtype}")
             P = np.asarray(scenarios, dtype=np.float64)
-            self._check(accounts, P)
+            if P.ndim != 2 or P.shape[0] != M:
+                raise InvalidInputError(f"scenarios: expected a P&L matrix of shape ({M}, S), got {P.shape}")
             S = P.shape[1]
-            nb = -(-S // block)
-            Pb = np.zeros((nb, P.shape[0], block))
-            for b in range(nb):
-                Pb[b, :, : min(block, S - b * block)] = P[:, b * block:(b + 1) * block]
+            self._check_held(accounts, np.isfinite(P).all(axis=1) if S else np.ones(M, dtype=bool), None)
+            fill = None
+        elif isinstance(scenarios, MarketScenarios):
+            move, vmult, covered, S, dt = self._moves(scenarios)
+            self._check_held(accounts, self._available & covered[self._und] if M else self._available, covered)
         else:
-            S = len(scenarios.names)
-            Pb = self._revalue(scenarios, block, workers)
-            self._check(accounts, Pb[0])
-        lv = tuple(float(x) for x in np.atleast_1d(np.asarray(levels, dtype=np.float64)))
-        for x in lv:
-            if not 0.0 < x < 1.0:
-                raise InvalidInputError(f"levels: each must be in (0, 1), got {x!r}")
+            raise InvalidTypeError(
+                f"scenarios: expected MarketScenarios or an M x S ndarray, got {type(scenarios).__name__}")
         if S == 0:
             raise InvalidInputError("scenarios: no scenarios")
-        k = min(S, max(_tail_count(S, 1.0 - x)[1] + 1 for x in lv))
+        if chunk is None:
+            nblk = max(1, CHUNK_BYTES // max(1, 8 * M * block))
+        else:
+            nblk = -(-_check_int(chunk, "chunk", 1) // block)
+        nblk = min(nblk, -(-S // block))
+        C = nblk * block
+        # ceil(n alpha) worst losses give VaR and ES (the last one only for a fractional n alpha)
+        k = min(S, max(max(int(np.ceil(_tail_count(S, 1.0 - x)[0])), 1) for x in lv))
         N = len(accounts)
         heap_val = np.empty((N, k))
         heap_idx = np.empty((N, k), dtype=np.int32)
-        heap_n = np.empty(N, dtype=np.int32)
+        heap_n = np.zeros(N, dtype=np.int32)
         indptr, inst, qty = accounts.indptr, accounts.instrument_idx, accounts.quantity
+        buf = np.empty((nblk, M, block))
+        acc_cost = np.diff(indptr).astype(np.float64) + _ACCOUNT_COST
+        acc_bounds = _balanced_bounds(acc_cost, w)
+        for c0 in range(0, S, C):
+            c1 = min(S, c0 + C)
+            nb = -(-(c1 - c0) // block)
+            Pb = buf[:nb]
+            if isinstance(scenarios, np.ndarray):
+                Pb[:] = 0.0
+                for b in range(nb):
+                    s0 = c0 + b * block
+                    Pb[b, :, : min(block, c1 - s0)] = P[:, s0: min(c1, s0 + block)]
+            elif M:
+                self._fill(move, vmult, dt, c0, c1, Pb, w)
 
-        def run(a: int, b: int) -> None:
-            acc = np.empty(block)
-            _tail.tail_rows(a, b, indptr, inst, qty, Pb, S, acc, heap_val, heap_idx, heap_n)
+            def run(a: int, b: int, Pb: np.ndarray = Pb, c0: int = c0, c1: int = c1) -> None:
+                _tail.tail_rows(a, b, indptr, inst, qty, Pb, c1 - c0, c0, np.empty(block),
+                                heap_val, heap_idx, heap_n)
 
-        _parallel.run_chunked(run, N, self.workers if workers is None else workers, min_chunk=64,
-                              chunks_per_worker=4)
+            _run_parts(run, acc_bounds, w)
         # heaps -> worst first; ties broken by scenario index so results do not depend on heap order
         order = np.lexsort((heap_idx, -heap_val), axis=-1) if N else np.zeros((0, k), dtype=np.int64)
         losses = np.take_along_axis(heap_val, order, axis=-1)
@@ -236,39 +399,60 @@ class ScenarioRiskEngine:
         """Euler contributions of each position of one account to its ES (they sum to the ES).
 
         A position's contribution is minus its Acerbi-Tasche-weighted mean P&L over the account's
-        tail scenarios.
+        tail scenarios (:func:`dpm.risk_measures.component_es` with the engine's revaluation).
+
+        Returns
+        -------
+        dict
+            Instrument name -> contribution (USD).
         """
+        self._check_book(accounts)
+        lv = _check_levels(level)
+        if len(lv) != 1:
+            raise InvalidInputError(f"level: expected one level, got {level!r}")
+        i = _check_int(index, "index", 0)
+        if i >= len(accounts):
+            raise InvalidInputError(f"index: account {i} is not in [0, {len(accounts)})")
         P = scenarios if isinstance(scenarios, np.ndarray) else self.revalue(scenarios)
-        sub = accounts.subset([int(index)])
-        res = self.var_es(sub, P, (level,), workers=1)
+        sub = accounts.subset([i])
+        res = self.var_es(sub, P, lv, workers=1)
         S = P.shape[1]
-        na, kf = _tail_count(S, 1.0 - level)
+        na, kf = _tail_count(S, 1.0 - lv[0])
         w = np.zeros(res.tail_scenarios.shape[1])
         w[: min(kf, w.size)] = 1.0 / na
         if kf < w.size and na > kf:
             w[kf] = (na - kf) / na
         tail = res.tail_scenarios[0]
         out: dict[str, float] = {}
-        for i, q in zip(sub.instrument_idx, sub.quantity):
-            out[str(self.instruments.name[i])] = float(-(q * P[i, tail]) @ w)
+        for j, q in zip(sub.instrument_idx, sub.quantity):
+            out[str(self.instruments.name[j])] = float(-(q * P[j, tail]) @ w)
         return out
 
     # ------------------------------------------------------------------ stress tests
     def stress(self, accounts: AccountBook, scenarios: MarketScenarios, *, workers: int | None = None) -> StressResult:
-        """Loss of every account in every scenario (full revaluation), and each account's worst."""
+        """Loss of every account in every scenario (full revaluation), and each account's worst.
+
+        Memory is ``N x S`` (the full loss table is the result): meant for tens of named scenarios.
+        """
+        self._check_book(accounts)
+        move, vmult, covered, S, dt = self._moves(scenarios)
+        M = len(self.instruments)
+        self._check_held(accounts, self._available & covered[self._und] if M else self._available, covered)
         P = self.revalue(scenarios, workers=workers)
-        P = np.ascontiguousarray(P)
-        self._check(accounts, P)
         N, S = len(accounts), P.shape[1]
+        if S == 0:
+            raise InvalidInputError("scenarios: no scenarios")
         out = np.empty((N, S))
         indptr, inst, qty = accounts.indptr, accounts.instrument_idx, accounts.quantity
+        w = self._workers(workers)
 
         def run(a: int, b: int) -> None:
             _tail.gather_rows(a, b, indptr, inst, qty, P, out)
 
-        _parallel.run_chunked(run, N, self.workers if workers is None else workers, min_chunk=256)
+        _run_parts(run, _balanced_bounds(np.diff(indptr).astype(np.float64) + 1.0, w), w)
         loss = -out
-        worst = np.argmax(loss, axis=1) if S else np.zeros(N, dtype=np.int64)
+        loss += 0.0  # no negative zeros for flat accounts
+        worst = np.argmax(loss, axis=1) if N else np.zeros(0, dtype=np.int64)
         worst_loss = loss[np.arange(N), worst] if N else np.zeros(0)
         return StressResult(accounts.account_id, tuple(scenarios.names), loss, worst, worst_loss)
 

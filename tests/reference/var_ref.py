@@ -1,0 +1,121 @@
+"""Slow, obviously correct pure-Python reference of full-revaluation scenario P&L (VaR/ES, stress).
+
+It shares no computational code with :mod:`dpm.models.var` or its kernels: every position is
+repriced by itself in every scenario with a scalar Black-76 written here on ``math.erfc``. Only
+market *data* is read through :mod:`dpm.market` (index, forward curve, perpetual mark, implied vol
+at the instrument's strike / expiry / forward) and the instrument table's columns as plain values.
+
+Conventions (docs/var-es-calibration.md and :class:`dpm.models.var.ScenarioRiskEngine`):
+
+* scenario ``s`` multiplies the index, every forward and the perpetual mark of underlying ``u`` by
+  ``1 + price_move[s, u]`` and every implied vol of ``u`` by ``1 + vol_shock[s, u]`` (sticky
+  strike); options are repriced with ``horizon_days / 365`` years less to expiry (floored at 0,
+  i.e. intrinsic value);
+* P&L is in USD per contract: a linear option is worth ``cs * B``, an inverse option
+  ``cs * B / F`` coins, i.e. ``cs * B / F * S`` USD at the scenario's index ``S``; a linear
+  future/perp gains ``cs * (F1 - F0)`` USD, an inverse one ``cs * (1/F0 - 1/F1)`` coins worth
+  ``S1`` USD each.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+MS_PER_YEAR = 365.0 * 86400.0 * 1000.0
+SPOT, FUTURE, PERPETUAL, OPTION = 0, 1, 2, 3
+
+
+def ncdf(x: float) -> float:
+    """Standard normal CDF via erfc (accurate in both tails)."""
+    return 0.5 * math.erfc(-x / math.sqrt(2.0))
+
+
+def black76(F: float, K: float, sigma: float, T: float, cp: float) -> float:
+    """Undiscounted Black-76 price per unit of underlying (cp = +1 call, -1 put)."""
+    s = sigma * math.sqrt(T) if T > 0.0 else 0.0
+    if s <= 0.0:
+        return max(cp * (F - K), 0.0)
+    d1 = math.log(F / K) / s + 0.5 * s
+    d2 = d1 - s
+    return cp * (F * ncdf(cp * d1) - K * ncdf(cp * d2))
+
+
+class Inst:
+    """Plain-Python view of one instrument and its market inputs."""
+
+    def __init__(self, table: Any, market: Any, i: int) -> None:
+        self.name = str(table.name[i])
+        self.kind = int(table.kind[i])
+        self.und = str(table.underlyings[int(table.underlying[i])])
+        self.cp = 1.0 if int(table.option_type[i]) > 0 else -1.0
+        self.K = float(table.strike[i])
+        self.inverse = bool(table.inverse[i])
+        self.cs = float(table.contract_size[i])
+        um = market.underlyings[self.und]
+        self.S = float(um.index_price)
+        if self.kind in (FUTURE, OPTION):
+            self.T = (int(table.expiry_ms[i]) - market.timestamp_ms) / MS_PER_YEAR
+            self.F = float(um.forward_curve.forward(self.T))
+        elif self.kind == PERPETUAL:
+            self.T, self.F = 0.0, float(um.perpetual_price)
+        else:
+            self.T, self.F = 0.0, self.S
+        self.vol = float(um.vol_surface.implied_vol(self.K, self.T, self.F)) if self.kind == OPTION else 0.0
+
+    def pnl(self, move: float, vol_shock: float, horizon_days: float) -> float:
+        """USD P&L of one contract in one scenario."""
+        F1 = self.F * (1.0 + move)
+        S1 = self.S * (1.0 + move)
+        if self.kind == OPTION:
+            T1 = max(self.T - horizon_days / 365.0, 0.0)
+
+            def usd(F: float, S: float, sigma: float, T: float) -> float:
+                b = self.cs * black76(F, self.K, sigma, T, self.cp)
+                return b / F * S if self.inverse else b
+
+            return usd(F1, S1, self.vol * (1.0 + vol_shock), T1) - usd(self.F, self.S, self.vol, self.T)
+        if self.inverse:
+            return self.cs * (1.0 / self.F - 1.0 / F1) * S1
+        return self.cs * (F1 - self.F)
+
+
+def instrument_pnl(table: Any, market: Any, i: int, scenarios: Any) -> list[float]:
+    """P&L (USD per contract) of instrument ``i`` in every scenario of a MarketScenarios."""
+    x = Inst(table, market, i)
+    c = list(scenarios.underlyings).index(x.und)
+    h = float(scenarios.horizon_days)
+    return [x.pnl(float(scenarios.price_move[s, c]), float(scenarios.vol_shock[s, c]), h)
+            for s in range(len(scenarios.names))]
+
+
+def account_pnl(book: Any, a: int, market: Any, scenarios: Any,
+                cache: dict[int, list[float]] | None = None) -> list[float]:
+    """Scenario P&L (USD) of account ``a``: the sum over its positions of quantity x repriced P&L.
+
+    ``cache`` (instrument id -> P&L list) avoids repricing an instrument held by several accounts
+    of the same test; each entry is still computed by :func:`instrument_pnl`.
+    """
+    cache = {} if cache is None else cache
+    S = len(scenarios.names)
+    out = [0.0] * S
+    for p in range(int(book.indptr[a]), int(book.indptr[a + 1])):
+        i = int(book.instrument_idx[p])
+        q = float(book.quantity[p])
+        if i not in cache:
+            cache[i] = instrument_pnl(book.table, market, i, scenarios)
+        row = cache[i]
+        for s in range(S):
+            out[s] += q * row[s]
+    return out
+
+
+def account_gross(book: Any, a: int, cache: dict[int, list[float]]) -> list[float]:
+    """Per-scenario sum of |quantity x P&L| (the scale of rounding in :func:`account_pnl`)."""
+    S = len(next(iter(cache.values()))) if cache else 0
+    out = [0.0] * S
+    for p in range(int(book.indptr[a]), int(book.indptr[a + 1])):
+        row = cache[int(book.instrument_idx[p])]
+        q = abs(float(book.quantity[p]))
+        for s in range(S):
+            out[s] += q * abs(row[s])
+    return out

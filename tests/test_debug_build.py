@@ -1,0 +1,32 @@
+"""The DPM_DEBUG=1 build really checks bounds (CI runs the whole suite once on it)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dpm._core import _black, _risk
+
+
+@pytest.mark.skipif(not _black.DEBUG_BUILD, reason="only meaningful on the DPM_DEBUG=1 build")
+def test_out_of_range_slice_raises_in_debug_build() -> None:
+    a = np.ones(4)
+    out = np.empty(4)
+    fix = np.empty(4, dtype=np.uint8)
+    e = np.empty(0)
+    with pytest.raises(IndexError):
+        # start beyond the arrays: the optimised build would read past the buffers
+        _black.price_chunk(a, a, a, a, a, e, e, 0, 0, out, fix, 6, 8)
+
+
+def test_kernel_wrappers_check_row_ranges_in_every_build() -> None:
+    M, S = 2, 3
+    with pytest.raises(IndexError):
+        _risk.revalue_rows(0, M + 5, S, np.zeros(M, np.int8), np.zeros(M, np.uint8), np.zeros(M, np.int8),
+                           np.zeros(M, np.int32), np.ones(M), np.ones(M), np.ones(M), np.zeros(M), np.ones(M),
+                           np.zeros((M, 3)), np.zeros((1, 8)), np.zeros((1, 8), np.int32), np.ones((1, 8)),
+                           np.ones(1), 0.0, np.zeros(M), np.zeros((M, 8)))
+
+
+def test_build_flags_are_reported() -> None:
+    assert isinstance(_black.DEBUG_BUILD, bool)
+    assert isinstance(_black.HAVE_LIBMVEC, bool)
