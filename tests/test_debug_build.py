@@ -1,6 +1,11 @@
 """The DPM_DEBUG=1 build really checks bounds (CI runs the whole suite once on it)."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -30,3 +35,29 @@ def test_kernel_wrappers_check_row_ranges_in_every_build() -> None:
 def test_build_flags_are_reported() -> None:
     assert isinstance(_black.DEBUG_BUILD, bool)
     assert isinstance(_black.HAVE_LIBMVEC, bool)
+
+
+_ASAN = "asan" in os.environ.get("LD_PRELOAD", "")
+
+
+@pytest.mark.skipif(not (_black.DEBUG_BUILD and _ASAN), reason="needs the DPM_DEBUG=1 DPM_SANITIZE=1 build under ASan")
+def test_sanitizer_catches_out_of_bounds_reads_in_c_kernels() -> None:
+    # bypass every Python-level check and hand the aggregation kernel an instrument id one past the
+    # end of the P&L matrix: the sanitized build must abort loudly instead of reading garbage
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        from dpm.engine import MarginEngine
+        from dpm.sample import default_instruments
+        from dpm.sample_market import default_market
+        e = MarginEngine(default_market(), default_instruments(), workers=1)
+        agg = e._plan.agg
+        state = np.empty(agg.state_size)
+        M = len(e.instruments)
+        agg.account_state(np.array([M], dtype=np.int64), np.array([1.0]), state)
+        print("no error")
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "AddressSanitizer" in proc.stderr
