@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._parallel import run_chunked
-from .errors import DPMError, InvalidInputError, InvalidTypeError
+from .errors import InvalidInputError, InvalidTypeError, UnknownAccountError
 from .instruments import InstrumentTable
 
 try:  # the compiled kernel; a numpy implementation is used when the extension is not built
@@ -37,12 +37,6 @@ __all__ = ["DEFAULT_CURRENCIES", "Account", "AccountBook", "UnknownAccountError"
 #: Collateral currencies of a book unless ``currencies=`` says otherwise.
 DEFAULT_CURRENCIES: tuple[str, ...] = ("BTC", "ETH", "USDC", "USDT")
 
-
-class UnknownAccountError(DPMError, KeyError, ValueError):
-    """An account id or index is not in the book."""
-
-    def __str__(self) -> str:
-        return str(self.args[0]) if self.args else ""
 
 
 @dataclass(frozen=True)

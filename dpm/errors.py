@@ -10,6 +10,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidTypeError",
     "UnknownInstrumentError",
+    "UnknownAccountError",
     "MarketDataError",
 ]
 
@@ -30,6 +31,13 @@ class UnknownInstrumentError(DPMError, KeyError, ValueError):
     """An instrument name or id is not in the instrument table."""
 
     def __str__(self) -> str:  # KeyError would repr() the message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class UnknownAccountError(DPMError, KeyError, ValueError):
+    """An account id or index is not in the book."""
+
+    def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
 

@@ -39,6 +39,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <float.h>
 
 typedef ptrdiff_t dpm_iv_index;
 
@@ -50,6 +51,8 @@ typedef ptrdiff_t dpm_iv_index;
 #define DPM_IV_EXPIRED 4         /* T == 0 and price == intrinsic: every vol fits, NaN */
 
 #define DPM_IV_MAX_ITER 10
+/* prices within this many ulps of the intrinsic value / upper bound are taken to be on it */
+#define DPM_IV_BOUND_ULPS 8.0
 
 #define DPM_IV_SQRT_2_OVER_PI 0.797884560802865355879892119869
 #define DPM_IV_INV_SQRT_PI 0.564189583547756286948079451561
@@ -223,13 +226,17 @@ static dpm_iv_index dpm_implied_vol(const double *P, const double *F_in, const d
         const double gap = call ? Fi - B : Ki - B;
         int flag = DPM_IV_OK, it = 0;
         double vol;
-        if (otm < 0.0) {
+        /* prices within a few ulps of a bound are taken to be on it: discounting, coin conversion
+         * and the caller's own rounding move an intrinsic or bound price by a few ulps */
+        const double tol = DPM_IV_BOUND_ULPS * DBL_EPSILON * intrinsic;
+        const double bound = call ? Fi : Ki;
+        if (otm < -tol) {
             flag = DPM_IV_BELOW_INTRINSIC; vol = NAN;
         } else if (Ti == 0.0) {
-            flag = otm > 0.0 ? DPM_IV_ABOVE_BOUND : DPM_IV_EXPIRED; vol = NAN;
-        } else if (!(gap > 0.0)) {
+            flag = otm > tol ? DPM_IV_ABOVE_BOUND : DPM_IV_EXPIRED; vol = NAN;
+        } else if (!(gap > DPM_IV_BOUND_ULPS * DBL_EPSILON * bound)) {
             flag = DPM_IV_ABOVE_BOUND; vol = NAN;
-        } else if (otm == 0.0) {
+        } else if (otm <= tol) {
             flag = DPM_IV_NO_TIME_VALUE; vol = 0.0;
         } else {
             const double norm = sqrt(Fi) * sqrt(Ki);

@@ -64,7 +64,13 @@ static void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index ld, dpm
          * cs*B*S/F, and F1/S1 = F/S in every scenario (the curve moves together). */
         const double scale = csi * ((k == 3 && inv) ? Si / Fi : 1.0);
         if (k == 3) {
-            const double v0 = scale * dpm_black76(Fi, Ki, si, Ti, cpi);
+            /* today's value through the same SIMD group as the scenarios, so that a scenario that
+             * moves nothing over a zero horizon has a P&L of exactly 0 */
+            static const double m0[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+            static const double v1[8] = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0};
+            double g0[8];
+            dpm_option_group8(Fi, Ki, si, Ti, cpi, scale, 0.0, m0, v1, g0);
+            const double v0 = g0[0];
             if (B % 8 == 0) {
                 /* groups of 8 never straddle a block; the last one may spill into the block's
                  * zero-filled tail, which is rewritten below */

@@ -1,0 +1,282 @@
+"""Tests of dpm.pricing.implied_vol: round trips, the solver against mpmath, flags, API.
+
+"The price carries information" (issue 2) is made precise as: the out-of-the-money part of the
+price (the time value) is a normal double above 1e-290 x F, and rounding the price to double moves
+the vol by at most 1e-13: 32 eps |P| / vega <= 1e-13.  There the round trip must be within 1e-12
+(absolute, in decimal vol); everywhere else the solver must still be as accurate as the price
+allows: |vol - true| <= 1e-12 + 32 eps |P| / vega.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dpm import pricing
+from dpm._core import _implied
+from dpm.errors import InvalidInputError, InvalidTypeError
+from dpm.pricing import greeks, implied_vol, price
+from reference import black_mp
+
+EPS = np.finfo(float).eps
+HOUR = 1.0 / 8760.0
+
+# (name, model, inverse, rates, count): 200,000 cases, of which > 100,000 carry information
+GROUPS = [
+    ("black76", "black76", False, False, 110_000),
+    ("black76-rates", "black76", False, True, 30_000),
+    ("bsm", "bsm", False, True, 30_000),
+    ("inverse", "black76", True, True, 30_000),
+]
+
+
+def random_cases(n, seed, rates):
+    rng = np.random.default_rng(seed)
+    F = np.exp(rng.uniform(0.0, np.log(1e5), n))
+    K = F * np.exp(rng.uniform(np.log(0.1), np.log(10.0), n))
+    T = np.exp(rng.uniform(np.log(HOUR), np.log(5.0), n))
+    sig = rng.uniform(0.05, 3.0, n)
+    cp = rng.choice([-1.0, 1.0], n)
+    r = rng.uniform(-0.02, 0.10, n) if rates else np.zeros(n)
+    q = rng.uniform(-0.05, 0.10, n) if rates else np.zeros(n)
+    return F, K, sig, T, cp, r, q
+
+
+def round_trip(name, model, inverse, rates, n, seed):
+    F, K, sig, T, cp, r, q = random_cases(n, seed, rates)
+    kw = dict(rate=r, carry=q, model=model, inverse=inverse)
+    g = greeks(F, K, sig, T, cp, **kw)
+    P = g["price"]
+    vol, flags = implied_vol(P, F, K, T, cp, return_flags=True, **kw)
+    fwd = F * np.exp((r - q) * T) if model == "bsm" else F
+    unit = fwd if inverse else 1.0
+    df = np.exp(-r * T)
+    time_value = P * unit - df * np.maximum(cp * (fwd - K), 0.0)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        data = 32 * EPS * np.abs(P) / g["vega"]
+    err = np.abs(vol - sig)
+    informative = (flags == 0) & (time_value > 1e-290 * fwd) & (data <= 1e-13)
+    return dict(name=name, F=F, K=K, sig=sig, T=T, cp=cp, r=r, q=q, P=P, vol=vol, flags=flags,
+                err=err, data=data, informative=informative, time_value=time_value, fwd=fwd,
+                unit=unit, df=df)
+
+
+@pytest.fixture(scope="module")
+def trips():
+    return [round_trip(*grp, seed=200 + i) for i, grp in enumerate(GROUPS)]
+
+
+# ---------------------------------------------------------------------------------------------
+# round trips
+# ---------------------------------------------------------------------------------------------
+def test_round_trip_within_1e12_wherever_the_price_carries_information(trips):
+    n_info = sum(int(t["informative"].sum()) for t in trips)
+    assert n_info >= 100_000
+    for t in trips:
+        m = t["informative"]
+        worst = np.argmax(np.where(m, t["err"], 0))
+        assert t["err"][m].max() <= 1e-12, (t["name"], t["F"][worst], t["K"][worst], t["T"][worst],
+                                            t["sig"][worst], t["cp"][worst], t["err"][worst])
+
+
+def test_round_trip_is_as_accurate_as_the_price_allows_everywhere(trips):
+    for t in trips:
+        ok = (t["flags"] == 0) & (t["time_value"] > 1e-290 * t["fwd"])
+        bound = 1e-12 + t["data"]
+        bad = ok & ~(t["err"] <= bound)
+        assert not bad.any(), (t["name"], np.flatnonzero(bad)[:5])
+
+
+def test_round_trip_flags(trips):
+    for t in trips:
+        f = t["flags"]
+        # valid prices of options with T > 0 are never below intrinsic or expired
+        assert set(np.unique(f)) <= {0, 2, 3}, t["name"]
+        # 3 only when the time value is (within 8 ulps of the intrinsic value) zero: then vol is 0
+        intrinsic = t["df"] * np.maximum(t["cp"] * (t["fwd"] - t["K"]), 0.0)
+        assert (t["time_value"][f == 3] <= 16 * EPS * intrinsic[f == 3]).all()
+        assert (t["vol"][f == 3] == 0).all()
+        # 2 only when the price rounded onto its upper bound (vol -> infinity)
+        bound = t["df"] * np.where(t["cp"] > 0, t["fwd"], t["K"]) / t["unit"]
+        assert (t["P"][f == 2] >= bound[f == 2] * (1 - 16 * EPS)).all()
+        assert np.isnan(t["vol"][f == 2]).all()
+        assert np.isfinite(t["vol"][f == 0]).all()
+
+
+def test_round_trip_relative_accuracy(trips):
+    for t in trips:
+        m = t["informative"]
+        assert (t["err"][m] / t["sig"][m]).max() <= 1e-12
+
+
+def test_solver_evaluation_count_is_small_and_bounded():
+    F, K, sig, T, cp, _, _ = random_cases(50_000, 7, False)
+    P = price(F, K, sig, T, cp)
+    e = np.empty(0)
+    out = np.empty(len(F))
+    flags = np.empty(len(F), dtype=np.int8)
+    iters = np.zeros(len(F), dtype=np.uint8)
+    _implied.implied_chunk(P, F, K, T, cp, e, e, 0, 0, out, flags, iters, 0, len(F))
+    assert iters.max() <= _implied.MAX_ITER
+    tv = P - np.maximum(cp * (F - K), 0)
+    normal = (flags == 0) & (tv > 1e-290 * F)
+    assert iters[normal].max() <= 6
+    assert iters[normal].mean() <= 4.0
+
+
+# ---------------------------------------------------------------------------------------------
+# the normalised solver against mpmath (exact targets, no pricing error in the loop)
+# ---------------------------------------------------------------------------------------------
+def test_normalised_solver_against_mpmath():
+    xs = np.concatenate([[0.0], -np.geomspace(1e-10, 5.0, 30)])
+    ss = np.geomspace(5e-4, 7.0, 30)
+    worst = 0.0
+    for x in xs:
+        for s in ss:
+            b = black_mp.normalised_call(x, s)
+            gap = black_mp.normalised_gap(x, s)
+            beta, gam = float(b), float(gap)
+            if beta < 1e-290 or gam < 1e-290:
+                continue
+            s_hat, evals = _implied.normalised_implied(float(x), beta, gam)
+            # the vol error for the shortest expiry consistent with s and vol <= 300 %
+            sqrt_t = max(np.sqrt(HOUR), s / 3.0)
+            vol_err = abs(s_hat - s) / sqrt_t
+            worst = max(worst, vol_err)
+            assert vol_err <= 1e-12, (x, s, s_hat, evals)
+            assert evals <= 6, (x, s, evals)
+    assert worst > 0  # the check is live
+
+
+def test_erfcx_and_inverse_normal_helpers():
+    special = pytest.importorskip("scipy.special")
+    u = np.concatenate([np.linspace(-1.0, 30.0, 2001), np.geomspace(25.0, 1e8, 200)])
+    ours = np.array([_implied.erfcx(v) for v in u])
+    np.testing.assert_allclose(ours, special.erfcx(u), rtol=2e-15)
+    p = np.concatenate([np.geomspace(1e-300, 0.5, 500), 1 - np.geomspace(1e-15, 0.5, 100)])
+    ours = np.array([_implied.inv_ncdf(v) for v in p])
+    np.testing.assert_allclose(ours, special.ndtri(p), rtol=2e-9)
+
+
+# ---------------------------------------------------------------------------------------------
+# flags for prices outside the no-arbitrage range
+# ---------------------------------------------------------------------------------------------
+def test_flags_and_nans_for_out_of_range_prices():
+    F, K, T = 100.0, 80.0, 0.5
+    prices = np.array([19.0, -1.0, 20.0, 20.5, 99.9, 100.0, 150.0])
+    vol, flags = implied_vol(prices, F, K, T, "call", return_flags=True)
+    np.testing.assert_array_equal(flags, [1, 1, 3, 0, 0, 2, 2])
+    assert np.isnan(vol[[0, 1, 5, 6]]).all()
+    assert vol[2] == 0.0
+    assert 0 < vol[3] < 1 and vol[4] > 5
+    # puts: the bound is the strike
+    vol, flags = implied_vol([0.0, 5.0, 80.0, 81.0, -0.1], F, K, T, "put", return_flags=True)
+    np.testing.assert_array_equal(flags, [3, 0, 2, 2, 1])
+
+
+def test_flags_at_expiry():
+    vol, flags = implied_vol([20.0, 21.0, 19.0, 0.0, 1.0], 100.0, 80.0, 0.0,
+                             ["call", "call", "call", "put", "put"], return_flags=True)
+    np.testing.assert_array_equal(flags, [4, 2, 1, 4, 2])
+    assert np.isnan(vol).all()
+
+
+def test_bounds_are_discounted_and_in_coin_for_inverse():
+    r, T = 0.05, 2.0
+    df = np.exp(-r * T)
+    _, flags = implied_vol([100 * df * 1.000001, 100 * df * 0.999], 100.0, 80.0, T, "call",
+                           rate=r, return_flags=True)
+    np.testing.assert_array_equal(flags, [2, 0])
+    # inverse call: coin value < df (the forward in coin); intrinsic (F - K)/F
+    _, flags = implied_vol([df, 0.99 * df, 0.2 * df, 0.19 * df], 100.0, 80.0, T, "call", rate=r,
+                           inverse=True, return_flags=True)
+    np.testing.assert_array_equal(flags, [2, 0, 3, 1])
+    # BSM: the call is bounded by S exp(-q T)
+    q = 0.03
+    _, flags = implied_vol([100 * np.exp(-q * T), 99 * np.exp(-q * T)], 100.0, 80.0, T, "call",
+                           rate=r, carry=q, model="bsm", return_flags=True)
+    np.testing.assert_array_equal(flags, [2, 0])
+
+
+def test_no_hang_and_no_exception_on_hostile_prices():
+    rng = np.random.default_rng(5)
+    n = 20_000
+    F = np.exp(rng.uniform(-5, 12, n))
+    K = F * np.exp(rng.uniform(-8, 8, n))
+    T = np.exp(rng.uniform(-20, 3, n))
+    # random prices, many outside the bounds, some tiny, some subnormal
+    P = np.where(rng.random(n) < 0.5, rng.uniform(-1, 2, n) * F, F * 10.0 ** rng.uniform(-320, 0, n))
+    vol, flags = implied_vol(P, F, K, T, rng.choice(["call", "put"], n), return_flags=True)
+    assert set(np.unique(flags)) <= {0, 1, 2, 3}
+    assert np.isfinite(vol[flags == 0]).all() and (vol[flags == 0] >= 0).all()
+    assert np.isnan(vol[(flags == 1) | (flags == 2)]).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# API
+# ---------------------------------------------------------------------------------------------
+def test_scalar_broadcast_and_flag_dtype():
+    p = price(100.0, 120.0, 0.65, 0.25, "call")
+    v = implied_vol(p, 100.0, 120.0, 0.25, "call")
+    assert np.ndim(v) == 0 and abs(v - 0.65) < 1e-14
+    strikes = np.array([[80.0], [120.0]])
+    vols = np.array([0.3, 0.6, 0.9])
+    P = price(100.0, strikes, vols, 1.0, "put")
+    v, f = implied_vol(P, 100.0, strikes, 1.0, "put", return_flags=True)
+    assert v.shape == (2, 3) and f.dtype == np.int8
+    np.testing.assert_allclose(v, np.broadcast_to(vols, (2, 3)), atol=1e-13)
+    assert implied_vol([], [], [], [], []).shape == (0,)
+
+
+def test_bit_identical_for_any_number_of_workers():
+    F, K, sig, T, cp, r, _ = random_cases(30_011, 9, True)
+    P = price(F, K, sig, T, cp, rate=r)
+    v1 = implied_vol(P, F, K, T, cp, rate=r, workers=1)
+    for w in (2, 3):
+        vw = implied_vol(P, F, K, T, cp, rate=r, workers=w)
+        assert np.array_equal(v1.view(np.uint64), vw.view(np.uint64))
+
+
+def test_inputs_never_mutated():
+    F, K, sig, T, cp, r, q = random_cases(5000, 11, True)
+    P = price(F, K, sig, T, cp, rate=r, carry=q, model="bsm")
+    arrays = [P, F, K, T, cp, r, q]
+    copies = [a.copy() for a in arrays]
+    for a in arrays:
+        a.setflags(write=False)
+    implied_vol(P, F, K, T, cp, rate=r, carry=q, model="bsm", return_flags=True)
+    for a, c in zip(arrays, copies):
+        np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("arg,value,pattern", [
+    ("price", np.nan, r"price: must be finite, index 2 is nan"),
+    ("price", np.inf, r"price: must be finite, index 2 is inf"),
+    ("forward", 0.0, r"forward: must be finite and > 0, index 2 is 0.0"),
+    ("strike", np.nan, r"strike: .* index 2 is nan"),
+    ("time", -1.0, r"time: .* index 2 is -1.0 \(the option has expired\)"),
+    ("rate", np.inf, r"rate: must be finite, index 2 is inf"),
+])
+def test_bad_inputs_raise_naming_argument_and_index(arg, value, pattern):
+    args = dict(price=np.full(4, 5.0), forward=np.full(4, 100.0), strike=np.full(4, 100.0),
+                time=np.full(4, 1.0), rate=np.zeros(4))
+    args[arg][2] = value
+    with pytest.raises(InvalidInputError, match=pattern):
+        implied_vol(args["price"], args["forward"], args["strike"], args["time"], "call",
+                    rate=args["rate"])
+
+
+def test_bad_types():
+    with pytest.raises(InvalidTypeError, match="price"):
+        implied_vol("5", 100.0, 100.0, 1.0, "call")
+    with pytest.raises(InvalidInputError, match="option_type"):
+        implied_vol(5.0, 100.0, 100.0, 1.0, "future")
+    with pytest.raises(InvalidInputError, match="broadcast"):
+        implied_vol(np.ones(3), np.ones(4) * 100, 100.0, 1.0, "call")
+    with pytest.raises(InvalidInputError, match="inverse=True needs model='black76'"):
+        implied_vol(5.0, 100.0, 100.0, 1.0, "call", inverse=True, model="bsm")
+
+
+def test_flag_table_is_documented():
+    assert set(pricing.IV_FLAGS) == {0, 1, 2, 3, 4}
+    assert (_implied.OK, _implied.BELOW_INTRINSIC, _implied.ABOVE_BOUND, _implied.NO_TIME_VALUE,
+            _implied.EXPIRED) == (0, 1, 2, 3, 4)
