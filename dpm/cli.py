@@ -3,6 +3,10 @@
 ``python -m dpm`` (or ``dpm``) with no arguments margins 10,000 generated sample accounts on the
 bundled BTC/ETH sample market with dpm's default 63-scenario model. Options choose another preset,
 read your own instruments/accounts files, and write the per-account results to CSV or JSON.
+
+``python -m dpm stress`` revalues the accounts under the named historical crypto stresses (computed
+from the bundled price history) and ``python -m dpm var`` computes Monte Carlo VaR / ES with
+correlated shocks calibrated (EWMA) on the bundled history.
 """
 from __future__ import annotations
 
@@ -25,8 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Dynamic portfolio margin for crypto derivatives: margin many accounts under a "
                     "scenario (risk-matrix) model and print a summary.",
     )
-    p.add_argument("command", nargs="?", default="margin", choices=["margin"],
-                   help="what to run (default: margin)")
+    p.add_argument("command", nargs="?", default="margin", choices=["margin", "stress", "var"],
+                   help="margin (default): scenario margin; stress: named historical stresses; "
+                        "var: Monte Carlo VaR/ES")
     p.add_argument("--model", default="default", choices=sorted(PRESETS),
                    help="margin model preset (default: dpm's 63-scenario model)")
     p.add_argument("--accounts", type=int, default=10_000,
@@ -37,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instruments-file", help="instrument file (default: the bundled sample listing)")
     p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
     p.add_argument("--top", type=int, default=10, help="rows of the largest-margin table")
+    p.add_argument("--paths", type=int, default=10_000, help="Monte Carlo paths (var)")
+    p.add_argument("--level", type=float, default=0.99, help="confidence level (var)")
+    p.add_argument("--horizon", type=int, default=1, help="horizon in days (var)")
+    p.add_argument("--student-t", type=float, default=None, metavar="DOF",
+                   help="Student-t copula with this many degrees of freedom (var; default normal)")
     p.add_argument("--csv", help="write per-account results to this CSV file")
     p.add_argument("--json", help="write per-account results to this JSON file")
     return p
@@ -72,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         book = generate_accounts(args.accounts, table, seed=args.seed)
         source = f"{args.accounts:,} generated sample accounts (seed {args.seed})"
+    if args.command == "stress":
+        return _stress(args, market, table, book, source)
+    if args.command == "var":
+        return _var(args, market, table, book, source)
     model = preset(args.model)
 
     t0 = time.perf_counter()
@@ -112,7 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"largest {len(rows)} initial margins:")
         print(_table(rows, ["account", "IM (USD)", "MM (USD)", "equity (USD)", "MM/equity",
                             "main underlying", "worst scenario"]))
-    cols = res.to_columns()
+    _write(args, res.to_columns())
+    return 0
+
+
+def _write(args: argparse.Namespace, cols: dict) -> None:
+    from . import io
+
     if args.csv:
         io.write_columns(args.csv, cols, format="csv")
         print(f"\nwrote {args.csv}")
@@ -120,6 +140,67 @@ def main(argv: Sequence[str] | None = None) -> int:
         with open(args.json, "w", encoding="utf-8") as fh:
             json.dump({k: np.asarray(a).tolist() for k, a in cols.items()}, fh)
         print(f"wrote {args.json}")
+
+
+def _stress(args: argparse.Namespace, market, table, book, source: str) -> int:
+    from .models.var import ScenarioRiskEngine
+    from .stress import historical_stress_scenarios
+
+    scen = historical_stress_scenarios(underlyings=tuple(u for u in ("BTC", "ETH") if u in table.underlyings))
+    t0 = time.perf_counter()
+    res = ScenarioRiskEngine(market, table, workers=args.workers).stress(book, scen, workers=args.workers)
+    t1 = time.perf_counter()
+    print("dpm stress test — named historical crypto stresses (moves computed from the bundled history)")
+    print(f"accounts: {source}; {book.n_positions:,} positions; {len(scen.names)} scenarios; "
+          f"{1e3 * (t1 - t0):.1f} ms\n")
+    rows = []
+    for j, name in enumerate(res.scenario_names):
+        moves = ", ".join(f"{u} {scen.price_move[j, k]:+.1%}" for k, u in enumerate(scen.underlyings))
+        loss = res.loss[:, j]
+        rows.append([name, moves, _fmt(loss.sum()), _fmt(loss.max()), f"{int((res.worst_scenario == j).sum()):,}"])
+    print(_table(rows, ["scenario", "moves", "total loss (USD)", "largest account loss", "worst for #accounts"]))
+    order = np.argsort(-res.worst_loss, kind="stable")[: max(0, args.top)]
+    if order.size:
+        print(f"\nlargest {order.size} stress losses:")
+        print(_table([[str(res.account_id[i]), _fmt(res.worst_loss[i]), res.scenario_names[res.worst_scenario[i]]]
+                      for i in order], ["account", "worst loss (USD)", "scenario"]))
+    cols = {"account_id": res.account_id, "worst_loss": res.worst_loss,
+            "worst_scenario": np.array([res.scenario_names[k] for k in res.worst_scenario], dtype=object)}
+    cols.update({f"loss:{n}": res.loss[:, j] for j, n in enumerate(res.scenario_names)})
+    _write(args, cols)
+    return 0
+
+
+def _var(args: argparse.Namespace, market, table, book, source: str) -> int:
+    from .calibration import ewma_covariance
+    from .history import load_history
+    from .models.var import ScenarioRiskEngine
+    from .risk_measures import mc_scenarios
+
+    unds = [u for u in ("BTC", "ETH") if u in table.underlyings]
+    lr = load_history().log_returns(unds)
+    cov = ewma_covariance(lr.values)  # the EWMA (lambda 0.94) forecast for the day after the history
+    dist = "normal" if args.student_t is None else "student_t"
+    scen = mc_scenarios(cov, n_paths=args.paths, horizon=args.horizon, dist=dist, dof=args.student_t,
+                        seed=args.seed, underlyings=unds)
+    t0 = time.perf_counter()
+    res = ScenarioRiskEngine(market, table, workers=args.workers).var_es(book, scen, (args.level,), workers=args.workers)
+    t1 = time.perf_counter()
+    vols = ", ".join(f"{u} {np.sqrt(cov[k, k] * 365):.0%}" for k, u in enumerate(unds))
+    print(f"dpm Monte Carlo VaR / ES — {args.paths:,} joint paths ({dist}), {args.horizon}-day horizon, "
+          f"level {args.level:.2%}")
+    print(f"EWMA vols (annualised) on {lr.dates[-1]}: {vols}")
+    print(f"accounts: {source}; {book.n_positions:,} positions; full revaluation + tail statistics "
+          f"{1e3 * (t1 - t0):.1f} ms\n")
+    var, es = res.var[0], res.es[0]
+    print(_table([["accounts", f"{len(var):,}"], ["total VaR (USD)", _fmt(var.sum())], ["total ES (USD)", _fmt(es.sum())],
+                  ["largest ES (USD)", _fmt(es.max() if es.size else 0.0)]], ["summary", "value"]))
+    order = np.argsort(-es, kind="stable")[: max(0, args.top)]
+    if order.size:
+        print(f"\nlargest {order.size} ES:")
+        print(_table([[str(res.account_id[i]), _fmt(var[i]), _fmt(es[i])] for i in order],
+                     ["account", "VaR (USD)", "ES (USD)"]))
+    _write(args, {"account_id": res.account_id, "var": var, "es": es})
     return 0
 
 

@@ -47,3 +47,30 @@ def test_python_dash_m_entry_point() -> None:
 def test_cli_rejects_unknown_model() -> None:
     with pytest.raises(SystemExit):
         main(["--model", "nope"])
+
+
+def test_cli_stress_matches_engine(tmp_path, capsys) -> None:
+    from dpm.models.var import ScenarioRiskEngine
+    from dpm.sample import default_instruments, generate_accounts
+    from dpm.sample_market import default_market
+    from dpm.stress import historical_stress_scenarios
+
+    out_csv = tmp_path / "s.csv"
+    assert main(["stress", "--accounts", "150", "--csv", str(out_csv)]) == 0
+    assert "black_thursday_2020" in capsys.readouterr().out
+    table = default_instruments()
+    book = generate_accounts(150, table, seed=0)
+    res = ScenarioRiskEngine(default_market(), table).stress(book, historical_stress_scenarios(underlyings=("BTC", "ETH")))
+    with open(out_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    np.testing.assert_allclose([float(r["worst_loss"]) for r in rows], res.worst_loss, rtol=1e-12)
+    assert [r["worst_scenario"] for r in rows] == [res.scenario_names[k] for k in res.worst_scenario]
+
+
+def test_cli_var_reports_es_at_least_var(tmp_path, capsys) -> None:
+    out_json = tmp_path / "v.json"
+    assert main(["var", "--accounts", "120", "--paths", "2000", "--level", "0.975", "--json", str(out_json)]) == 0
+    assert "level 97.50%" in capsys.readouterr().out
+    data = json.loads(out_json.read_text())
+    assert len(data["es"]) == 120
+    assert np.all(np.asarray(data["es"]) >= np.asarray(data["var"]))
