@@ -478,7 +478,8 @@ def parse_name(name: str, *, contract_size: float | None = None) -> Spec:
 # ----------------------------------------------------------------------------------------------------
 # InstrumentTable
 # ----------------------------------------------------------------------------------------------------
-_COLUMNS = (
+#: Columns of an :class:`InstrumentTable`, in file order.
+INSTRUMENT_COLUMNS = (
     "name",
     "kind",
     "underlying",
@@ -489,6 +490,7 @@ _COLUMNS = (
     "contract_size",
     "settlement",
 )
+_COLUMNS = INSTRUMENT_COLUMNS
 
 
 def _v(x: Any) -> Any:

@@ -31,7 +31,7 @@ import numpy as np
 
 from .accounts import AccountBook
 from .errors import InvalidInputError, InvalidTypeError, MarketDataError
-from .instruments import NO_EXPIRY, InstrumentTable, Kind
+from .instruments import INSTRUMENT_COLUMNS, NO_EXPIRY, InstrumentTable, Kind
 
 __all__ = [
     "DERIBIT_SAMPLE_CHAIN",
@@ -52,17 +52,7 @@ PathLike = str | os.PathLike
 DERIBIT_SAMPLE_CHAIN: Path = Path(__file__).resolve().parent / "data" / "deribit_btc_options_2020-05-14.csv"
 
 _FORMATS = {".csv": "csv", ".json": "json", ".parquet": "parquet", ".pq": "parquet"}
-_INSTRUMENT_COLUMNS = (
-    "name",
-    "kind",
-    "underlying",
-    "option_type",
-    "strike",
-    "expiry_ms",
-    "inverse",
-    "contract_size",
-    "settlement",
-)
+_INSTRUMENT_COLUMNS = INSTRUMENT_COLUMNS
 
 
 # ----------------------------------------------------------------------------------------------------
