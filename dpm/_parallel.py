@@ -6,6 +6,7 @@ the problem size (never on ``workers``) so that results are bit-identical for ev
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -63,8 +64,11 @@ def run_chunked(
     ``fn`` must compute each row independently of the chunk boundaries (all dpm kernels do: one
     option, one instrument or one account per row, reduced sequentially by the thread that owns it),
     so results are bit-identical for every ``workers``. With one worker, or too little work for two
-    chunks, everything runs in the calling thread; otherwise the calling thread runs the first chunk
-    itself while the pool runs the others. ``chunks_per_worker > 1`` evens out rows of unequal cost.
+    chunks, everything runs in the calling thread. Otherwise the calling thread and ``workers - 1``
+    pool threads take chunks from a shared queue until none is left (so exactly ``workers`` threads
+    run, and a thread slowed down by the rest of the machine simply takes fewer chunks);
+    ``chunks_per_worker > 1`` evens out rows of unequal cost. Returns ``fn``'s results in chunk order;
+    the first exception raised by a chunk is re-raised after the running chunks finish.
     """
     k = resolve_workers(workers)
     if n <= 0:
@@ -73,7 +77,32 @@ def run_chunked(
     bounds = chunk_bounds(n, chunk)
     if k == 1 or len(bounds) == 1:
         return [fn(s, e) for s, e in bounds]
-    pool = _pool(k)
-    futures = [pool.submit(fn, s, e) for s, e in bounds[1:]]
-    first = fn(*bounds[0])
-    return [first] + [f.result() for f in futures]
+    results: list[object] = [None] * len(bounds)
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    next_chunk = iter(range(len(bounds)))
+
+    def drain() -> None:
+        while True:
+            with lock:
+                if errors:
+                    return
+                j = next(next_chunk, None)
+            if j is None:
+                return
+            try:
+                results[j] = fn(*bounds[j])
+            except BaseException as exc:  # re-raised in the calling thread
+                with lock:
+                    errors.append(exc)
+                return
+
+    helpers = min(k, len(bounds)) - 1
+    pool = _pool(helpers)
+    futures = [pool.submit(drain) for _ in range(helpers)]
+    drain()
+    for f in futures:
+        f.result()
+    if errors:
+        raise errors[0]
+    return results

@@ -9,6 +9,7 @@ snapshot while other threads keep using the old one.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -36,6 +37,47 @@ _CONV_NONE, _CONV_MUL, _CONV_DIV = 0, 1, 2
 def _ro(a: np.ndarray) -> np.ndarray:
     a.setflags(write=False)
     return a
+
+
+def _result_arrays(N: int, U: int) -> tuple[np.ndarray, ...]:
+    """Uninitialised outputs of margin_many: total, value (N), L, scan, roll, dshock, floor (N x U)
+    and worst (N x U int32), carved from one allocation.
+
+    One block of ~12 MB for 100,000 accounts (instead of eight) is large enough for numpy to ask for
+    transparent huge pages, which cuts the page faults of the first write by the kernel.
+    """
+    nu = N * U
+    blk = np.empty(2 * N + 5 * nu + (nu + 1) // 2)
+    total, value = blk[:N], blk[N: 2 * N]
+    per = [blk[2 * N + j * nu: 2 * N + (j + 1) * nu].reshape(N, U) for j in range(5)]
+    worst = blk[2 * N + 5 * nu:].view(np.int32)[:nu].reshape(N, U)
+    return (total, value, *per, worst)
+
+
+_SCENARIO_CACHE: dict[int, tuple[Any, tuple[str, ...], dict]] = {}
+
+
+def _scenario_sets(model: RiskMatrixModel, unds: tuple[str, ...]) -> dict:
+    """``model.scenario_set(u)`` for every underlying, memoised per model object.
+
+    Scenario sets depend on the (immutable) model only, not on the market, and building them
+    (grids, validation) costs about as much as revaluing the whole market; a market update
+    (``with_market``) or a second engine on the same model reuses them. The cache holds a weak
+    reference to the model, so an entry never outlives its model or serves another one.
+    """
+    key = id(model)
+    hit = _SCENARIO_CACHE.get(key)
+    if hit is not None and hit[0]() is model and hit[1] == unds:
+        return hit[2]
+    sets = {u: model.scenario_set(u) for u in unds}
+    try:
+        ref = weakref.ref(model)
+    except TypeError:  # pragma: no cover - a model type without weak references: no caching
+        return sets
+    if len(_SCENARIO_CACHE) >= 64:
+        _SCENARIO_CACHE.clear()
+    _SCENARIO_CACHE[key] = (ref, unds, sets)
+    return sets
 
 
 def _zeros_aligned(shape: tuple[int, int], align: int = 64) -> np.ndarray:
@@ -186,22 +228,13 @@ class MarginEngine:
         self._check_book(accounts)
         plan = self._plan
         N, U = len(accounts), len(self.underlyings)
-        total = np.empty(N)
-        value = np.empty(N)
-        outs = [np.empty((N, U)) for _ in range(2)]
-        worst = np.empty((N, U), dtype=np.int32)
-        more = [np.empty((N, U)) for _ in range(3)]
-        L, scan = outs
-        roll, dshock, floor = more
+        total, value, L, scan, roll, dshock, floor, worst = _result_arrays(N, U)
         indptr, inst, qty = accounts.indptr, accounts.instrument_idx, accounts.quantity
         agg = plan.agg
 
-        def run(start: int, stop: int) -> None:
-            scratch = np.empty(agg.state_size)
-            agg.margin_rows(start, stop, indptr, inst, qty, scratch, total, value, L, scan, worst,
-                            roll, dshock, floor)
-
-        _parallel.run_chunked(run, N, workers, min_chunk=256, chunks_per_worker=4)
+        # pointers bound once: a chunk costs one call (its own C scratch state, GIL released)
+        job = agg.margin_job(indptr, inst, qty, total, value, L, scan, worst, roll, dshock, floor)
+        _parallel.run_chunked(job.run, N, workers, min_chunk=256, chunks_per_worker=4)
         coll = self._collateral_usd(accounts)
         contrib = self._contributions(accounts, worst) if contributions else None
         return self._results(accounts.account_id, total, value, coll, L, scan, worst, roll, dshock, floor,
@@ -300,12 +333,10 @@ class AccountState:
         agg.account_state(np.ascontiguousarray(book.instrument_idx, dtype=np.int64),
                           np.ascontiguousarray(book.quantity, dtype=np.float64), self.state)
         self.state.setflags(write=False)
-        U = len(engine.underlyings)
-        self._work = np.empty(agg.state_size)
+        # C-level evaluator with its own work buffers: a what-if call allocates nothing
+        self._wi = _risk.WhatIf(agg, self.state)
         self._total = np.empty(1)
         self._value = np.empty(1)
-        self._per_und = [np.empty((1, U)) for _ in range(5)]
-        self._worst = np.empty((1, U), dtype=np.int32)
         self.collateral_usd = float(engine._collateral_usd(book)[0])
         self._index = engine.instruments._name_index() if hasattr(engine.instruments, "_name_index") else None
         self._base_value = 0.0
@@ -317,11 +348,10 @@ class AccountState:
         self.equity = before[2]
 
     def _evaluate(self, ids: np.ndarray, qty: np.ndarray) -> tuple[float, float, float]:
-        L, scan, roll, dshock, floor = self._per_und
-        self.engine._plan.agg.what_if(self.state, ids, qty, self._work, self._total, self._value, L, scan,
-                                      self._worst, roll, dshock, floor)
+        r, v = self._wi.total(ids, qty)
+        self._total[0] = r
+        self._value[0] = v
         m = self.engine.model
-        r = float(self._total[0])
         # equity of the account *before* the orders: their premium is paid at mark (cash out = value in)
         return m.im_factor * r, m.mm_factor * r, self.collateral_usd + self.cash_usd + self._base_value
 
@@ -336,13 +366,18 @@ class AccountState:
         table = self.engine.instruments
         plan = self.engine._plan
         M = len(table)
+        names = getattr(table, "_index", None)
+        names = names if isinstance(names, dict) else None
         for k, (inst, q) in enumerate(items):
             if isinstance(inst, (int, np.integer)) and not isinstance(inst, bool):
                 i = int(inst)
                 if not 0 <= i < M:
                     raise UnknownInstrumentError(f"orders: instrument id {i} is not in the table (0..{M - 1})")
             else:
-                i = int(table.index_of([inst])[0])
+                # the table's name -> id dict when it has one (no array round trip per order)
+                i = names.get(inst) if names is not None and isinstance(inst, str) else None
+                if i is None:
+                    i = int(table.index_of([inst])[0])
             try:
                 qf = float(q)
             except (TypeError, ValueError):
@@ -362,11 +397,12 @@ class AccountState:
         return WhatIfResult(im, mm, self.initial_margin, equity, bool(equity >= im))
 
     def what_if_ids(self, instrument_ids: np.ndarray, quantities: np.ndarray) -> float:
-        """Fast path: IM after orders given as validated int64 ids / float64 quantities arrays."""
-        L, scan, roll, dshock, floor = self._per_und
-        self.engine._plan.agg.what_if(self.state, instrument_ids, quantities, self._work, self._total,
-                                      self._value, L, scan, self._worst, roll, dshock, floor)
-        return self.engine.model.im_factor * float(self._total[0])
+        """Fast path: IM after orders given as int64 ids / float64 quantities arrays.
+
+        Ids are range-checked (``UnknownInstrumentError``); quantities must be finite and the
+        instruments priced (not checked here: use :meth:`what_if` for unvalidated orders).
+        """
+        return self.engine.model.im_factor * self._wi.total(instrument_ids, quantities)[0]
 
     def apply(self, orders: Any) -> "AccountState":
         """A new state with the orders filled at mark (this one unchanged; equity unchanged)."""
@@ -435,7 +471,8 @@ def _build_plan(market: MarketSnapshot, table: InstrumentTable, model: RiskMatri
     risk_to_usd = und_price.copy() if coin_mode else np.ones(U)
 
     # scenarios per underlying, padded to a common length; padded entries have weight 0
-    sets = {u: model.scenario_set(u) for u in unds if u in market}
+    all_sets = _scenario_sets(model, unds)
+    sets = {u: all_sets[u] for u in unds if u in market}
     S = max((len(s) for s in sets.values()), default=1)
     Sp = -(-S // 8) * 8
     move = np.zeros((U, Sp))

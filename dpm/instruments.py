@@ -41,6 +41,7 @@ from .errors import InvalidInputError, InvalidTypeError, UnknownInstrumentError
 
 __all__ = [
     "EXPIRY_HOUR_UTC",
+    "INSTRUMENT_COLUMNS",
     "NO_EXPIRY",
     "Future",
     "InstrumentTable",

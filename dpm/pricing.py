@@ -324,8 +324,9 @@ def implied_vol(
     The inverse of :func:`price`: ``price(forward, strike, implied_vol(p, ...), time, ...) == p``.
     The solver reduces every option to a normalised out-of-the-money call, evaluates it in the log
     domain with scaled complementary error functions (no underflow, no catastrophic cancellation)
-    and runs a bracketed Householder iteration of order 3 from asymptotic initial guesses (at most
-    10 evaluations per option); see ``docs/pricing.md``.
+    and runs a bracketed Householder iteration of order 3 from asymptotic initial guesses, on SIMD
+    blocks of 64 options (at most 15 evaluations per option, 3.6 on average); see
+    ``docs/pricing.md``.
 
     Parameters
     ----------
@@ -347,6 +348,7 @@ def implied_vol(
         ``T == 0`` any price above intrinsic): NaN; ``3`` price equals the intrinsic value with
         ``T > 0``: vol 0, the only vol giving no time value (a time value that underflowed to 0
         lands here too); ``4`` ``T == 0`` and price equals intrinsic: every vol fits, NaN.
+        Prices within 8 ulps of the intrinsic value or of the upper bound count as on it.
 
     Examples
     --------

@@ -179,8 +179,46 @@ def test_bit_identical_for_workers_blocks_and_chunks(table, market):
         other = eng.var_es(book, sc, LEVELS, **kw)
         for f in ("var", "es", "tail_scenarios", "tail_losses"):
             assert np.array_equal(getattr(base, f), getattr(other, f)), (kw, f)
+    import dpm.models.var as var_module
+    old = var_module.MAX_TAIL_BYTES
+    try:  # tail buffers for 37 accounts at a time: the scenarios are revalued once per group
+        var_module.MAX_TAIL_BYTES = 37 * 12 * 2 * base.tail_scenarios.shape[1]
+        other = eng.var_es(book, sc, LEVELS, workers=2)
+    finally:
+        var_module.MAX_TAIL_BYTES = old
+    for f in ("var", "es", "tail_scenarios", "tail_losses"):
+        assert np.array_equal(getattr(base, f), getattr(other, f)), ("groups", f)
     P1 = eng.revalue(sc, workers=1)
     assert np.array_equal(P1, eng.revalue(sc, workers=3), equal_nan=True)
+
+
+def test_tail_scenarios_canonical_with_ties(mixed_table, market):
+    """Integer P&L with many ties: the k worst are ranked by (loss desc, scenario asc), exactly."""
+    rng = np.random.default_rng(30)
+    M, S = len(mixed_table), 1500
+    P = rng.integers(-3, 4, size=(M, S)).astype(np.float64)
+    P[0] = 0.0
+    book = random_book(mixed_table, 60, seed=31)
+    q = np.round(book.quantity * 10.0)  # integer quantities: exact sums, genuine ties
+    book = AccountBook.from_arrays(book.account_of_position(), book.instrument_idx, q, mixed_table,
+                                   n_accounts=len(book))
+    flat = AccountBook.from_arrays([0], [0], [1.0], mixed_table, n_accounts=1)  # P&L 0 everywhere
+    eng = ScenarioRiskEngine(market, mixed_table)
+    pnl = np.zeros((len(book), S))
+    for a in range(len(book)):
+        for p_ in range(int(book.indptr[a]), int(book.indptr[a + 1])):
+            pnl[a] += book.quantity[p_] * P[book.instrument_idx[p_]]
+    for kw in ({}, {"block": 16, "chunk": 48}, {"block": 5, "workers": 3}):
+        res = eng.var_es(book, P, (0.9, 0.99), **kw)
+        k = res.tail_scenarios.shape[1]
+        assert k == 150
+        for a in range(len(book)):
+            ref = np.lexsort((np.arange(S), pnl[a]))[:k]
+            assert np.array_equal(res.tail_scenarios[a], ref), (kw, a)
+            assert np.array_equal(res.tail_losses[a], -pnl[a, ref])
+        r0 = eng.var_es(flat, P, (0.99,), **kw)
+        assert np.array_equal(r0.tail_scenarios[0], np.arange(15))
+        assert np.all(r0.tail_losses == 0.0) and not np.signbit(r0.tail_losses).any()
 
 
 def test_linear_portfolio_single_underlying_matches_lognormal_closed_form(table, market):

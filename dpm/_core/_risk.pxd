@@ -20,6 +20,8 @@ cdef extern from "risk_kernels.h" nogil:
         dpm_index S, Sp, U, NB, NT
         const double *pnl
         const dpm_inst_info *info
+        int und_sorted
+        int wide
         const int32_t *inst_und
         const int32_t *inst_bucket
         const double *inst_delta
@@ -51,6 +53,7 @@ cdef extern from "risk_kernels.h" nogil:
         double *dshock
         double *floor
 
+    int dpm_cpu_wide() noexcept
     dpm_index dpm_state_size(const dpm_agg_params *p) noexcept
     void dpm_state_clear(const dpm_agg_params *p, double *st) noexcept
     void dpm_state_add(const dpm_agg_params *p, double *st, int64_t i, double q) noexcept

@@ -10,7 +10,7 @@ from libc.string cimport memcpy, memset
 from dpm._core._black cimport dpm_index
 from dpm._core._risk cimport (
     dpm_revalue_rows, dpm_agg_params, dpm_agg_out, dpm_inst_info, dpm_state_size, dpm_state_clear,
-    dpm_state_add, dpm_state_finish, dpm_margin_rows, dpm_what_if, dpm_account_state,
+    dpm_state_add, dpm_state_finish, dpm_margin_rows, dpm_what_if, dpm_account_state, dpm_cpu_wide,
 )
 
 from dpm.errors import InvalidInputError, UnknownInstrumentError
@@ -120,6 +120,12 @@ cdef class AggregationPlan:
             info[i].und = inst_und[i]
             info[i].bucket = inst_bucket[i]
         self.p.info = info
+        self.p.wide = dpm_cpu_wide()
+        self.p.und_sorted = 1
+        for i in range(1, M):
+            if inst_und[i] < inst_und[i - 1]:
+                self.p.und_sorted = 0
+                break
 
     def __dealloc__(self):
         free(self._info_raw)
@@ -184,11 +190,16 @@ cdef class AggregationPlan:
         cdef MarginJob job = MarginJob.__new__(MarginJob)
         job.plan = self
         job.keep = (indptr, inst, qty, total, value, L, scan, worst, roll, dshock, floor)
+        job.n = indptr.shape[0] - 1
+        if job.n <= 0 or self.p.U == 0:
+            job.n = 0  # nothing to compute (run() returns at once)
+            return job
+        if total.shape[0] < job.n or L.shape[0] < job.n or L.shape[1] < self.p.U:
+            raise InvalidInputError("margin_job: output arrays are smaller than the book")
         job.o = self._out(total, value, L, scan, worst, roll, dshock, floor)
         job.indptr = &indptr[0]
         job.inst = &inst[0] if inst.shape[0] > 0 else NULL
         job.qty = &qty[0] if qty.shape[0] > 0 else NULL
-        job.n = indptr.shape[0] - 1
         return job
 
     def finish(self, const double[::1] state, double[::1] total, double[::1] value,
@@ -216,10 +227,10 @@ cdef class MarginJob:
 
     def run(self, Py_ssize_t start, Py_ssize_t stop):
         """Margin of accounts ``[start, stop)`` into the bound outputs."""
+        if self.n == 0 or stop <= start:
+            return
         if start < 0 or stop > self.n:
             raise IndexError(f"accounts [{start}, {stop}) outside [0, {self.n})")
-        if stop <= start:
-            return
         cdef void *raw = NULL
         cdef double *scratch = <double *>_malloc64(<size_t>self.plan.state_size * sizeof(double), &raw)
         if scratch == NULL:

@@ -3,6 +3,7 @@
 dpm.models.var before they get here."""
 from libc.stdint cimport int8_t, uint8_t, int32_t, int64_t
 from dpm._core._black cimport dpm_index
+import numpy as np
 
 cdef extern from "tail_kernels.h" nogil:
     void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index ld, dpm_index c0, dpm_index c1,
@@ -13,8 +14,11 @@ cdef extern from "tail_kernels.h" nogil:
                            const double *volmult, double dt, double *out) noexcept
     void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
                        const double *qty, const double *P, dpm_index nsc, dpm_index s_base,
-                       dpm_index M, dpm_index B, dpm_index k, double *acc, double *heap_val,
-                       int32_t *heap_idx, int32_t *heap_n) noexcept
+                       dpm_index M, dpm_index B, dpm_index k, dpm_index cap, double *acc,
+                       double *cval, int32_t *cidx, int32_t *cn, double *thr, double *sv,
+                       int32_t *si) noexcept
+    void dpm_tail_finish(dpm_index a0, dpm_index a1, dpm_index k, dpm_index cap, double *cval,
+                         int32_t *cidx, int32_t *cn, double *sv, int32_t *si) noexcept
     void dpm_gather_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
                          const double *qty, const double *P, dpm_index S, double *out) noexcept
 
@@ -42,18 +46,42 @@ def revalue_joint(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t c0, Py_ssize_t c
 
 def tail_rows(Py_ssize_t a0, Py_ssize_t a1, const int64_t[::1] indptr, const int64_t[::1] inst,
               const double[::1] qty, const double[:, :, ::1] P, Py_ssize_t nsc, Py_ssize_t s_base,
-              double[::1] acc, double[:, ::1] heap_val, int32_t[:, ::1] heap_idx,
-              int32_t[::1] heap_n):
-    """Update the heaps of the ``k = heap_val.shape[1]`` largest losses of accounts ``[a0, a1)``
-    with ``nsc`` scenarios (numbered from ``s_base``) of the blocked chunk ``P``
-    (n_blocks x M x B); ``acc`` is B doubles of scratch."""
+              Py_ssize_t k, double[:, ::1] cval, int32_t[:, ::1] cidx, int32_t[::1] cn,
+              double[::1] thr):
+    """Offer ``nsc`` scenarios (numbered from ``s_base``) of the blocked chunk ``P``
+    (n_blocks x M x B) to the tail buffers (N x cap, ``cap >= k``) of accounts ``[a0, a1)``.
+    Start with ``cn = 0``, ``thr = -inf``."""
     if a1 <= a0 or nsc <= 0:
         return
+    cdef Py_ssize_t cap = cval.shape[1]
+    if k < 1 or cap < k or cidx.shape[1] != cap or a1 > cn.shape[0] or a1 > thr.shape[0]:
+        raise ValueError("tail_rows: inconsistent buffer sizes")
+    acc = np.empty(P.shape[2])
+    sv = np.empty(cap)
+    si = np.empty(cap, dtype=np.int32)
+    cdef double[::1] acc_v = acc, sv_v = sv
+    cdef int32_t[::1] si_v = si
     cdef const int64_t *ip = &inst[0] if inst.shape[0] > 0 else NULL
     cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
     with nogil:
         dpm_tail_rows(a0, a1, &indptr[0], ip, qp, &P[0, 0, 0], nsc, s_base, P.shape[1], P.shape[2],
-                      heap_val.shape[1], &acc[0], &heap_val[0, 0], &heap_idx[0, 0], &heap_n[0])
+                      k, cap, &acc_v[0], &cval[0, 0], &cidx[0, 0], &cn[0], &thr[0], &sv_v[0],
+                      &si_v[0])
+
+
+def tail_finish(Py_ssize_t a0, Py_ssize_t a1, Py_ssize_t k, double[:, ::1] cval,
+                int32_t[:, ::1] cidx, int32_t[::1] cn):
+    """Reduce the tail buffers of accounts ``[a0, a1)`` to their ``k`` best (first ``k`` columns),
+    sorted by loss descending, ties by scenario index ascending."""
+    if a1 <= a0:
+        return
+    cdef Py_ssize_t cap = cval.shape[1]
+    sv = np.empty(cap)
+    si = np.empty(cap, dtype=np.int32)
+    cdef double[::1] sv_v = sv
+    cdef int32_t[::1] si_v = si
+    with nogil:
+        dpm_tail_finish(a0, a1, k, cap, &cval[0, 0], &cidx[0, 0], &cn[0], &sv_v[0], &si_v[0])
 
 
 def gather_rows(Py_ssize_t a0, Py_ssize_t a1, const int64_t[::1] indptr, const int64_t[::1] inst,

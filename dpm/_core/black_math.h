@@ -57,9 +57,12 @@ extern double erfc(double);
 #define DPM_SQRT1_2 0.707106781186547524400844362105
 
 /* Elements whose out-of-the-money price lost more than this factor to cancellation are recomputed
- * in extended precision (see dpm_black_otm_precise). 2^8: the fast path keeps a relative error below
- * ~256 * 4 ulp ~ 2e-13, inside the 1e-12 target, and only ~0.5 % of random options need the redo. */
-#define DPM_CANCEL_LIMIT 256.0
+ * in extended precision (see dpm_black_otm_precise).  The fast path's relative error grows like
+ * ~4e-15 x the cancellation factor (libmvec erfc/exp/log are not correctly rounded, and the rounding
+ * of d1, d2 is amplified by |d| in N(d)): measured against mpmath on 150,000 random options over
+ * the whole range (tests/test_pricing.py), 2^8 left a worst case of 1.02e-12, 2^7 leaves 5.5e-13,
+ * half the 1e-12 target.  The redo costs ~0.3 ns/option on a typical book. */
+#define DPM_CANCEL_LIMIT 128.0
 
 typedef ptrdiff_t dpm_index;
 
@@ -104,7 +107,8 @@ typedef struct {
     int fix;
 } dpm_black_out;
 
-static inline dpm_black_out dpm_black_all(double F_in, double K, double sigma, double T, double cp,
+/* always_inline: the greeks loop only vectorises if this body is inlined into it */
+static inline __attribute__((always_inline)) dpm_black_out dpm_black_all(double F_in, double K, double sigma, double T, double cp,
                                           double r, double q, int model, int inverse)
 {
     dpm_black_out o;
@@ -119,7 +123,8 @@ static inline dpm_black_out dpm_black_all(double F_in, double K, double sigma, d
     const double cpo = F > K ? -1.0 : 1.0;
     /* clamped: when F/K over- or underflows, d1 = +-inf would turn pdf1 * d2 (vanna, volga) into
      * 0 * inf = NaN; at |d1| = 1e100 pdf1 is 0 and every product stays finite */
-    const double d1 = live ? fmin(fmax(log(F / K) / ss + 0.5 * ss, -1e100), 1e100) : 0.0;
+    const double d1r = log(F / K) / ss + 0.5 * ss;
+    const double d1 = live ? (d1r < -1e100 ? -1e100 : (d1r > 1e100 ? 1e100 : d1r)) : 0.0; /* not fmin/fmax: those are libm calls that stop the vectoriser */
     const double d2 = d1 - ss;
     const double n1 = live ? dpm_ncdf(cpo * d1) : 0.0;
     const double n2 = live ? dpm_ncdf(cpo * d2) : 0.0;
@@ -244,11 +249,17 @@ DPM_INLINE dpm_index dpm_price_loop(const double *restrict F, const double *rest
 /* Results must not depend on where an element sits in the array (dpm promises bit-identical
  * results for every number of workers, i.e. for every chunking).  A vectorised loop over n elements
  * has an epilogue that runs the last n % VF elements through narrower SIMD variants or scalar libm,
- * whose roundings differ from the full-width libmvec variant.  So the loops only ever run on blocks
- * of DPM_BLOCK elements (a compile-time trip count, a multiple of every vector width: no
- * epilogue), and the last partial block is copied into padded local buffers and run as a full
- * block.  Every element then goes through the same instructions wherever it is. */
-#define DPM_BLOCK 16
+ * whose roundings differ from the full-width libmvec variant (and GCC picks the unroll factor,
+ * hence which elements land in the epilogue).  So the SIMD loop only ever runs on blocks of exactly
+ * DPM_BLOCK elements, a compile-time trip count that is a multiple of every vector width (no
+ * epilogue is generated), and the last n % DPM_BLOCK elements are covered by running the same call
+ * site on the final DPM_BLOCK elements of the array (an overlapping window whose outputs are
+ * rewritten with the same bits).  Every element of an array of n >= DPM_BLOCK then goes through the same instructions
+ * wherever it sits; the thread pool never makes chunks that short.  Arrays shorter than one block
+ * are padded into local buffers. */
+#ifndef DPM_BLOCK
+#define DPM_BLOCK 64
+#endif
 
 DPM_INLINE dpm_index dpm_price_blocks(const double *F, const double *K, const double *sigma,
                                       const double *T, const double *cp, const double *r,
@@ -256,31 +267,30 @@ DPM_INLINE dpm_index dpm_price_blocks(const double *F, const double *K, const do
                                       const int inverse, double *out, unsigned char *fix,
                                       dpm_index n)
 {
-    /* padding: sigma = T = 0 prices the intrinsic value, no special case */
-    double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
-    double tr[DPM_BLOCK], tq[DPM_BLOCK], to[DPM_BLOCK];
-    unsigned char tx[DPM_BLOCK];
+    if (n < DPM_BLOCK) {
+        /* padding: sigma = T = 0 prices the intrinsic value, no special case */
+        double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
+        double tr[DPM_BLOCK], tq[DPM_BLOCK], to[DPM_BLOCK];
+        unsigned char tx[DPM_BLOCK];
+        for (dpm_index j = 0; j < DPM_BLOCK; j++) {
+            const int in = j < n;
+            tF[j] = in ? F[j] : 1.0; tK[j] = in ? K[j] : 1.0;
+            ts[j] = in ? sigma[j] : 0.0; tT[j] = in ? T[j] : 0.0; tc[j] = in ? cp[j] : 1.0;
+            tr[j] = (in && has_rq) ? r[j] : 0.0; tq[j] = (in && has_rq) ? q[j] : 0.0;
+        }
+        const dpm_index nfix = dpm_price_loop(tF, tK, ts, tT, tc, tr, tq, has_rq, model, inverse,
+                                              to, tx, DPM_BLOCK);
+        for (dpm_index j = 0; j < n; j++) { out[j] = to[j]; fix[j] = tx[j]; }
+        return nfix;
+    }
     dpm_index nfix = 0;
     for (dpm_index b = 0; b < n; b += DPM_BLOCK) {
-        const dpm_index rem = n - b;
-        const int full = rem >= DPM_BLOCK;
-        if (!full) {
-            for (dpm_index j = 0; j < DPM_BLOCK; j++) {
-                const int in = j < rem;
-                tF[j] = in ? F[b + j] : 1.0; tK[j] = in ? K[b + j] : 1.0;
-                ts[j] = in ? sigma[b + j] : 0.0; tT[j] = in ? T[b + j] : 0.0;
-                tc[j] = in ? cp[b + j] : 1.0;
-                tr[j] = (in && has_rq) ? r[b + j] : 0.0; tq[j] = (in && has_rq) ? q[b + j] : 0.0;
-            }
-        }
-        /* one call site for full and padded blocks, so both run the very same code */
-        nfix += dpm_price_loop(full ? F + b : tF, full ? K + b : tK, full ? sigma + b : ts,
-                               full ? T + b : tT, full ? cp + b : tc,
-                               (full && has_rq) ? r + b : tr, (full && has_rq) ? q + b : tq,
-                               has_rq, model, inverse, full ? out + b : to, full ? fix + b : tx,
-                               DPM_BLOCK);
-        if (!full)
-            for (dpm_index j = 0; j < rem; j++) { out[b + j] = to[j]; fix[b + j] = tx[j]; }
+        /* the last window ends at n and overlaps the previous one */
+        const dpm_index s0 = b + DPM_BLOCK <= n ? b : n - DPM_BLOCK;
+        for (dpm_index j = s0; j < b; j++) nfix -= fix[j]; /* counted again below */
+        nfix += dpm_price_loop(F + s0, K + s0, sigma + s0, T + s0, cp + s0,
+                               has_rq ? r + s0 : r, has_rq ? q + s0 : q, has_rq, model, inverse,
+                               out + s0, fix + s0, DPM_BLOCK);
     }
     return nfix;
 }
@@ -357,37 +367,34 @@ DPM_INLINE dpm_index dpm_greeks_blocks(const double *F, const double *K, const d
                                        double *vanna, double *volga, unsigned char *fix,
                                        dpm_index n)
 {
-    double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
-    double tr[DPM_BLOCK], tq[DPM_BLOCK], o[8][DPM_BLOCK];
-    unsigned char tx[DPM_BLOCK];
+    if (n < DPM_BLOCK) {
+        double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
+        double tr[DPM_BLOCK], tq[DPM_BLOCK], o[8][DPM_BLOCK];
+        unsigned char tx[DPM_BLOCK];
+        for (dpm_index j = 0; j < DPM_BLOCK; j++) {
+            const int in = j < n;
+            tF[j] = in ? F[j] : 1.0; tK[j] = in ? K[j] : 1.0;
+            ts[j] = in ? sigma[j] : 0.0; tT[j] = in ? T[j] : 0.0; tc[j] = in ? cp[j] : 1.0;
+            tr[j] = (in && has_rq) ? r[j] : 0.0; tq[j] = (in && has_rq) ? q[j] : 0.0;
+        }
+        const dpm_index nfix = dpm_greeks_loop(tF, tK, ts, tT, tc, tr, tq, has_rq, model, inverse,
+                                               o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], tx,
+                                               DPM_BLOCK);
+        for (dpm_index j = 0; j < n; j++) {
+            price[j] = o[0][j]; delta[j] = o[1][j]; gamma[j] = o[2][j]; vega[j] = o[3][j];
+            theta[j] = o[4][j]; rho[j] = o[5][j]; vanna[j] = o[6][j]; volga[j] = o[7][j];
+            fix[j] = tx[j];
+        }
+        return nfix;
+    }
     dpm_index nfix = 0;
     for (dpm_index b = 0; b < n; b += DPM_BLOCK) {
-        const dpm_index rem = n - b;
-        const int full = rem >= DPM_BLOCK;
-        if (!full) {
-            for (dpm_index j = 0; j < DPM_BLOCK; j++) {
-                const int in = j < rem;
-                tF[j] = in ? F[b + j] : 1.0; tK[j] = in ? K[b + j] : 1.0;
-                ts[j] = in ? sigma[b + j] : 0.0; tT[j] = in ? T[b + j] : 0.0;
-                tc[j] = in ? cp[b + j] : 1.0;
-                tr[j] = (in && has_rq) ? r[b + j] : 0.0; tq[j] = (in && has_rq) ? q[b + j] : 0.0;
-            }
-        }
-        nfix += dpm_greeks_loop(full ? F + b : tF, full ? K + b : tK, full ? sigma + b : ts,
-                                full ? T + b : tT, full ? cp + b : tc,
-                                (full && has_rq) ? r + b : tr, (full && has_rq) ? q + b : tq,
-                                has_rq, model, inverse, full ? price + b : o[0],
-                                full ? delta + b : o[1], full ? gamma + b : o[2],
-                                full ? vega + b : o[3], full ? theta + b : o[4],
-                                full ? rho + b : o[5], full ? vanna + b : o[6],
-                                full ? volga + b : o[7], full ? fix + b : tx, DPM_BLOCK);
-        if (!full) {
-            for (dpm_index j = 0; j < rem; j++) {
-                price[b + j] = o[0][j]; delta[b + j] = o[1][j]; gamma[b + j] = o[2][j];
-                vega[b + j] = o[3][j]; theta[b + j] = o[4][j]; rho[b + j] = o[5][j];
-                vanna[b + j] = o[6][j]; volga[b + j] = o[7][j]; fix[b + j] = tx[j];
-            }
-        }
+        const dpm_index s0 = b + DPM_BLOCK <= n ? b : n - DPM_BLOCK;
+        for (dpm_index j = s0; j < b; j++) nfix -= fix[j];
+        nfix += dpm_greeks_loop(F + s0, K + s0, sigma + s0, T + s0, cp + s0,
+                                has_rq ? r + s0 : r, has_rq ? q + s0 : q, has_rq, model, inverse,
+                                price + s0, delta + s0, gamma + s0, vega + s0, theta + s0, rho + s0,
+                                vanna + s0, volga + s0, fix + s0, DPM_BLOCK);
     }
     return nfix;
 }

@@ -105,12 +105,11 @@ static void dpm_revalue_rows(dpm_index start, dpm_index stop, dpm_index S, dpm_i
 /* Stage 2: aggregation                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/* The add-on inputs of one instrument packed in one 64-byte line (copies of the inst_* arrays
- * below): the batch gather reads one line per position instead of five scattered ones. */
+/* The add-on inputs of one instrument packed together (copies of the inst_* arrays below): the
+ * batch gather reads one 40-byte record per position instead of six scattered arrays. */
 typedef struct {
     double delta, som, notional, value;
     int32_t und, bucket;
-    int32_t pad_[6];
 } dpm_inst_info;
 
 /* Market/model data shared by every account (read-only). Arrays indexed by instrument (M),
@@ -119,6 +118,8 @@ typedef struct {
     dpm_index S, Sp, U, NB, NT;
     const double *pnl;          /* M x Sp (rows 64-byte aligned when the caller can) */
     const dpm_inst_info *info;  /* M: packed copy of inst_und .. inst_value */
+    int und_sorted;             /* inst_und is non-decreasing in the instrument id */
+    int wide;                   /* gather 64 scenarios per pass (set when the CPU has AVX-512) */
     const int32_t *inst_und;    /* M */
     const int32_t *inst_bucket; /* M: expiry bucket (roll shock), global id in [0, NB) */
     const double *inst_delta;   /* M: delta per contract, in units of the underlying */
@@ -321,7 +322,9 @@ DPM_INLINE void dpm_addon_step(const dpm_inst_info *restrict f, double q, double
     const double d = q * f->delta;
     ad->bsum += d;
     ad->net += d;
-    if (q < 0.0) ad->som -= q * f->som;
+    /* branch-free (long/short signs are unpredictable); for q >= 0 this subtracts exactly +0 */
+    const double qs = q < 0.0 ? q : 0.0;
+    ad->som -= qs * f->som;
     ad->gross += fabs(q) * f->notional;
     ad->value += q * f->value;
 }
@@ -358,6 +361,43 @@ DPM_INLINE void dpm_gather_blk(const double *restrict pnl, dpm_index Sp, dpm_ind
     *ad = r;
     dpm_v8d *wa = (dpm_v8d *)acc;
     wa[0] = a0; wa[1] = a1; wa[2] = a2; wa[3] = a3;
+}
+
+/* The same for 64 scenarios at once (8 accumulators): used when the CPU has 32 vector registers
+ * (AVX-512), where one pass over the positions carries twice as many independent FMA chains. */
+DPM_INLINE void dpm_gather_blk64(const double *restrict pnl, dpm_index Sp, dpm_index s0,
+                                 const int64_t *restrict inst, const double *restrict qty, int64_t n,
+                                 double *restrict acc, int first, int addons,
+                                 const dpm_inst_info *restrict info, double *restrict bucket,
+                                 dpm_addon_acc *restrict ad)
+{
+    dpm_v8d a0, a1, a2, a3, a4, a5, a6, a7;
+    if (first) {
+        a0 = (dpm_v8d){0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
+        a1 = a0; a2 = a0; a3 = a0; a4 = a0; a5 = a0; a6 = a0; a7 = a0;
+    } else {
+        const dpm_v8d *va = (const dpm_v8d *)acc;
+        a0 = va[0]; a1 = va[1]; a2 = va[2]; a3 = va[3]; a4 = va[4]; a5 = va[5]; a6 = va[6]; a7 = va[7];
+    }
+    dpm_addon_acc r = *ad;
+    for (int64_t j = 0; j < n; j++) {
+        const int64_t i = inst[j];
+        const dpm_v8d *row = (const dpm_v8d *)(pnl + i * Sp + s0);
+        const double qj = qty[j];
+        const dpm_v8d q = {qj, qj, qj, qj, qj, qj, qj, qj};
+        a0 += q * row[0];
+        a1 += q * row[1];
+        a2 += q * row[2];
+        a3 += q * row[3];
+        a4 += q * row[4];
+        a5 += q * row[5];
+        a6 += q * row[6];
+        a7 += q * row[7];
+        if (addons) dpm_addon_step(info + i, qj, bucket, &r);
+    }
+    *ad = r;
+    dpm_v8d *wa = (dpm_v8d *)acc;
+    wa[0] = a0; wa[1] = a1; wa[2] = a2; wa[3] = a3; wa[4] = a4; wa[5] = a5; wa[6] = a6; wa[7] = a7;
 }
 
 /* The same for one block of 8 scenarios (Sp not a multiple of DPM_GBLK, or Sp < DPM_GBLK). */
@@ -397,8 +437,14 @@ DPM_INLINE void dpm_state_build(const dpm_agg_params *restrict p, double *restri
     while (k < n) {
         /* a run of positions on one underlying (ids are sorted, and tables group underlyings) */
         const dpm_index u = info[inst[k]].und;
-        int64_t e = k + 1;
-        while (e < n && info[inst[e]].und == u) e++;
+        int64_t e = n;
+        /* the positions of an account are sorted by instrument id (AccountBook's invariant): when
+         * underlyings occupy contiguous id ranges, one check covers the account; otherwise find
+         * where the run ends */
+        if (!(p->und_sorted && info[inst[n - 1]].und == u)) {
+            e = k + 1;
+            while (e < n && info[inst[e]].und == u) e++;
+        }
         const int first = present[u] == 0.0;
         double *acc = st + u * Sp;
         dpm_addon_acc ad;
@@ -408,6 +454,17 @@ DPM_INLINE void dpm_state_build(const dpm_agg_params *restrict p, double *restri
 #if DPM_HAVE_VEC
         dpm_index s0 = 0;
         int addons = 1;
+        if (p->wide) {
+            for (; s0 + 64 <= Sp; s0 += 64) {
+                if (addons)
+                    dpm_gather_blk64(p->pnl, Sp, s0, inst + k, qty + k, e - k, acc + s0, first, 1,
+                                     info, bucket, &ad);
+                else
+                    dpm_gather_blk64(p->pnl, Sp, s0, inst + k, qty + k, e - k, acc + s0, first, 0,
+                                     info, bucket, &ad);
+                addons = 0;
+            }
+        }
         for (; s0 + DPM_GBLK <= Sp; s0 += DPM_GBLK) {
             if (addons)
                 dpm_gather_blk(p->pnl, Sp, s0, inst + k, qty + k, e - k, acc + s0, first, 1, info,
@@ -476,6 +533,18 @@ static void dpm_account_state(const dpm_agg_params *p, const int64_t *inst, cons
 {
     dpm_state_clear(p, st);
     for (int64_t k = 0; k < n; k++) dpm_state_add(p, st, inst[k], qty[k]);
+}
+
+/* 1 when the running CPU has 32 vector registers (AVX-512F): the batch gather then keeps 64
+ * scenario accumulators in registers (8 zmm); narrower CPUs use blocks of 32 (no spills). */
+static int dpm_cpu_wide(void)
+{
+#if DPM_HAVE_VEC && defined(__x86_64__) && !defined(__clang__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? 1 : 0;
+#else
+    return 0;
+#endif
 }
 
 #endif /* DPM_RISK_KERNELS_H */

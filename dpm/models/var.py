@@ -6,14 +6,16 @@ historical, Monte Carlo, named stresses from :mod:`dpm.risk_measures` / :mod:`dp
 1. every instrument is revalued once per joint scenario (USD P&L per contract, a ``nogil`` kernel
    over chunks of instruments);
 2. every account gathers its P&L per scenario through its CSR positions and keeps only its ``k``
-   worst losses (a per-account heap), visiting scenarios in cache-sized blocks; the accounts x
-   scenarios matrix is never formed.
+   worst losses (a per-account candidate buffer, ``k = ceil(S (1 - level))``), visiting scenarios
+   in cache-sized blocks of ``block`` scenarios; the accounts x scenarios matrix is never formed.
 
 :meth:`ScenarioRiskEngine.var_es` runs the two steps chunk by chunk of scenarios (a few hundred at
-a time, see ``chunk``): revalue the chunk (threads over instruments), then update every account's
-heap with it (threads over accounts). Memory is ``M x chunk`` doubles for the revalued chunk plus
-``N x k`` losses and indices for the heaps, whatever the number of scenarios; the ``M x S`` matrix
-is only built by :meth:`ScenarioRiskEngine.revalue` when asked for.
+a time, see ``chunk``): revalue the chunk (threads over instruments), then offer it to every
+account's tail buffer (threads over accounts). Memory is ``M x chunk`` doubles for the revalued
+chunk (:data:`CHUNK_BYTES`, 8 MB by default) plus ``N x 2k`` losses and scenario indices (12 bytes
+each) for the tail buffers and ``N x k`` for the result, whatever the number of scenarios; the
+``M x S`` matrix is only built by :meth:`ScenarioRiskEngine.revalue` when asked for. See the
+"VaR / ES" section of ``docs/benchmarks.md`` for the measured speed and memory.
 
 VaR and ES follow the conventions of :func:`dpm.risk_measures.var_es` (lower empirical quantile;
 Acerbi-Tasche ES with a fractional observation), so account results equal ``var_es`` applied to
@@ -22,6 +24,7 @@ the account's full scenario P&L.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -40,11 +43,19 @@ __all__ = ["ScenarioRiskEngine", "AccountVaRES", "StressResult"]
 #: Target size (bytes) of one revalued chunk of scenarios in :meth:`ScenarioRiskEngine.var_es`:
 #: small enough to stay in the last-level cache while the accounts gather from it.
 CHUNK_BYTES = 8 << 20
+#: Capacity of each account's tail candidate buffer, in multiples of k (memory N x cap x 12 bytes).
+TAIL_BUFFER_FACTOR = 2.0
+#: Largest memory (bytes) for the tail buffers of one group of accounts (only very large
+#: ``k = ceil(S (1 - level))`` times ``N`` need more than one group).
+MAX_TAIL_BYTES = 1 << 30
 #: Block widths with a register-resident kernel (any other width uses a generic loop).
 FAST_BLOCKS = (16, 32, 64)
 # Relative cost of one instrument row in the revaluation (options need Black-76) and of one account
-# (heap work counted as this many positions), used to balance the work between threads.
+# (its tail-buffer work counted as this many positions), used to balance the work between threads.
 _OPTION_COST, _LINEAR_COST, _ACCOUNT_COST = 1.0, 0.05, 4.0
+# Ranges of rows per thread, taken dynamically: enough to even out load from other processes, few
+# enough that each range re-reads the revalued chunk from the shared cache only a few times.
+_PARTS_PER_WORKER = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -128,12 +139,29 @@ def _balanced_bounds(cost: np.ndarray, parts: int) -> list[tuple[int, int]]:
 
 
 def _run_parts(fn: Callable[[int, int], object], bounds: list[tuple[int, int]], workers: int) -> None:
-    """Run ``fn`` on each ``(start, stop)`` of ``bounds``: one part per worker thread."""
-    def run(a: int, b: int) -> None:
-        for s, e in bounds[a:b]:
-            fn(s, e)
+    """Run ``fn(start, stop)`` on every range of ``bounds`` with ``workers`` threads.
 
-    _parallel.run_chunked(run, len(bounds), workers, min_chunk=1)
+    Each thread takes the next range from a shared counter until none is left (dynamic
+    scheduling: a thread slowed down by other load on the machine simply takes fewer ranges), with
+    exactly ``workers`` threads (``run_chunked`` with one chunk per worker). Every range is computed
+    by one thread and ranges are independent, so the result does not depend on ``workers``.
+    """
+    if workers <= 1 or len(bounds) <= 1:
+        for s, e in bounds:
+            fn(s, e)
+        return
+    ticket = itertools.count()  # next() on a count is atomic under the GIL
+
+    def worker(a: int, b: int) -> None:
+        for _ in range(a, b):
+            while True:
+                i = next(ticket)
+                if i >= len(bounds):
+                    return
+                fn(*bounds[i])
+
+    n = min(workers, len(bounds))
+    _parallel.run_chunked(worker, n, n, min_chunk=1)
 
 
 class ScenarioRiskEngine:
@@ -272,7 +300,7 @@ class ScenarioRiskEngine:
             _tail.revalue_joint(a, b, c0, c1, self._kind, self._inverse, self._und, self._F, self._K,
                                 self._cp, self._T, self._cs, self._vol, self._index, move, vmult, dt, out)
 
-        _run_parts(run, _balanced_bounds(self._cost, workers), workers) if M else None
+        _run_parts(run, _balanced_bounds(self._cost, _PARTS_PER_WORKER * workers), workers) if M else None
 
     # ------------------------------------------------------------------ revaluation
     def revalue(self, scenarios: MarketScenarios, *, workers: int | None = None) -> np.ndarray:
@@ -360,34 +388,47 @@ class ScenarioRiskEngine:
         # ceil(n alpha) worst losses give VaR and ES (the last one only for a fractional n alpha)
         k = min(S, max(max(int(np.ceil(_tail_count(S, 1.0 - x)[0])), 1) for x in lv))
         N = len(accounts)
-        heap_val = np.empty((N, k))
-        heap_idx = np.empty((N, k), dtype=np.int32)
-        heap_n = np.zeros(N, dtype=np.int32)
+        # per-account candidate buffers (see tail_kernels.h), compacted to the k best when full;
+        # accounts are processed in groups whose buffers fit in MAX_TAIL_BYTES (one group unless k
+        # is very large: each further group revalues the scenarios again)
+        cap = max(int(TAIL_BUFFER_FACTOR * k), k + 8)
+        G = max(1, min(N, MAX_TAIL_BYTES // (12 * cap)))
         indptr, inst, qty = accounts.indptr, accounts.instrument_idx, accounts.quantity
         buf = np.empty((nblk, M, block))
-        acc_cost = np.diff(indptr).astype(np.float64) + _ACCOUNT_COST
-        acc_bounds = _balanced_bounds(acc_cost, w)
-        for c0 in range(0, S, C):
-            c1 = min(S, c0 + C)
-            nb = -(-(c1 - c0) // block)
-            Pb = buf[:nb]
-            if isinstance(scenarios, np.ndarray):
-                Pb[:] = 0.0
-                for b in range(nb):
-                    s0 = c0 + b * block
-                    Pb[b, :, : min(block, c1 - s0)] = P[:, s0: min(c1, s0 + block)]
-            elif M:
-                self._fill(move, vmult, dt, c0, c1, Pb, w)
+        losses = np.empty((N, k))
+        idx = np.empty((N, k), dtype=np.int32)
+        cval = np.empty((min(G, N), cap))
+        cidx = np.empty((min(G, N), cap), dtype=np.int32)
+        for g0 in range(0, N, G):
+            g1 = min(N, g0 + G)
+            ip = indptr[g0:g1 + 1]  # local account a is account g0 + a; positions stay absolute
+            cn = np.zeros(g1 - g0, dtype=np.int32)
+            thr = np.full(g1 - g0, -np.inf)
+            cv, ci = cval[: g1 - g0], cidx[: g1 - g0]
+            acc_cost = np.diff(ip).astype(np.float64) + _ACCOUNT_COST
+            acc_bounds = _balanced_bounds(acc_cost, _PARTS_PER_WORKER * w if w > 1 else 1)
+            for c0 in range(0, S, C):
+                c1 = min(S, c0 + C)
+                nb = -(-(c1 - c0) // block)
+                Pb = buf[:nb]
+                if isinstance(scenarios, np.ndarray):
+                    Pb[:] = 0.0
+                    for b in range(nb):
+                        s0 = c0 + b * block
+                        Pb[b, :, : min(block, c1 - s0)] = P[:, s0: min(c1, s0 + block)]
+                elif M:
+                    self._fill(move, vmult, dt, c0, c1, Pb, w)
 
-            def run(a: int, b: int, Pb: np.ndarray = Pb, c0: int = c0, c1: int = c1) -> None:
-                _tail.tail_rows(a, b, indptr, inst, qty, Pb, c1 - c0, c0, np.empty(block),
-                                heap_val, heap_idx, heap_n)
+                def run(a: int, b: int, Pb: np.ndarray = Pb, c0: int = c0, c1: int = c1,
+                        ip: np.ndarray = ip, cv: np.ndarray = cv, ci: np.ndarray = ci,
+                        cn: np.ndarray = cn, thr: np.ndarray = thr) -> None:
+                    _tail.tail_rows(a, b, ip, inst, qty, Pb, c1 - c0, c0, k, cv, ci, cn, thr)
 
-            _run_parts(run, acc_bounds, w)
-        # heaps -> worst first; ties broken by scenario index so results do not depend on heap order
-        order = np.lexsort((heap_idx, -heap_val), axis=-1) if N else np.zeros((0, k), dtype=np.int64)
-        losses = np.take_along_axis(heap_val, order, axis=-1)
-        idx = np.take_along_axis(heap_idx, order, axis=-1)
+                _run_parts(run, acc_bounds, w)
+            _run_parts(lambda a, b: _tail.tail_finish(a, b, k, cv, ci, cn), acc_bounds, w)
+            # sorted by the kernel: worst first, ties by scenario index (earliest tied scenario kept)
+            losses[g0:g1] = cv[:, :k] + 0.0  # no -0.0 for flat accounts
+            idx[g0:g1] = ci[:, :k]
         var = np.empty((len(lv), N))
         es = np.empty((len(lv), N))
         for r, x in enumerate(lv):
@@ -449,7 +490,7 @@ class ScenarioRiskEngine:
         def run(a: int, b: int) -> None:
             _tail.gather_rows(a, b, indptr, inst, qty, P, out)
 
-        _run_parts(run, _balanced_bounds(np.diff(indptr).astype(np.float64) + 1.0, w), w)
+        _run_parts(run, _balanced_bounds(np.diff(indptr).astype(np.float64) + 1.0, _PARTS_PER_WORKER * w), w)
         loss = -out
         loss += 0.0  # no negative zeros for flat accounts
         worst = np.argmax(loss, axis=1) if N else np.zeros(0, dtype=np.int64)
