@@ -92,7 +92,7 @@ def run_chunked(
                 return
             try:
                 results[j] = fn(*bounds[j])
-            except BaseException as exc:  # re-raised in the calling thread
+            except Exception as exc:  # noqa: BLE001 - re-raised in the calling thread
                 with lock:
                     errors.append(exc)
                 return

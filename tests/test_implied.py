@@ -8,14 +8,18 @@ allows: |vol - true| <= 1e-12 + 32 eps |P| / vega.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from reference import black_mp
 
 from dpm import pricing
 from dpm._core import _implied
 from dpm.errors import InvalidInputError, InvalidTypeError
 from dpm.pricing import greeks, implied_vol, price
-from reference import black_mp
 
 EPS = np.finfo(float).eps
 HOUR = 1.0 / 8760.0
@@ -130,7 +134,6 @@ def test_scalar_path_agrees_with_the_simd_path():
     df = np.exp(-r * T)
     P = price(F, K, sig, T, cp, rate=r)
     g = greeks(F, K, sig, T, cp, rate=r)
-    e = np.empty(0)
     res = {}
     for scalar in (False, True):
         out = np.empty(len(F))
@@ -305,3 +308,39 @@ def test_flag_table_is_documented():
     assert set(pricing.IV_FLAGS) == {0, 1, 2, 3, 4}
     assert (_implied.OK, _implied.BELOW_INTRINSIC, _implied.ABOVE_BOUND, _implied.NO_TIME_VALUE,
             _implied.EXPIRED) == (0, 1, 2, 3, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# properties (hypothesis)
+# ---------------------------------------------------------------------------------------------
+_fin = dict(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(1.0, 1e5, **_fin), st.floats(0.1, 10.0, **_fin), st.floats(0.05, 3.0, **_fin),
+       st.floats(HOUR, 5.0, **_fin), st.sampled_from([1.0, -1.0]), st.floats(-0.02, 0.1, **_fin),
+       st.booleans())
+def test_round_trip_property(F, m, sig, T, cp, r, inverse):
+    K = F * m
+    P = float(price(F, K, sig, T, cp, rate=r, inverse=inverse))
+    vega = float(greeks(F, K, sig, T, cp, rate=r, inverse=inverse)["vega"])
+    vol, flag = implied_vol(P, F, K, T, cp, rate=r, inverse=inverse, return_flags=True)
+    unit = F if inverse else 1.0
+    time_value = P * unit - math.exp(-r * T) * max(cp * (F - K), 0.0)
+    if flag == 0 and time_value > 1e-290 * F:
+        assert abs(vol - sig) <= 1e-12 + 32 * EPS * abs(P) / max(vega, 1e-300)
+    elif flag == 0:  # a subnormal time value has too few bits to determine the vol
+        assert np.isfinite(vol) and vol >= 0
+    else:  # the price lost its time value (or rounded onto a bound): nothing to recover
+        assert flag in (2, 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(1.0, 1e5, **_fin), st.floats(0.3, 3.0, **_fin), st.floats(0.01, 2.0, **_fin),
+       st.sampled_from([1.0, -1.0]), st.floats(0.05, 2.0, **_fin), st.floats(1.001, 1.5, **_fin))
+def test_implied_vol_increases_with_price(F, m, T, cp, sig, bump):
+    K = F * m
+    lo = float(price(F, K, sig, T, cp))
+    hi = float(price(F, K, sig * bump, T, cp))
+    v = implied_vol([lo, hi], F, K, T, cp)
+    assert v[1] >= v[0]

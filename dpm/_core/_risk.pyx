@@ -105,7 +105,7 @@ cdef class AggregationPlan:
         self.n_scenarios = S
         self.n_instruments = inst_und.shape[0]
         self.state_size = dpm_state_size(&self.p)
-        # packed per-instrument add-on inputs: one cache line per instrument for the batch gather
+        # packed per-instrument add-on inputs: one 40-byte record per position for the batch gather
         cdef Py_ssize_t i, M = inst_und.shape[0]
         cdef dpm_inst_info *info = <dpm_inst_info *>_malloc64(
             <size_t>(M if M > 0 else 1) * sizeof(dpm_inst_info), &self._info_raw)
@@ -194,8 +194,15 @@ cdef class AggregationPlan:
         if job.n <= 0 or self.p.U == 0:
             job.n = 0  # nothing to compute (run() returns at once)
             return job
-        if total.shape[0] < job.n or L.shape[0] < job.n or L.shape[1] < self.p.U:
-            raise InvalidInputError("margin_job: output arrays are smaller than the book")
+        cdef Py_ssize_t U = self.p.U, n = job.n
+        # the kernel writes row a of each (N, U) output at a * U: exactly U columns
+        if (total.shape[0] < n or value.shape[0] < n or L.shape[0] < n or L.shape[1] != U
+                or scan.shape[0] < n or scan.shape[1] != U or worst.shape[0] < n or worst.shape[1] != U
+                or roll.shape[0] < n or roll.shape[1] != U or dshock.shape[0] < n or dshock.shape[1] != U
+                or floor.shape[0] < n or floor.shape[1] != U):
+            raise InvalidInputError("margin_job: output arrays do not match the book (N rows, U columns)")
+        if indptr[job.n] > inst.shape[0] or indptr[job.n] > qty.shape[0] or indptr[0] < 0:
+            raise InvalidInputError("margin_job: indptr points outside the position arrays")
         job.o = self._out(total, value, L, scan, worst, roll, dshock, floor)
         job.indptr = &indptr[0]
         job.inst = &inst[0] if inst.shape[0] > 0 else NULL

@@ -427,7 +427,7 @@ class ScenarioRiskEngine:
                 _run_parts(run, acc_bounds, w)
             _run_parts(lambda a, b: _tail.tail_finish(a, b, k, cv, ci, cn), acc_bounds, w)
             # sorted by the kernel: worst first, ties by scenario index (earliest tied scenario kept)
-            losses[g0:g1] = cv[:, :k] + 0.0  # no -0.0 for flat accounts
+            np.add(cv[:, :k], 0.0, out=losses[g0:g1])  # + 0.0: no -0.0 for flat accounts
             idx[g0:g1] = ci[:, :k]
         var = np.empty((len(lv), N))
         es = np.empty((len(lv), N))
