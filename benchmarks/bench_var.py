@@ -35,10 +35,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import dpm.sample as sample  # noqa: E402
-import dpm.sample_market as sample_market  # noqa: E402
-from dpm.models.var import ScenarioRiskEngine  # noqa: E402
-from numpy_var_reference import numpy_var_es  # noqa: E402
+from numpy_var_reference import numpy_var_es
+
+from dpm import sample, sample_market
+from dpm.models.var import ScenarioRiskEngine
 
 N_ACCOUNTS = 10_000
 N_PATHS = 10_000

@@ -10,18 +10,16 @@ import math
 
 import numpy as np
 import pytest
+from reference import var_ref
 from scipy import stats
 
-import dpm.sample as sample
-import dpm.sample_market as sample_market
+from dpm import sample, sample_market
 from dpm.accounts import AccountBook
 from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError
 from dpm.instruments import InstrumentTable, Kind
 from dpm.models.var import ScenarioRiskEngine
 from dpm.risk_measures import MarketScenarios, component_es, mc_scenarios, var_es
 from dpm.stress import hypothetical_scenarios
-
-from reference import var_ref
 
 LEVELS = (0.9, 0.95, 0.975, 0.99, 0.995)
 
@@ -145,6 +143,22 @@ def test_var_es_matches_reference_generated_accounts(table, market):
     pnl, gross = reference_pnl(book, market, sc)
     res = ScenarioRiskEngine(market, table).var_es(book, sc, (0.95, 0.99), workers=2)
     _check_against_reference(res, pnl, gross, (0.95, 0.99))
+
+
+def test_historical_scenarios_with_vol_proxy_match_reference(mixed_table, market):
+    """Filtered historical 5-day scenarios of the bundled history, with fitted vol shocks."""
+    from dpm.calibration import fit_vol_shock_proxy
+    from dpm.history import load_history
+    from dpm.risk_measures import filtered_historical_scenarios
+
+    r = load_history().log_returns(["BTC", "ETH"]).values
+    proxy = fit_vol_shock_proxy(r, horizon_days=5, underlyings=("BTC", "ETH"))
+    sc = filtered_historical_scenarios(r[-800:], horizon=5, underlyings=("BTC", "ETH"), vol_proxy=proxy)
+    assert sc.horizon_days == 5 and np.any(sc.vol_shock != 0.0)
+    book = random_book(mixed_table, 40, seed=32)
+    pnl, gross = reference_pnl(book, market, sc)
+    res = ScenarioRiskEngine(market, mixed_table).var_es(book, sc, (0.975, 0.99))
+    _check_against_reference(res, pnl, gross, (0.975, 0.99))
 
 
 def test_es_at_least_var_and_monotone(mixed_table, market):
@@ -404,6 +418,41 @@ def test_underlying_missing_from_market(mixed_table, market):
                                    account_ids=["erin"], n_accounts=1)
     with pytest.raises(MarketDataError, match=r"'erin'.*'ETH-PERPETUAL'.*not in the market"):
         ScenarioRiskEngine(btc_market, mixed_table).var_es(book, joint_scenarios(40, seed=3))
+
+
+def test_unusable_market_data_names_account_and_instrument(mixed_table, market, monkeypatch):
+    """An option whose surface gives a NaN vol is reported if held, never priced at zero vol."""
+    from dpm.market import MarketSnapshot
+
+    names = list(mixed_table.name)
+    target = "ETH-25DEC26-3000-P"
+    real = MarketSnapshot.instrument_inputs
+
+    def broken_surface(self, table):  # what a broken surface would give for one option
+        inp = real(self, table)
+        vol = np.array(inp.vol, dtype=np.float64)
+        vol[[j for j, n in enumerate(table.name) if n == target]] = np.nan
+        return type(inp)(inp.forward, inp.time, vol, inp.index, inp.timestamp_ms)
+
+    monkeypatch.setattr(MarketSnapshot, "instrument_inputs", broken_surface)
+    eng = ScenarioRiskEngine(market, mixed_table)
+    monkeypatch.undo()
+    i = names.index(target)
+    book = AccountBook.from_arrays([0, 1], [i, names.index("ETH-PERPETUAL")], [1.0, 1.0], mixed_table,
+                                   account_ids=["gus", "hal"], n_accounts=2)
+    with pytest.raises(MarketDataError, match=r"'gus'.*'ETH-25DEC26-3000-P'.*market data.*implied vol nan"):
+        eng.var_es(book, joint_scenarios(40, seed=3))
+    assert np.isnan(eng.revalue(joint_scenarios(40, seed=3))[i]).all()
+    assert np.isfinite(eng.var_es(book.subset([1]), joint_scenarios(40, seed=3)).es).all()
+
+
+def test_block_wider_than_scenarios(mixed_table, market):
+    eng = ScenarioRiskEngine(market, mixed_table)
+    book = random_book(mixed_table, 30, seed=27)
+    sc = joint_scenarios(21, seed=28)
+    a = eng.var_es(book, sc, (0.9,), block=10_000_000)
+    b = eng.var_es(book, sc, (0.9,), block=32)
+    assert np.array_equal(a.es, b.es) and np.array_equal(a.tail_scenarios, b.tail_scenarios)
 
 
 @pytest.mark.parametrize("levels", [0.0, 1.0, 1.5, -0.1, float("nan"), (0.99, 1.0), ()])

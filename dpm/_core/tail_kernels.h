@@ -3,15 +3,16 @@
  *
  * dpm_revalue_joint: P&L (USD per contract) of instruments [start, stop) in the joint scenarios
  *   [c0, c1), where scenario s moves underlying u's price by move[u*ld + s] and multiplies its
- *   implied vols by volmult[u*ld + s]; time advances by dt (the horizon).  Uses the one Black-76 formula of
- *   black_math.h.  The output is blocked: scenario c0 + s of instrument i is at
+ *   implied vols by volmult[u*ld + s]; time advances by dt (the horizon).  Uses the one Black-76
+ *   formula of black_math.h.  The output is blocked: scenario c0 + s of instrument i is at
  *   out[((s / B) * M + i) * B + s % B], so each block of B scenarios is one contiguous M x B matrix
  *   (B = S gives the plain M x S layout); the tail of the last block is zero-filled.
  * dpm_tail_rows: for accounts [a0, a1) of a CSR book, updates the k largest losses (and their
  *   scenario indices), kept per account in a candidate buffer (see below), with the scenarios of
- *   one chunk of P (blocked layout above, nsc scenarios numbered from s_base).  The chunk is visited block by block
- *   and, inside a block, account by account, so the M x B block stays in L2 while every account of
- *   the range gathers from it; the accounts x scenarios matrix is never formed.  For B = 16, 32 and
+ *   one chunk of P (blocked layout above, nsc scenarios numbered from s_base).  The chunk is
+ *   visited block by block and, inside a block, account by account, so the M x B block stays in
+ *   L2 while every account of the range gathers from it; the accounts x scenarios matrix is never
+ *   formed.  For B = 16, 32 and
  *   64 the B-wide accumulator of an account is held in vector registers for the whole position
  *   loop (GCC vector extensions, lowered to 2/4/8 zmm, 4/8/16 ymm or xmm per target clone): one FMA
  *   with a memory operand per 8 scenarios and position, no load/store of the accumulator.  Any other
@@ -105,7 +106,7 @@ static void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index ld, dpm
                 }
             }
         }
-        /* zero the tail of the last block (padding the accounts' kernel reads but never pushes) */
+        /* zero the tail of the last block (padding the accounts' kernel reads but never appends) */
         const dpm_index nlast = n % B;
         if (nlast) {
             double *row = out + (((n - 1) / B) * M + i) * B;

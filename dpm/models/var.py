@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -38,7 +39,7 @@ from ..instruments import InstrumentTable, Kind
 from ..market import MarketSnapshot
 from ..risk_measures import MarketScenarios, _tail_count
 
-__all__ = ["ScenarioRiskEngine", "AccountVaRES", "StressResult"]
+__all__ = ["AccountVaRES", "ScenarioRiskEngine", "StressResult"]
 
 #: Target size (bytes) of one revalued chunk of scenarios in :meth:`ScenarioRiskEngine.var_es`:
 #: small enough to stay in the last-level cache while the accounts gather from it.
@@ -135,7 +136,7 @@ def _balanced_bounds(cost: np.ndarray, parts: int) -> list[tuple[int, int]]:
     c = np.cumsum(cost)
     cuts = np.searchsorted(c, c[-1] * np.arange(1, parts) / parts, side="right")
     edges = np.unique(np.concatenate(([0], np.clip(cuts, 1, n - 1) if n > 1 else [], [n]))).astype(int)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def _run_parts(fn: Callable[[int, int], object], bounds: list[tuple[int, int]], workers: int) -> None:
@@ -215,7 +216,14 @@ class ScenarioRiskEngine:
             inp = market.instrument_inputs(sub)
             self._F[idx] = inp.forward
             self._T[idx] = inp.time
-            self._vol[idx] = np.where(np.isfinite(inp.vol), inp.vol, 0.0)
+            self._vol[idx] = np.where(self._kind[idx] == Kind.OPTION, inp.vol, 0.0)
+        # market data the kernel cannot use (a forward <= 0, a NaN or negative vol) make the
+        # instrument unavailable, reported by name if an account holds it (never priced silently)
+        self._bad_data = ~(np.isfinite(self._F) & (self._F > 0.0) & np.isfinite(self._vol) & (self._vol >= 0.0))
+        self._available &= ~self._bad_data
+        self._bad_inputs = {int(j): (float(self._F[j]), float(self._vol[j])) for j in np.flatnonzero(self._bad_data)}
+        self._F[self._bad_data] = 1.0
+        self._vol[self._bad_data] = 0.0
         self._K = np.where(self._kind == Kind.OPTION, np.nan_to_num(np.asarray(t.strike, dtype=np.float64), nan=1.0), 1.0)
         self._cp = np.where(np.asarray(t.option_type) < 0, -1.0, 1.0)
         self._cs = np.ascontiguousarray(t.contract_size, dtype=np.float64)
@@ -266,6 +274,9 @@ class ScenarioRiskEngine:
             e = int(self.instruments.expiry_ms[i])
             return (f"it has expired: expiry {_iso(e)} is not after the snapshot time "
                     f"{_iso(self.market.timestamp_ms)}")
+        if self._bad_data[i]:
+            f, v = self._bad_inputs[i]
+            return f"unusable market data: forward {f!r}, implied vol {v!r}"
         if covered is not None and not covered[int(self._und[i])]:
             return f"the scenarios have no moves for its underlying {u!r}"
         return "its scenario P&L is not finite"
@@ -370,7 +381,6 @@ class ScenarioRiskEngine:
                 raise InvalidInputError(f"scenarios: expected a P&L matrix of shape ({M}, S), got {P.shape}")
             S = P.shape[1]
             self._check_held(accounts, np.isfinite(P).all(axis=1) if S else np.ones(M, dtype=bool), None)
-            fill = None
         elif isinstance(scenarios, MarketScenarios):
             move, vmult, covered, S, dt = self._moves(scenarios)
             self._check_held(accounts, self._available & covered[self._und] if M else self._available, covered)
@@ -379,6 +389,9 @@ class ScenarioRiskEngine:
                 f"scenarios: expected MarketScenarios or an M x S ndarray, got {type(scenarios).__name__}")
         if S == 0:
             raise InvalidInputError("scenarios: no scenarios")
+        # a block wider than the scenarios only pads with zeros (results never depend on it)
+        if block > S:
+            block = -(-S // 8) * 8
         if chunk is None:
             nblk = max(1, CHUNK_BYTES // max(1, 8 * M * block))
         else:
@@ -425,7 +438,11 @@ class ScenarioRiskEngine:
                     _tail.tail_rows(a, b, ip, inst, qty, Pb, c1 - c0, c0, k, cv, ci, cn, thr)
 
                 _run_parts(run, acc_bounds, w)
-            _run_parts(lambda a, b: _tail.tail_finish(a, b, k, cv, ci, cn), acc_bounds, w)
+
+            def finish(a: int, b: int, cv: np.ndarray = cv, ci: np.ndarray = ci, cn: np.ndarray = cn) -> None:
+                _tail.tail_finish(a, b, k, cv, ci, cn)
+
+            _run_parts(finish, acc_bounds, w)
             # sorted by the kernel: worst first, ties by scenario index (earliest tied scenario kept)
             np.add(cv[:, :k], 0.0, out=losses[g0:g1])  # + 0.0: no -0.0 for flat accounts
             idx[g0:g1] = ci[:, :k]
@@ -476,7 +493,7 @@ class ScenarioRiskEngine:
         Memory is ``N x S`` (the full loss table is the result): meant for tens of named scenarios.
         """
         self._check_book(accounts)
-        move, vmult, covered, S, dt = self._moves(scenarios)
+        covered = self._moves(scenarios)[2]
         M = len(self.instruments)
         self._check_held(accounts, self._available & covered[self._und] if M else self._available, covered)
         P = self.revalue(scenarios, workers=workers)
