@@ -151,6 +151,18 @@ def test_greeks_dpm(benchmark, book, workers):
     np.testing.assert_allclose(out["vega"], ref["vega"], rtol=1e-9, atol=1e-9 * F[0])
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_greeks5_dpm(benchmark, book, workers):
+    """The issue's target set: price, delta, gamma, vega, theta (the lean kernel variant)."""
+    F, K, sig, T, cp = book
+    five = ("price", "delta", "gamma", "vega", "theta")
+    out = {g: np.empty(len(F)) for g in five}
+    _run(benchmark, lambda: greeks(F, K, sig, T, cp, out=out, which=five, workers=workers), len(F), 20,
+         "greeks", impl="dpm (price, delta, gamma, vega, theta)", workers=workers)
+    ref = numpy_greeks(F, K, sig, T, cp)
+    np.testing.assert_allclose(out["theta"], ref["theta"], rtol=1e-9, atol=1e-9 * F[0])
+
+
 def test_greeks_numpy_reference(benchmark, book):
     _run(benchmark, lambda: numpy_greeks(*book), len(book[0]), 8, "greeks",
          impl="numpy+ndtr (price + delta, gamma, vega, theta)", workers=1)

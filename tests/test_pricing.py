@@ -603,3 +603,25 @@ def test_simd_build_keeps_nan_inf_and_sign_checks():
     F[777] = np.nan
     with pytest.raises(InvalidInputError, match="index 777 is nan"):
         price(F, 100.0, 0.5, 1.0, "call")
+
+
+def test_greeks_which_selects_outputs_and_the_lean_kernel_matches_the_full_one() -> None:
+    rng = np.random.default_rng(42)
+    n = 5000
+    F = rng.uniform(50, 150, n)
+    K = F * np.exp(rng.uniform(-2, 2, n))
+    sig = rng.uniform(0.05, 3.0, n)
+    T = rng.uniform(1 / 8760, 5, n)
+    cp = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+    for kw in ({}, {"inverse": True}, {"rate": 0.03}, {"model": "bsm", "rate": 0.02, "carry": 0.01}):
+        full = greeks(F, K, sig, T, cp, **kw)
+        lean = greeks(F, K, sig, T, cp, which=("price", "delta", "gamma", "vega", "theta"), **kw)
+        assert set(lean) == {"price", "delta", "gamma", "vega", "theta"}
+        for g, v in lean.items():
+            np.testing.assert_array_equal(v, full[g])  # the same arithmetic, bit for bit
+    only = greeks(F, K, sig, T, cp, which=["volga"])
+    np.testing.assert_array_equal(only["volga"], greeks(F, K, sig, T, cp)["volga"])
+    with pytest.raises(InvalidInputError, match="which"):
+        greeks(F, K, sig, T, cp, which=["charm"])
+    with pytest.raises(InvalidInputError, match="not computed"):
+        greeks(F, K, sig, T, cp, which=["delta"], out={"gamma": np.empty(n)})

@@ -26,7 +26,7 @@ cdef extern from "black_math.h" nogil:
                         double *out, unsigned char *fix, dpm_index n) noexcept
     dpm_index dpm_greeks(const double *F, const double *K, const double *sigma, const double *T,
                          const double *cp, const double *r, const double *q, int model, int inverse,
-                         double *price, double *delta, double *gamma, double *vega, double *theta,
+                         int full, double *price, double *delta, double *gamma, double *vega, double *theta,
                          double *rho, double *vanna, double *volga, unsigned char *fix,
                          dpm_index n) noexcept
     int dpm_inputs_ok(const double *F, const double *K, const double *sigma, const double *T,

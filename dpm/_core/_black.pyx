@@ -39,16 +39,25 @@ def greeks_chunk(const double[::1] F, const double[::1] K, const double[::1] sig
                  double[::1] delta, double[::1] gamma, double[::1] vega, double[::1] theta,
                  double[::1] rho, double[::1] vanna, double[::1] volga, unsigned char[::1] fix,
                  Py_ssize_t start, Py_ssize_t stop):
-    """Price and all greeks of elements ``[start, stop)``."""
+    """Price and greeks of elements ``[start, stop)``.
+
+    ``rho``, ``vanna`` and ``volga`` may be empty arrays: then only price, delta, gamma, vega and
+    theta are computed (a leaner kernel variant).
+    """
     cdef dpm_index n = stop - start
     cdef dpm_index nfix = 0
+    cdef int full = rho.shape[0] > 0
     if n <= 0:
         return 0
+    if start < 0 or stop > F.shape[0] or price.shape[0] < stop or theta.shape[0] < stop \
+            or (full and (rho.shape[0] < stop or vanna.shape[0] < stop or volga.shape[0] < stop)):
+        raise IndexError(f"greeks_chunk: elements [{start}, {stop}) out of range")
     with nogil:
         nfix = dpm_greeks(&F[start], &K[start], &sigma[start], &T[start], &cp[start],
-                          _opt(r, start), _opt(q, start), model, inverse, &price[start],
-                          &delta[start], &gamma[start], &vega[start], &theta[start], &rho[start],
-                          &vanna[start], &volga[start], &fix[start], n)
+                          _opt(r, start), _opt(q, start), model, inverse, full, &price[start],
+                          &delta[start], &gamma[start], &vega[start], &theta[start],
+                          &rho[start] if full else NULL, &vanna[start] if full else NULL,
+                          &volga[start] if full else NULL, &fix[start], n)
     return nfix
 
 

@@ -56,8 +56,10 @@ extern double erfc(double);
 #define DPM_INV_SQRT_2PI 0.398942280401432677939946059934
 #define DPM_SQRT1_2 0.707106781186547524400844362105
 
-/* Elements whose out-of-the-money price lost more than this factor to cancellation are recomputed
- * in extended precision (see dpm_black_otm_precise).  The fast path's relative error grows like
+/* Elements whose price lost more than this factor to cancellation (K N(d2) > limit x price, where
+ * the price includes the intrinsic value added by parity, so in-the-money options whose small OTM
+ * part is inaccurate but negligible are not redone) are recomputed in extended precision (see
+ * dpm_black_otm_precise); so are in-the-money options whose time value cancelled to zero.  The fast path's relative error grows like
  * ~4e-15 x the cancellation factor (libmvec erfc/exp/log are not correctly rounded, and the rounding
  * of d1, d2 is amplified by |d| in N(d)): measured against mpmath on 150,000 random options over
  * the whole range (tests/test_pricing.py), 2^8 left a worst case of 1.02e-12, 2^7 leaves 5.5e-13,
@@ -101,7 +103,7 @@ static double dpm_black_otm_precise(double F, double K, double s, double cpo)
 
 /* All outputs of one option.  model: 0 = Black-76 (input F is the forward), 1 = Black-Scholes-Merton
  * (input F is the spot S, q the dividend/carry yield).  inverse: 1 = value in coin, B/F (Black-76 only).
- * fix: set when the fast OTM price lost more than DPM_CANCEL_LIMIT to cancellation. */
+ * fix: set when the fast price lost more than DPM_CANCEL_LIMIT to cancellation. */
 typedef struct {
     double price, delta, gamma, vega, theta, rho, vanna, volga;
     double otm_u, d1, s, cpo, fwd; /* intermediates the precise fix-up needs */
@@ -141,7 +143,7 @@ static inline __attribute__((always_inline)) dpm_black_out dpm_black_all(double 
     const double vB = F * pdf1 * sqT;                     /* dB/dsigma */
     const double dBdT = live ? 0.5 * F * pdf1 * sig / sqT : 0.0;
 
-    o.fix = live && (otm * DPM_CANCEL_LIMIT < t2);
+    o.fix = live && ((B * DPM_CANCEL_LIMIT < t2) | (otm * 0x1p40 < t2));
     o.otm_u = otm; o.d1 = d1; o.s = ss; o.cpo = cpo; o.fwd = F;
 
     const double V = df * B;
@@ -240,7 +242,9 @@ DPM_INLINE dpm_index dpm_price_loop(const double *restrict F, const double *rest
         const double B = otm + ((cp[i] != cpo) ? cp[i] * (Fi - Ki) : 0.0);
         const double V = has_rq ? exp(-ri * Ti) * B : B;
         out[i] = inverse ? V / Fi : V;
-        const unsigned char f = live && (otm * DPM_CANCEL_LIMIT < t2);
+        /* also redo an in-the-money option whose time value (nearly) cancelled away (lost > 40 bits):
+         * the price must stay above the intrinsic value, or implied vol would call it arbitrage */
+        const unsigned char f = live && ((B * DPM_CANCEL_LIMIT < t2) | (otm * 0x1p40 < t2));
         fix[i] = f;
         nfix += f;
     }
@@ -334,7 +338,7 @@ DPM_INLINE dpm_index dpm_greeks_loop(const double *restrict F, const double *res
                                      const double *restrict sigma, const double *restrict T,
                                      const double *restrict cp, const double *restrict r,
                                      const double *restrict q, const int has_rq, const int model,
-                                     const int inverse, double *restrict price,
+                                     const int inverse, const int full, double *restrict price,
                                      double *restrict delta, double *restrict gamma,
                                      double *restrict vega, double *restrict theta,
                                      double *restrict rho, double *restrict vanna,
@@ -351,9 +355,11 @@ DPM_INLINE dpm_index dpm_greeks_loop(const double *restrict F, const double *res
         gamma[i] = o.gamma;
         vega[i] = o.vega;
         theta[i] = o.theta;
-        rho[i] = o.rho;
-        vanna[i] = o.vanna;
-        volga[i] = o.volga;
+        if (full) { /* compile-time constant: the short variant never computes these */
+            rho[i] = o.rho;
+            vanna[i] = o.vanna;
+            volga[i] = o.volga;
+        }
         fix[i] = (unsigned char)o.fix;
         nfix += o.fix;
     }
@@ -364,7 +370,7 @@ DPM_INLINE dpm_index dpm_greeks_loop(const double *restrict F, const double *res
 DPM_INLINE dpm_index dpm_greeks_blocks(const double *F, const double *K, const double *sigma,
                                        const double *T, const double *cp, const double *r,
                                        const double *q, const int has_rq, const int model,
-                                       const int inverse, double *price, double *delta,
+                                       const int inverse, const int full, double *price, double *delta,
                                        double *gamma, double *vega, double *theta, double *rho,
                                        double *vanna, double *volga, unsigned char *fix,
                                        dpm_index n)
@@ -380,11 +386,12 @@ DPM_INLINE dpm_index dpm_greeks_blocks(const double *F, const double *K, const d
             tr[j] = (in && has_rq) ? r[j] : 0.0; tq[j] = (in && has_rq) ? q[j] : 0.0;
         }
         const dpm_index nfix = dpm_greeks_loop(tF, tK, ts, tT, tc, tr, tq, has_rq, model, inverse,
-                                               o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7], tx,
-                                               DPM_BLOCK);
+                                               full, o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7],
+                                               tx, DPM_BLOCK);
         for (dpm_index j = 0; j < n; j++) {
             price[j] = o[0][j]; delta[j] = o[1][j]; gamma[j] = o[2][j]; vega[j] = o[3][j];
-            theta[j] = o[4][j]; rho[j] = o[5][j]; vanna[j] = o[6][j]; volga[j] = o[7][j];
+            theta[j] = o[4][j];
+            if (full) { rho[j] = o[5][j]; vanna[j] = o[6][j]; volga[j] = o[7][j]; }
             fix[j] = tx[j];
         }
         return nfix;
@@ -395,38 +402,42 @@ DPM_INLINE dpm_index dpm_greeks_blocks(const double *F, const double *K, const d
         for (dpm_index j = s0; j < b; j++) nfix -= fix[j];
         nfix += dpm_greeks_loop(F + s0, K + s0, sigma + s0, T + s0, cp + s0,
                                 has_rq ? r + s0 : r, has_rq ? q + s0 : q, has_rq, model, inverse,
-                                price + s0, delta + s0, gamma + s0, vega + s0, theta + s0, rho + s0,
-                                vanna + s0, volga + s0, fix + s0, DPM_BLOCK);
+                                full, price + s0, delta + s0, gamma + s0, vega + s0, theta + s0,
+                                full ? rho + s0 : rho, full ? vanna + s0 : vanna,
+                                full ? volga + s0 : volga, fix + s0, DPM_BLOCK);
     }
     return nfix;
 }
 
+/* full = 0: price, delta, gamma, vega and theta only (rho, vanna, volga may be NULL). */
 DPM_CLONES
 static dpm_index dpm_greeks_fast(const double *F, const double *K, const double *sigma,
                                  const double *T, const double *cp, const double *r, const double *q,
-                                 int model, int inverse, double *price, double *delta, double *gamma,
-                                 double *vega, double *theta, double *rho, double *vanna,
-                                 double *volga, unsigned char *fix, dpm_index n)
+                                 int model, int inverse, int full, double *price, double *delta,
+                                 double *gamma, double *vega, double *theta, double *rho,
+                                 double *vanna, double *volga, unsigned char *fix, dpm_index n)
 {
 #define DPM_G_ARGS price, delta, gamma, vega, theta, rho, vanna, volga, fix, n
+#define DPM_G(hr, m, inv) (full ? dpm_greeks_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 1, DPM_G_ARGS) \
+                                : dpm_greeks_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 0, DPM_G_ARGS))
     if (r && q) {
-        if (model) return dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 1, 1, 0, DPM_G_ARGS);
-        return inverse ? dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 1, 0, 1, DPM_G_ARGS)
-                       : dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 1, 0, 0, DPM_G_ARGS);
+        if (model) return DPM_G(1, 1, 0);
+        return inverse ? DPM_G(1, 0, 1) : DPM_G(1, 0, 0);
     }
-    if (model) return dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 0, 1, 0, DPM_G_ARGS);
-    return inverse ? dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 0, 0, 1, DPM_G_ARGS)
-                   : dpm_greeks_blocks(F, K, sigma, T, cp, r, q, 0, 0, 0, DPM_G_ARGS);
+    if (model) return DPM_G(0, 1, 0);
+    return inverse ? DPM_G(0, 0, 1) : DPM_G(0, 0, 0);
+#undef DPM_G
 #undef DPM_G_ARGS
 }
 
 static dpm_index dpm_greeks(const double *F, const double *K, const double *sigma, const double *T,
                             const double *cp, const double *r, const double *q, int model, int inverse,
-                            double *price, double *delta, double *gamma, double *vega, double *theta,
-                            double *rho, double *vanna, double *volga, unsigned char *fix, dpm_index n)
+                            int full, double *price, double *delta, double *gamma, double *vega,
+                            double *theta, double *rho, double *vanna, double *volga,
+                            unsigned char *fix, dpm_index n)
 {
-    const dpm_index nfix = dpm_greeks_fast(F, K, sigma, T, cp, r, q, model, inverse, price, delta,
-                                           gamma, vega, theta, rho, vanna, volga, fix, n);
+    const dpm_index nfix = dpm_greeks_fast(F, K, sigma, T, cp, r, q, model, inverse, full, price,
+                                           delta, gamma, vega, theta, rho, vanna, volga, fix, n);
     if (nfix) {
         for (dpm_index i = 0; i < n; i++) {
             if (!fix[i]) continue;
@@ -434,7 +445,7 @@ static dpm_index dpm_greeks(const double *F, const double *K, const double *sigm
                                                           r ? r[i] : 0.0, q ? q[i] : 0.0, model, inverse);
             price[i] = o.price;
             theta[i] = o.theta;
-            rho[i] = o.rho;
+            if (full) rho[i] = o.rho;
         }
     }
     return nfix;

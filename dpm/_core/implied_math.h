@@ -389,8 +389,10 @@ static dpm_iv_index dpm_implied_vol(const double *P, const double *F_in, const d
             const double otm = B - intrinsic;
             const double gap = call ? Fi - B : Ki - B;
             /* prices within a few ulps of a bound are taken to be on it: discounting, coin
-             * conversion and the caller's own rounding move an intrinsic or bound price */
-            const double tol = DPM_IV_BOUND_ULPS * DBL_EPSILON * intrinsic;
+             * conversion and the caller's own rounding move an intrinsic or bound price.  The
+             * intrinsic value |F - K| carries the rounding of F and K (a forward from spot and
+             * carry is rounded), so its tolerance scales with max(F, K), not with |F - K|. */
+            const double tol = intrinsic > 0.0 ? DPM_IV_BOUND_ULPS * DBL_EPSILON * (Fi > Ki ? Fi : Ki) : 0.0;
             const double bound = call ? Fi : Ki;
             int flag = DPM_IV_OK;
             double vol = NAN;
