@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from scipy.special import ndtr
 
 from dpm.instruments import Kind
-from dpm.risk_measures import _tail_count
+from dpm.risk_measures import tail_count
 
 
 def reprice(market: Any, table: Any, scenarios: Any) -> np.ndarray:
@@ -72,12 +72,12 @@ def reprice(market: Any, table: Any, scenarios: Any) -> np.ndarray:
 def tail_stats(X: np.ndarray, levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
     """VaR / ES (rows: levels) of the P&L rows of ``X`` from its ``ceil(S alpha)`` worst values."""
     n = X.shape[1]
-    kk = min(n, max(max(int(np.ceil(_tail_count(n, 1.0 - lv)[0])), 1) for lv in levels))
+    kk = min(n, max(max(int(np.ceil(tail_count(n, 1.0 - lv)[0])), 1) for lv in levels))
     worst = np.sort(np.partition(X, kk - 1, axis=1)[:, :kk], axis=1) if kk < n else np.sort(X, axis=1)
     var = np.empty((len(levels), X.shape[0]))
     es = np.empty_like(var)
     for r, lv in enumerate(levels):
-        na, k = _tail_count(n, 1.0 - lv)
+        na, k = tail_count(n, 1.0 - lv)
         q = max(int(np.ceil(na)), 1) - 1
         var[r] = -worst[:, q]
         tail = worst[:, :k].sum(axis=1) + ((na - k) * worst[:, k] if na > k else 0.0)

@@ -560,6 +560,25 @@ class AccountBook:
         for i in range(len(self)):
             yield self.account(i)
 
+    def require_table(self, table: InstrumentTable, owner: str = "engine") -> None:
+        """Raise unless this book was built on ``table`` (the same object or equal contents)."""
+        if self.table is not table and not self.table.equals(table):
+            raise InvalidInputError(
+                f"accounts: the AccountBook was built on a different InstrumentTable than the {owner}'s "
+                f"({len(self.table)} vs {len(table)} instruments)"
+            )
+
+    def first_position_in(self, instrument_mask: np.ndarray) -> tuple[int, int] | None:
+        """``(account index, instrument id)`` of the first position whose instrument is flagged in
+        ``instrument_mask`` (a bool array over the table), or None."""
+        if not self.n_positions:
+            return None
+        hit = instrument_mask[self.instrument_idx]
+        if not hit.any():
+            return None
+        k = int(np.flatnonzero(hit)[0])
+        return int(np.searchsorted(self.indptr, k, side="right") - 1), int(self.instrument_idx[k])
+
     def subset(self, account_indices: Any) -> AccountBook:
         """New book of the selected accounts (integer indices in the given order, or a boolean mask)."""
         n = len(self)

@@ -178,21 +178,15 @@ class MarginEngine:
     def _check_book(self, book: AccountBook) -> None:
         if not isinstance(book, AccountBook):
             raise InvalidTypeError(f"accounts: expected an AccountBook, got {type(book).__name__}")
-        if book.table is not self.instruments and not book.table.equals(self.instruments):
-            raise InvalidInputError(
-                "accounts: the AccountBook was built on a different InstrumentTable than the engine's"
-            )
+        book.require_table(self.instruments)
         plan = self._plan
-        if plan.unavailable_reason and book.n_positions:
-            bad = ~plan.available[book.instrument_idx]
-            if bad.any():
-                k = int(np.flatnonzero(bad)[0])
-                a = int(np.searchsorted(book.indptr, k, side="right") - 1)
-                i = int(book.instrument_idx[k])
-                raise MarketDataError(
-                    f"account {book.account_id[a]!r}: position in {self.instruments.name[i]!r} cannot be "
-                    f"margined: {plan.unavailable_reason[i]}"
-                )
+        hit = book.first_position_in(~plan.available) if plan.unavailable_reason else None
+        if hit is not None:
+            a, i = hit
+            raise MarketDataError(
+                f"account {book.account_id[a]!r}: position in {self.instruments.name[i]!r} cannot be "
+                f"margined: {plan.unavailable_reason[i]}"
+            )
 
     def _collateral_usd(self, book: AccountBook) -> np.ndarray:
         rates = np.empty(len(book.currencies))

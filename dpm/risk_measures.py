@@ -55,6 +55,7 @@ __all__ = [
     "mc_scenarios",
     "t_copula_tail_dependence",
     "tail_weights",
+    "tail_count",
     "var_es",
 ]
 
@@ -211,7 +212,9 @@ class VaRES:
     es: np.ndarray | float
 
 
-def _tail_count(n: int, alpha: float) -> tuple[float, int]:
+def tail_count(n: int, alpha: float) -> tuple[float, int]:
+    """``(n*alpha, floor(n*alpha))`` with ``n*alpha`` snapped to an integer within 1e-9 (see the
+    module docstring): the tail size of the VaR/ES conventions, shared by every tail statistic."""
     na = n * alpha
     ra = round(na)
     if abs(na - ra) <= 1e-9 * max(1.0, na):
@@ -227,7 +230,7 @@ def tail_weights(n: int, level: float) -> np.ndarray:
     """
     lv = _check_level(level, "level")
     n = _check_int(n, "n", 1)
-    na, k = _tail_count(n, 1.0 - lv)
+    na, k = tail_count(n, 1.0 - lv)
     w = np.zeros(n)
     w[:k] = 1.0 / na
     if k < n and na > k:
@@ -270,7 +273,7 @@ def var_es(pnl: Any, levels: Any = 0.99, axis: int = -1) -> VaRES:
     var_out = np.empty((flat.size,) + x.shape[:-1])
     es_out = np.empty_like(var_out)
     for i, level in enumerate(flat):
-        na, k = _tail_count(n, 1.0 - float(level))
+        na, k = tail_count(n, 1.0 - float(level))
         q = max(int(np.ceil(na)), 1) - 1  # index of X(ceil(n alpha))
         var_i = -srt[..., q]
         head = csum[..., k - 1] if k >= 1 else 0.0

@@ -59,12 +59,12 @@ extern double erfc(double);
 /* Elements whose price lost more than this factor to cancellation (K N(d2) > limit x price, where
  * the price includes the intrinsic value added by parity, so in-the-money options whose small OTM
  * part is inaccurate but negligible are not redone) are recomputed in extended precision (see
- * dpm_black_otm_precise); so are in-the-money options whose time value cancelled to zero.  The fast path's relative error grows like
- * ~4e-15 x the cancellation factor (libmvec erfc/exp/log are not correctly rounded, and the rounding
- * of d1, d2 is amplified by |d| in N(d)): measured against mpmath on 150,000 random options over
- * the whole range (tests/test_pricing.py), 2^8 left a worst case of 1.02e-12, 2^7 leaves 5.5e-13,
- * half the 1e-12 target.  On a BTC-like book ~0.4 % of options are redone (x87 erfcl, ~300 ns
- * each): ~1.3 ns/option, against ~0.5 ns with 2^8. */
+ * dpm_black_otm_precise); so are in-the-money options whose time value (nearly) cancelled away.
+ * The fast path's relative error grows like ~4e-15 x the cancellation factor (libmvec erfc/exp/log
+ * are not correctly rounded, and the rounding of d1, d2 is amplified by |d| in N(d)): measured
+ * against mpmath on 150,000 random options over the whole range (tests/test_pricing.py), 2^8 left a
+ * worst case of 1.02e-12, 2^7 leaves 5.5e-13, half the 1e-12 target.  On a BTC-like book ~0.2 % of
+ * options are redone (x87 erfcl, ~300 ns each): ~0.6 ns/option. */
 #define DPM_CANCEL_LIMIT 128.0
 
 typedef ptrdiff_t dpm_index;

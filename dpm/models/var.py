@@ -37,7 +37,7 @@ from ..accounts import AccountBook
 from ..errors import InvalidInputError, InvalidTypeError, MarketDataError
 from ..instruments import InstrumentTable, Kind
 from ..market import MarketSnapshot
-from ..risk_measures import MarketScenarios, _tail_count
+from ..risk_measures import MarketScenarios, tail_count
 
 __all__ = ["AccountVaRES", "ScenarioRiskEngine", "StressResult"]
 
@@ -284,20 +284,13 @@ class ScenarioRiskEngine:
     def _check_book(self, book: AccountBook) -> None:
         if not isinstance(book, AccountBook):
             raise InvalidTypeError(f"accounts: expected an AccountBook, got {type(book).__name__}")
-        if book.table is not self.instruments and not book.table.equals(self.instruments):
-            raise InvalidInputError(
-                "accounts: the AccountBook was built on a different InstrumentTable than the engine's "
-                f"({len(book.table)} vs {len(self.instruments)} instruments)")
+        book.require_table(self.instruments)
 
     def _check_held(self, book: AccountBook, ok: np.ndarray, covered: np.ndarray | None) -> None:
         """MarketDataError naming the first account holding an instrument with ``ok[i]`` False."""
-        if not book.n_positions or ok.all():
-            return
-        bad = ~ok[book.instrument_idx]
-        if bad.any():
-            p = int(np.flatnonzero(bad)[0])
-            a = int(np.searchsorted(book.indptr, p, side="right") - 1)
-            i = int(book.instrument_idx[p])
+        hit = None if ok.all() else book.first_position_in(~ok)
+        if hit is not None:
+            a, i = hit
             raise MarketDataError(
                 f"account {book.account_id[a]!r}: instrument {self.instruments.name[i]!r} cannot be "
                 f"revalued: {self._why_uncovered(i, covered)}")
@@ -399,7 +392,7 @@ class ScenarioRiskEngine:
         nblk = min(nblk, -(-S // block))
         C = nblk * block
         # ceil(n alpha) worst losses give VaR and ES (the last one only for a fractional n alpha)
-        k = min(S, max(max(int(np.ceil(_tail_count(S, 1.0 - x)[0])), 1) for x in lv))
+        k = min(S, max(max(int(np.ceil(tail_count(S, 1.0 - x)[0])), 1) for x in lv))
         N = len(accounts)
         # per-account candidate buffers (see tail_kernels.h), compacted to the k best when full;
         # accounts are processed in groups whose buffers fit in MAX_TAIL_BYTES (one group unless k
@@ -475,7 +468,7 @@ class ScenarioRiskEngine:
         sub = accounts.subset([i])
         res = self.var_es(sub, P, lv, workers=1)
         S = P.shape[1]
-        na, kf = _tail_count(S, 1.0 - lv[0])
+        na, kf = tail_count(S, 1.0 - lv[0])
         w = np.zeros(res.tail_scenarios.shape[1])
         w[: min(kf, w.size)] = 1.0 / na
         if kf < w.size and na > kf:
@@ -517,7 +510,7 @@ class ScenarioRiskEngine:
 
 def _var_es_from_worst(losses: np.ndarray, n: int, level: float) -> tuple[np.ndarray, np.ndarray]:
     """VaR/ES (var_es conventions) from the sorted worst losses (largest first) of n scenarios."""
-    na, k = _tail_count(n, 1.0 - level)
+    na, k = tail_count(n, 1.0 - level)
     q = max(int(np.ceil(na)), 1) - 1
     var = losses[:, q]
     head = losses[:, :k].sum(axis=1) if k else np.zeros(losses.shape[0])
