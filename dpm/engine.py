@@ -245,8 +245,13 @@ class MarginEngine:
             collateral_value=coll, position_value=value, margin_ratio=ratio, excess=equity - im,
             underlyings=self.underlyings, charge=L, scan=scan, roll_shock=roll, delta_shock=dshock,
             floor=floor, worst_scenario=worst, scenario_labels=self.scenario_labels,
-            model_name=self.model.name, contribution=contrib, _book=book,
+            model_name=self.model.name, contribution=contrib, usd_prices=self._usd_prices(), _book=book,
         )
+
+    def _usd_prices(self) -> dict[str, float]:
+        prices = {c: 1.0 for c in USD_LIKE}
+        prices.update({u: float(self.market[u].index_price) for u in self.market.underlyings})
+        return prices
 
     def _contributions(self, book: AccountBook, worst: np.ndarray) -> np.ndarray:
         plan = self._plan

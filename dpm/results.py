@@ -37,6 +37,8 @@ class MarginResults:
     contribution : ndarray or None
         Per position (aligned with the book's CSR arrays): its P&L in the binding scenario of its
         underlying, counted at the scenario's weight (negative = adds to the loss).
+    usd_prices : dict of str to float
+        USD per unit of each currency at the market's index (for :meth:`in_currency`).
     """
 
     account_id: np.ndarray
@@ -58,6 +60,7 @@ class MarginResults:
     scenario_labels: dict[str, tuple[str, ...]]
     model_name: str = ""
     contribution: np.ndarray | None = None
+    usd_prices: dict[str, float] = field(default_factory=dict)
     _book: Any = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -107,9 +110,25 @@ class MarginResults:
             "below_maintenance": float((self.margin_ratio >= 1).sum()),
         }
 
-    def in_currency(self, amounts: np.ndarray, price: float) -> np.ndarray:
-        """Convert USD ``amounts`` into a coin at ``price`` (USD per coin)."""
-        return np.asarray(amounts) / float(price)
+    def in_currency(self, currency: str) -> dict[str, np.ndarray]:
+        """IM, MM, equity and excess converted from USD into ``currency`` at the market's index.
+
+        ``currency`` is an underlying of the market (``"BTC"``, ``"ETH"``: amounts in that coin, e.g.
+        an inverse account's settlement coin) or a USD-like code (``"USD"``, ``"USDC"``, ``"USDT"``).
+        """
+        price = self.usd_prices.get(currency)
+        if price is None:
+            from .errors import InvalidInputError
+
+            raise InvalidInputError(
+                f"currency: no price for {currency!r}; have {sorted(self.usd_prices)}"
+            )
+        return {
+            "initial_margin": self.initial_margin / price,
+            "maintenance_margin": self.maintenance_margin / price,
+            "equity": self.equity / price,
+            "excess": self.excess / price,
+        }
 
 
 @dataclass(frozen=True)

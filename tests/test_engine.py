@@ -766,3 +766,17 @@ def test_equity_margin_ratio_and_haircuts(market, table):
     empty = AccountBook.from_arrays(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), table, n_accounts=2)
     r2 = engine.margin_many(empty)
     assert np.all(r2.initial_margin == 0) and np.all(r2.margin_ratio == 0) and np.all(r2.worst_scenario == -1)
+
+
+def test_results_in_coin_at_the_index():
+    from dpm.models import deribit_pm
+    from dpm.sample import default_instruments, generate_accounts
+    from dpm.sample_market import default_market
+
+    market, table = default_market(), default_instruments()
+    res = MarginEngine(market, table, deribit_pm()).margin_many(generate_accounts(50, table, seed=2))
+    btc = res.in_currency("BTC")
+    np.testing.assert_allclose(btc["initial_margin"] * market["BTC"].index_price, res.initial_margin, rtol=1e-15)
+    np.testing.assert_array_equal(res.in_currency("USDC")["equity"], res.equity)
+    with pytest.raises(InvalidInputError, match="no price"):
+        res.in_currency("DOGE")
