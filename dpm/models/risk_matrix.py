@@ -272,7 +272,7 @@ class RiskMatrixModel:
         """Correlation matrix ordered like ``underlyings`` (validated), or None for the plain sum."""
         if self.correlation is None:
             return None
-        from ..calibration import check_correlation  # noqa: PLC0415 - keeps import light
+        from ..correlation import check_correlation  # noqa: PLC0415
 
         U = len(underlyings)
         if isinstance(self.correlation, Mapping):
