@@ -150,8 +150,9 @@ def dpm_default(correlation: float | None = 0.8) -> RiskMatrixModel:
     )
     corr = None if correlation is None else {("BTC", "ETH"): float(correlation)}
     return RiskMatrixModel(name="dpm_default", default=p, risk_currency="usd", correlation=corr,
-                           im_factor=1.0, mm_factor=0.8, source="dpm default: 21 price moves x 3 vol states, Deribit-shaped vol shocks and roll shock, "
-                                  "BTC-ETH correlation offsets")
+                           im_factor=1.0, mm_factor=0.8,
+                           source="dpm default: 21 price moves x 3 vol states, Deribit-shaped vol shocks "
+                                  "and roll shock, BTC-ETH correlation offsets")
 
 
 PRESETS = {
