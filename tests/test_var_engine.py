@@ -541,3 +541,29 @@ def test_empty_book_and_flat_account(mixed_table, market):
     flat = AccountBook.from_arrays([0], [0], [0.0], mixed_table, n_accounts=2)  # one zero position, one empty
     res = eng.var_es(flat, sc, (0.99,))
     assert np.all(res.var == 0.0) and np.all(res.es == 0.0)
+
+
+def test_incremental_and_per_underlying_es_match_the_statistics_layer():
+    from dpm.accounts import Account, AccountBook
+    from dpm.models.var import ScenarioRiskEngine
+    from dpm.risk_measures import component_es, incremental_es, mc_scenarios, var_es
+    from dpm.sample import default_instruments
+    from dpm.sample_market import default_market
+
+    market, table = default_market(), default_instruments()
+    acc = Account("x", [("BTC-PERPETUAL", 20_000.0), ("ETH-PERPETUAL", -30_000.0),
+                        ("BTC_USDC-PERPETUAL", -0.1)], {"BTC": 1.0})
+    book = AccountBook.from_accounts([acc], table)
+    scen = mc_scenarios(vols=[0.04, 0.05], corr=[[1.0, 0.8], [0.8, 1.0]], n_paths=3000, seed=3,
+                        underlyings=["BTC", "ETH"])
+    eng = ScenarioRiskEngine(market, table)
+    P = eng.revalue(scen)
+    x = (P[book.instrument_idx] * book.quantity[:, None]).T
+    inc = eng.incremental_es(book, 0, P, 0.99)
+    np.testing.assert_allclose(list(inc.values()), incremental_es(x, 0.99), rtol=1e-12, atol=1e-9)
+    by_und = eng.component_es_by_underlying(book, 0, P, 0.99)
+    comp = component_es(x, 0.99)
+    names = [str(n) for n in table.name[book.instrument_idx]]
+    btc = sum(c for n, c in zip(names, comp) if n.startswith("BTC"))
+    assert by_und["BTC"] == pytest.approx(btc, rel=1e-10)
+    assert sum(by_und.values()) == pytest.approx(var_es(x.sum(axis=1), 0.99).es, rel=1e-10)

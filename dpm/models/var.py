@@ -479,6 +479,52 @@ class ScenarioRiskEngine:
             out[str(self.instruments.name[j])] = float(-(q * P[j, tail]) @ w)
         return out
 
+    def incremental_es(self, accounts: AccountBook, index: int, scenarios: MarketScenarios | np.ndarray,
+                       level: float = 0.99) -> dict[str, float]:
+        """Incremental ES of each position of one account: ``ES(account) - ES(account without it)``.
+
+        Full revaluation (the engine's ``M x S`` P&L), then :func:`dpm.risk_measures.incremental_es`
+        on the account's position x scenario P&L.
+
+        Returns
+        -------
+        dict
+            Instrument name -> incremental ES (USD; negative for a position that hedges).
+        """
+        from ..risk_measures import incremental_es as _incremental
+
+        names, x, lv = self._position_pnl(accounts, index, scenarios, level)
+        inc = _incremental(x, lv) if x.shape[1] else np.zeros(0)
+        return {n: float(v) for n, v in zip(names, inc)}
+
+    def component_es_by_underlying(self, accounts: AccountBook, index: int,
+                                   scenarios: MarketScenarios | np.ndarray, level: float = 0.99) -> dict[str, float]:
+        """Euler contributions of each underlying to one account's ES (sums of :meth:`component_es`)."""
+        comp = self.component_es(accounts, index, scenarios, level)
+        unds = self.instruments.underlyings
+        ids = self.instruments.index_of(list(comp)) if comp else np.zeros(0, dtype=np.int64)
+        out: dict[str, float] = {}
+        for j, v in zip(ids, comp.values()):
+            u = unds[int(self._und[j])]
+            out[u] = out.get(u, 0.0) + v
+        return out
+
+    def _position_pnl(self, accounts: AccountBook, index: int, scenarios: MarketScenarios | np.ndarray,
+                      level: float) -> tuple[list[str], np.ndarray, float]:
+        """Names and the S x n P&L of one account's positions (validated), and the level."""
+        self._check_book(accounts)
+        lv = _check_levels(level)
+        if len(lv) != 1:
+            raise InvalidInputError(f"level: expected one level, got {level!r}")
+        i = _check_int(index, "index", 0)
+        if i >= len(accounts):
+            raise InvalidInputError(f"index: account {i} is not in [0, {len(accounts)})")
+        P = scenarios if isinstance(scenarios, np.ndarray) else self.revalue(scenarios)
+        sub = accounts.subset([i])
+        self._check_held(sub, np.isfinite(P).all(axis=1) if P.shape[1] else np.ones(P.shape[0], bool), None)
+        x = (P[sub.instrument_idx] * sub.quantity[:, None]).T
+        return [str(self.instruments.name[j]) for j in sub.instrument_idx], x, lv[0]
+
     # ------------------------------------------------------------------ stress tests
     def stress(self, accounts: AccountBook, scenarios: MarketScenarios, *, workers: int | None = None) -> StressResult:
         """Loss of every account in every scenario (full revaluation), and each account's worst.
