@@ -337,7 +337,6 @@ class AccountState:
         self._total = np.empty(1)
         self._value = np.empty(1)
         self.collateral_usd = float(engine._collateral_usd(book)[0])
-        self._index = engine.instruments._name_index() if hasattr(engine.instruments, "_name_index") else None
         self._base_value = 0.0
         before = self._evaluate(np.zeros(0, dtype=np.int64), np.zeros(0))
         self._base_value = float(self._value[0])
