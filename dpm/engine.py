@@ -321,6 +321,10 @@ class AccountState:
     Created by :meth:`MarginEngine.prepare`. ``what_if`` never changes the state; ``apply`` returns a
     new state with the orders filled. Order premiums are paid at mark: ``cash_usd`` carries the cash
     paid (< 0) or received by filled orders, so filling an order leaves the equity unchanged.
+
+    Not thread-safe: a what-if reuses the state's own work buffers (that is what makes it
+    allocation-free). Give each thread its own state (``engine.prepare`` is cheap); the engine
+    itself is immutable and can be shared.
     """
 
     def __init__(self, engine: MarginEngine, book: AccountBook, *, cash_usd: float = 0.0) -> None:
