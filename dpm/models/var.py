@@ -38,6 +38,8 @@ from ..errors import InvalidInputError, InvalidTypeError, MarketDataError
 from ..instruments import InstrumentTable, Kind
 from ..market import MarketSnapshot
 from ..risk_measures import MarketScenarios, tail_count
+from ..risk_measures import component_es as _component_es
+from ..risk_measures import incremental_es as _incremental_es
 
 __all__ = ["AccountVaRES", "ScenarioRiskEngine", "StressResult"]
 
@@ -450,34 +452,17 @@ class ScenarioRiskEngine:
         """Euler contributions of each position of one account to its ES (they sum to the ES).
 
         A position's contribution is minus its Acerbi-Tasche-weighted mean P&L over the account's
-        tail scenarios (:func:`dpm.risk_measures.component_es` with the engine's revaluation).
+        tail scenarios: :func:`dpm.risk_measures.component_es` on the positions' P&L from the
+        engine's full revaluation.
 
         Returns
         -------
         dict
             Instrument name -> contribution (USD).
         """
-        self._check_book(accounts)
-        lv = _check_levels(level)
-        if len(lv) != 1:
-            raise InvalidInputError(f"level: expected one level, got {level!r}")
-        i = _check_int(index, "index", 0)
-        if i >= len(accounts):
-            raise InvalidInputError(f"index: account {i} is not in [0, {len(accounts)})")
-        P = scenarios if isinstance(scenarios, np.ndarray) else self.revalue(scenarios)
-        sub = accounts.subset([i])
-        res = self.var_es(sub, P, lv, workers=1)
-        S = P.shape[1]
-        na, kf = tail_count(S, 1.0 - lv[0])
-        w = np.zeros(res.tail_scenarios.shape[1])
-        w[: min(kf, w.size)] = 1.0 / na
-        if kf < w.size and na > kf:
-            w[kf] = (na - kf) / na
-        tail = res.tail_scenarios[0]
-        out: dict[str, float] = {}
-        for j, q in zip(sub.instrument_idx, sub.quantity):
-            out[str(self.instruments.name[j])] = float(-(q * P[j, tail]) @ w)
-        return out
+        names, x, lv = self._position_pnl(accounts, index, scenarios, level)
+        comp = _component_es(x, lv) if x.shape[1] else np.zeros(0)
+        return {n: float(v) for n, v in zip(names, comp)}
 
     def incremental_es(self, accounts: AccountBook, index: int, scenarios: MarketScenarios | np.ndarray,
                        level: float = 0.99) -> dict[str, float]:
@@ -491,10 +476,8 @@ class ScenarioRiskEngine:
         dict
             Instrument name -> incremental ES (USD; negative for a position that hedges).
         """
-        from ..risk_measures import incremental_es as _incremental
-
         names, x, lv = self._position_pnl(accounts, index, scenarios, level)
-        inc = _incremental(x, lv) if x.shape[1] else np.zeros(0)
+        inc = _incremental_es(x, lv) if x.shape[1] else np.zeros(0)
         return {n: float(v) for n, v in zip(names, inc)}
 
     def component_es_by_underlying(self, accounts: AccountBook, index: int,
