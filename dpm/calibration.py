@@ -36,6 +36,7 @@ import numpy as np
 from scipy import optimize, signal, stats
 
 from ._validation import as_float_array, check_finite
+from .correlation import check_correlation, nearest_psd_correlation
 from .errors import InvalidInputError
 
 __all__ = [
@@ -505,9 +506,8 @@ def ledoit_wolf(returns: Any, target: str = "constant_correlation", *,
 # Correlation matrices
 # ---------------------------------------------------------------------------------------------
 
-# check_correlation and nearest_psd_correlation live in dpm.correlation (numpy only), so that the
-# margin engine can validate correlations without importing scipy.stats/signal; re-exported here.
-from .correlation import check_correlation, nearest_psd_correlation  # noqa: E402
+# check_correlation and nearest_psd_correlation live in dpm.correlation (numpy only, so that the
+# margin engine can validate correlations without importing scipy.stats/signal); re-exported above.
 
 
 # ---------------------------------------------------------------------------------------------
