@@ -567,3 +567,32 @@ def test_incremental_and_per_underlying_es_match_the_statistics_layer():
     btc = sum(c for n, c in zip(names, comp) if n.startswith("BTC"))
     assert by_und["BTC"] == pytest.approx(btc, rel=1e-10)
     assert sum(by_und.values()) == pytest.approx(var_es(x.sum(axis=1), 0.99).es, rel=1e-10)
+
+
+def test_vol_shock_term_structure_and_uniform_option():
+    from reference.var_ref import Inst
+
+    from dpm.models.var import DEFAULT_VOL_TERM_STRUCTURE, ScenarioRiskEngine
+    from dpm.risk_measures import MarketScenarios
+    from dpm.sample import default_instruments
+    from dpm.sample_market import default_market
+
+    market, table = default_market(), default_instruments()
+    scen = MarketScenarios(np.array([[0.0, 0.0], [0.05, -0.02]]), np.array([[0.5, 0.5], [-0.3, 0.2]]),
+                           ("vol up", "mixed"), ("BTC", "ETH"), horizon_days=1)
+    opts = np.flatnonzero(np.asarray(table.kind) == 3)[::40]
+    for term, flag in ((True, True), (False, False)):
+        eng = ScenarioRiskEngine(market, table, vol_term_structure=DEFAULT_VOL_TERM_STRUCTURE if term else None)
+        P = eng.revalue(scen)
+        for i in opts:
+            x = Inst(table, market, int(i))
+            c = ("BTC", "ETH").index(x.und)
+            ref = [x.pnl(float(scen.price_move[s, c]), float(scen.vol_shock[s, c]), 1.0, flag) for s in range(2)]
+            np.testing.assert_allclose(P[i], ref, rtol=1e-9, atol=1e-9 * x.cs * x.S)
+    # a pure +50 % vol scenario: the shortest expiry's vol moves more than the longest one's
+    eng = ScenarioRiskEngine(market, table)
+    ids = {int(i): Inst(table, market, int(i)) for i in opts}
+    short = min(ids, key=lambda i: ids[i].T)
+    long_ = max(ids, key=lambda i: ids[i].T)
+    assert ids[short].term_factor(True) > 1.0 > ids[long_].term_factor(True)
+    assert eng._vscale[short] == pytest.approx(ids[short].term_factor(True), rel=1e-12)

@@ -10,8 +10,9 @@ cdef extern from "tail_kernels.h" nogil:
                            dpm_index M, dpm_index B, const int8_t *kind,
                            const uint8_t *inverse, const int32_t *und, const double *F,
                            const double *K, const double *cp, const double *T, const double *cs,
-                           const double *vol, const double *index, const double *move,
-                           const double *volmult, double dt, double *out) noexcept
+                           const double *vol, const double *vscale, const double *index,
+                           const double *move, const double *volshock, double dt,
+                           double *out) noexcept
     void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
                        const double *qty, const double *P, dpm_index nsc, dpm_index s_base,
                        dpm_index M, dpm_index B, dpm_index k, dpm_index cap, double *acc,
@@ -26,22 +27,25 @@ cdef extern from "tail_kernels.h" nogil:
 def revalue_joint(Py_ssize_t start, Py_ssize_t stop, Py_ssize_t c0, Py_ssize_t c1,
                   const int8_t[::1] kind, const uint8_t[::1] inverse, const int32_t[::1] und,
                   const double[::1] F, const double[::1] K, const double[::1] cp, const double[::1] T,
-                  const double[::1] cs, const double[::1] vol, const double[::1] index,
-                  const double[:, ::1] move, const double[:, ::1] volmult, double dt,
-                  double[:, :, ::1] out):
+                  const double[::1] cs, const double[::1] vol, const double[::1] vscale,
+                  const double[::1] index, const double[:, ::1] move,
+                  const double[:, ::1] volshock, double dt, double[:, :, ::1] out):
     """Rows ``[start, stop)`` of the blocked (n_blocks x M x B) instrument x scenario USD P&L of
-    scenarios ``[c0, c1)`` (columns of ``move``/``volmult``, U x (S + 8): 8 padding columns)."""
+    scenarios ``[c0, c1)`` (columns of ``move``/``volshock``, U x (S + 8): 8 padding columns);
+    ``vscale`` is each instrument's term-structure factor on the relative vol shock."""
     if stop <= start or c1 <= c0:
         return
     cdef dpm_index ld = move.shape[1]
-    if c1 + 8 > ld or volmult.shape[1] != ld or move.shape[0] != volmult.shape[0]:
-        raise ValueError("move/volmult: need 8 padding columns after the last scenario")
+    if c1 + 8 > ld or volshock.shape[1] != ld or move.shape[0] != volshock.shape[0]:
+        raise ValueError("move/volshock: need 8 padding columns after the last scenario")
+    if vscale.shape[0] < stop or vol.shape[0] < stop or kind.shape[0] < stop:
+        raise ValueError("vscale/vol/kind: shorter than the instrument range")
     if out.shape[0] * out.shape[2] < c1 - c0 or stop > out.shape[1]:
         raise ValueError("out: too small for the scenarios / instruments")
     with nogil:
         dpm_revalue_joint(start, stop, ld, c0, c1, out.shape[1], out.shape[2], &kind[0], &inverse[0],
-                          &und[0], &F[0], &K[0], &cp[0], &T[0], &cs[0], &vol[0], &index[0],
-                          &move[0, 0], &volmult[0, 0], dt, &out[0, 0, 0])
+                          &und[0], &F[0], &K[0], &cp[0], &T[0], &cs[0], &vol[0], &vscale[0],
+                          &index[0], &move[0, 0], &volshock[0, 0], dt, &out[0, 0, 0])
 
 
 def tail_rows(Py_ssize_t a0, Py_ssize_t a1, const int64_t[::1] indptr, const int64_t[::1] inst,

@@ -2,8 +2,10 @@
  * Kernels for VaR / expected shortfall and stress tests over joint market scenarios.
  *
  * dpm_revalue_joint: P&L (USD per contract) of instruments [start, stop) in the joint scenarios
- *   [c0, c1), where scenario s moves underlying u's price by move[u*ld + s] and multiplies its
- *   implied vols by volmult[u*ld + s]; time advances by dt (the horizon).  Uses the one Black-76
+ *   [c0, c1), where scenario s moves underlying u's price by move[u*ld + s] and shocks the implied
+ *   vol of instrument i relatively by vscale[i] * volshock[u*ld + s] (vscale: the term-structure
+ *   factor of the instrument's expiry, 1 for a uniform shock; the vol is floored at 0); time
+ *   advances by dt (the horizon).  Uses the one Black-76
  *   formula of black_math.h.  The output is blocked: scenario c0 + s of instrument i is at
  *   out[((s / B) * M + i) * B + s % B], so each block of B scenarios is one contiguous M x B matrix
  *   (B = S gives the plain M x S layout); the tail of the last block is zero-filled.
@@ -30,39 +32,43 @@
 #include <string.h>
 #include "black_math.h"
 
-/* Option P&L of 8 consecutive scenarios (moves m[0..7], vol multipliers v[0..7]) into o[0..7].
+/* Option P&L of 8 consecutive scenarios (moves m[0..7], relative vol shocks v[0..7] scaled by the
+ * instrument's term-structure factor ci) into o[0..7].
  * Always a full group of 8 with a constant trip count, so every scenario goes through the same
  * SIMD variant of exp/log/erfc whatever its position in a block: results do not depend on B, on
  * the chunking of scenarios or on the number of threads. */
-static inline void dpm_option_group8(double Fi, double Ki, double si, double T1, double cpi, double scale,
-                                     double b0, const double *restrict m, const double *restrict v,
-                                     double *restrict o)
+static inline void dpm_option_group8(double Fi, double Ki, double si, double ci, double T1, double cpi,
+                                     double scale, double b0, const double *restrict m,
+                                     const double *restrict v, double *restrict o)
 {
     /* scale * (B1 - B0), not scale * B1 - v0: the latter would be contracted into an FMA and
      * leave a rounding residue in a scenario that moves nothing */
     DPM_SIMD
-    for (int j = 0; j < 8; j++)
-        o[j] = scale * (dpm_black76(Fi * (1.0 + m[j]), Ki, si * v[j], T1, cpi) - b0);
+    for (int j = 0; j < 8; j++) {
+        const double mult = 1.0 + ci * v[j];
+        o[j] = scale * (dpm_black76(Fi * (1.0 + m[j]), Ki, si * (mult > 0.0 ? mult : 0.0), T1, cpi) - b0);
+    }
 }
 
-/* move / volmult: U x ld (ld >= c1 + 8: the 8 columns after the last scenario are padding that
+/* move / volshock: U x ld (ld >= c1 + 8: the 8 columns after the last scenario are padding that
  * full groups of 8 may read). */
 DPM_CLONES
 static void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index ld, dpm_index c0,
                               dpm_index c1, dpm_index M, dpm_index B, const int8_t *kind,
                               const uint8_t *inverse, const int32_t *und, const double *F,
                               const double *K, const double *cp, const double *T, const double *cs,
-                              const double *vol, const double *index, const double *move,
-                              const double *volmult, double dt, double *out)
+                              const double *vol, const double *vscale, const double *index,
+                              const double *move, const double *volshock, double dt, double *out)
 {
     const dpm_index n = c1 - c0;
     for (dpm_index i = start; i < stop; i++) {
         const int k = kind[i], inv = inverse[i];
         const dpm_index u = und[i];
         const double Fi = F[i], Ki = K[i], cpi = cp[i], csi = cs[i], si = vol[i], Si = index[u];
+        const double ci = vscale[i];
         const double Ti = T[i];
         const double T1 = Ti - dt > 0.0 ? Ti - dt : 0.0;
-        const double *mv = move + u * ld + c0, *vm = volmult + u * ld + c0;
+        const double *mv = move + u * ld + c0, *vm = volshock + u * ld + c0;
         /* USD value: linear cs*B; inverse (coin) cs*B/F converted at the underlying's price S, i.e.
          * cs*B*S/F, and F1/S1 = F/S in every scenario (the curve moves together). */
         const double scale = csi * ((k == 3 && inv) ? Si / Fi : 1.0);
@@ -70,20 +76,19 @@ static void dpm_revalue_joint(dpm_index start, dpm_index stop, dpm_index ld, dpm
             /* today's value through the same SIMD group as the scenarios, so that a scenario that
              * moves nothing over a zero horizon has a P&L of exactly 0 */
             static const double m0[8] = {0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0};
-            static const double v1[8] = {1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0};
             double g0[8];
-            dpm_option_group8(Fi, Ki, si, Ti, cpi, 1.0, 0.0, m0, v1, g0);
+            dpm_option_group8(Fi, Ki, si, ci, Ti, cpi, 1.0, 0.0, m0, m0, g0);
             const double b0 = g0[0]; /* undiscounted Black-76 price per unit today */
             if (B % 8 == 0) {
                 /* groups of 8 never straddle a block; the last one may spill into the block's
                  * zero-filled tail, which is rewritten below */
                 for (dpm_index s0 = 0; s0 < n; s0 += 8)
-                    dpm_option_group8(Fi, Ki, si, T1, cpi, scale, b0, mv + s0, vm + s0,
+                    dpm_option_group8(Fi, Ki, si, ci, T1, cpi, scale, b0, mv + s0, vm + s0,
                                       out + ((s0 / B) * M + i) * B + s0 % B);
             } else {
                 double g[8];
                 for (dpm_index s0 = 0; s0 < n; s0 += 8) {
-                    dpm_option_group8(Fi, Ki, si, T1, cpi, scale, b0, mv + s0, vm + s0, g);
+                    dpm_option_group8(Fi, Ki, si, ci, T1, cpi, scale, b0, mv + s0, vm + s0, g);
                     for (dpm_index j = s0; j < s0 + 8 && j < n; j++)
                         out[((j / B) * M + i) * B + j % B] = g[j - s0];
                 }

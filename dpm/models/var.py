@@ -38,6 +38,7 @@ from ..errors import InvalidInputError, InvalidTypeError, MarketDataError
 from ..instruments import InstrumentTable, Kind
 from ..market import MarketSnapshot
 from ..risk_measures import MarketScenarios, tail_count
+from ..scenarios import VolShock
 from ..risk_measures import component_es as _component_es
 from ..risk_measures import incremental_es as _incremental_es
 
@@ -46,6 +47,10 @@ __all__ = ["AccountVaRES", "ScenarioRiskEngine", "StressResult"]
 #: Target size (bytes) of one revalued chunk of scenarios in :meth:`ScenarioRiskEngine.var_es`:
 #: small enough to stay in the last-level cache while the accounts gather from it.
 CHUNK_BYTES = 8 << 20
+#: Default term structure of the vol shocks: Deribit's shape, ``(30 / max(DTE, 1))^p`` with
+#: p = 0.30 up to 30 days and 0.13 beyond (the shock of a scenario is the 30-day point's).
+DEFAULT_VOL_TERM_STRUCTURE = VolShock(short_power=0.30, long_power=0.13, tenor_days=30.0, floor_days=1.0)
+_TERM_STRUCTURE = DEFAULT_VOL_TERM_STRUCTURE
 #: Capacity of each account's tail candidate buffer, in multiples of k (memory N x cap x 12 bytes).
 TAIL_BUFFER_FACTOR = 2.0
 #: Largest memory (bytes) for the tail buffers of one group of accounts (only very large
@@ -176,17 +181,23 @@ class ScenarioRiskEngine:
     instruments : InstrumentTable
     workers : int, optional
         Default thread count for the methods (None: all cores).
+    vol_term_structure : VolShock or None
+        How a scenario's vol shock (the 30-day point's) spreads over expiries: an option expiring in
+        ``DTE`` days gets ``vol_shock * (tenor / max(DTE, floor))^p`` (``short_power`` up to the
+        tenor, ``long_power`` beyond; default Deribit's 0.30 / 0.13). None: the same relative shock
+        for every expiry.
 
     Notes
     -----
     Scenario ``s`` moves every forward, the perpetual mark and the index of underlying ``u`` by the
     same relative ``price_move[s, u]`` and multiplies every implied vol of ``u`` by
-    ``1 + vol_shock[s, u]`` (sticky strike); options are repriced with ``horizon_days / 365`` less
+    ``max(0, 1 + c_i * vol_shock[s, u])`` (sticky strike; ``c_i`` the term-structure factor above); options are repriced with ``horizon_days / 365`` less
     time to expiry. P&L is in USD per contract: coin P&L of inverse contracts is converted at the
     scenario's index price.
     """
 
-    def __init__(self, market: MarketSnapshot, instruments: InstrumentTable, *, workers: int | None = None) -> None:
+    def __init__(self, market: MarketSnapshot, instruments: InstrumentTable, *, workers: int | None = None,
+                 vol_term_structure: VolShock | None = _TERM_STRUCTURE) -> None:
         if not isinstance(market, MarketSnapshot):
             raise InvalidTypeError(f"market: expected a MarketSnapshot, got {type(market).__name__}")
         if not isinstance(instruments, InstrumentTable):
@@ -230,6 +241,18 @@ class ScenarioRiskEngine:
         self._cp = np.where(np.asarray(t.option_type) < 0, -1.0, 1.0)
         self._cs = np.ascontiguousarray(t.contract_size, dtype=np.float64)
         self._cost = np.where(self._kind == Kind.OPTION, _OPTION_COST, _LINEAR_COST)
+        # a scenario's vol shock is the 30-day point's (MarketScenarios); other expiries move by
+        # (tenor / max(DTE, floor))^p times as much, as in the risk-matrix vol shocks
+        if vol_term_structure is not None and not isinstance(vol_term_structure, VolShock):
+            raise InvalidTypeError("vol_term_structure: expected a dpm.scenarios.VolShock or None")
+        self.vol_term_structure = vol_term_structure
+        if vol_term_structure is None:
+            self._vscale = np.ones(M)
+        else:
+            vt = vol_term_structure
+            dte = np.maximum(self._T * 365.0, vt.floor_days)
+            power = np.where(dte <= vt.tenor_days, vt.short_power, vt.long_power)
+            self._vscale = np.ascontiguousarray((vt.tenor_days / dte) ** power)
 
     # ------------------------------------------------------------------ helpers
     def _workers(self, workers: int | None) -> int:
@@ -244,7 +267,7 @@ class ScenarioRiskEngine:
         S = len(scenarios.names)
         U = len(unds)
         move = np.zeros((U, S + 8))
-        vmult = np.ones((U, S + 8))
+        vshock = np.zeros((U, S + 8))
         covered = np.zeros(U, dtype=bool)
         pm, vs = scenarios.price_move, scenarios.vol_shock
         # MarketScenarios validates on construction; checked again because its arrays are what
@@ -260,12 +283,12 @@ class ScenarioRiskEngine:
             if u in scenarios.underlyings:
                 c = scenarios.underlyings.index(u)
                 move[j, :S] = pm[:, c]
-                vmult[j, :S] = 1.0 + vs[:, c]
+                vshock[j, :S] = vs[:, c]
                 covered[j] = True
         h = scenarios.horizon_days
         if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 0:
             raise InvalidInputError(f"scenarios.horizon_days: expected an int >= 0, got {h!r}")
-        return move, vmult, covered, S, float(h) / 365.0
+        return move, vshock, covered, S, float(h) / 365.0
 
     def _why_uncovered(self, i: int, covered: np.ndarray | None) -> str:
         unds = self.instruments.underlyings
@@ -297,14 +320,15 @@ class ScenarioRiskEngine:
                 f"account {book.account_id[a]!r}: instrument {self.instruments.name[i]!r} cannot be "
                 f"revalued: {self._why_uncovered(i, covered)}")
 
-    def _fill(self, move: np.ndarray, vmult: np.ndarray, dt: float, c0: int, c1: int,
+    def _fill(self, move: np.ndarray, vshock: np.ndarray, dt: float, c0: int, c1: int,
               out: np.ndarray, workers: int) -> None:
         """Revalue scenarios ``[c0, c1)`` of every instrument into the blocked buffer ``out``."""
         M = len(self.instruments)
 
         def run(a: int, b: int) -> None:
             _tail.revalue_joint(a, b, c0, c1, self._kind, self._inverse, self._und, self._F, self._K,
-                                self._cp, self._T, self._cs, self._vol, self._index, move, vmult, dt, out)
+                                self._cp, self._T, self._cs, self._vol, self._vscale, self._index, move,
+                                vshock, dt, out)
 
         _run_parts(run, _balanced_bounds(self._cost, _PARTS_PER_WORKER * workers), workers) if M else None
 
@@ -317,12 +341,12 @@ class ScenarioRiskEngine:
         covered by the scenarios, or expired) get NaN rows; :meth:`var_es` and :meth:`stress`
         reject accounts holding them.
         """
-        move, vmult, covered, S, dt = self._moves(scenarios)
+        move, vshock, covered, S, dt = self._moves(scenarios)
         w = self._workers(workers)
         M = len(self.instruments)
         out = np.empty((1, M, S))
         if S:
-            self._fill(move, vmult, dt, 0, S, out, w)
+            self._fill(move, vshock, dt, 0, S, out, w)
         P = out[0]
         bad = ~(self._available & covered[self._und]) if M else np.zeros(0, dtype=bool)
         P[bad, :] = np.nan
@@ -377,7 +401,7 @@ class ScenarioRiskEngine:
             S = P.shape[1]
             self._check_held(accounts, np.isfinite(P).all(axis=1) if S else np.ones(M, dtype=bool), None)
         elif isinstance(scenarios, MarketScenarios):
-            move, vmult, covered, S, dt = self._moves(scenarios)
+            move, vshock, covered, S, dt = self._moves(scenarios)
             self._check_held(accounts, self._available & covered[self._und] if M else self._available, covered)
         else:
             raise InvalidTypeError(
@@ -425,7 +449,7 @@ class ScenarioRiskEngine:
                         s0 = c0 + b * block
                         Pb[b, :, : min(block, c1 - s0)] = P[:, s0: min(c1, s0 + block)]
                 elif M:
-                    self._fill(move, vmult, dt, c0, c1, Pb, w)
+                    self._fill(move, vshock, dt, c0, c1, Pb, w)
 
                 def run(a: int, b: int, Pb: np.ndarray = Pb, c0: int = c0, c1: int = c1,
                         ip: np.ndarray = ip, cv: np.ndarray = cv, ci: np.ndarray = ci,

@@ -8,8 +8,9 @@ at the instrument's strike / expiry / forward) and the instrument table's column
 Conventions (docs/var-es-calibration.md and :class:`dpm.models.var.ScenarioRiskEngine`):
 
 * scenario ``s`` multiplies the index, every forward and the perpetual mark of underlying ``u`` by
-  ``1 + price_move[s, u]`` and every implied vol of ``u`` by ``1 + vol_shock[s, u]`` (sticky
-  strike); options are repriced with ``horizon_days / 365`` years less to expiry (floored at 0,
+  ``1 + price_move[s, u]`` and every implied vol of ``u`` by ``max(0, 1 + c * vol_shock[s, u])``
+  (sticky strike), ``c = (30 / max(DTE, 1)) ** p`` with ``p = 0.30`` for ``DTE <= 30`` days else
+  ``0.13`` (the engine's default vol term structure; ``c = 1`` with ``term_structure=False``); options are repriced with ``horizon_days / 365`` years less to expiry (floored at 0,
   i.e. intrinsic value);
 * P&L is in USD per contract: a linear option is worth ``cs * B``, an inverse option
   ``cs * B / F`` coins, i.e. ``cs * B / F * S`` USD at the scenario's index ``S``; a linear
@@ -62,7 +63,14 @@ class Inst:
             self.T, self.F = 0.0, self.S
         self.vol = float(um.vol_surface.implied_vol(self.K, self.T, self.F)) if self.kind == OPTION else 0.0
 
-    def pnl(self, move: float, vol_shock: float, horizon_days: float) -> float:
+    def term_factor(self, term_structure: bool) -> float:
+        """How much of the 30-day vol shock this expiry takes."""
+        if not term_structure:
+            return 1.0
+        dte = max(self.T * 365.0, 1.0)
+        return (30.0 / dte) ** (0.30 if dte <= 30.0 else 0.13)
+
+    def pnl(self, move: float, vol_shock: float, horizon_days: float, term_structure: bool = True) -> float:
         """USD P&L of one contract in one scenario."""
         F1 = self.F * (1.0 + move)
         S1 = self.S * (1.0 + move)
@@ -73,7 +81,8 @@ class Inst:
                 b = self.cs * black76(F, self.K, sigma, T, self.cp)
                 return b / F * S if self.inverse else b
 
-            return usd(F1, S1, self.vol * (1.0 + vol_shock), T1) - usd(self.F, self.S, self.vol, self.T)
+            mult = max(0.0, 1.0 + self.term_factor(term_structure) * vol_shock)
+            return usd(F1, S1, self.vol * mult, T1) - usd(self.F, self.S, self.vol, self.T)
         if self.inverse:
             return self.cs * (1.0 / self.F - 1.0 / F1) * S1
         return self.cs * (F1 - self.F)
