@@ -33,11 +33,15 @@ def reprice(market: Any, table: Any, scenarios: Any) -> np.ndarray:
     col = np.array([list(scenarios.underlyings).index(u) for u in und_names])
     und = np.asarray(table.underlying, dtype=np.int64)
     move = scenarios.price_move[:, col[und]].T          # M x S
-    vmult = 1.0 + scenarios.vol_shock[:, col[und]].T    # M x S
     kind = np.asarray(table.kind)
     inverse = np.asarray(table.inverse, dtype=bool)
     cs = np.asarray(table.contract_size, dtype=np.float64)
     F, T, S0 = inp.forward, inp.time, inp.index
+    # the 30-day vol shock spread over expiries: (30 / max(DTE, 1))^p, p = 0.30 / 0.13 (the engine's
+    # default term structure), vol floored at 0
+    dte = np.maximum(T * 365.0, 1.0)
+    term = (30.0 / dte) ** np.where(dte <= 30.0, 0.30, 0.13)
+    vmult = np.maximum(1.0 + term[:, None] * scenarios.vol_shock[:, col[und]].T, 0.0)  # M x S
     dt = scenarios.horizon_days / 365.0
     P = np.empty(move.shape)
 
