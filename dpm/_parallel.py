@@ -1,7 +1,9 @@
-"""One helper that splits a range of rows into fixed chunks over a thread pool.
+"""One helper that splits a range of rows into chunks over a thread pool.
 
-The kernels release the GIL, so Python threads run them in parallel. Chunk boundaries depend only on
-the problem size (never on ``workers``) so that results are bit-identical for every number of workers.
+The kernels release the GIL, so Python threads run them in parallel. Every kernel computes each row
+(an option, an instrument, an account) on its own, in a fixed order, by the one thread that owns
+it, so where the chunk boundaries fall never changes a result: results are bit-identical for every
+number of workers (tests check it), while the chunk size may follow the worker count.
 """
 from __future__ import annotations
 
