@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Callable, Sequence
 
-__all__ = ["resolve_workers", "chunk_bounds", "run_chunked"]
+__all__ = ["resolve_workers", "chunk_bounds", "run_bounds", "run_chunked"]
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
@@ -54,42 +54,33 @@ def _pool(k: int) -> ThreadPoolExecutor:
     return pool
 
 
-def run_chunked(
+def run_bounds(
     fn: Callable[[int, int], object],
-    n: int,
+    bounds: Sequence[tuple[int, int]],
     workers: int | None,
-    min_chunk: int = 4096,
-    chunks_per_worker: int = 1,
 ) -> list[object]:
-    """Call ``fn(start, stop)`` over chunks of ``range(n)`` on ``workers`` threads.
+    """Call ``fn(start, stop)`` for every range of ``bounds`` on ``workers`` threads.
 
-    ``fn`` must compute each row independently of the chunk boundaries (all dpm kernels do: one
-    option, one instrument or one account per row, reduced sequentially by the thread that owns it),
-    so results are bit-identical for every ``workers``. With one worker, or too little work for two
-    chunks, everything runs in the calling thread. Otherwise the calling thread and ``workers - 1``
-    pool threads take chunks from a shared queue until none is left (so exactly ``workers`` threads
-    run, and a thread slowed down by the rest of the machine simply takes fewer chunks);
-    ``chunks_per_worker > 1`` evens out rows of unequal cost. Returns ``fn``'s results in chunk order;
-    the first exception raised by a chunk is re-raised after the running chunks finish.
+    With one worker, or a single range, everything runs in the calling thread. Otherwise the
+    calling thread and ``workers - 1`` pool threads take ranges from a shared queue until none is
+    left (so exactly ``workers`` threads run, and a thread slowed down by the rest of the machine
+    simply takes fewer ranges). Returns ``fn``'s results in range order; the first exception raised
+    by a range is re-raised after the running ranges finish.
     """
     k = resolve_workers(workers)
-    if n <= 0:
-        return []
-    chunk = max(int(min_chunk), -(-n // (k * max(1, int(chunks_per_worker)))))
-    bounds = chunk_bounds(n, chunk)
-    if k == 1 or len(bounds) == 1:
+    if k == 1 or len(bounds) <= 1:
         return [fn(s, e) for s, e in bounds]
     results: list[object] = [None] * len(bounds)
     errors: list[BaseException] = []
     lock = threading.Lock()
-    next_chunk = iter(range(len(bounds)))
+    next_range = iter(range(len(bounds)))
 
     def drain() -> None:
         while True:
             with lock:
                 if errors:
                     return
-                j = next(next_chunk, None)
+                j = next(next_range, None)
             if j is None:
                 return
             try:
@@ -108,3 +99,24 @@ def run_chunked(
     if errors:
         raise errors[0]
     return results
+
+
+def run_chunked(
+    fn: Callable[[int, int], object],
+    n: int,
+    workers: int | None,
+    min_chunk: int = 4096,
+    chunks_per_worker: int = 1,
+) -> list[object]:
+    """Call ``fn(start, stop)`` over chunks of ``range(n)`` on ``workers`` threads (:func:`run_bounds`).
+
+    ``fn`` must compute each row independently of the chunk boundaries (all dpm kernels do: one
+    option, one instrument or one account per row, reduced sequentially by the thread that owns it),
+    so results are bit-identical for every ``workers``. Chunks hold at least ``min_chunk`` rows;
+    ``chunks_per_worker > 1`` evens out rows of unequal cost.
+    """
+    k = resolve_workers(workers)
+    if n <= 0:
+        return []
+    chunk = max(int(min_chunk), -(-n // (k * max(1, int(chunks_per_worker)))))
+    return run_bounds(fn, chunk_bounds(n, chunk), k)

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -144,32 +144,6 @@ def _balanced_bounds(cost: np.ndarray, parts: int) -> list[tuple[int, int]]:
     cuts = np.searchsorted(c, c[-1] * np.arange(1, parts) / parts, side="right")
     edges = np.unique(np.concatenate(([0], np.clip(cuts, 1, n - 1) if n > 1 else [], [n]))).astype(int)
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
-
-
-def _run_parts(fn: Callable[[int, int], object], bounds: list[tuple[int, int]], workers: int) -> None:
-    """Run ``fn(start, stop)`` on every range of ``bounds`` with ``workers`` threads.
-
-    Each thread takes the next range from a shared counter until none is left (dynamic
-    scheduling: a thread slowed down by other load on the machine simply takes fewer ranges), with
-    exactly ``workers`` threads (``run_chunked`` with one chunk per worker). Every range is computed
-    by one thread and ranges are independent, so the result does not depend on ``workers``.
-    """
-    if workers <= 1 or len(bounds) <= 1:
-        for s, e in bounds:
-            fn(s, e)
-        return
-    ticket = itertools.count()  # next() on a count is atomic under the GIL
-
-    def worker(a: int, b: int) -> None:
-        for _ in range(a, b):
-            while True:
-                i = next(ticket)
-                if i >= len(bounds):
-                    return
-                fn(*bounds[i])
-
-    n = min(workers, len(bounds))
-    _parallel.run_chunked(worker, n, n, min_chunk=1)
 
 
 class ScenarioRiskEngine:
@@ -330,7 +304,8 @@ class ScenarioRiskEngine:
                                 self._cp, self._T, self._cs, self._vol, self._vscale, self._index, move,
                                 vshock, dt, out)
 
-        _run_parts(run, _balanced_bounds(self._cost, _PARTS_PER_WORKER * workers), workers) if M else None
+        if M:
+            _parallel.run_bounds(run, _balanced_bounds(self._cost, _PARTS_PER_WORKER * workers), workers)
 
     # ------------------------------------------------------------------ revaluation
     def revalue(self, scenarios: MarketScenarios, *, workers: int | None = None) -> np.ndarray:
@@ -456,12 +431,12 @@ class ScenarioRiskEngine:
                         cn: np.ndarray = cn, thr: np.ndarray = thr) -> None:
                     _tail.tail_rows(a, b, ip, inst, qty, Pb, c1 - c0, c0, k, cv, ci, cn, thr)
 
-                _run_parts(run, acc_bounds, w)
+                _parallel.run_bounds(run, acc_bounds, w)
 
             def finish(a: int, b: int, cv: np.ndarray = cv, ci: np.ndarray = ci, cn: np.ndarray = cn) -> None:
                 _tail.tail_finish(a, b, k, cv, ci, cn)
 
-            _run_parts(finish, acc_bounds, w)
+            _parallel.run_bounds(finish, acc_bounds, w)
             # sorted by the kernel: worst first, ties by scenario index (earliest tied scenario kept)
             np.add(cv[:, :k], 0.0, out=losses[g0:g1])  # + 0.0: no -0.0 for flat accounts
             idx[g0:g1] = ci[:, :k]
@@ -553,7 +528,7 @@ class ScenarioRiskEngine:
         def run(a: int, b: int) -> None:
             _tail.gather_rows(a, b, indptr, inst, qty, P, out)
 
-        _run_parts(run, _balanced_bounds(np.diff(indptr).astype(np.float64) + 1.0, _PARTS_PER_WORKER * w), w)
+        _parallel.run_bounds(run, _balanced_bounds(np.diff(indptr).astype(np.float64) + 1.0, _PARTS_PER_WORKER * w), w)
         loss = -out
         loss += 0.0  # no negative zeros for flat accounts
         worst = np.argmax(loss, axis=1) if N else np.zeros(0, dtype=np.int64)
