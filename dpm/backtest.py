@@ -15,6 +15,10 @@ References
   internal models approach to market risk capital requirements", January 1996 — traffic light:
   green while the cumulative binomial probability of the breach count is below 95 %, red from
   99.99 % (for 250 days at 99 %: green 0-4, yellow 5-9, red 10+).
+* C. Acerbi and B. Székely, "Backtesting expected shortfall", Risk (December 2014) — the Z2 test
+  ``Z2 = sum_t X_t I_t / (T alpha ES_t) + 1`` (``E[Z2] = 0`` when ES is right, negative when ES
+  underestimates the tail); 5 % critical value about -0.70 for alpha = 2.5 %, nearly independent
+  of the distribution.
 * ESMA, Final Report on the review of the RTS on APC margin measures (2023) and CPMI-IOSCO,
   "Review of margining practices" (2022) — peak-to-trough ratio and maximum n-day margin increase as
   procyclicality metrics.
@@ -45,6 +49,8 @@ from .risk_measures import var_es
 
 __all__ = [
     "DEFAULT_STRESS_PERIODS",
+    "ESBacktestResult",
+    "es_backtest_z2",
     "BacktestReport",
     "ConditionalCoverageResult",
     "IndependenceResult",
@@ -278,6 +284,99 @@ def backtest_margin(margin: Any, realized_pnl: Any, p: float = 0.01) -> Backtest
     excess = float(np.mean(-x[idx] - m[idx])) if idx.size else 0.0
     return BacktestReport(m.size, k.breaches, k.expected, k.rate, p, k, ind, cc,
                           traffic_light(k.breaches, m.size, p), idx, float(np.mean(m)), excess)
+
+
+# ---------------------------------------------------------------------------------------------
+# Expected-shortfall backtest (Acerbi-Szekely Z2)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ESBacktestResult:
+    """Result of :func:`es_backtest_z2`."""
+
+    z2: float
+    p_value: float          # P(Z2 <= observed) under H0 (Monte Carlo), small = ES too low
+    breaches: int
+    n: int
+    alpha: float
+    critical_value_5pct: float  # 5 % quantile of the simulated null distribution
+    reject_5pct: bool
+
+
+def _unit_var_es(alpha: float, dist: str, dof: float | None) -> tuple[float, float]:
+    """VaR and ES (as positive losses) of the standard normal or Student-t at tail ``alpha``."""
+    if dist == "normal":
+        z = -stats.norm.ppf(alpha)
+        return float(z), float(stats.norm.pdf(z) / alpha)
+    nu = float(dof)
+    t = -stats.t.ppf(alpha, nu)
+    return float(t), float((nu + t * t) / (nu - 1.0) * stats.t.pdf(t, nu) / alpha)
+
+
+def es_backtest_z2(realized_pnl: Any, var: Any, es: Any, alpha: float = 0.025, *,
+                   n_sim: int = 10_000, dist: str = "normal", dof: float | None = None,
+                   seed: Any = 0) -> ESBacktestResult:
+    """Acerbi-Székely Z2 backtest of expected-shortfall forecasts.
+
+    ``Z2 = sum_t X_t I_t / (T alpha ES_t) + 1`` with ``X_t`` the realised P&L (gains positive),
+    ``I_t = 1`` when ``X_t < -VaR_t`` and ``VaR_t``, ``ES_t`` the forecasts (positive losses) at tail
+    probability ``alpha``. Under the null (the forecast tail is right) ``E[Z2] = 0``; a negative
+    value means the ES forecasts were too low. The p-value is ``P(Z2 <= observed)`` over ``n_sim``
+    simulated histories in which each day's P&L follows the forecast distribution, taken as a
+    zero-mean normal (or Student-t with ``dof``) scaled so that its ES equals ``ES_t`` (its VaR then
+    follows from the same distribution).
+
+    Parameters
+    ----------
+    realized_pnl, var, es : array_like, shape (T,)
+    alpha : float
+        Tail probability of the forecasts (0.025 for 97.5 % ES).
+    n_sim : int
+        Simulated histories for the p-value.
+    dist : {"normal", "student_t"}
+    dof : float, optional
+        Degrees of freedom (> 2) for ``dist="student_t"``.
+    seed : int or numpy.random.Generator
+    """
+    x = np.atleast_1d(as_float_array(realized_pnl, "realized_pnl"))
+    v = np.atleast_1d(as_float_array(var, "var"))
+    e = np.atleast_1d(as_float_array(es, "es"))
+    if not (x.ndim == v.ndim == e.ndim == 1 and x.size == v.size == e.size):
+        raise InvalidInputError(
+            f"realized_pnl/var/es: expected 1-d arrays of one length, got {x.shape}, {v.shape}, {e.shape}")
+    if x.size == 0:
+        raise InvalidInputError("realized_pnl: empty series")
+    check_finite(x, "realized_pnl")
+    check_nonnegative(v, "var")
+    check_finite(e, "es")
+    if (e <= 0).any():
+        i = int(np.flatnonzero(e <= 0)[0])
+        raise InvalidInputError(f"es: must be > 0, index {i} is {e[i]!r}")
+    a = _check_p(alpha)
+    if dist not in ("normal", "student_t"):
+        raise InvalidInputError(f"dist: expected 'normal' or 'student_t', got {dist!r}")
+    if dist == "student_t" and (dof is None or not np.isfinite(dof) or dof <= 2):
+        raise InvalidInputError(f"dof: Student-t needs dof > 2, got {dof!r}")
+    n_sim = _check_int(n_sim, "n_sim", 100)
+    T = x.size
+
+    def z2(pnl: np.ndarray, var_: np.ndarray, es_: np.ndarray) -> np.ndarray:
+        hit = pnl < -var_
+        return (pnl * hit / es_).sum(axis=-1) / (T * a) + 1.0
+
+    observed = float(z2(x, v, e))
+    q_unit, es_unit = _unit_var_es(a, dist, dof)
+    scale = e / es_unit
+    rng = np.random.default_rng(seed)
+    sims = np.empty(n_sim)
+    step = max(1, 4_000_000 // T)  # simulate in slices of ~4M draws
+    for s0 in range(0, n_sim, step):
+        k = min(step, n_sim - s0)
+        z = rng.standard_normal((k, T)) if dist == "normal" else rng.standard_t(dof, (k, T))
+        sims[s0:s0 + k] = z2(z * scale, q_unit * scale, e)
+    p_value = float((np.count_nonzero(sims <= observed) + 1) / (n_sim + 1))
+    crit = float(np.quantile(sims, 0.05))
+    return ESBacktestResult(observed, p_value, int((x < -v).sum()), T, a, crit, bool(observed < crit))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -191,3 +191,62 @@ def test_plot(tmp_path, hist):
     fig = res.plot(path)
     assert path.stat().st_size > 10_000
     assert fig.axes[0].get_ylabel() == "USD"
+
+
+# --------------------------------------------------------------------------- ES backtest (Z2)
+def test_es_z2_matches_its_formula_on_a_constructed_sequence():
+    from dpm.backtest import es_backtest_z2
+
+    x = np.array([1.0, -3.0, 0.5, -1.0, -5.0])
+    var = np.array([2.0, 2.0, 2.0, 2.0, 4.0])
+    es = np.array([2.5, 2.5, 2.5, 2.5, 4.5])
+    alpha = 0.2
+    # breaches: day 1 (-3 < -2) and day 4 (-5 < -4): Z2 = (-3/2.5 - 5/4.5) / (5 * 0.2) + 1
+    expected = (-3.0 / 2.5 - 5.0 / 4.5) / (5 * 0.2) + 1.0
+    res = es_backtest_z2(x, var, es, alpha, n_sim=200)
+    assert res.z2 == pytest.approx(expected, rel=1e-14)
+    assert res.breaches == 2 and res.n == 5
+
+
+def test_es_z2_null_distribution_matches_published_critical_value():
+    from dpm.backtest import es_backtest_z2
+
+    T, a = 250, 0.025
+    q = -stats.norm.ppf(a)
+    es = stats.norm.pdf(q) / a
+    res = es_backtest_z2(np.zeros(T), np.full(T, q), np.full(T, es), a, n_sim=40_000, seed=3)
+    # Acerbi & Szekely (2014): 5 % critical value of Z2 about -0.70 for T = 250, alpha = 2.5 %
+    assert res.critical_value_5pct == pytest.approx(-0.70, abs=0.04)
+
+
+def test_es_z2_accepts_right_forecasts_and_rejects_too_low_es():
+    from dpm.backtest import es_backtest_z2
+
+    rng = np.random.default_rng(11)
+    T, a = 1000, 0.025
+    q = -stats.norm.ppf(a)
+    es = stats.norm.pdf(q) / a
+    sigma = rng.uniform(50, 150, T)  # time-varying but correctly forecast scale
+    z2s = []
+    for seed in range(40):
+        x = np.random.default_rng(seed).standard_normal(T) * sigma
+        z2s.append(es_backtest_z2(x, q * sigma, es * sigma, a, n_sim=200).z2)
+    assert abs(np.mean(z2s)) < 0.05  # E[Z2] = 0 under the null
+    x = rng.standard_normal(T) * sigma
+    low = es_backtest_z2(x, 0.7 * q * sigma, 0.7 * es * sigma, a, n_sim=2000)
+    assert low.reject_5pct and low.p_value < 0.01 and low.z2 < -1.0
+    right = es_backtest_z2(x, q * sigma, es * sigma, a, n_sim=2000)
+    assert not right.reject_5pct
+
+
+def test_es_z2_bad_inputs():
+    from dpm.backtest import es_backtest_z2
+
+    with pytest.raises(InvalidInputError, match="one length"):
+        es_backtest_z2([1.0, 2.0], [1.0], [1.0])
+    with pytest.raises(InvalidInputError, match="es: must be > 0"):
+        es_backtest_z2([1.0], [1.0], [0.0])
+    with pytest.raises(InvalidInputError, match="realized_pnl"):
+        es_backtest_z2([np.nan], [1.0], [1.0])
+    with pytest.raises(InvalidInputError, match="dof"):
+        es_backtest_z2([1.0], [1.0], [1.0], dist="student_t", dof=2.0)
