@@ -15,6 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import black_mp
+from reference.samples import HOUR, random_options
 
 from dpm import pricing
 from dpm._core import _implied
@@ -22,7 +23,6 @@ from dpm.errors import InvalidInputError, InvalidTypeError
 from dpm.pricing import greeks, implied_vol, price
 
 EPS = np.finfo(float).eps
-HOUR = 1.0 / 8760.0
 
 # (name, model, inverse, rates, count): 200,000 cases, of which > 100,000 carry information
 GROUPS = [
@@ -34,15 +34,7 @@ GROUPS = [
 
 
 def random_cases(n, seed, rates):
-    rng = np.random.default_rng(seed)
-    F = np.exp(rng.uniform(0.0, np.log(1e5), n))
-    K = F * np.exp(rng.uniform(np.log(0.1), np.log(10.0), n))
-    T = np.exp(rng.uniform(np.log(HOUR), np.log(5.0), n))
-    sig = rng.uniform(0.05, 3.0, n)
-    cp = rng.choice([-1.0, 1.0], n)
-    r = rng.uniform(-0.02, 0.10, n) if rates else np.zeros(n)
-    q = rng.uniform(-0.05, 0.10, n) if rates else np.zeros(n)
-    return F, K, sig, T, cp, r, q
+    return random_options(n, seed, rates)
 
 
 def round_trip(name, model, inverse, rates, n, seed):

@@ -41,31 +41,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference import black_mp
+from reference.samples import HOUR, random_options
 
 from dpm._core import _black
 from dpm.errors import InvalidInputError, InvalidTypeError
 from dpm.pricing import GREEK_NAMES, greeks, price
 
 EPS = np.finfo(float).eps
-HOUR = 1.0 / 8760.0
 
-
-# ---------------------------------------------------------------------------------------------
-# random options over the whole range of issue 2
-# ---------------------------------------------------------------------------------------------
-def random_options(n, seed, rates=False):
-    """n options: F log-uniform in [1, 1e5], K/F log-uniform in [0.1, 10], T log-uniform in
-    [1 hour, 5 years], vol uniform in [5 %, 300 %], calls and puts; rates/carry optional."""
-    rng = np.random.default_rng(seed)
-    F = np.exp(rng.uniform(0.0, np.log(1e5), n))
-    K = F * np.exp(rng.uniform(np.log(0.1), np.log(10.0), n))
-    T = np.exp(rng.uniform(np.log(HOUR), np.log(5.0), n))
-    sig = rng.uniform(0.05, 3.0, n)
-    cp = rng.choice([-1.0, 1.0], n)
-    r = rng.uniform(-0.02, 0.10, n) if rates else np.zeros(n)
-    q = rng.uniform(-0.05, 0.10, n) if rates else np.zeros(n)
-    return F, K, sig, T, cp, r, q
-
+# random options over the whole range of issue 2: reference.samples.random_options
 
 # (name, model, inverse, with rates, count): 10,000 options in total
 GROUPS = [
