@@ -267,6 +267,21 @@ DPM_INLINE dpm_index dpm_price_loop(const double *restrict F, const double *rest
 #endif
 _Static_assert(DPM_BLOCK % 16 == 0, "DPM_BLOCK must be a multiple of every SIMD width (and unroll)");
 
+/* Copy n < DPM_BLOCK elements into full-block buffers for the short-array path of the block
+ * drivers; padding lanes get sigma = T = 0, which prices the intrinsic value (no special case). */
+DPM_INLINE void dpm_pad_block(const double *F, const double *K, const double *sigma, const double *T,
+                              const double *cp, const double *r, const double *q, const int has_rq,
+                              dpm_index n, double *tF, double *tK, double *ts, double *tT,
+                              double *tc, double *tr, double *tq)
+{
+    for (dpm_index j = 0; j < DPM_BLOCK; j++) {
+        const int in = j < n;
+        tF[j] = in ? F[j] : 1.0; tK[j] = in ? K[j] : 1.0;
+        ts[j] = in ? sigma[j] : 0.0; tT[j] = in ? T[j] : 0.0; tc[j] = in ? cp[j] : 1.0;
+        tr[j] = (in && has_rq) ? r[j] : 0.0; tq[j] = (in && has_rq) ? q[j] : 0.0;
+    }
+}
+
 DPM_INLINE dpm_index dpm_price_blocks(const double *F, const double *K, const double *sigma,
                                       const double *T, const double *cp, const double *r,
                                       const double *q, const int has_rq, const int model,
@@ -274,16 +289,10 @@ DPM_INLINE dpm_index dpm_price_blocks(const double *F, const double *K, const do
                                       dpm_index n)
 {
     if (n < DPM_BLOCK) {
-        /* padding: sigma = T = 0 prices the intrinsic value, no special case */
         double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
         double tr[DPM_BLOCK], tq[DPM_BLOCK], to[DPM_BLOCK];
         unsigned char tx[DPM_BLOCK];
-        for (dpm_index j = 0; j < DPM_BLOCK; j++) {
-            const int in = j < n;
-            tF[j] = in ? F[j] : 1.0; tK[j] = in ? K[j] : 1.0;
-            ts[j] = in ? sigma[j] : 0.0; tT[j] = in ? T[j] : 0.0; tc[j] = in ? cp[j] : 1.0;
-            tr[j] = (in && has_rq) ? r[j] : 0.0; tq[j] = (in && has_rq) ? q[j] : 0.0;
-        }
+        dpm_pad_block(F, K, sigma, T, cp, r, q, has_rq, n, tF, tK, ts, tT, tc, tr, tq);
         const dpm_index nfix = dpm_price_loop(tF, tK, ts, tT, tc, tr, tq, has_rq, model, inverse,
                                               to, tx, DPM_BLOCK);
         for (dpm_index j = 0; j < n; j++) { out[j] = to[j]; fix[j] = tx[j]; }
@@ -379,12 +388,7 @@ DPM_INLINE dpm_index dpm_greeks_blocks(const double *F, const double *K, const d
         double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
         double tr[DPM_BLOCK], tq[DPM_BLOCK], o[8][DPM_BLOCK];
         unsigned char tx[DPM_BLOCK];
-        for (dpm_index j = 0; j < DPM_BLOCK; j++) {
-            const int in = j < n;
-            tF[j] = in ? F[j] : 1.0; tK[j] = in ? K[j] : 1.0;
-            ts[j] = in ? sigma[j] : 0.0; tT[j] = in ? T[j] : 0.0; tc[j] = in ? cp[j] : 1.0;
-            tr[j] = (in && has_rq) ? r[j] : 0.0; tq[j] = (in && has_rq) ? q[j] : 0.0;
-        }
+        dpm_pad_block(F, K, sigma, T, cp, r, q, has_rq, n, tF, tK, ts, tT, tc, tr, tq);
         const dpm_index nfix = dpm_greeks_loop(tF, tK, ts, tT, tc, tr, tq, has_rq, model, inverse,
                                                full, o[0], o[1], o[2], o[3], o[4], o[5], o[6], o[7],
                                                tx, DPM_BLOCK);
