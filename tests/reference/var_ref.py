@@ -1,7 +1,8 @@
 """Slow, obviously correct pure-Python reference of full-revaluation scenario P&L (VaR/ES, stress).
 
 It shares no computational code with :mod:`dpm.models.var` or its kernels: every position is
-repriced by itself in every scenario with a scalar Black-76 written here on ``math.erfc``. Only
+repriced by itself in every scenario with the scalar Black-76 on ``math.erfc`` of
+:mod:`reference.margin_ref` (the other slow oracle; neither shares code with dpm). Only
 market *data* is read through :mod:`dpm.market` (index, forward curve, perpetual mark, implied vol
 at the instrument's strike / expiry / forward) and the instrument table's columns as plain values.
 
@@ -19,49 +20,19 @@ Conventions (docs/var-es-calibration.md and :class:`dpm.models.var.ScenarioRiskE
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
-MS_PER_YEAR = 365.0 * 86400.0 * 1000.0
-SPOT, FUTURE, PERPETUAL, OPTION = 0, 1, 2, 3
-
-
-def ncdf(x: float) -> float:
-    """Standard normal CDF via erfc (accurate in both tails)."""
-    return 0.5 * math.erfc(-x / math.sqrt(2.0))
-
-
-def black76(F: float, K: float, sigma: float, T: float, cp: float) -> float:
-    """Undiscounted Black-76 price per unit of underlying (cp = +1 call, -1 put)."""
-    s = sigma * math.sqrt(T) if T > 0.0 else 0.0
-    if s <= 0.0:
-        return max(cp * (F - K), 0.0)
-    d1 = math.log(F / K) / s + 0.5 * s
-    d2 = d1 - s
-    return cp * (F * ncdf(cp * d1) - K * ncdf(cp * d2))
-
+# the scalar Black-76 on math.erfc and the instrument reader are shared with the margin reference
+from .margin_ref import OPTION, black76, instrument
 
 class Inst:
-    """Plain-Python view of one instrument and its market inputs."""
+    """Plain-Python view of one instrument and its market inputs (read by
+    :func:`reference.margin_ref.instrument`, the margin reference's reader)."""
 
     def __init__(self, table: Any, market: Any, i: int) -> None:
-        self.name = str(table.name[i])
-        self.kind = int(table.kind[i])
-        self.und = str(table.underlyings[int(table.underlying[i])])
-        self.cp = 1.0 if int(table.option_type[i]) > 0 else -1.0
-        self.K = float(table.strike[i])
-        self.inverse = bool(table.inverse[i])
-        self.cs = float(table.contract_size[i])
-        um = market.underlyings[self.und]
-        self.S = float(um.index_price)
-        if self.kind in (FUTURE, OPTION):
-            self.T = (int(table.expiry_ms[i]) - market.timestamp_ms) / MS_PER_YEAR
-            self.F = float(um.forward_curve.forward(self.T))
-        elif self.kind == PERPETUAL:
-            self.T, self.F = 0.0, float(um.perpetual_price)
-        else:
-            self.T, self.F = 0.0, self.S
-        self.vol = float(um.vol_surface.implied_vol(self.K, self.T, self.F)) if self.kind == OPTION else 0.0
+        x = instrument(table, market, i)
+        self.name, self.kind, self.und, self.cp, self.K = x.name, x.kind, x.und, x.cp, x.K
+        self.inverse, self.cs, self.S, self.T, self.F, self.vol = x.inverse, x.cs, x.S, x.T, x.F, x.vol
 
     def term_factor(self, term_structure: bool) -> float:
         """How much of the 30-day vol shock this expiry takes."""
