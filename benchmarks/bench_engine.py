@@ -20,7 +20,7 @@ average). Groups (``benchmark.group``):
 - ``book``: ``AccountBook.from_arrays`` on shuffled and on pre-sorted (CSR order) columnar arrays;
 - ``machine``: the parallel ceiling of this machine at the time of the run: SHA-256 of two 8 MB
   buffers (C code that releases the GIL, no shared data) on 1 and 2 threads through the same
-  ``dpm._parallel.run_chunked`` as ``margin_many``. On a shared machine the 2-worker speed-up of
+  ``dpm._util.parallel.run_chunked`` as ``margin_many``. On a shared machine the 2-worker speed-up of
   ``margin_many`` cannot exceed this.
 
 Every benchmark stores its item count in ``extra_info["n"]`` and the unit in ``extra_info["unit"]``
@@ -35,14 +35,14 @@ import sys
 import numpy as np
 import pytest
 
-from dpm import _parallel
-from dpm import engine as _engine
 from dpm._core import _risk
-from dpm.accounts import AccountBook
-from dpm.engine import MarginEngine
+from dpm._util import parallel as _parallel
+from dpm.engines import margin as _engine
+from dpm.engines.margin import MarginEngine
+from dpm.market.sample import default_instruments, default_market
 from dpm.models.presets import dpm_default
-from dpm.sample import default_instruments, generate_accounts
-from dpm.sample_market import default_market
+from dpm.portfolio.accounts import AccountBook
+from dpm.portfolio.sample import generate_accounts
 
 sys.path.insert(0, os.path.dirname(__file__))
 import scipy_reference  # (benchmarks/ is not a package)

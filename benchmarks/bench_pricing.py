@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from dpm.pricing import greeks, implied_vol, price
+from dpm.pricing.black import greeks, implied_vol, price
 
 N_VECTOR = 1_000_000  # options per call for the vectorised implementations
 N_IV = 100_000        # options for dpm.implied_vol

@@ -1,12 +1,12 @@
 """Benchmark: Monte Carlo ES (99 %, 10,000 joint BTC/ETH paths, full revaluation) for 10,000 accounts.
 
-Problem: the bundled market (:func:`dpm.sample_market.default_market`) and listing
-(:func:`dpm.sample.default_instruments`, 1,652 instruments), 10,000 generated accounts
-(:func:`dpm.sample.generate_accounts`, seed 0, ~385,000 positions), 10,000 one-day joint BTC/ETH
-paths from :func:`dpm.risk_measures.mc_scenarios` (Student t, 4 degrees of freedom, vols and
+Problem: the bundled market (:func:`dpm.market.sample.default_market`) and listing
+(:func:`dpm.market.sample.default_instruments`, 1,652 instruments), 10,000 generated accounts
+(:func:`dpm.portfolio.sample.generate_accounts`, seed 0, ~385,000 positions), 10,000 one-day joint BTC/ETH
+paths from :func:`dpm.models.generators.montecarlo.mc_scenarios` (Student t, 4 degrees of freedom, vols and
 correlation of the last year of the bundled history, vol shocks from the fitted realised-vol proxy).
 
-Timed: :meth:`dpm.models.var.ScenarioRiskEngine.var_es` at 1 and 2 workers, and in the same run
+Timed: :meth:`dpm.engines.risk.ScenarioRiskEngine.var_es` at 1 and 2 workers, and in the same run
 the same computation with numpy / scipy (``benchmarks/numpy_var_reference.py``). Peak memory of
 each is measured in a fresh subprocess: the tracemalloc peak and the increase of the peak RSS
 (``VmHWM``, reset through ``/proc/self/clear_refs`` after the setup) of the computation alone.
@@ -37,8 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from numpy_var_reference import numpy_var_es
 
-from dpm import sample, sample_market
-from dpm.models.var import ScenarioRiskEngine
+from dpm.engines.risk import ScenarioRiskEngine
+from dpm.market import sample as sample_market
+from dpm.portfolio import sample
 
 N_ACCOUNTS = 10_000
 N_PATHS = 10_000
@@ -47,9 +48,9 @@ LEVELS = (0.99,)
 
 def make_scenarios(n_paths: int = N_PATHS, seed: int = 0) -> Any:
     """The benchmark's joint BTC/ETH Monte Carlo scenarios (1-day, Student t copula, vol shocks)."""
-    from dpm.calibration import fit_vol_shock_proxy
-    from dpm.history import load_history
-    from dpm.risk_measures import mc_scenarios
+    from dpm.market.history import load_history
+    from dpm.models.calibration.ranges import fit_vol_shock_proxy
+    from dpm.models.generators.montecarlo import mc_scenarios
 
     r = load_history().log_returns(["BTC", "ETH"]).values
     proxy = fit_vol_shock_proxy(r, underlyings=("BTC", "ETH"))

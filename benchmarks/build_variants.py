@@ -42,8 +42,9 @@ VARIANTS = {
 TIMER = r'''
 import json, sys, time
 import numpy as np
-from dpm._core import _black, _implied
-from dpm.pricing import price
+from dpm._core import _black
+from dpm._core import _implied
+from dpm.pricing.black import price
 n, n_iv, rounds = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 rng = np.random.default_rng(1)
 F = np.full(n, 60_000.0)

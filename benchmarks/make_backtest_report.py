@@ -20,9 +20,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dpm.backtest import DEFAULT_STRESS_PERIODS, es_backtest_z2, procyclicality_report, replay
-from dpm.history import load_history
-from dpm.stress import stress_event_table
+from dpm.market.history import load_history
+from dpm.models.backtest import DEFAULT_STRESS_PERIODS, es_backtest_z2, procyclicality_report, replay
+from dpm.models.generators.stress import stress_event_table
 
 DOC = ROOT / "docs" / "var-es-calibration.md"
 PNG = ROOT / "docs" / "img" / "backtest_btc.png"
@@ -133,7 +133,7 @@ def stress_table(hist) -> str:
 def make_plot(hist, path: Path) -> None:
     from matplotlib.figure import Figure
 
-    from dpm.backtest import plot_backtest
+    from dpm.models.backtest import plot_backtest
 
     fig = Figure(figsize=(11, 8))
     ax1 = fig.add_subplot(2, 1, 1)
@@ -170,7 +170,7 @@ def main() -> None:
         "#### Expected-shortfall backtest (Acerbi-Székely Z2, 97.5 % ES, 1 day)",
         "Z2 < 0 means the ES margins were too low in the tail; the p-value and the critical value "
         "come from histories simulated from a normal forecast distribution scaled to each day's ES "
-        "(`dpm.backtest.es_backtest_z2`), so fat-tailed models are judged against a normal null.",
+        "(`dpm.models.backtest.es_backtest_z2`), so fat-tailed models are judged against a normal null.",
         es_table(hist),
         "#### Procyclicality (margin rate = margin / |exposure|)",
         procyclicality_table(hist),

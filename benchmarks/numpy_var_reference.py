@@ -1,6 +1,6 @@
 """The Monte Carlo VaR / ES benchmark computed with plain numpy / scipy (the speed reference).
 
-Same numbers as :meth:`dpm.models.var.ScenarioRiskEngine.var_es`, written the way one would
+Same numbers as :meth:`dpm.engines.risk.ScenarioRiskEngine.var_es`, written the way one would
 without dpm's kernels:
 
 1. **reprice**: vectorised Black-76 over all instruments x paths (``scipy.special.ndtr``), linear
@@ -8,7 +8,7 @@ without dpm's kernels:
 2. **aggregate**: ``scipy.sparse`` CSR (accounts x instruments) ``@`` the dense ``M x S`` matrix,
    a chunk of accounts at a time (the full ``N x S`` matrix would be 800 MB for 10,000 x 10,000);
 3. **tail**: ``np.partition`` of each account's P&L for its ``ceil(S alpha)`` worst scenarios, then
-   VaR / ES with the conventions of :func:`dpm.risk_measures.var_es`.
+   VaR / ES with the conventions of :func:`dpm.models.measures.var_es`.
 
 Memory: ``M x S`` doubles plus a few ``M x S`` temporaries of the vectorised pricing, plus
 ``chunk x S`` for the aggregation.
@@ -22,8 +22,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import ndtr
 
-from dpm.instruments import Kind
-from dpm.risk_measures import tail_count
+from dpm.market.specs import Kind
+from dpm.models.measures import tail_count
 
 
 def reprice(market: Any, table: Any, scenarios: Any) -> np.ndarray:

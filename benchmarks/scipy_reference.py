@@ -1,6 +1,6 @@
 """The margin engine's algorithm written with numpy + scipy.sparse: the speed (and result) reference.
 
-The same two steps as :class:`dpm.engine.MarginEngine`, written the way a numpy user would:
+The same two steps as :class:`dpm.engines.margin.MarginEngine`, written the way a numpy user would:
 
 1. :func:`prepare` + :func:`revalue`: every instrument revalued once per scenario of its underlying,
    a vectorised Black-76 (``scipy.special.ndtr``) over the ``M x S`` grid of each underlying;
@@ -25,10 +25,11 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.special import ndtr
 
-from dpm.accounts import AccountBook
-from dpm.instruments import InstrumentTable, Kind
-from dpm.market import MarketSnapshot
+from dpm.market.snapshot import MarketSnapshot
+from dpm.market.specs import Kind
+from dpm.market.table import InstrumentTable
 from dpm.models.risk_matrix import RiskMatrixModel
+from dpm.portfolio.accounts import AccountBook
 
 _MS_PER_YEAR = 365.0 * 86400.0 * 1000.0
 

@@ -1,38 +1,43 @@
 """dpm: dynamic portfolio margin for crypto derivatives.
 
-The public API in one place (imported lazily, so ``import dpm`` stays cheap):
+The package follows the data flow, one layer per subpackage (each imports only from layers below):
 
-- pricing: :func:`price`, :func:`greeks`, :func:`implied_vol` (``dpm.pricing``)
-- data: :class:`InstrumentTable`, :class:`AccountBook`, :class:`Account`, :class:`MarketSnapshot`
-- margin: :class:`MarginEngine` with the models in :mod:`dpm.models` (``deribit_pm``, ``okx_pm``,
-  ``cme_span``, ``paradex_pm``, ``dpm_default``)
-- VaR / ES and stress tests: :class:`ScenarioRiskEngine` (``dpm.models.var``), scenario generators
-  in :mod:`dpm.risk_measures` and :mod:`dpm.stress`, calibration in :mod:`dpm.calibration`,
-  backtests in :mod:`dpm.backtest`
+- :mod:`dpm.pricing` — :func:`price`, :func:`greeks`, :func:`implied_vol`
+- :mod:`dpm.market` — :class:`InstrumentTable`, names, :class:`MarketSnapshot`, vol surfaces, history
+- :mod:`dpm.portfolio` — :class:`Account`, :class:`AccountBook`, readers and writers, sample accounts
+- :mod:`dpm.models` — scenario sets and generators, calibration, risk-matrix models and venue presets
+- :mod:`dpm.engines` — :class:`MarginEngine`, :class:`ScenarioRiskEngine` over one revaluation plan
+- :mod:`dpm.cli` — ``python -m dpm``
+
+The names below are importable from ``dpm`` itself (lazily, so ``import dpm`` stays cheap).
 """
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
+from dpm import _compat
+
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "price": "dpm.pricing",
-    "greeks": "dpm.pricing",
-    "implied_vol": "dpm.pricing",
-    "InstrumentTable": "dpm.instruments",
-    "parse_name": "dpm.instruments",
-    "format_name": "dpm.instruments",
-    "Account": "dpm.accounts",
-    "AccountBook": "dpm.accounts",
-    "MarketSnapshot": "dpm.market",
-    "VolSurface": "dpm.surface",
-    "MarginEngine": "dpm.engine",
+    "price": "dpm.pricing.black",
+    "greeks": "dpm.pricing.black",
+    "implied_vol": "dpm.pricing.black",
+    "InstrumentTable": "dpm.market.table",
+    "parse_name": "dpm.market.names",
+    "format_name": "dpm.market.names",
+    "Account": "dpm.portfolio.accounts",
+    "AccountBook": "dpm.portfolio.accounts",
+    "MarketSnapshot": "dpm.market.snapshot",
+    "VolSurface": "dpm.market.surface",
+    "MarginEngine": "dpm.engines.margin",
     "RiskMatrixModel": "dpm.models.risk_matrix",
-    "ScenarioSet": "dpm.scenarios",
-    "ScenarioRiskEngine": "dpm.models.var",
+    "ScenarioSet": "dpm.models.scenarios",
+    "ScenarioRiskEngine": "dpm.engines.risk",
 }
+
+_compat.install()
 
 __all__ = ["__version__", *_EXPORTS]
 

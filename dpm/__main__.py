@@ -1,6 +1,6 @@
 """``python -m dpm``: see :mod:`dpm.cli`."""
 import sys
 
-from .cli import main
+from dpm.cli import main
 
 sys.exit(main())

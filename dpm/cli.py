@@ -22,7 +22,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models.presets import PRESETS
+    from dpm.models.presets import PRESETS
 
     p = argparse.ArgumentParser(
         prog="dpm",
@@ -68,11 +68,11 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dpm`` / ``python -m dpm``; returns the process exit code."""
     args = build_parser().parse_args(argv)
-    from . import io
-    from .engine import MarginEngine
-    from .models.presets import preset
-    from .sample import default_instruments, generate_accounts
-    from .sample_market import default_market
+    from dpm.engines.margin import MarginEngine
+    from dpm.market.sample import default_instruments, default_market
+    from dpm.models.presets import preset
+    from dpm.portfolio import io
+    from dpm.portfolio.sample import generate_accounts
 
     market = default_market()
     table = io.read_instruments(args.instruments_file) if args.instruments_file else default_instruments()
@@ -131,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _write(args: argparse.Namespace, cols: dict) -> None:
-    from . import io
+    from dpm.portfolio import io
 
     if args.csv:
         io.write_columns(args.csv, cols, format="csv")
@@ -143,8 +143,8 @@ def _write(args: argparse.Namespace, cols: dict) -> None:
 
 
 def _stress(args: argparse.Namespace, market, table, book, source: str) -> int:
-    from .models.var import ScenarioRiskEngine
-    from .stress import historical_stress_scenarios
+    from dpm.engines.risk import ScenarioRiskEngine
+    from dpm.models.generators.stress import historical_stress_scenarios
 
     scen = historical_stress_scenarios(underlyings=tuple(u for u in ("BTC", "ETH") if u in table.underlyings))
     t0 = time.perf_counter()
@@ -172,10 +172,10 @@ def _stress(args: argparse.Namespace, market, table, book, source: str) -> int:
 
 
 def _var(args: argparse.Namespace, market, table, book, source: str) -> int:
-    from .calibration import ewma_covariance
-    from .history import load_history
-    from .models.var import ScenarioRiskEngine
-    from .risk_measures import mc_scenarios
+    from dpm.engines.risk import ScenarioRiskEngine
+    from dpm.market.history import load_history
+    from dpm.models.calibration.ewma import ewma_covariance
+    from dpm.models.generators.montecarlo import mc_scenarios
 
     unds = [u for u in ("BTC", "ETH") if u in table.underlyings]
     lr = load_history().log_returns(unds)

@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError, InvalidTypeError
-from .market import MS_PER_YEAR, MarketSnapshot
-from .surface import VolSurface
+from dpm.errors import InvalidInputError, InvalidTypeError
+from dpm.market.snapshot import MS_PER_YEAR, MarketSnapshot
+from dpm.market.surface import VolSurface
 
 __all__ = ["plot_smiles"]
 
@@ -28,7 +28,7 @@ def _pyplot() -> Any:
 
 
 def _marks_columns(marks: Mapping[str, Any], timestamp_ms: int | None) -> tuple[np.ndarray, ...]:
-    """(k, T, iv) of the marks: keys strike/forward/time/iv, or the dpm.sample_market.deribit_marks() keys."""
+    """(k, T, iv) of the marks: keys strike/forward/time/iv, or the dpm.market.sample.deribit_marks() keys."""
     if "iv" in marks:
         K = np.asarray(marks["strike"], float)
         F = np.asarray(marks["forward"], float)
@@ -43,7 +43,7 @@ def _marks_columns(marks: Mapping[str, Any], timestamp_ms: int | None) -> tuple[
         iv = np.asarray(marks["mark_iv"], float)
     else:
         raise InvalidInputError(
-            "marks: expected keys strike, forward, time, iv (or the keys of dpm.sample_market.deribit_marks())"
+            "marks: expected keys strike, forward, time, iv (or the keys of dpm.market.sample.deribit_marks())"
         )
     return np.log(K / F), T, iv
 
@@ -65,7 +65,7 @@ def plot_smiles(
         The surface, or a snapshot (its ``underlying``'s surface; default the first underlying).
     marks : mapping, optional
         Arrays ``strike``, ``forward``, ``time`` (years), ``iv`` (decimal), or the columns returned by
-        :func:`dpm.sample_market.deribit_marks` (needs a snapshot for the time). Marks are matched to the
+        :func:`dpm.market.sample.deribit_marks` (needs a snapshot for the time). Marks are matched to the
         slice with the nearest ``T``.
     ax : matplotlib Axes, optional
         Axes to draw on (default: a new figure).

@@ -1,4 +1,4 @@
-"""Tests of dpm.accounts: CSR building against a pure-Python reference, constructors, validation."""
+"""Tests of dpm.portfolio.accounts: CSR building against a pure-Python reference, constructors, validation."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference.accounts_ref import build_csr_reference
 
-import dpm.accounts as accounts_mod
-from dpm.accounts import Account, AccountBook, UnknownAccountError
+import dpm.portfolio.accounts as accounts_mod
 from dpm.errors import InvalidInputError, InvalidTypeError, UnknownInstrumentError
-from dpm.instruments import InstrumentTable
+from dpm.market.table import InstrumentTable
+from dpm.portfolio.accounts import Account, AccountBook, UnknownAccountError
 
 NAMES = [
     "BTC-PERPETUAL",

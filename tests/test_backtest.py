@@ -1,4 +1,4 @@
-"""Tests for dpm.backtest: coverage tests, traffic light, replay, procyclicality, plot."""
+"""Tests for dpm.models.backtest: coverage tests, traffic light, replay, procyclicality, plot."""
 from __future__ import annotations
 
 import importlib.util
@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from dpm import backtest as bt
-from dpm.calibration import ewma_covariance, fit_garch, garch_variance, scan_ranges
 from dpm.errors import InvalidInputError
-from dpm.history import load_history
-from dpm.risk_measures import var_es
+from dpm.market.history import load_history
+from dpm.models import backtest as bt
+from dpm.models.calibration.ewma import ewma_covariance
+from dpm.models.calibration.garch import fit_garch, garch_variance
+from dpm.models.calibration.ranges import scan_ranges
+from dpm.models.measures import var_es
 
 _spec = importlib.util.spec_from_file_location(
     "stats_reference", Path(__file__).parent / "reference" / "stats_reference.py")
@@ -118,7 +120,7 @@ def test_replay_hs_matches_direct_computation(hist):
     assert res.breaches[k]  # the Celsius day breaks a 250-day HS ES margin
     assert res.report.n == res.dates.size
     # no look-ahead: replaying a truncated history gives the same margins
-    from dpm.history import history_from_wide
+    from dpm.market.history import history_from_wide
     cut = int(np.searchsorted(hist.dates, np.datetime64("2023-01-01")))
     short = history_from_wide(hist.dates[:cut], hist.assets, hist.close[:cut])
     res2 = bt.replay({"BTC": 2.0}, "hs", history=short, window=250, start="2021-01-01")
@@ -195,7 +197,7 @@ def test_plot(tmp_path, hist):
 
 # --------------------------------------------------------------------------- ES backtest (Z2)
 def test_es_z2_matches_its_formula_on_a_constructed_sequence():
-    from dpm.backtest import es_backtest_z2
+    from dpm.models.backtest import es_backtest_z2
 
     x = np.array([1.0, -3.0, 0.5, -1.0, -5.0])
     var = np.array([2.0, 2.0, 2.0, 2.0, 4.0])
@@ -209,7 +211,7 @@ def test_es_z2_matches_its_formula_on_a_constructed_sequence():
 
 
 def test_es_z2_null_distribution_matches_published_critical_value():
-    from dpm.backtest import es_backtest_z2
+    from dpm.models.backtest import es_backtest_z2
 
     T, a = 250, 0.025
     q = -stats.norm.ppf(a)
@@ -220,7 +222,7 @@ def test_es_z2_null_distribution_matches_published_critical_value():
 
 
 def test_es_z2_accepts_right_forecasts_and_rejects_too_low_es():
-    from dpm.backtest import es_backtest_z2
+    from dpm.models.backtest import es_backtest_z2
 
     rng = np.random.default_rng(11)
     T, a = 1000, 0.025
@@ -240,7 +242,7 @@ def test_es_z2_accepts_right_forecasts_and_rejects_too_low_es():
 
 
 def test_es_z2_bad_inputs():
-    from dpm.backtest import es_backtest_z2
+    from dpm.models.backtest import es_backtest_z2
 
     with pytest.raises(InvalidInputError, match="one length"):
         es_backtest_z2([1.0, 2.0], [1.0], [1.0])

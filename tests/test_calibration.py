@@ -1,4 +1,4 @@
-"""Tests for dpm.calibration: EWMA, GARCH, Ledoit-Wolf, correlation repair, scan ranges."""
+"""Tests for dpm.models.calibration: EWMA, GARCH, Ledoit-Wolf, correlation repair, scan ranges."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +11,7 @@ from scipy import optimize, stats
 
 from dpm import calibration as cal
 from dpm.errors import InvalidInputError
-from dpm.history import load_history
+from dpm.market.history import load_history
 
 _spec = importlib.util.spec_from_file_location(
     "stats_reference", Path(__file__).parent / "reference" / "stats_reference.py")

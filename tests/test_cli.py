@@ -20,10 +20,10 @@ def test_cli_default_run_prints_summary(capsys) -> None:
 
 
 def test_cli_writes_csv_and_json_matching_engine(tmp_path) -> None:
-    from dpm.engine import MarginEngine
+    from dpm.engines.margin import MarginEngine
+    from dpm.market.sample import default_instruments, default_market
     from dpm.models import preset
-    from dpm.sample import default_instruments, generate_accounts
-    from dpm.sample_market import default_market
+    from dpm.portfolio.sample import generate_accounts
 
     out_csv, out_json = tmp_path / "m.csv", tmp_path / "m.json"
     assert main(["--accounts", "200", "--model", "deribit", "--csv", str(out_csv), "--json", str(out_json)]) == 0
@@ -50,10 +50,10 @@ def test_cli_rejects_unknown_model() -> None:
 
 
 def test_cli_stress_matches_engine(tmp_path, capsys) -> None:
-    from dpm.models.var import ScenarioRiskEngine
-    from dpm.sample import default_instruments, generate_accounts
-    from dpm.sample_market import default_market
-    from dpm.stress import historical_stress_scenarios
+    from dpm.engines.risk import ScenarioRiskEngine
+    from dpm.market.sample import default_instruments, default_market
+    from dpm.models.generators.stress import historical_stress_scenarios
+    from dpm.portfolio.sample import generate_accounts
 
     out_csv = tmp_path / "s.csv"
     assert main(["stress", "--accounts", "150", "--csv", str(out_csv)]) == 0

@@ -47,9 +47,9 @@ def test_sanitizer_catches_out_of_bounds_reads_in_c_kernels() -> None:
     code = textwrap.dedent(
         """
         import numpy as np
-        from dpm.engine import MarginEngine
-        from dpm.sample import default_instruments
-        from dpm.sample_market import default_market
+        from dpm.engines.margin import MarginEngine
+        from dpm.market.sample import default_instruments
+        from dpm.market.sample import default_market
         e = MarginEngine(default_market(), default_instruments(), workers=1)
         agg = e._plan.agg
         state = np.empty(agg.state_size)

@@ -4,15 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dpm.accounts import Account
-from dpm.calibration import scan_ranges
-from dpm.engine import MarginEngine
+from dpm.engines.margin import MarginEngine
 from dpm.errors import InvalidInputError
-from dpm.history import load_history
+from dpm.market.history import load_history
+from dpm.market.sample import default_instruments, default_market
 from dpm.models import RollShock, dpm_default
+from dpm.models.calibration.ranges import scan_ranges
 from dpm.models.dynamic import dynamic_model
-from dpm.sample import default_instruments
-from dpm.sample_market import default_market
+from dpm.portfolio.accounts import Account
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests of dpm.engine.MarginEngine against the slow pure-Python reference and by its properties.
+"""Tests of dpm.engines.margin.MarginEngine against the slow pure-Python reference and by its properties.
 
 * the engine equals ``tests/reference/margin_ref.py`` (every preset, USD and coin risk currency, sticky
   strike and sticky moneyness, with and without correlation) on hundreds of random accounts;
@@ -19,20 +19,27 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from reference import margin_ref
 
-from dpm.accounts import Account, AccountBook
-from dpm.calibration import check_correlation
-from dpm.engine import MarginEngine
+from dpm.engines.margin import MarginEngine
 from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError, UnknownInstrumentError
-from dpm.instruments import InstrumentTable
-from dpm.market import ForwardCurve, MarketSnapshot, UnderlyingMarket
+from dpm.market.sample import default_instruments, default_market
+from dpm.market.snapshot import ForwardCurve, MarketSnapshot, UnderlyingMarket
+from dpm.market.table import InstrumentTable
 from dpm.models import (
-    DeltaShock, RiskMatrixModel, SizeCharge, UnderlyingParams, cme_span, deribit_pm, dpm_default, okx_pm,
+    DeltaShock,
+    RiskMatrixModel,
+    SizeCharge,
+    UnderlyingParams,
+    cme_span,
+    deribit_pm,
+    dpm_default,
+    okx_pm,
     paradex_pm,
 )
-from dpm.sample import default_instruments, generate_accounts
-from dpm.sample_market import default_market
-from reference import margin_ref
+from dpm.models.calibration.correlation import check_correlation
+from dpm.portfolio.accounts import Account, AccountBook
+from dpm.portfolio.sample import generate_accounts
 
 CURRENCIES = ("BTC", "ETH", "USDC", "USDT")
 
@@ -198,7 +205,7 @@ def test_engine_equals_reference(preset, ccy, sticky, market, table):
 @pytest.mark.parametrize("ccy", ["usd", "coin"])
 def test_user_scenarios_on_one_underlying(ccy, market, table):
     """User-supplied scenarios replace ETH's grid (fewer scenarios than BTC: padded columns unused)."""
-    from dpm.scenarios import ScenarioSet
+    from dpm.models.scenarios import ScenarioSet
 
     user = ScenarioSet.user([-0.3, -0.1, 0.1, 0.25, 0.0], [1, 0, -1, 1, -1], weight=[0.5, 1, 1, 0.7, 1],
                             labels=["crash", "dip", "rally", "squeeze", "vol crush"])
@@ -669,7 +676,7 @@ def test_correlation_errors(market):
 
 def test_bad_model_parameters():
     from dpm.models import DeltaShock, RollShock, preset
-    from dpm.scenarios import ScenarioSet, VolShock
+    from dpm.models.scenarios import ScenarioSet, VolShock
 
     cases = [
         (lambda: preset("cme"), "unknown preset"),
@@ -769,9 +776,9 @@ def test_equity_margin_ratio_and_haircuts(market, table):
 
 
 def test_results_in_coin_at_the_index():
+    from dpm.market.sample import default_instruments, default_market
     from dpm.models import deribit_pm
-    from dpm.sample import default_instruments, generate_accounts
-    from dpm.sample_market import default_market
+    from dpm.portfolio.sample import generate_accounts
 
     market, table = default_market(), default_instruments()
     res = MarginEngine(market, table, deribit_pm()).margin_many(generate_accounts(50, table, seed=2))

@@ -1,11 +1,11 @@
-"""Tests for dpm.history: bundled data, user loaders, validation."""
+"""Tests for dpm.market.history: bundled data, user loaders, validation."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from dpm.errors import InvalidInputError
-from dpm.history import history_from_long, history_from_wide, load_history
+from dpm.market.history import history_from_long, history_from_wide, load_history
 
 
 def test_bundled_history_values():

@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from reference import black_mp
 from reference.samples import HOUR, random_options
 
-from dpm import pricing
 from dpm._core import _implied
 from dpm.errors import InvalidInputError, InvalidTypeError
-from dpm.pricing import greeks, implied_vol, price
+from dpm.pricing import black as pricing
+from dpm.pricing.black import greeks, implied_vol, price
 
 EPS = np.finfo(float).eps
 

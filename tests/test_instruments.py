@@ -1,4 +1,4 @@
-"""Tests of dpm.instruments: names, specs, InstrumentTable construction and validation."""
+"""Tests of dpm.market: names, specs, InstrumentTable construction and validation."""
 
 from __future__ import annotations
 
@@ -12,18 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dpm.errors import InvalidInputError, InvalidTypeError, UnknownInstrumentError
-from dpm.instruments import (
-    NO_EXPIRY,
-    Future,
-    InstrumentTable,
-    Kind,
-    Option,
-    Perpetual,
-    Spot,
-    format_name,
-    parse_name,
-    to_ms,
-)
+from dpm.market.names import format_name, parse_name
+from dpm.market.specs import NO_EXPIRY, Future, Kind, Option, Perpetual, Spot, to_ms
+from dpm.market.table import InstrumentTable
 
 UTC = dt.timezone.utc
 DEC26 = int(dt.datetime(2026, 12, 27, 8, tzinfo=UTC).timestamp() * 1000)

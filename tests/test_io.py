@@ -1,4 +1,4 @@
-"""Tests of dpm.io: round trips of every format and the Deribit chain reader."""
+"""Tests of dpm.portfolio.io: round trips of every format and the Deribit chain reader."""
 
 from __future__ import annotations
 
@@ -10,21 +10,22 @@ import math
 import numpy as np
 import pytest
 
-from dpm.accounts import AccountBook
 from dpm.errors import InvalidInputError, MarketDataError, UnknownInstrumentError
-from dpm.instruments import InstrumentTable, Kind
-from dpm.io import (
-    DERIBIT_SAMPLE_CHAIN,
+from dpm.market.loaders.deribit import DERIBIT_SAMPLE_CHAIN, read_deribit_chain
+from dpm.market.sample import default_instruments
+from dpm.market.specs import Kind
+from dpm.market.table import InstrumentTable
+from dpm.portfolio.accounts import AccountBook
+from dpm.portfolio.io import (
     collateral_path_for,
     read_accounts,
     read_columns,
-    read_deribit_chain,
     read_instruments,
     write_accounts,
     write_columns,
     write_instruments,
 )
-from dpm.sample import default_instruments, generate_accounts
+from dpm.portfolio.sample import generate_accounts
 
 FORMATS = ["csv", "json", "parquet"]
 NAMES = [

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError
-from dpm.instruments import InstrumentTable
-from dpm.market import MS_PER_YEAR, ForwardCurve, InstrumentInputs, MarketSnapshot, UnderlyingMarket
-from dpm.surface import VolSurface
+from dpm.market.snapshot import MS_PER_YEAR, ForwardCurve, InstrumentInputs, MarketSnapshot, UnderlyingMarket
+from dpm.market.surface import VolSurface
+from dpm.market.table import InstrumentTable
 
 _spec = importlib.util.spec_from_file_location(
     "surface_reference", Path(__file__).parent / "reference" / "surface_reference.py")
@@ -246,7 +246,7 @@ def test_instrument_inputs_values():
 
 
 def test_instrument_inputs_spot_uses_index():
-    from dpm.instruments import Spot
+    from dpm.market.specs import Spot
 
     table = InstrumentTable.from_specs([Spot("BTC")], underlyings=("BTC",))
     inp = _market().instrument_inputs(table)

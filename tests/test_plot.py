@@ -7,8 +7,8 @@ import pytest
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
 
+from dpm.market.sample import default_market, deribit_marks, deribit_snapshot
 from dpm.plot import plot_smiles
-from dpm.sample_market import default_market, deribit_marks, deribit_snapshot
 
 
 def _is_png(path):

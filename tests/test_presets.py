@@ -20,19 +20,28 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-
-from dpm.accounts import AccountBook
-from dpm.engine import MarginEngine
-from dpm.errors import InvalidInputError
-from dpm.instruments import InstrumentTable, to_ms
-from dpm.market import MS_PER_YEAR, ForwardCurve, MarketSnapshot, UnderlyingMarket
-from dpm.models import (
-    PRESETS, RiskMatrixModel, RollShock, cme_span, deribit_pm, dpm_default, okx_pm, paradex_pm, preset,
-)
-from dpm.sample import default_instruments, generate_accounts
-from dpm.sample_market import default_market
-from dpm.scenarios import VolShock
 from reference import margin_ref
+
+from dpm.engines.margin import MarginEngine
+from dpm.errors import InvalidInputError
+from dpm.market.sample import default_instruments, default_market
+from dpm.market.snapshot import MS_PER_YEAR, ForwardCurve, MarketSnapshot, UnderlyingMarket
+from dpm.market.specs import to_ms
+from dpm.market.table import InstrumentTable
+from dpm.models import (
+    PRESETS,
+    RiskMatrixModel,
+    RollShock,
+    cme_span,
+    deribit_pm,
+    dpm_default,
+    okx_pm,
+    paradex_pm,
+    preset,
+)
+from dpm.models.scenarios import VolShock
+from dpm.portfolio.accounts import AccountBook
+from dpm.portfolio.sample import generate_accounts
 
 
 def _one(table, positions):

@@ -45,7 +45,7 @@ from reference.samples import HOUR, random_options
 
 from dpm._core import _black
 from dpm.errors import InvalidInputError, InvalidTypeError
-from dpm.pricing import GREEK_NAMES, greeks, price
+from dpm.pricing.black import GREEK_NAMES, greeks, price
 
 EPS = np.finfo(float).eps
 

@@ -1,4 +1,4 @@
-"""Tests for dpm.risk_measures: VaR/ES, scenario generators, ES attribution."""
+"""Tests for dpm.models.measures: VaR/ES, scenario generators, ES attribution."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,7 +14,7 @@ from scipy import integrate, stats
 from dpm import calibration as cal
 from dpm import risk_measures as rm
 from dpm.errors import InvalidInputError
-from dpm.history import load_history
+from dpm.market.history import load_history
 
 _spec = importlib.util.spec_from_file_location(
     "stats_reference", Path(__file__).parent / "reference" / "stats_reference.py")

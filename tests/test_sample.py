@@ -1,4 +1,4 @@
-"""Tests of dpm.sample: the generated listing and the synthetic account generator."""
+"""Tests of dpm.portfolio.sample: the generated listing and the synthetic account generator."""
 
 from __future__ import annotations
 
@@ -8,18 +8,13 @@ import time
 import numpy as np
 import pytest
 
-from dpm.accounts import AccountBook
 from dpm.errors import InvalidInputError, InvalidTypeError
-from dpm.instruments import NO_EXPIRY, InstrumentTable, Kind, parse_name
-from dpm.sample import (
-    ARCHETYPES,
-    SAMPLE_TIMESTAMP_MS,
-    _approx_delta,
-    _Universe,
-    default_instruments,
-    generate_accounts,
-    load_listing_parameters,
-)
+from dpm.market.names import parse_name
+from dpm.market.sample import SAMPLE_TIMESTAMP_MS, default_instruments, load_listing_parameters
+from dpm.market.specs import NO_EXPIRY, Kind
+from dpm.market.table import InstrumentTable
+from dpm.portfolio.accounts import AccountBook
+from dpm.portfolio.sample import ARCHETYPES, _approx_delta, _Universe, generate_accounts
 
 
 def test_sample_timestamp():

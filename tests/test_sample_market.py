@@ -1,4 +1,4 @@
-"""Tests for dpm.sample_market: the bundled Deribit snapshot and the generated default market."""
+"""Tests for dpm.market.sample: the bundled Deribit snapshot and the generated default market."""
 from __future__ import annotations
 
 import math
@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from dpm.pricing import greeks, price
-from dpm.sample import SAMPLE_TIMESTAMP_MS, default_instruments
-from dpm.sample_market import (
+from dpm.market.sample import (
+    SAMPLE_TIMESTAMP_MS,
+    default_instruments,
     default_market,
     default_marks,
     deribit_marks,
@@ -17,6 +17,7 @@ from dpm.sample_market import (
     generate_default_market_params,
     load_default_market_params,
 )
+from dpm.pricing.black import greeks, price
 
 
 def test_default_market_params_are_reproducible_from_generator():

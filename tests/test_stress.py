@@ -1,4 +1,4 @@
-"""Tests for dpm.stress: historical stress scenarios from the data, hypothetical scenarios."""
+"""Tests for dpm.models.generators.stress: historical stress scenarios from the data, hypothetical scenarios."""
 from __future__ import annotations
 
 import math
@@ -6,17 +6,17 @@ import math
 import numpy as np
 import pytest
 
-from dpm.calibration import realized_log_vol
 from dpm.errors import InvalidInputError
-from dpm.history import history_from_wide, load_history
-from dpm.risk_measures import linear_pnl
-from dpm.stress import (
+from dpm.market.history import history_from_wide, load_history
+from dpm.models.calibration.ranges import realized_log_vol
+from dpm.models.generators.stress import (
     CRYPTO_STRESS_EVENTS,
     StressEvent,
     historical_stress_scenarios,
     hypothetical_scenarios,
     stress_event_table,
 )
+from dpm.models.measures import linear_pnl
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Tests for dpm.surface: SVI closed forms, fitting the real Deribit chain, arbitrage checks and repair."""
+"""Tests for dpm.market.surface: SVI closed forms, fitting the real Deribit chain, arbitrage checks and repair."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,9 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dpm import surface as surf
 from dpm.errors import InvalidInputError, MarketDataError
-from dpm.surface import SVISlice, VolSurface, svi_density, svi_derivatives, svi_total_variance
+from dpm.market import surface as surf
+from dpm.market.surface import SVISlice, VolSurface, svi_density, svi_derivatives, svi_total_variance
 
 _spec = importlib.util.spec_from_file_location(
     "surface_reference", Path(__file__).parent / "reference" / "surface_reference.py")
@@ -286,8 +286,8 @@ def _timed(fn):
 # --------------------------------------------------------------------------- the real Deribit chain
 @pytest.fixture(scope="module")
 def deribit():
-    from dpm.pricing import price
-    from dpm.sample_market import deribit_marks, deribit_snapshot
+    from dpm.market.sample import deribit_marks, deribit_snapshot
+    from dpm.pricing.black import price
 
     snap = deribit_snapshot()
     c = deribit_marks()

@@ -1,7 +1,7 @@
-"""Full-revaluation VaR / ES / stress engine (dpm.models.var) against independent references.
+"""Full-revaluation VaR / ES / stress engine (dpm.engines.risk) against independent references.
 
 Oracles: ``tests/reference/var_ref.py`` (every position repriced by itself with a scalar Black-76
-on ``math.erfc``) + :func:`dpm.risk_measures.var_es` on each account's full scenario P&L; the
+on ``math.erfc``) + :func:`dpm.models.measures.var_es` on each account's full scenario P&L; the
 closed-form VaR/ES of linear positions under (log)normal Monte Carlo; coherence properties.
 """
 from __future__ import annotations
@@ -13,13 +13,17 @@ import pytest
 from reference import var_ref
 from scipy import stats
 
-from dpm import sample, sample_market
-from dpm.accounts import AccountBook
+from dpm.engines.risk import ScenarioRiskEngine
 from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError
-from dpm.instruments import InstrumentTable, Kind
-from dpm.models.var import ScenarioRiskEngine
-from dpm.risk_measures import MarketScenarios, component_es, mc_scenarios, var_es
-from dpm.stress import hypothetical_scenarios
+from dpm.market import sample as sample_market
+from dpm.market.specs import Kind
+from dpm.market.table import InstrumentTable
+from dpm.models.generators.montecarlo import mc_scenarios
+from dpm.models.generators.stress import hypothetical_scenarios
+from dpm.models.market_scenarios import MarketScenarios
+from dpm.models.measures import component_es, var_es
+from dpm.portfolio import sample
+from dpm.portfolio.accounts import AccountBook
 
 LEVELS = (0.9, 0.95, 0.975, 0.99, 0.995)
 
@@ -147,9 +151,9 @@ def test_var_es_matches_reference_generated_accounts(table, market):
 
 def test_historical_scenarios_with_vol_proxy_match_reference(mixed_table, market):
     """Filtered historical 5-day scenarios of the bundled history, with fitted vol shocks."""
-    from dpm.calibration import fit_vol_shock_proxy
-    from dpm.history import load_history
-    from dpm.risk_measures import filtered_historical_scenarios
+    from dpm.market.history import load_history
+    from dpm.models.calibration.ranges import fit_vol_shock_proxy
+    from dpm.models.generators.historical import filtered_historical_scenarios
 
     r = load_history().log_returns(["BTC", "ETH"]).values
     proxy = fit_vol_shock_proxy(r, horizon_days=5, underlyings=("BTC", "ETH"))
@@ -193,7 +197,7 @@ def test_bit_identical_for_workers_blocks_and_chunks(table, market):
         other = eng.var_es(book, sc, LEVELS, **kw)
         for f in ("var", "es", "tail_scenarios", "tail_losses"):
             assert np.array_equal(getattr(base, f), getattr(other, f)), (kw, f)
-    import dpm.models.var as var_module
+    import dpm.engines.risk as var_module
     old = var_module.MAX_TAIL_BYTES
     try:  # tail buffers for 37 accounts at a time: the scenarios are revalued once per group
         var_module.MAX_TAIL_BYTES = 37 * 12 * 2 * base.tail_scenarios.shape[1]
@@ -366,7 +370,7 @@ def test_stress_equals_full_revaluation(mixed_table, market):
 
 
 def test_stress_with_named_historical_events(table, market):
-    from dpm.stress import historical_stress_scenarios
+    from dpm.models.generators.stress import historical_stress_scenarios
     sc = historical_stress_scenarios()
     book = sample.generate_accounts(30, table, seed=19)
     res = ScenarioRiskEngine(market, table).stress(book, sc)
@@ -422,7 +426,7 @@ def test_underlying_missing_from_market(mixed_table, market):
 
 def test_unusable_market_data_names_account_and_instrument(mixed_table, market, monkeypatch):
     """An option whose surface gives a NaN vol is reported if held, never priced at zero vol."""
-    from dpm.market import MarketSnapshot
+    from dpm.market.snapshot import MarketSnapshot
 
     names = list(mixed_table.name)
     target = "ETH-25DEC26-3000-P"
@@ -544,11 +548,11 @@ def test_empty_book_and_flat_account(mixed_table, market):
 
 
 def test_incremental_and_per_underlying_es_match_the_statistics_layer():
-    from dpm.accounts import Account, AccountBook
-    from dpm.models.var import ScenarioRiskEngine
-    from dpm.risk_measures import component_es, incremental_es, mc_scenarios, var_es
-    from dpm.sample import default_instruments
-    from dpm.sample_market import default_market
+    from dpm.engines.risk import ScenarioRiskEngine
+    from dpm.market.sample import default_instruments, default_market
+    from dpm.models.generators.montecarlo import mc_scenarios
+    from dpm.models.measures import component_es, incremental_es, var_es
+    from dpm.portfolio.accounts import Account, AccountBook
 
     market, table = default_market(), default_instruments()
     acc = Account("x", [("BTC-PERPETUAL", 20_000.0), ("ETH-PERPETUAL", -30_000.0),
@@ -572,10 +576,9 @@ def test_incremental_and_per_underlying_es_match_the_statistics_layer():
 def test_vol_shock_term_structure_and_uniform_option():
     from reference.var_ref import Inst
 
-    from dpm.models.var import DEFAULT_VOL_TERM_STRUCTURE, ScenarioRiskEngine
-    from dpm.risk_measures import MarketScenarios
-    from dpm.sample import default_instruments
-    from dpm.sample_market import default_market
+    from dpm.engines.risk import DEFAULT_VOL_TERM_STRUCTURE, ScenarioRiskEngine
+    from dpm.market.sample import default_instruments, default_market
+    from dpm.models.market_scenarios import MarketScenarios
 
     market, table = default_market(), default_instruments()
     scen = MarketScenarios(np.array([[0.0, 0.0], [0.05, -0.02]]), np.array([[0.5, 0.5], [-0.3, 0.2]]),

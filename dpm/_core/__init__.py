@@ -1,1 +1,1 @@
-"""Private compiled kernels of dpm. Use the public modules (dpm.pricing, dpm.engine, ...) instead."""
+"""Private compiled kernels of dpm. Use the public modules (dpm.pricing, dpm.engines.margin, ...) instead."""

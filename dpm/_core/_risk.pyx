@@ -13,7 +13,6 @@ from dpm._core._risk cimport (
     dpm_state_add, dpm_state_finish, dpm_margin_rows, dpm_what_if, dpm_account_state, dpm_cpu_wide,
 )
 
-from dpm.errors import InvalidInputError, UnknownInstrumentError
 
 
 cdef inline void *_malloc64(size_t nbytes, void **raw) noexcept nogil:
@@ -200,9 +199,9 @@ cdef class AggregationPlan:
                 or scan.shape[0] < n or scan.shape[1] != U or worst.shape[0] < n or worst.shape[1] != U
                 or roll.shape[0] < n or roll.shape[1] != U or dshock.shape[0] < n or dshock.shape[1] != U
                 or floor.shape[0] < n or floor.shape[1] != U):
-            raise InvalidInputError("margin_job: output arrays do not match the book (N rows, U columns)")
+            raise ValueError("margin_job: output arrays do not match the book (N rows, U columns)")
         if indptr[job.n] > inst.shape[0] or indptr[job.n] > qty.shape[0] or indptr[0] < 0:
-            raise InvalidInputError("margin_job: indptr points outside the position arrays")
+            raise ValueError("margin_job: indptr points outside the position arrays")
         job.o = self._out(total, value, L, scan, worst, roll, dshock, floor)
         job.indptr = &indptr[0]
         job.inst = &inst[0] if inst.shape[0] > 0 else NULL
@@ -268,7 +267,7 @@ cdef class WhatIf:
     def __cinit__(self, AggregationPlan plan, const double[::1] state):
         cdef Py_ssize_t U = plan.p.U
         if state.shape[0] != plan.state_size:
-            raise InvalidInputError(f"state: expected {plan.state_size} values, got {state.shape[0]}")
+            raise ValueError(f"state: expected {plan.state_size} values, got {state.shape[0]}")
         self.plan = plan
         self.state_ref = state.base if state.base is not None else state
         self.state = &state[0]
@@ -294,16 +293,16 @@ cdef class WhatIf:
     def total(self, const int64_t[::1] inst, const double[::1] qty):
         """``(risk, position value)`` after orders ``(inst, qty)`` (int64 ids, float64 contracts).
 
-        Ids are checked against the table (an out-of-range id raises ``UnknownInstrumentError``);
+        Ids are checked against the table (an out-of-range id raises ``IndexError``; the engine checks them first);
         quantities are taken as given (finite numbers, as the engine validates).
         """
         cdef Py_ssize_t k, n = inst.shape[0]
         cdef int64_t M = self.plan.n_instruments
         if qty.shape[0] != n:
-            raise InvalidInputError(f"quantities: expected {n} values (one per instrument id), got {qty.shape[0]}")
+            raise ValueError(f"quantities: expected {n} values (one per instrument id), got {qty.shape[0]}")
         for k in range(n):
             if inst[k] < 0 or inst[k] >= M:
-                raise UnknownInstrumentError(f"instrument_ids: id {inst[k]} at index {k} is not in the table (0..{M - 1})")
+                raise IndexError(f"instrument_ids: id {inst[k]} at index {k} is not in the table (0..{M - 1})")
         cdef const int64_t *ip = &inst[0] if n > 0 else NULL
         cdef const double *qp = &qty[0] if n > 0 else NULL
         with nogil:
@@ -314,7 +313,7 @@ cdef class WhatIf:
         """``total`` for one order given as scalars (no arrays at all)."""
         cdef int64_t M = self.plan.n_instruments
         if inst < 0 or inst >= M:
-            raise UnknownInstrumentError(f"instrument_ids: id {inst} is not in the table (0..{M - 1})")
+            raise IndexError(f"instrument_ids: id {inst} is not in the table (0..{M - 1})")
         with nogil:
             dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.work, &self.o)
         return self.outs[0], self.outs[1]

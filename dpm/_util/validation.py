@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError, InvalidTypeError
+from dpm.errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
     "as_float_array",

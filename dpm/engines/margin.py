@@ -15,16 +15,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from . import _parallel
-from ._core import _risk
-from .accounts import Account, AccountBook
-from .errors import InvalidInputError, InvalidTypeError, MarketDataError, UnknownInstrumentError
-from .instruments import InstrumentTable, Kind
-from .market import MarketSnapshot
-from .models.presets import dpm_default
-from .models.risk_matrix import RiskMatrixModel
-from .pricing import greeks as _greeks
-from .results import AccountMargin, MarginResults, WhatIfResult, liquidation_order
+from dpm._core import _risk
+from dpm._util import parallel as _parallel
+from dpm.engines.results import AccountMargin, MarginResults, WhatIfResult, liquidation_order
+from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError, UnknownInstrumentError
+from dpm.market.snapshot import MarketSnapshot
+from dpm.market.specs import Kind
+from dpm.market.table import InstrumentTable
+from dpm.models.presets import dpm_default
+from dpm.models.risk_matrix import RiskMatrixModel
+from dpm.portfolio.accounts import Account, AccountBook
+from dpm.pricing.black import greeks as _greeks
 
 __all__ = ["MarginEngine", "AccountState", "USD_LIKE"]
 
@@ -129,8 +130,8 @@ class MarginEngine:
 
     Examples
     --------
-    >>> from dpm.sample import default_instruments, generate_accounts
-    >>> from dpm.sample_market import default_market
+    >>> from dpm.portfolio.sample import default_instruments, generate_accounts
+    >>> from dpm.market.sample import default_market
     >>> from dpm.models import deribit_pm
     >>> engine = MarginEngine(default_market(), default_instruments(), deribit_pm())
     >>> book = generate_accounts(100, engine.instruments, seed=1)
@@ -399,12 +400,45 @@ class AccountState:
         return WhatIfResult(im, mm, self.initial_margin, equity, bool(equity >= im))
 
     def what_if_ids(self, instrument_ids: np.ndarray, quantities: np.ndarray) -> float:
-        """Fast path: IM after orders given as int64 ids / float64 quantities arrays.
+        """Fast path: IM after orders given as arrays of instrument ids and quantities.
 
-        Ids are range-checked (``UnknownInstrumentError``); quantities must be finite and the
-        instruments priced (not checked here: use :meth:`what_if` for unvalidated orders).
+        Ids must be integers in the table (``UnknownInstrumentError``) of priced instruments
+        (``MarketDataError``) and quantities finite numbers (``InvalidInputError``): a NaN order
+        would otherwise turn the margin into a silent wrong number.
         """
-        return self.engine.model.im_factor * self._wi.total(instrument_ids, quantities)[0]
+        ids, qty = self._checked_arrays(instrument_ids, quantities)
+        return self.engine.model.im_factor * self._wi.total(ids, qty)[0]
+
+    def _checked_arrays(self, instrument_ids: Any, quantities: Any) -> tuple[np.ndarray, np.ndarray]:
+        ids = np.asarray(instrument_ids)
+        qty = np.asarray(quantities)
+        if ids.ndim != 1 or qty.ndim != 1 or ids.shape != qty.shape:
+            raise InvalidInputError(
+                f"orders: instrument_ids and quantities must be 1-d of the same length, got shapes "
+                f"{ids.shape} and {qty.shape}")
+        if ids.dtype.kind not in "iu" or ids.dtype == np.bool_:
+            raise InvalidTypeError(f"instrument_ids: expected integers, got dtype {ids.dtype}")
+        if qty.dtype.kind not in "iuf" or qty.dtype == np.bool_:
+            raise InvalidTypeError(f"quantities: expected numbers, got dtype {qty.dtype}")
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        qty = np.ascontiguousarray(qty, dtype=np.float64)
+        M = len(self.engine.instruments)
+        out = (ids < 0) | (ids >= M)
+        if out.any():
+            k = int(np.flatnonzero(out)[0])
+            raise UnknownInstrumentError(f"instrument_ids: id {int(ids[k])} at index {k} is not in the table (0..{M - 1})")
+        bad = ~np.isfinite(qty)
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise InvalidInputError(f"quantities: index {k} ({self.engine.instruments.name[ids[k]]!r}) is {qty[k]!r}, "
+                                    "must be finite")
+        plan = self.engine._plan
+        na = ~plan.available[ids]
+        if na.any():
+            i = int(ids[np.flatnonzero(na)[0]])
+            raise MarketDataError(f"orders: {self.engine.instruments.name[i]!r} cannot be margined: "
+                                  f"{plan.unavailable_reason[i]}")
+        return ids, qty
 
     def apply(self, orders: Any) -> "AccountState":
         """A new state with the orders filled at mark (this one unchanged; equity unchanged)."""

@@ -118,7 +118,7 @@ class MarginResults:
         """
         price = self.usd_prices.get(currency)
         if price is None:
-            from .errors import InvalidInputError
+            from dpm.errors import InvalidInputError
 
             raise InvalidInputError(
                 f"currency: no price for {currency!r}; have {sorted(self.usd_prices)}"

@@ -1,7 +1,7 @@
 """Full-revaluation VaR / expected shortfall and stress losses for many accounts.
 
 The same two steps as the risk-matrix margin, with other scenario sets (historical, filtered
-historical, Monte Carlo, named stresses from :mod:`dpm.risk_measures` / :mod:`dpm.stress`):
+historical, Monte Carlo, named stresses from :mod:`dpm.models.measures` / :mod:`dpm.models.generators.stress`):
 
 1. every instrument is revalued once per joint scenario (USD P&L per contract, a ``nogil`` kernel
    over chunks of instruments);
@@ -17,7 +17,7 @@ each) for the tail buffers and ``N x k`` for the result, whatever the number of 
 ``M x S`` matrix is only built by :meth:`ScenarioRiskEngine.revalue` when asked for. See the
 "VaR / ES" section of ``docs/benchmarks.md`` for the measured speed and memory.
 
-VaR and ES follow the conventions of :func:`dpm.risk_measures.var_es` (lower empirical quantile;
+VaR and ES follow the conventions of :func:`dpm.models.measures.var_es` (lower empirical quantile;
 Acerbi-Tasche ES with a fractional observation), so account results equal ``var_es`` applied to
 the account's full scenario P&L.
 """
@@ -31,16 +31,18 @@ from typing import Any
 
 import numpy as np
 
-from .. import _parallel
-from .._core import _tail
-from ..accounts import AccountBook
-from ..errors import InvalidInputError, InvalidTypeError, MarketDataError
-from ..instruments import InstrumentTable, Kind
-from ..market import MarketSnapshot
-from ..risk_measures import MarketScenarios, tail_count
-from ..scenarios import VolShock
-from ..risk_measures import component_es as _component_es
-from ..risk_measures import incremental_es as _incremental_es
+from dpm._core import _tail
+from dpm._util import parallel as _parallel
+from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError
+from dpm.market.snapshot import MarketSnapshot
+from dpm.market.specs import Kind
+from dpm.market.table import InstrumentTable
+from dpm.models.market_scenarios import MarketScenarios
+from dpm.models.measures import component_es as _component_es
+from dpm.models.measures import incremental_es as _incremental_es
+from dpm.models.measures import tail_count
+from dpm.models.scenarios import VolShock
+from dpm.portfolio.accounts import AccountBook
 
 __all__ = ["AccountVaRES", "ScenarioRiskEngine", "StressResult"]
 
@@ -218,7 +220,7 @@ class ScenarioRiskEngine:
         # a scenario's vol shock is the 30-day point's (MarketScenarios); other expiries move by
         # (tenor / max(DTE, floor))^p times as much, as in the risk-matrix vol shocks
         if vol_term_structure is not None and not isinstance(vol_term_structure, VolShock):
-            raise InvalidTypeError("vol_term_structure: expected a dpm.scenarios.VolShock or None")
+            raise InvalidTypeError("vol_term_structure: expected a dpm.models.scenarios.VolShock or None")
         self.vol_term_structure = vol_term_structure
         if vol_term_structure is None:
             self._vscale = np.ones(M)
@@ -451,7 +453,7 @@ class ScenarioRiskEngine:
         """Euler contributions of each position of one account to its ES (they sum to the ES).
 
         A position's contribution is minus its Acerbi-Tasche-weighted mean P&L over the account's
-        tail scenarios: :func:`dpm.risk_measures.component_es` on the positions' P&L from the
+        tail scenarios: :func:`dpm.models.measures.component_es` on the positions' P&L from the
         engine's full revaluation.
 
         Returns
@@ -467,7 +469,7 @@ class ScenarioRiskEngine:
                        level: float = 0.99) -> dict[str, float]:
         """Incremental ES of each position of one account: ``ES(account) - ES(account without it)``.
 
-        Full revaluation (the engine's ``M x S`` P&L), then :func:`dpm.risk_measures.incremental_es`
+        Full revaluation (the engine's ``M x S`` P&L), then :func:`dpm.models.measures.incremental_es`
         on the account's position x scenario P&L.
 
         Returns

@@ -1,7 +1,7 @@
 """Daily price history: the bundled crypto data set and loaders for a user's own history.
 
-The statistics layer (:mod:`dpm.calibration`, :mod:`dpm.risk_measures`, :mod:`dpm.stress`,
-:mod:`dpm.backtest`) works on plain arrays of daily log returns. This module turns price files into
+The statistics layer (:mod:`dpm.models.calibration`, :mod:`dpm.models.measures`, :mod:`dpm.models.generators.stress`,
+:mod:`dpm.models.backtest`) works on plain arrays of daily log returns. This module turns price files into
 those arrays and checks them on the way in: a price must be finite and positive, dates must be
 strictly increasing, and an asset may start later than the others (its prices are NaN before its
 first day) but may not have gaps afterwards.
@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError, InvalidTypeError
+from dpm.errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
     "BUNDLED_HISTORY_SOURCE",

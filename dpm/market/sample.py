@@ -1,4 +1,16 @@
-"""Bundled market snapshots: the real Deribit BTC chain of 2020-05-14 and a generated 2026 BTC+ETH market.
+"""Bundled market data: the real Deribit BTC chain of 2020-05-14, a generated 2026 BTC+ETH listing
+and market.
+
+* :data:`SAMPLE_TIMESTAMP_MS` — the sample valuation time, 2026-11-27 08:00 UTC.
+* :func:`default_instruments` — BTC and ETH listing built from the documented parameters in
+  ``dpm/data/default_listing.json``: 11 expiries (2 daily, 2 weekly, 3 monthly, 4 quarterly) from
+  28NOV26 to 31DEC27; per expiry, strikes are the multiples of ``step`` inside
+  ``[lo * reference_price, hi * reference_price]`` for each ``[lo, hi, step]`` segment of the expiry
+  cycle's ladder (reference prices BTC 92,000 and ETH 3,100; fine steps near the money, coarse in the
+  wings, wider for longer cycles), each listed as a call and a put (inverse, 1 coin per contract);
+  inverse futures for the weekly, monthly and quarterly expiries (BTC 10 USD, ETH 1 USD per contract);
+  inverse perpetuals ``BTC-PERPETUAL``/``ETH-PERPETUAL`` and linear ``BTC_USDC-PERPETUAL``/
+  ``ETH_USDC-PERPETUAL`` (1 coin per contract).
 
 * :func:`deribit_snapshot` — a :class:`~dpm.market.MarketSnapshot` built from the real Deribit BTC option
   chain in ``dpm/data/deribit_btc_options_2020-05-14.csv`` (source: public repository
@@ -6,7 +18,7 @@
   forward curve through each expiry's ``underlying_price``, SVI surface fitted to ``mark_iv``.
   :func:`deribit_marks` returns the chain's columns as numpy arrays.
 * :func:`default_market` — a **generated** (not exchange) BTC+ETH market at
-  :data:`dpm.sample.SAMPLE_TIMESTAMP_MS` (2026-11-27 08:00 UTC) from the documented parameters in
+  :data:`dpm.portfolio.sample.SAMPLE_TIMESTAMP_MS` (2026-11-27 08:00 UTC) from the documented parameters in
   ``dpm/data/default_market_params.json``; :func:`default_marks` prices every instrument of a table in it.
 """
 from __future__ import annotations
@@ -20,11 +32,18 @@ from typing import Any
 
 import numpy as np
 
-from .errors import MarketDataError
-from .market import MS_PER_YEAR, ForwardCurve, MarketSnapshot, UnderlyingMarket
-from .surface import VolSurface
+from dpm.errors import MarketDataError
+from dpm.market.names import parse_name
+from dpm.market.snapshot import MS_PER_YEAR, ForwardCurve, MarketSnapshot, UnderlyingMarket
+from dpm.market.specs import EXPIRY_HOUR_UTC, Future, Option, Perpetual, to_ms
+from dpm.market.surface import VolSurface
+from dpm.market.table import InstrumentTable
 
 __all__ = [
+    "DATA_DIR",
+    "SAMPLE_TIMESTAMP_MS",
+    "default_instruments",
+    "load_listing_parameters",
     "DEFAULT_MARKET_PARAMS_PATH",
     "DERIBIT_CHAIN_PATH",
     "default_market",
@@ -35,16 +54,79 @@ __all__ = [
     "load_default_market_params",
 ]
 
-_DATA = Path(__file__).resolve().parent / "data"
+_DATA = Path(__file__).resolve().parents[1] / "data"
 DERIBIT_CHAIN_PATH: Path = _DATA / "deribit_btc_options_2020-05-14.csv"
 DEFAULT_MARKET_PARAMS_PATH: Path = _DATA / "default_market_params.json"
 _MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
+# --------------------------------------------------------------------------- generated listing
+#: Sample valuation time: 2026-11-27 08:00:00 UTC in ms since the epoch.
+SAMPLE_TIMESTAMP_MS: int = to_ms(_dt.datetime(2026, 11, 27, 8, tzinfo=_dt.timezone.utc))
+#: Directory of the bundled data files.
+DATA_DIR: Path = Path(__file__).resolve().parents[1] / "data"
+
+
+def load_listing_parameters() -> dict[str, Any]:
+    """The parameters of :func:`default_instruments` (``dpm/data/default_listing.json``)."""
+    with open(DATA_DIR / "default_listing.json", encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def _ladder_strikes(reference: float, ladder: list[list[float]]) -> list[float]:
+    strikes: set[float] = set()
+    for lo, hi, step in ladder:
+        # small tolerance so that 0.92 * 92000 = 84640.00000000001 does not drop a strike
+        k0 = math.ceil(lo * reference / step - 1e-9)
+        k1 = math.floor(hi * reference / step + 1e-9)
+        strikes.update(float(k * step) for k in range(max(k0, 1), k1 + 1))
+    return sorted(strikes)
+
+
+@functools.lru_cache(maxsize=1)
+def default_instruments() -> InstrumentTable:
+    """Generated Deribit-style BTC/ETH listing at :data:`SAMPLE_TIMESTAMP_MS` (cached, immutable).
+
+    Rows are ordered by underlying (BTC, ETH), then perpetuals, futures by expiry, options by expiry,
+    strike, call before put. See the module docstring and ``dpm/data/default_listing.json``.
+
+    Returns
+    -------
+    InstrumentTable
+        About 1,800 instruments (>= 700 options per underlying).
+    """
+    params = load_listing_parameters()
+    hour = int(params.get("expiry_hour_utc", EXPIRY_HOUR_UTC))
+    if hour != EXPIRY_HOUR_UTC:  # names encode only the date; the hour is Deribit's
+        raise ValueError(f"default_listing.json: expiry_hour_utc must be {EXPIRY_HOUR_UTC}, got {hour}")
+    expiries = [(parse_name(f"BTC-{e['code']}").expiry, e["cycle"]) for e in params["expiries"]]
+    fut_cycles = set(params["futures_cycles"])
+    perps = [parse_name(n) for n in params["perpetuals"]]
+    specs: list[Any] = []
+    for und, p in params["underlyings"].items():
+        for perp in perps:
+            if perp.underlying == und:
+                size = (
+                    p["inverse_future_contract_size_usd"]
+                    if perp.inverse
+                    else p["linear_perpetual_contract_size"]
+                )
+                specs.append(Perpetual(und, perp.inverse, size, perp.settlement))
+        for exp, cycle in expiries:
+            if cycle in fut_cycles:
+                specs.append(Future(und, exp, True, p["inverse_future_contract_size_usd"]))
+        size = p["inverse_option_contract_size_coin"]
+        for exp, cycle in expiries:
+            for k in _ladder_strikes(p["reference_price"], p["strike_ladders"][cycle]):
+                specs.append(Option(und, exp, k, "call", True, size))
+                specs.append(Option(und, exp, k, "put", True, size))
+    return InstrumentTable.from_specs(specs, underlyings=tuple(params["underlyings"]))
+
+
 # --------------------------------------------------------------------------- real Deribit chain
 @functools.lru_cache(maxsize=2)
 def _chain_columns(path: str) -> dict[str, np.ndarray]:
-    from .io import read_deribit_chain
+    from dpm.market.loaders.deribit import read_deribit_chain
 
     marks = dict(read_deribit_chain(path).marks)
     names = marks["name"]
@@ -58,7 +140,7 @@ def _chain_columns(path: str) -> dict[str, np.ndarray]:
 def deribit_marks(path: str | Path | None = None) -> dict[str, np.ndarray]:
     """The bundled Deribit BTC chain (2020-05-14 05:41-05:44 UTC, 310 options, 7 expiries) as columns.
 
-    The columns of :func:`dpm.io.read_deribit_chain` (rows sorted by expiry, strike, call before put) plus
+    The columns of :func:`dpm.market.loaders.deribit.read_deribit_chain` (rows sorted by expiry, strike, call before put) plus
     ``instrument_name`` (= ``name``) and ``expiry_label`` (``"22MAY20"``). Among them: ``expiry_ms``,
     ``timestamp_ms`` (per row), ``strike``, ``option_type`` (+1/-1), ``underlying_price`` (the expiry's
     forward), ``index_price``, ``mark_price`` (**BTC** per option, inverse), ``mark_iv`` / ``bid_iv`` /
@@ -165,13 +247,13 @@ def load_default_market_params() -> dict[str, Any]:
 
 @functools.lru_cache(maxsize=1)
 def default_market() -> MarketSnapshot:
-    """Generated BTC+ETH market at 2026-11-27 08:00 UTC (``dpm.sample.SAMPLE_TIMESTAMP_MS``); cached.
+    """Generated BTC+ETH market at 2026-11-27 08:00 UTC (``dpm.portfolio.sample.SAMPLE_TIMESTAMP_MS``); cached.
 
     Built from ``dpm/data/default_market_params.json`` (**generated** parameters, not exchange data):
     index BTC 92,000 / ETH 3,100; forward curve ``F = S exp(basis * T)`` with the underlying's annualised
     basis, marked at the futures expiries; perpetual mark ``S (1 + premium)`` and an 8-hour funding rate;
     SVI slices at the listing's 11 expiries (ATM vol term structure + put skew + curvature, see
-    :func:`generate_default_market_params`). Covers every instrument of ``dpm.sample.default_instruments()``.
+    :func:`generate_default_market_params`). Covers every instrument of ``dpm.market.sample.default_instruments()``.
     """
     params = load_default_market_params()
     gen = params["generator"]
@@ -202,7 +284,7 @@ def default_marks(table: Any, snapshot: MarketSnapshot | None = None) -> np.ndar
     currency for linear ones; futures are their forward (USD), perpetuals the perpetual mark, spot the
     index. Multiply by ``contract_size`` for per-contract values where the contract is in coin units.
     """
-    from .pricing import price
+    from dpm.pricing.black import price
 
     snap = snapshot if snapshot is not None else default_market()
     inp = snap.instrument_inputs(table)

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import as_float_array
-from .errors import InvalidInputError, InvalidTypeError, MarketDataError
-from .surface import VolSurface
+from dpm._util.validation import as_float_array
+from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError
+from dpm.market.surface import VolSurface
 
 __all__ = [
     "MS_PER_YEAR",
@@ -36,7 +36,7 @@ __all__ = [
 #: Milliseconds in an ACT/365 year.
 MS_PER_YEAR = 365.0 * 86_400_000.0
 
-# Kind codes of dpm.instruments.Kind (kept as ints here so the market layer does not depend on the table
+# Kind codes of dpm.market.Kind (kept as ints here so the market layer does not depend on the table
 # module at import time; the contract fixes them).
 _SPOT, _FUTURE, _PERPETUAL, _OPTION = 0, 1, 2, 3
 

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 from scipy.optimize import least_squares
 
-from ._validation import as_float_array
-from .errors import InvalidInputError, MarketDataError
+from dpm._util.validation import as_float_array
+from dpm.errors import InvalidInputError, MarketDataError
 
 __all__ = [
     "LEE_MAX_SLOPE",

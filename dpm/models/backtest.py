@@ -33,19 +33,14 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 from scipy import special, stats
 
-from ._validation import as_float_array, check_finite, check_nonnegative
-from .calibration import (
-    _check_int,
-    _check_level,
-    ewma_covariance,
-    ewma_variance,
-    fit_garch,
-    garch_variance,
-    scan_ranges,
-)
-from .errors import InvalidInputError
-from .history import PriceHistory, load_history
-from .risk_measures import var_es
+from dpm._util.validation import as_float_array, check_finite, check_nonnegative
+from dpm.errors import InvalidInputError
+from dpm.market.history import PriceHistory, load_history
+from dpm.models.calibration._inputs import _check_int, _check_level
+from dpm.models.calibration.ewma import ewma_covariance, ewma_variance
+from dpm.models.calibration.garch import fit_garch, garch_variance
+from dpm.models.calibration.ranges import scan_ranges
+from dpm.models.measures import var_es
 
 __all__ = [
     "DEFAULT_STRESS_PERIODS",
@@ -443,17 +438,17 @@ def replay(quantities: Mapping[str, float], model: str = "hs", *,
         * ``"hs"``: historical simulation on the last ``window`` daily returns (overlapping
           h-day sums), full revaluation of the linear exposures (``q P expm1(R)``).
         * ``"fhs"``: filtered HS — the same window devolatilised by EWMA (``lambda_``) and rescaled
-          to today's vol (:func:`dpm.risk_measures.filtered_historical_scenarios`).
+          to today's vol (:func:`dpm.models.measures.filtered_historical_scenarios`).
         * ``"ewma_normal"``: delta-normal with the EWMA covariance; VaR ``z sigma_p``,
           ES ``sigma_p phi(z) / (1 - level)``, ``sigma_p^2 = h e^T C e``.
         * ``"garch_normal"``: as ``"ewma_normal"`` but each asset's variance is a GARCH(1,1)
-          forecast (:func:`dpm.calibration.fit_garch`, refitted every ``refit_days`` on all
+          forecast (:func:`dpm.models.calibration.fit_garch`, refitted every ``refit_days`` on all
           returns so far, first fit after ``window`` returns; the variance recursion runs daily
           with the latest parameters); correlations from EWMA.
         * ``"static"``: fixed scan range per asset (``static_range``, default 0.16 — Deribit's
           BTC ``price_range``); margin ``sum |q P| range`` = the worst loss over all sign
           combinations of ``±range`` (no correlation offset).
-        * ``"scan"``: the same with the dynamic ranges of :func:`dpm.calibration.scan_ranges`
+        * ``"scan"``: the same with the dynamic ranges of :func:`dpm.models.calibration.ranges`
           (confidence ``level``, ``horizon_days=horizon``; ``scan_kwargs`` go to it).
     measure : {"es", "var"}
         Risk measure for hs/fhs/ewma_normal.

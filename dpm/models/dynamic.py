@@ -1,7 +1,7 @@
 """Dynamic risk-matrix parameters: scan ranges and vol shocks that follow the market.
 
 :func:`dynamic_model` takes a static model (e.g. a preset) and replaces, per underlying, the price
-range and the vol-shock sizes with the values a :class:`dpm.calibration.DynamicScanRange` set on a
+range and the vol-shock sizes with the values a :class:`dpm.models.calibration.DynamicScanRange` set on a
 given day (EWMA volatility with the anti-procyclicality floor, buffer and speed limit applied). The
 grid shape (steps, extended moves, add-ons) is kept, so the model stays comparable with its static
 version.
@@ -13,9 +13,9 @@ from typing import Mapping
 
 import numpy as np
 
-from ..calibration import DynamicScanRange
-from ..errors import InvalidInputError
-from .risk_matrix import RiskMatrixModel
+from dpm.errors import InvalidInputError
+from dpm.models.calibration.ranges import DynamicScanRange
+from dpm.models.risk_matrix import RiskMatrixModel
 
 __all__ = ["dynamic_model"]
 
@@ -29,7 +29,7 @@ def dynamic_model(base: RiskMatrixModel, ranges: DynamicScanRange, day: int | np
     base : RiskMatrixModel
         The static model whose grid shape and add-ons are kept.
     ranges : DynamicScanRange
-        Output of :func:`dpm.calibration.scan_ranges`.
+        Output of :func:`dpm.models.calibration.ranges`.
     day : int, datetime64 or ISO date str
         Row of ``ranges`` (default: the latest) or a date in ``ranges.dates``.
     vol_shocks : bool

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..scenarios import VolShock
-from .risk_matrix import DeltaShock, RiskMatrixModel, RollShock, SizeCharge, UnderlyingParams
+from dpm.models.risk_matrix import DeltaShock, RiskMatrixModel, RollShock, SizeCharge, UnderlyingParams
+from dpm.models.scenarios import VolShock
 
 __all__ = ["deribit_pm", "okx_pm", "cme_span", "paradex_pm", "dpm_default", "PRESETS", "preset"]
 
@@ -169,6 +169,6 @@ def preset(name: str) -> RiskMatrixModel:
     try:
         return PRESETS[name]()
     except KeyError:
-        from ..errors import InvalidInputError
+        from dpm.errors import InvalidInputError
 
         raise InvalidInputError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}") from None

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from ..scenarios import ScenarioSet, VolShock, price_grid
+from dpm.errors import InvalidInputError
+from dpm.models.scenarios import ScenarioSet, VolShock, price_grid
 
 __all__ = ["RollShock", "DeltaShock", "SizeCharge", "UnderlyingParams", "RiskMatrixModel"]
 
@@ -272,7 +272,7 @@ class RiskMatrixModel:
         """Correlation matrix ordered like ``underlyings`` (validated), or None for the plain sum."""
         if self.correlation is None:
             return None
-        from ..correlation import check_correlation  # noqa: PLC0415
+        from dpm.models.calibration.correlation import check_correlation  # noqa: PLC0415
 
         U = len(underlyings)
         if isinstance(self.correlation, Mapping):

@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._validation import as_float_array, check_finite
-from .errors import InvalidInputError
+from dpm._util.validation import as_float_array, check_finite
+from dpm.errors import InvalidInputError
 
 __all__ = ["VolShock", "ScenarioSet", "price_grid"]
 

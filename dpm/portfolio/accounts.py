@@ -1,6 +1,6 @@
 """Accounts: the readable :class:`Account` and the columnar :class:`AccountBook` (CSR).
 
-An :class:`AccountBook` holds ``N`` accounts over an :class:`~dpm.instruments.InstrumentTable` as
+An :class:`AccountBook` holds ``N`` accounts over an :class:`~dpm.market.InstrumentTable` as
 compressed sparse rows (see ``docs/architecture.md``):
 
 * ``account_id`` — object array of ``N`` unique str ids;
@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from ._parallel import run_chunked
-from .errors import InvalidInputError, InvalidTypeError, UnknownAccountError
-from .instruments import InstrumentTable
+from dpm._util.parallel import run_chunked
+from dpm.errors import InvalidInputError, InvalidTypeError, UnknownAccountError
+from dpm.market.table import InstrumentTable
 
 try:  # the compiled kernel; a numpy implementation is used when the extension is not built
-    from ._core import _book as _kernel
+    from dpm._core import _book as _kernel
 except ImportError:  # pragma: no cover - exercised only on an unbuilt source tree
     _kernel = None
 

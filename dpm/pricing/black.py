@@ -23,10 +23,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from . import _parallel
-from ._core import _black, _implied
-from ._validation import as_float_array, first_bad_index
-from .errors import InvalidInputError, InvalidTypeError
+from dpm._core import _black, _implied
+from dpm._util import parallel as _parallel
+from dpm._util.validation import as_float_array, first_bad_index
+from dpm.errors import InvalidInputError, InvalidTypeError
 
 __all__ = ["price", "greeks", "implied_vol", "IV_FLAGS", "GREEK_NAMES", "option_type_sign"]
 

@@ -1,4 +1,4 @@
-"""Slow pure-Python reference for the CSR building of dpm.accounts.AccountBook.
+"""Slow pure-Python reference for the CSR building of dpm.portfolio.accounts.AccountBook.
 
 Dict-based and loop-only (no numpy sorting), so it shares no code path with the kernel.
 Duplicates are summed left to right in input order, as the kernel promises.

@@ -20,7 +20,7 @@ import test_implied as ti  # noqa: E402
 import test_pricing as tp  # noqa: E402
 
 from dpm._core import _implied  # noqa: E402
-from dpm.pricing import price  # noqa: E402
+from dpm.pricing.black import price  # noqa: E402
 from reference import black_mp  # noqa: E402
 
 

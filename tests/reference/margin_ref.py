@@ -1,12 +1,12 @@
 """Slow, obviously correct pure-Python reference of dpm's whole risk-matrix margin computation.
 
-It shares no computational code with :mod:`dpm.engine` or its kernels: for every account it loops
+It shares no computational code with :mod:`dpm.engines.margin` or its kernels: for every account it loops
 over the positions and reprices each position itself in each scenario with a scalar Black-76 built on
 ``math.erfc``; the scenario list, the vol shocks, the weights and dampeners, the roll shock per
 expiry, the delta shock, the floors, the correlation combine, IM/MM and the equity with collateral
 haircuts are all re-derived here from the *parameters* of the model objects
 (:class:`~dpm.models.RiskMatrixModel`, :class:`~dpm.models.UnderlyingParams`, ...). Only market
-*data* is read through :mod:`dpm.market` / :mod:`dpm.surface` (forward curve, perpetual mark, index,
+*data* is read through :mod:`dpm.market` / :mod:`dpm.market.surface` (forward curve, perpetual mark, index,
 implied vol at a strike/expiry/forward), and the instrument table's columns are read as plain values.
 
 Conventions (the same as ``docs/methodology.md``):
@@ -55,7 +55,7 @@ def black76_delta(F: float, K: float, sigma: float, T: float, cp: float) -> floa
 
 # ------------------------------------------------------------------------------------------ model
 def shocked_vol(shock: Any, sigma: float, T: float, direction: int) -> float:
-    """Vol after the shock of :class:`dpm.scenarios.VolShock` parameters, written out scalar."""
+    """Vol after the shock of :class:`dpm.models.scenarios.VolShock` parameters, written out scalar."""
     if direction == 0:
         return sigma
     if shock.mode == "absolute":

@@ -1,7 +1,7 @@
 """Slow, loop-based pure-Python references for dpm's statistics layer.
 
 Written straight from the published formulas, with ``math`` only, so that they share no code (and
-no vectorisation tricks) with ``dpm.calibration`` / ``dpm.risk_measures`` / ``dpm.backtest``.
+no vectorisation tricks) with ``dpm.models.calibration`` / ``dpm.models.measures`` / ``dpm.models.backtest``.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Slow, loop-based pure-Python references for dpm.surface and dpm.market.
+"""Slow, loop-based pure-Python references for dpm.market.surface and dpm.market.
 
 Written from the formulas with ``math`` only (no numpy, no code shared with dpm), one point at a time.
 """

@@ -1,12 +1,12 @@
 """Slow, obviously correct pure-Python reference of full-revaluation scenario P&L (VaR/ES, stress).
 
-It shares no computational code with :mod:`dpm.models.var` or its kernels: every position is
+It shares no computational code with :mod:`dpm.engines.risk` or its kernels: every position is
 repriced by itself in every scenario with the scalar Black-76 on ``math.erfc`` of
 :mod:`reference.margin_ref` (the other slow oracle; neither shares code with dpm). Only
 market *data* is read through :mod:`dpm.market` (index, forward curve, perpetual mark, implied vol
 at the instrument's strike / expiry / forward) and the instrument table's columns as plain values.
 
-Conventions (docs/var-es-calibration.md and :class:`dpm.models.var.ScenarioRiskEngine`):
+Conventions (docs/var-es-calibration.md and :class:`dpm.engines.risk.ScenarioRiskEngine`):
 
 * scenario ``s`` multiplies the index, every forward and the perpetual mark of underlying ``u`` by
   ``1 + price_move[s, u]`` and every implied vol of ``u`` by ``max(0, 1 + c * vol_shock[s, u])``
@@ -24,6 +24,7 @@ from typing import Any
 
 # the scalar Black-76 on math.erfc and the instrument reader are shared with the margin reference
 from .margin_ref import OPTION, black76, instrument
+
 
 class Inst:
     """Plain-Python view of one instrument and its market inputs (read by

@@ -1,7 +1,7 @@
 """Correlation-matrix checks and the nearest-correlation repair (numpy only).
 
-Kept apart from :mod:`dpm.calibration` (which needs scipy) so that the margin engine can validate
-its correlation matrix cheaply; :mod:`dpm.calibration` re-exports both functions.
+Kept apart from :mod:`dpm.models.calibration` (which needs scipy) so that the margin engine can validate
+its correlation matrix cheaply; :mod:`dpm.models.calibration` re-exports both functions.
 """
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ._validation import as_float_array, check_finite
-from .errors import InvalidInputError
+from dpm._util.validation import as_float_array, check_finite
+from dpm.errors import InvalidInputError
 
 __all__ = ["check_correlation", "nearest_psd_correlation"]
 

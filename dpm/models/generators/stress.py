@@ -14,11 +14,11 @@ factor ``sqrt(1 + r^2 / (30 RV30^2))``, which is large when the crash comes out 
 bundled data (no implied-vol history); scale with ``iv_beta`` or use a hypothetical scenario for a
 documented vol shock of your own.
 
-The output is a :class:`dpm.risk_measures.MarketScenarios` — ``price_move[S, U]``,
+The output is a :class:`dpm.models.measures.MarketScenarios` — ``price_move[S, U]``,
 ``vol_shock[S, U]``, ``names[S]`` — the engine's scenario-set format.
 
 Sources of the events (dates; the moves themselves come from the bundled Yahoo Finance closes,
-see :mod:`dpm.history`):
+see :mod:`dpm.market.history`):
 
 * 2020-03-12 "Black Thursday" (COVID sell-off, BitMEX outage): e.g. BIS Bulletin No. 1 (2020);
   CoinDesk, 2020-03-13, "Bitcoin's price crash of March 12".
@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from .calibration import realized_log_vol
-from .errors import InvalidInputError
-from .history import BUNDLED_HISTORY_SOURCE, PriceHistory, load_history
-from .risk_measures import MarketScenarios
+from dpm.errors import InvalidInputError
+from dpm.market.history import BUNDLED_HISTORY_SOURCE, PriceHistory, load_history
+from dpm.models.calibration.ranges import realized_log_vol
+from dpm.models.market_scenarios import MarketScenarios
 
 __all__ = [
     "CRYPTO_STRESS_EVENTS",

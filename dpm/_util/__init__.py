@@ -1,0 +1,1 @@
+"""Utilities every layer may use: thread pool, input validation, lazy public names."""

@@ -1,0 +1,20 @@
+"""Engines layer: one revaluation plan shared by margin, VaR/ES, stress and solvency; results."""
+from __future__ import annotations
+
+from dpm._util.lazy import lazy_exports
+
+_EXPORTS = {
+    "AccountMargin": "dpm.engines.results",
+    "AccountState": "dpm.engines.margin",
+    "AccountVaRES": "dpm.engines.risk",
+    "MarginEngine": "dpm.engines.margin",
+    "MarginResults": "dpm.engines.results",
+    "PositionContribution": "dpm.engines.results",
+    "ScenarioRiskEngine": "dpm.engines.risk",
+    "StressResult": "dpm.engines.risk",
+    "USD_LIKE": "dpm.engines.margin",
+    "WhatIfResult": "dpm.engines.results",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)

@@ -1,0 +1,1 @@
+"""Loaders of market data saved from venues' public APIs and files."""

@@ -1,0 +1,25 @@
+"""Portfolio layer: accounts as a CSR book over an instrument table, collateral, file readers and
+writers, and the seeded sample-account generator.
+"""
+from __future__ import annotations
+
+from dpm._util.lazy import lazy_exports
+
+_EXPORTS = {
+    "ARCHETYPES": "dpm.portfolio.sample",
+    "Account": "dpm.portfolio.accounts",
+    "AccountBook": "dpm.portfolio.accounts",
+    "DEFAULT_CURRENCIES": "dpm.portfolio.accounts",
+    "UnknownAccountError": "dpm.portfolio.accounts",
+    "collateral_path_for": "dpm.portfolio.io",
+    "generate_accounts": "dpm.portfolio.sample",
+    "read_accounts": "dpm.portfolio.io",
+    "read_columns": "dpm.portfolio.io",
+    "read_instruments": "dpm.portfolio.io",
+    "write_accounts": "dpm.portfolio.io",
+    "write_columns": "dpm.portfolio.io",
+    "write_instruments": "dpm.portfolio.io",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
