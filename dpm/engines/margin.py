@@ -287,39 +287,43 @@ class MarginEngine:
         return prices
 
     def _contributions(self, book: AccountBook, worst: np.ndarray, joint: np.ndarray) -> np.ndarray:
-        """Each position's P&L (USD) in the binding scenario of its underlying, weighted and scaled
-        so that an account's contributions sum to minus its binding loss (dampener and joint
-        correlation scaling shared pro rata)."""
+        """Each position's share (USD) of the binding loss: its P&L in the binding scenario of its
+        underlying, weighted, with the underlying's dampener, pnl_offset and joint scaling shared pro
+        rata, so that an account's contributions sum to minus its combined scan."""
         plan = self._plan
         if book.n_positions == 0:
             return np.zeros(0)
+        U = len(self.underlyings)
         acc = np.repeat(np.arange(len(book)), np.diff(book.indptr))
         u = plan.inst_und[book.instrument_idx]
         s = worst[acc, u]
         hit = s >= 0
         s0 = np.where(hit, s, 0)
-        w = plan.weight[u, s0]
         x = plan.risk_to_usd[u]
-        pnl = np.where(hit, book.quantity * plan.pnl[book.instrument_idx, s0] * w * x, 0.0)
-        # per account and underlying: the weighted P&L v and its dampened value g; share g / v
-        key = acc * len(self.underlyings) + u
-        v = np.bincount(key, weights=pnl, minlength=len(book) * len(self.underlyings))
-        dm = np.where(hit, plan.damp[u, s0] * x, 0.0)
+        pnl = np.where(hit, book.quantity * plan.pnl[book.instrument_idx, s0] * plan.weight[u, s0] * x, 0.0)
+        # per (account, underlying): the weighted P&L v, and h, what the aggregation counts of it
+        key = acc * U + u
+        v = np.bincount(key, weights=pnl, minlength=len(book) * U)
         uk, first = np.unique(key, return_index=True)
-        damp_by_key = np.zeros_like(v)
-        damp_by_key[uk] = dm[first]  # one dampener per (account, underlying): its binding scenario's
-        g = np.where(v < 0, np.minimum(v + damp_by_key, 0.0), np.maximum(v - damp_by_key, 0.0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(v != 0, g / np.where(v != 0, v, 1.0), 0.0)
-        out = pnl * share[key]
-        if self.model.aggregation_mode in ("joint", "pnl_offset"):
-            # the binding joint loss is `joint` (scaled); pro rata over the binding scenario's P&L
-            tot = np.bincount(acc, weights=out, minlength=len(book))
+        damp = np.zeros_like(v)
+        damp[uk] = np.where(hit[first], plan.damp[u[first], s0[first]] * x[first], 0.0)
+        h = np.where(v < 0, np.minimum(v + damp, 0.0), np.maximum(v - damp, 0.0))
+        mode = self.model.aggregation_mode
+        n_und = np.bincount(uk // U, minlength=len(book))
+        ku = np.arange(len(book) * U) % U
+        if mode == "pnl_offset":
+            off = np.array([self.model.pnl_offset.get(x_, 0.0) for x_ in self.underlyings])[ku]
+            cap = np.array([self.model.max_offsetable_pnl.get(x_, np.inf) for x_ in self.underlyings])[ku]
+            multi = n_und[np.arange(len(book) * U) // U] > 1
+            h = np.where(multi & (h > 0), np.minimum(h, cap) * off, h)
+        elif mode == "joint":
+            tot = h.reshape(len(book), U).sum(axis=1)
             with np.errstate(divide="ignore", invalid="ignore"):
-                scale = np.where(tot < 0, joint / np.where(tot < 0, -tot, 1.0), 0.0)
-            n_und = np.bincount(np.unique(key) // len(self.underlyings), minlength=len(book))
-            out = np.where(n_und[acc] > 1, out * scale[acc], out)
-        return out
+                c = np.where((n_und > 1) & (tot < 0), joint / np.where(tot < 0, -tot, 1.0), 1.0)
+            h = h * np.repeat(c, U)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(v != 0, h / np.where(v != 0, v, 1.0), 0.0)
+        return pnl * share[key]
 
     # ------------------------------------------------------------------ one account
     def _single_book(self, account: Account | AccountBook, index: int | str | None) -> AccountBook:
@@ -425,7 +429,7 @@ def _check_finite_results(book: AccountBook, total: np.ndarray, value: np.ndarra
         if bad.any():
             a = int(np.flatnonzero(bad)[0])
             raise InvalidInputError(
-                f"account {book.account_id[a]!r}: the {what} is not finite ({arr[a]!r}); a quantity or "
+                f"account {book.account_id[a]!r}: the {what} is not finite ({float(arr[a])!r}); a quantity or "
                 f"collateral amount is too large to margin")
 
 
