@@ -391,7 +391,8 @@ class MarginEngine:
         d = plan.damp[:, :S]
         weighted = np.where(v < 0, np.minimum(v + d, 0.0), np.maximum(v - d, 0.0))
         usd = weighted * plan.risk_to_usd[:, None]
-        if self.model.aggregation_mode == "pnl_offset":
+        if self.model.aggregation_mode == "pnl_offset" or self.model.pnl_offset:
+            # Deribit's aggregated vectors count gains at pnl_offset even for one currency
             off = np.array([self.model.pnl_offset.get(u, 0.0) for u in self.underlyings])
             cap = np.array([self.model.max_offsetable_pnl.get(u, np.inf) for u in self.underlyings])
             contrib = np.where(usd > 0, np.minimum(usd, cap[:, None]) * off[:, None], usd)
@@ -410,6 +411,59 @@ class MarginEngine:
             aggregated_usd=aggregated, risk_currency=self.model.risk_currency,
             to_usd={u: float(plan.risk_to_usd[j]) for j, u in enumerate(self.underlyings) if held[j]},
         )
+
+    def risk_matrix(self, account: Account | AccountBook, index: int | str | None = None, *,
+                    underlying: str | None = None, moves: Any = None,
+                    vol_shocks: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """One account's P&L (USD) on a price x vol grid of one underlying (others unchanged).
+
+        Parameters
+        ----------
+        underlying : str, optional
+            Default: the underlying with the account's largest standalone charge.
+        moves : array_like, optional
+            Relative price moves (default 41 moves over +-1.5 x the model's range for it).
+        vol_shocks : array_like, optional
+            Vol shocks at the model's reference tenor, spread over expiries by the model's term
+            structure for the underlying (default -0.5 .. +0.5 relative, or the model's absolute sizes).
+
+        Returns
+        -------
+        moves, vol_shocks, pnl, underlying
+            ``pnl[v, m]`` is the account's P&L (USD) with vol shock ``v`` and price move ``m``.
+        """
+        book = self._single_book(account, index)
+        self._check_book(book)
+        held = [self.underlyings[j] for j in sorted(set(self._plan.inst_und[book.instrument_idx].tolist()))]
+        if underlying is None:
+            if not held:
+                raise InvalidInputError("account: no positions, so no risk matrix")
+            res = self.margin_many(book, workers=1)
+            underlying = self.underlyings[int(np.argmax(res.charge[0]))]
+        if underlying not in self.underlyings:
+            raise InvalidInputError(f"underlying: {underlying!r} is not in the instrument table {self.underlyings}")
+        params = self.model.params(underlying)
+        shock = params.vol_shock
+        mv = np.linspace(-1.5 * params.price_range, 1.5 * params.price_range, 41) if moves is None else \
+            np.asarray(moves, dtype=np.float64).ravel()
+        if vol_shocks is None:
+            vs = np.linspace(-shock.down, shock.up, 9) if shock.mode == "absolute" else np.linspace(-0.5, 0.5, 11)
+        else:
+            vs = np.asarray(vol_shocks, dtype=np.float64).ravel()
+        V, P = vs.size, mv.size
+        unds = self.underlyings
+        j = unds.index(underlying)
+        pm = np.zeros((V * P, len(unds)))
+        vsh = np.zeros((V * P, len(unds)))
+        pm[:, j] = np.tile(mv, V)
+        vsh[:, j] = np.repeat(vs, P)
+        names = tuple(f"{m:+.1%} vol {v:+.2f}" for v in vs for m in mv)
+        terms = tuple(self.model.params(u).vol_shock.term_structure for u in unds)
+        sset = ScenarioSet(pm, vsh, names, unds, self._plan.scenarios.horizon_days, "risk_matrix", vol_terms=terms)
+        P_ = self._plan.revaluation.revalue(sset, workers=1, unavailable=0.0)
+        x = self._plan.risk_to_usd[self._plan.inst_und[book.instrument_idx]]
+        pnl = (book.quantity[:, None] * P_[book.instrument_idx] * x[:, None]).sum(axis=0)
+        return mv, vs, pnl.reshape(V, P), underlying
 
     def prepare(self, account: Account | AccountBook, index: int | str | None = None) -> "AccountState":
         """Cache one account's scenario P&L vector and add-on state for fast what-if checks."""
