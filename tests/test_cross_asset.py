@@ -10,10 +10,11 @@ from __future__ import annotations
 import zlib
 from dataclasses import replace
 
+import cross_asset_fixtures as fx
 import numpy as np
 import pytest
+from reference import margin_ref
 
-import cross_asset_fixtures as fx
 from dpm.engines.margin import MarginEngine
 from dpm.engines.plan import RevaluationPlan
 from dpm.engines.risk import ScenarioRiskEngine
@@ -21,7 +22,6 @@ from dpm.market.sample import default_instruments, default_market
 from dpm.models import deribit_pm, dpm_default
 from dpm.portfolio.accounts import Account, AccountBook
 from dpm.portfolio.sample import generate_accounts
-from reference import margin_ref
 
 
 @pytest.fixture(scope="module")
