@@ -9,7 +9,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from dpm._core import _black, _risk
+from dpm._core import _black, _gather, _revalue
 
 
 @pytest.mark.skipif(not _black.DEBUG_BUILD, reason="only meaningful on the DPM_DEBUG=1 build")
@@ -24,12 +24,15 @@ def test_out_of_range_slice_raises_in_debug_build() -> None:
 
 
 def test_kernel_wrappers_check_row_ranges_in_every_build() -> None:
-    M, S = 2, 3
+    M, U = 2, 1
+    z8, zi8 = np.zeros(M, np.int8), np.zeros(M, np.uint8)
+    with pytest.raises(ValueError):
+        _revalue.revalue(0, M + 5, 0, 3, z8, zi8, z8, np.zeros(M, np.int32), np.ones(M), np.ones(M), np.ones(M),
+                         np.zeros(M), np.ones(M), np.zeros(M), np.ones(M), z8, np.ones(U), np.zeros(U),
+                         np.zeros((U, 11)), np.zeros((U, 11)), 0.0, None, np.zeros((1, M, 8)))
     with pytest.raises(IndexError):
-        _risk.revalue_rows(0, M + 5, S, np.zeros(M, np.int8), np.zeros(M, np.uint8), np.zeros(M, np.int8),
-                           np.zeros(M, np.int32), np.ones(M), np.ones(M), np.ones(M), np.zeros(M), np.ones(M),
-                           np.zeros((M, 3)), np.zeros((1, 8)), np.zeros((1, 8), np.int32), np.ones((1, 8)),
-                           np.ones(1), 0.0, np.zeros(M), np.zeros((M, 8)))
+        _gather.gather_rows(0, 3, np.array([0, 1], np.int64), np.zeros(1, np.int64), np.ones(1),
+                            np.zeros((M, 8)), np.zeros((1, 8)))
 
 
 def test_build_flags_are_reported() -> None:

@@ -60,7 +60,10 @@ def balanced_bounds(cost: np.ndarray, parts: int) -> list[tuple[int, int]]:
 
 
 def _iso(ms: int) -> str:
-    return _dt.datetime.fromtimestamp(ms / 1000.0, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        return _dt.datetime.fromtimestamp(ms / 1000.0, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    except (ValueError, OverflowError, OSError):  # beyond datetime's range: the raw number says it
+        return f"{ms} ms since 1970"
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
