@@ -31,5 +31,11 @@ cdef extern from "black_math.h" nogil:
                          dpm_index n) noexcept
     int dpm_inputs_ok(const double *F, const double *K, const double *sigma, const double *T,
                       const double *cp, const double *r, const double *q, dpm_index n) noexcept
+    void dpm_plain_black(const double *F, const double *K, const double *sigma, const double *T,
+                         const double *cp, int greeks, double *price, double *delta, double *gamma,
+                         double *vega, double *theta, dpm_index n) noexcept
+    double dpm_erfcx_fast(double u) noexcept
+    # accurate undiscounted out-of-the-money price for total vol s
+    double dpm_black_otm(double F, double K, double s) noexcept
     int DPM_HAVE_LIBMVEC
     int DPM_DEBUG_BUILD

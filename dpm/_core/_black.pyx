@@ -6,7 +6,8 @@ functions only run the nogil loops over the ``[start, stop)`` slice they are giv
 can call them on disjoint chunks concurrently.
 """
 
-from dpm._core._black cimport dpm_price, dpm_greeks, dpm_inputs_ok, dpm_index, DPM_HAVE_LIBMVEC, DPM_DEBUG_BUILD
+from dpm._core._black cimport (dpm_price, dpm_greeks, dpm_inputs_ok, dpm_index, DPM_HAVE_LIBMVEC,
+                              DPM_DEBUG_BUILD, dpm_plain_black, dpm_erfcx_fast, dpm_black_otm)
 
 HAVE_LIBMVEC = bool(DPM_HAVE_LIBMVEC)
 DEBUG_BUILD = bool(DPM_DEBUG_BUILD)  # built with DPM_DEBUG=1 (bounds checks on)
@@ -21,15 +22,21 @@ def price_chunk(const double[::1] F, const double[::1] K, const double[::1] sigm
                 const double[::1] T, const double[::1] cp, const double[::1] r,
                 const double[::1] q, int model, int inverse, double[::1] out,
                 unsigned char[::1] fix, Py_ssize_t start, Py_ssize_t stop):
-    """Price elements ``[start, stop)``; returns how many were redone in extended precision."""
+    """Price elements ``[start, stop)``; returns 0.
+
+    ``fix`` is not written (it may be empty): the kernel no longer redoes elements in extended
+    precision; the argument is kept for the signature.
+    """
     cdef dpm_index n = stop - start
     cdef dpm_index nfix = 0
     if n <= 0:
         return 0
+    if start < 0 or stop > F.shape[0] or out.shape[0] < stop:
+        raise IndexError(f"price_chunk: elements [{start}, {stop}) out of range")
     with nogil:
         nfix = dpm_price(&F[start], &K[start], &sigma[start], &T[start], &cp[start],
                          _opt(r, start), _opt(q, start), model, inverse, &out[start],
-                         &fix[start], n)
+                         NULL, n)
     return nfix
 
 
@@ -42,7 +49,7 @@ def greeks_chunk(const double[::1] F, const double[::1] K, const double[::1] sig
     """Price and greeks of elements ``[start, stop)``.
 
     ``rho``, ``vanna`` and ``volga`` may be empty arrays: then only price, delta, gamma, vega and
-    theta are computed (a leaner kernel variant).
+    theta are computed (a leaner kernel variant).  ``fix`` is not written (it may be empty).
     """
     cdef dpm_index n = stop - start
     cdef dpm_index nfix = 0
@@ -57,7 +64,7 @@ def greeks_chunk(const double[::1] F, const double[::1] K, const double[::1] sig
                           _opt(r, start), _opt(q, start), model, inverse, full, &price[start],
                           &delta[start], &gamma[start], &vega[start], &theta[start],
                           &rho[start] if full else NULL, &vanna[start] if full else NULL,
-                          &volga[start] if full else NULL, &fix[start], n)
+                          &volga[start] if full else NULL, NULL, n)
     return nfix
 
 
@@ -71,3 +78,31 @@ def inputs_ok(const double[::1] F, const double[::1] K, const double[::1] sigma,
     with nogil:
         ok = dpm_inputs_ok(&F[0], &K[0], &sigma[0], &T[0], &cp[0], _opt(r, 0), _opt(q, 0), n)
     return bool(ok)
+
+
+def plain_chunk(const double[::1] F, const double[::1] K, const double[::1] sigma,
+                const double[::1] T, const double[::1] cp, bint with_greeks, double[::1] price,
+                double[::1] delta, double[::1] gamma, double[::1] vega, double[::1] theta):
+    """Benchmark reference: the textbook Black-76 (price, or price, delta, gamma, vega, theta) in
+    one plain SIMD loop over libmvec, without dpm's accuracy safeguards.  Not for pricing."""
+    cdef dpm_index n = F.shape[0]
+    if n == 0:
+        return
+    if K.shape[0] < n or sigma.shape[0] < n or T.shape[0] < n or cp.shape[0] < n or price.shape[0] < n \
+            or (with_greeks and (delta.shape[0] < n or gamma.shape[0] < n or vega.shape[0] < n
+                                 or theta.shape[0] < n)):
+        raise IndexError("plain_chunk: arrays shorter than F")
+    with nogil:
+        dpm_plain_black(&F[0], &K[0], &sigma[0], &T[0], &cp[0], with_greeks, &price[0],
+                        &delta[0] if with_greeks else NULL, &gamma[0] if with_greeks else NULL,
+                        &vega[0] if with_greeks else NULL, &theta[0] if with_greeks else NULL, n)
+
+
+def erfcx(double u):
+    """The branch-free erfcx of the pricing kernels (u >= 0; testing helper)."""
+    return dpm_erfcx_fast(u)
+
+
+def black_otm(double F, double K, double s):
+    """Undiscounted out-of-the-money Black price for total vol ``s`` (testing helper)."""
+    return dpm_black_otm(F, K, s)
