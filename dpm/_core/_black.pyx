@@ -7,7 +7,8 @@ can call them on disjoint chunks concurrently.
 """
 
 from dpm._core._black cimport (dpm_price, dpm_greeks, dpm_inputs_ok, dpm_index, DPM_HAVE_LIBMVEC,
-                              DPM_DEBUG_BUILD, dpm_plain_black, dpm_erfcx_fast, dpm_black_otm)
+                              DPM_DEBUG_BUILD, dpm_plain_black, dpm_erfcx_fast, dpm_black_otm,
+                              dpm_price_checked, dpm_greeks_checked)
 
 HAVE_LIBMVEC = bool(DPM_HAVE_LIBMVEC)
 DEBUG_BUILD = bool(DPM_DEBUG_BUILD)  # built with DPM_DEBUG=1 (bounds checks on)
@@ -21,23 +22,29 @@ cdef inline const double* _opt(const double[::1] a, Py_ssize_t start) noexcept n
 def price_chunk(const double[::1] F, const double[::1] K, const double[::1] sigma,
                 const double[::1] T, const double[::1] cp, const double[::1] r,
                 const double[::1] q, int model, int inverse, double[::1] out,
-                unsigned char[::1] fix, Py_ssize_t start, Py_ssize_t stop):
-    """Price elements ``[start, stop)``; returns 0.
+                unsigned char[::1] fix, Py_ssize_t start, Py_ssize_t stop, bint check=False):
+    """Price elements ``[start, stop)``.
 
-    ``fix`` is not written (it may be empty): the kernel no longer redoes elements in extended
-    precision; the argument is kept for the signature.
+    Returns -1; with ``check=True`` the inputs are validated block by block inside the kernel and
+    the index of the first element of the first 64-element block holding an invalid input is
+    returned instead (outputs from there on are not written).  ``fix`` is not written (it may be
+    empty): nothing is redone in extended precision any more; the argument is kept for the
+    signature.
     """
     cdef dpm_index n = stop - start
-    cdef dpm_index nfix = 0
+    cdef dpm_index bad = -1
     if n <= 0:
-        return 0
+        return -1
     if start < 0 or stop > F.shape[0] or out.shape[0] < stop:
         raise IndexError(f"price_chunk: elements [{start}, {stop}) out of range")
     with nogil:
-        nfix = dpm_price(&F[start], &K[start], &sigma[start], &T[start], &cp[start],
-                         _opt(r, start), _opt(q, start), model, inverse, &out[start],
-                         NULL, n)
-    return nfix
+        if check:
+            bad = dpm_price_checked(&F[start], &K[start], &sigma[start], &T[start], &cp[start],
+                                    _opt(r, start), _opt(q, start), model, inverse, &out[start], n)
+        else:
+            dpm_price(&F[start], &K[start], &sigma[start], &T[start], &cp[start],
+                      _opt(r, start), _opt(q, start), model, inverse, &out[start], NULL, n)
+    return bad if bad < 0 else start + bad
 
 
 def greeks_chunk(const double[::1] F, const double[::1] K, const double[::1] sigma,
@@ -45,27 +52,38 @@ def greeks_chunk(const double[::1] F, const double[::1] K, const double[::1] sig
                  const double[::1] q, int model, int inverse, double[::1] price,
                  double[::1] delta, double[::1] gamma, double[::1] vega, double[::1] theta,
                  double[::1] rho, double[::1] vanna, double[::1] volga, unsigned char[::1] fix,
-                 Py_ssize_t start, Py_ssize_t stop):
+                 Py_ssize_t start, Py_ssize_t stop, bint check=False):
     """Price and greeks of elements ``[start, stop)``.
 
     ``rho``, ``vanna`` and ``volga`` may be empty arrays: then only price, delta, gamma, vega and
     theta are computed (a leaner kernel variant).  ``fix`` is not written (it may be empty).
+    Returns -1, or with ``check=True`` the first element of the first invalid block (see
+    :func:`price_chunk`).
     """
     cdef dpm_index n = stop - start
-    cdef dpm_index nfix = 0
+    cdef dpm_index bad = -1
     cdef int full = rho.shape[0] > 0
     if n <= 0:
-        return 0
-    if start < 0 or stop > F.shape[0] or price.shape[0] < stop or theta.shape[0] < stop \
+        return -1
+    if start < 0 or stop > F.shape[0] or price.shape[0] < stop or theta.shape[0] < stop or delta.shape[0] < stop \
+            or gamma.shape[0] < stop or vega.shape[0] < stop \
             or (full and (rho.shape[0] < stop or vanna.shape[0] < stop or volga.shape[0] < stop)):
         raise IndexError(f"greeks_chunk: elements [{start}, {stop}) out of range")
     with nogil:
-        nfix = dpm_greeks(&F[start], &K[start], &sigma[start], &T[start], &cp[start],
-                          _opt(r, start), _opt(q, start), model, inverse, full, &price[start],
-                          &delta[start], &gamma[start], &vega[start], &theta[start],
-                          &rho[start] if full else NULL, &vanna[start] if full else NULL,
-                          &volga[start] if full else NULL, NULL, n)
-    return nfix
+        if check:
+            bad = dpm_greeks_checked(&F[start], &K[start], &sigma[start], &T[start], &cp[start],
+                                     _opt(r, start), _opt(q, start), model, inverse, full,
+                                     &price[start], &delta[start], &gamma[start], &vega[start],
+                                     &theta[start], &rho[start] if full else NULL,
+                                     &vanna[start] if full else NULL,
+                                     &volga[start] if full else NULL, n)
+        else:
+            dpm_greeks(&F[start], &K[start], &sigma[start], &T[start], &cp[start],
+                       _opt(r, start), _opt(q, start), model, inverse, full, &price[start],
+                       &delta[start], &gamma[start], &vega[start], &theta[start],
+                       &rho[start] if full else NULL, &vanna[start] if full else NULL,
+                       &volga[start] if full else NULL, NULL, n)
+    return bad if bad < 0 else start + bad
 
 
 def inputs_ok(const double[::1] F, const double[::1] K, const double[::1] sigma,

@@ -415,6 +415,25 @@ DPM_INLINE void dpm_price_loop(const double *restrict F, const double *restrict 
 #endif
 _Static_assert(DPM_BLOCK % 16 == 0, "DPM_BLOCK must be a multiple of every SIMD width (and unroll)");
 
+/* 1 if every element of a block is in the pricing domain (F, K > 0 finite; sigma, T >= 0 finite;
+ * cp = +-1; r, q finite): a branch-free OR-reduction that vectorises.  The block drivers run it
+ * on each block, while the block is in L1, before computing it (no separate pass over memory). */
+DPM_INLINE int dpm_block_ok(const double *restrict F, const double *restrict K,
+                            const double *restrict sigma, const double *restrict T,
+                            const double *restrict cp, const double *restrict r,
+                            const double *restrict q, const int has_rq, dpm_index n)
+{
+    int bad = 0;
+    DPM_SIMD
+    for (dpm_index i = 0; i < n; i++) {
+        bad |= !(F[i] > 0.0 && F[i] < HUGE_VAL) | !(K[i] > 0.0 && K[i] < HUGE_VAL)
+             | !(sigma[i] >= 0.0 && sigma[i] < HUGE_VAL) | !(T[i] >= 0.0 && T[i] < HUGE_VAL)
+             | !(cp[i] == 1.0 || cp[i] == -1.0);
+        if (has_rq) bad |= !(fabs(r[i]) < HUGE_VAL) | !(fabs(q[i]) < HUGE_VAL);
+    }
+    return !bad;
+}
+
 /* Copy n < DPM_BLOCK elements into full-block buffers for the tail of the block drivers; padding
  * lanes get sigma = T = 0, which prices the intrinsic value (no special case). */
 DPM_INLINE void dpm_pad_block(const double *F, const double *K, const double *sigma, const double *T,
@@ -430,15 +449,22 @@ DPM_INLINE void dpm_pad_block(const double *F, const double *K, const double *si
     }
 }
 
-DPM_INLINE void dpm_price_blocks(const double *F, const double *K, const double *sigma,
-                                 const double *T, const double *cp, const double *r,
-                                 const double *q, const int has_rq, const int model,
-                                 const int inverse, const int hw_fma, double *out, dpm_index n)
+/* Returns -1, or (check = 1) the offset of the first block holding an invalid input; blocks from
+ * there on are not computed. */
+DPM_INLINE dpm_index dpm_price_blocks(const double *F, const double *K, const double *sigma,
+                                      const double *T, const double *cp, const double *r,
+                                      const double *q, const int has_rq, const int model,
+                                      const int inverse, const int hw_fma, const int check,
+                                      double *out, dpm_index n)
 {
     const dpm_index nfull = n - n % DPM_BLOCK;
-    for (dpm_index b = 0; b < nfull; b += DPM_BLOCK)
+    for (dpm_index b = 0; b < nfull; b += DPM_BLOCK) {
+        if (check && !dpm_block_ok(F + b, K + b, sigma + b, T + b, cp + b, has_rq ? r + b : r,
+                                   has_rq ? q + b : q, has_rq, DPM_BLOCK))
+            return b;
         dpm_price_loop(F + b, K + b, sigma + b, T + b, cp + b, has_rq ? r + b : r,
                        has_rq ? q + b : q, has_rq, model, inverse, hw_fma, out + b, DPM_BLOCK);
+    }
     if (nfull < n) {
         const dpm_index m = n - nfull;
         double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
@@ -446,29 +472,38 @@ DPM_INLINE void dpm_price_blocks(const double *F, const double *K, const double 
         dpm_pad_block(F + nfull, K + nfull, sigma + nfull, T + nfull, cp + nfull,
                       has_rq ? r + nfull : r, has_rq ? q + nfull : q, has_rq, m, tF, tK, ts, tT,
                       tc, tr, tq);
+        if (check && !dpm_block_ok(tF, tK, ts, tT, tc, tr, tq, has_rq, DPM_BLOCK)) return nfull;
         dpm_price_loop(tF, tK, ts, tT, tc, tr, tq, has_rq, model, inverse, hw_fma, to, DPM_BLOCK);
         for (dpm_index j = 0; j < m; j++) out[nfull + j] = to[j];
     }
+    return -1;
 }
 
 DPM_CLONES
-static void dpm_price_fast(const double *F, const double *K, const double *sigma,
-                           const double *T, const double *cp, const double *r, const double *q,
-                           int model, int inverse, double *out, dpm_index n)
+static dpm_index dpm_price_fast(const double *F, const double *K, const double *sigma,
+                                const double *T, const double *cp, const double *r, const double *q,
+                                int model, int inverse, int check, double *out, dpm_index n)
 {
-#define DPM_P(hr, m, inv) do { if (hw) dpm_price_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 1, out, n); \
-                               else dpm_price_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 0, out, n); } while (0)
+#define DPM_P(hr, m, inv) (hw ? (check ? dpm_price_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 1, 1, out, n) \
+                                       : dpm_price_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 1, 0, out, n)) \
+                              : dpm_price_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 0, check, out, n))
     const int hw = dpm_hw_fma();
     if (r && q) {
-        if (model) DPM_P(1, 1, 0);
-        else if (inverse) DPM_P(1, 0, 1);
-        else DPM_P(1, 0, 0);
-        return;
+        if (model) return DPM_P(1, 1, 0);
+        return inverse ? DPM_P(1, 0, 1) : DPM_P(1, 0, 0);
     }
-    if (model) DPM_P(0, 1, 0);
-    else if (inverse) DPM_P(0, 0, 1);
-    else DPM_P(0, 0, 0);
+    if (model) return DPM_P(0, 1, 0);
+    return inverse ? DPM_P(0, 0, 1) : DPM_P(0, 0, 0);
 #undef DPM_P
+}
+
+/* Prices of n options with the input check fused in: returns -1, or the offset of the first
+ * 64-element block holding an invalid input (outputs from that block on are not written). */
+static dpm_index dpm_price_checked(const double *F, const double *K, const double *sigma,
+                                   const double *T, const double *cp, const double *r,
+                                   const double *q, int model, int inverse, double *out, dpm_index n)
+{
+    return dpm_price_fast(F, K, sigma, T, cp, r, q, model, inverse, 1, out, n);
 }
 
 /* Prices of n options.  fix (may be NULL) is not written; returns 0 (see above). */
@@ -477,7 +512,7 @@ static dpm_index dpm_price(const double *F, const double *K, const double *sigma
                            int inverse, double *out, unsigned char *fix, dpm_index n)
 {
     (void)fix;
-    dpm_price_fast(F, K, sigma, T, cp, r, q, model, inverse, out, n);
+    dpm_price_fast(F, K, sigma, T, cp, r, q, model, inverse, 0, out, n);
     return 0;
 }
 
@@ -510,19 +545,24 @@ DPM_INLINE void dpm_greeks_loop(const double *restrict F, const double *restrict
 }
 
 /* Block driver of the greeks loop (see dpm_price_blocks for why). */
-DPM_INLINE void dpm_greeks_blocks(const double *F, const double *K, const double *sigma,
-                                  const double *T, const double *cp, const double *r,
-                                  const double *q, const int has_rq, const int model,
-                                  const int inverse, const int full, double *price, double *delta,
-                                  double *gamma, double *vega, double *theta, double *rho,
-                                  double *vanna, double *volga, const int hw_fma, dpm_index n)
+DPM_INLINE dpm_index dpm_greeks_blocks(const double *F, const double *K, const double *sigma,
+                                       const double *T, const double *cp, const double *r,
+                                       const double *q, const int has_rq, const int model,
+                                       const int inverse, const int full, double *price,
+                                       double *delta, double *gamma, double *vega, double *theta,
+                                       double *rho, double *vanna, double *volga, const int hw_fma,
+                                       const int check, dpm_index n)
 {
     const dpm_index nfull = n - n % DPM_BLOCK;
-    for (dpm_index b = 0; b < nfull; b += DPM_BLOCK)
+    for (dpm_index b = 0; b < nfull; b += DPM_BLOCK) {
+        if (check && !dpm_block_ok(F + b, K + b, sigma + b, T + b, cp + b, has_rq ? r + b : r,
+                                   has_rq ? q + b : q, has_rq, DPM_BLOCK))
+            return b;
         dpm_greeks_loop(F + b, K + b, sigma + b, T + b, cp + b, has_rq ? r + b : r,
                         has_rq ? q + b : q, has_rq, model, inverse, full, price + b, delta + b,
                         gamma + b, vega + b, theta + b, full ? rho + b : rho,
                         full ? vanna + b : vanna, full ? volga + b : volga, hw_fma, DPM_BLOCK);
+    }
     if (nfull < n) {
         const dpm_index m = n - nfull;
         double tF[DPM_BLOCK], tK[DPM_BLOCK], ts[DPM_BLOCK], tT[DPM_BLOCK], tc[DPM_BLOCK];
@@ -530,6 +570,7 @@ DPM_INLINE void dpm_greeks_blocks(const double *F, const double *K, const double
         dpm_pad_block(F + nfull, K + nfull, sigma + nfull, T + nfull, cp + nfull,
                       has_rq ? r + nfull : r, has_rq ? q + nfull : q, has_rq, m, tF, tK, ts, tT,
                       tc, tr, tq);
+        if (check && !dpm_block_ok(tF, tK, ts, tT, tc, tr, tq, has_rq, DPM_BLOCK)) return nfull;
         dpm_greeks_loop(tF, tK, ts, tT, tc, tr, tq, has_rq, model, inverse, full, o[0], o[1],
                         o[2], o[3], o[4], o[5], o[6], o[7], hw_fma, DPM_BLOCK);
         for (dpm_index j = 0; j < m; j++) {
@@ -539,34 +580,44 @@ DPM_INLINE void dpm_greeks_blocks(const double *F, const double *K, const double
             if (full) { rho[i] = o[5][j]; vanna[i] = o[6][j]; volga[i] = o[7][j]; }
         }
     }
+    return -1;
 }
 
 /* full = 0: price, delta, gamma, vega and theta only (rho, vanna, volga may be NULL). */
 DPM_CLONES
-static void dpm_greeks_fast(const double *F, const double *K, const double *sigma,
-                            const double *T, const double *cp, const double *r, const double *q,
-                            int model, int inverse, int full, double *price, double *delta,
-                            double *gamma, double *vega, double *theta, double *rho,
-                            double *vanna, double *volga, dpm_index n)
+static dpm_index dpm_greeks_fast(const double *F, const double *K, const double *sigma,
+                                 const double *T, const double *cp, const double *r, const double *q,
+                                 int model, int inverse, int full, int check, double *price,
+                                 double *delta, double *gamma, double *vega, double *theta,
+                                 double *rho, double *vanna, double *volga, dpm_index n)
 {
 #define DPM_G_ARGS price, delta, gamma, vega, theta, rho, vanna, volga
-#define DPM_G(hr, m, inv) do { \
-        if (full && hw) dpm_greeks_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 1, DPM_G_ARGS, 1, n); \
-        else if (full) dpm_greeks_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 1, DPM_G_ARGS, 0, n); \
-        else if (hw) dpm_greeks_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 0, DPM_G_ARGS, 1, n); \
-        else dpm_greeks_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 0, DPM_G_ARGS, 0, n); } while (0)
+#define DPM_G(hr, m, inv) ( \
+        (full && hw) ? dpm_greeks_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 1, DPM_G_ARGS, 1, check, n) : \
+        full ? dpm_greeks_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 1, DPM_G_ARGS, 0, check, n) : \
+        hw ? dpm_greeks_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 0, DPM_G_ARGS, 1, check, n) : \
+        dpm_greeks_blocks(F, K, sigma, T, cp, r, q, hr, m, inv, 0, DPM_G_ARGS, 0, check, n))
     const int hw = dpm_hw_fma();
     if (r && q) {
-        if (model) DPM_G(1, 1, 0);
-        else if (inverse) DPM_G(1, 0, 1);
-        else DPM_G(1, 0, 0);
-        return;
+        if (model) return DPM_G(1, 1, 0);
+        return inverse ? DPM_G(1, 0, 1) : DPM_G(1, 0, 0);
     }
-    if (model) DPM_G(0, 1, 0);
-    else if (inverse) DPM_G(0, 0, 1);
-    else DPM_G(0, 0, 0);
+    if (model) return DPM_G(0, 1, 0);
+    return inverse ? DPM_G(0, 0, 1) : DPM_G(0, 0, 0);
 #undef DPM_G
 #undef DPM_G_ARGS
+}
+
+/* Price and greeks with the input check fused in (see dpm_price_checked). */
+static dpm_index dpm_greeks_checked(const double *F, const double *K, const double *sigma,
+                                    const double *T, const double *cp, const double *r,
+                                    const double *q, int model, int inverse, int full,
+                                    double *price, double *delta, double *gamma, double *vega,
+                                    double *theta, double *rho, double *vanna, double *volga,
+                                    dpm_index n)
+{
+    return dpm_greeks_fast(F, K, sigma, T, cp, r, q, model, inverse, full, 1, price, delta, gamma,
+                           vega, theta, rho, vanna, volga, n);
 }
 
 /* Price and greeks of n options.  fix (may be NULL) is not written; returns 0. */
@@ -577,7 +628,7 @@ static dpm_index dpm_greeks(const double *F, const double *K, const double *sigm
                             unsigned char *fix, dpm_index n)
 {
     (void)fix;
-    dpm_greeks_fast(F, K, sigma, T, cp, r, q, model, inverse, full, price, delta, gamma, vega,
+    dpm_greeks_fast(F, K, sigma, T, cp, r, q, model, inverse, full, 0, price, delta, gamma, vega,
                     theta, rho, vanna, volga, n);
     return 0;
 }
