@@ -404,6 +404,7 @@ IV_FLAGS = {
     2: "price at or above the upper bound (vol NaN)",
     3: "price equals intrinsic value, T > 0: no time value (vol 0)",
     4: "T == 0 and price equals intrinsic value: vol undetermined (NaN)",
+    5: "the bounded iteration did not converge (vol NaN; not expected for valid prices)",
 }
 # the solver costs ~100x a price: smaller chunks already pay for a thread
 _IV_MIN_CHUNK = 1024

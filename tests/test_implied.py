@@ -298,9 +298,9 @@ def test_bad_types():
 
 
 def test_flag_table_is_documented():
-    assert set(pricing.IV_FLAGS) == {0, 1, 2, 3, 4}
+    assert set(pricing.IV_FLAGS) == {0, 1, 2, 3, 4, 5}
     assert (_implied.OK, _implied.BELOW_INTRINSIC, _implied.ABOVE_BOUND, _implied.NO_TIME_VALUE,
-            _implied.EXPIRED) == (0, 1, 2, 3, 4)
+            _implied.EXPIRED, _implied.NO_CONVERGENCE) == (0, 1, 2, 3, 4, 5)
 
 
 # ---------------------------------------------------------------------------------------------
