@@ -174,7 +174,7 @@ static inline double dpm_nb_ln_upper(double x, double s, double *g1)
  * small (<= e^{x/2}/4: the upper objective ln(e^{x/2} - b) would lose beta's digits, e.g. at the
  * money with a tiny price); "upper" solves ln(e^{x/2} - b) = ln gam.  The root may be s_c itself,
  * so the brackets include it (a few ulps wide). */
-typedef struct { double s, lo, hi, ln_target; int up; } dpm_iv_start;
+typedef struct { double s, lo, hi, ln_target, up; } dpm_iv_start; /* up: 1.0 or 0.0 (a double lane flag keeps the set-up loop vectorisable) */
 
 DPM_INLINE dpm_iv_start dpm_iv_setup(double x, double beta, double gam, const int hw)
 {
@@ -183,16 +183,19 @@ DPM_INLINE dpm_iv_start dpm_iv_setup(double x, double beta, double gam, const in
     const double ex2 = exp(0.5 * x);
     /* b(x, s_c) = e^{x/2} (1 - erfcx(sqrt(-x))) / 2 (at s_c, h + t = 0) */
     const double b_c = 0.5 * ex2 * (1.0 - dpm_erfcx_poly(sqrt(-x), hw));
-    const int below = beta <= b_c;
-    const int small = beta <= 0.25 * ex2;
-    const int up = !(below | small);
+    /* single comparisons: GCC 12 does not vectorise int '|'/'&' of double comparisons here */
+    const double small_max = b_c > 0.25 * ex2 ? b_c : 0.25 * ex2;
+    const double up = beta > small_max ? 1.0 : 0.0;
     /* lower guess: lower map beta = (2 pi |x| / 3^{3/2}) N(-|x|/(sqrt3 s))^3, capped by the tangent of
      * b at s_c (an upper bound of the root, b being convex below s_c; b'(s_c) = e^{x/2}/sqrt(2 pi)) */
     const double pl = exp(log(beta / (DPM_IV_TWO_PI_OVER_3SQRT3 * (x < 0.0 ? -x : 1.0))) * (1.0 / 3.0));
     const double zl = dpm_inv_ncdf_lower_v(pl < 0.5 ? pl : 0.25);
-    const double s_map = (x < 0.0 && pl < 0.5 && zl < 0.0) ? x / (DPM_IV_SQRT3 * zl) : HUGE_VAL;
+    /* single-comparison selects only (nested or combined conditions stop GCC's vectoriser);
+     * pl < 0.5 implies zl < 0, and x = 0 never takes the lower branch */
+    const double s_map = pl < 0.5 ? x / (DPM_IV_SQRT3 * zl) : HUGE_VAL;
     const double s_t = s_c - (b_c - beta) / (DPM_IV_INV_SQRT_2PI * ex2);
-    const double s_l0 = (s_t > 0.0 && s_t < s_map) ? s_t : s_map;
+    const double s_tp = s_t > 0.0 ? s_t : HUGE_VAL;
+    const double s_l0 = s_tp < s_map ? s_tp : s_map;
     const double hi_l = s_c * (1.0 + 4.0 * DBL_EPSILON);
     const double s_l = s_l0 <= hi_l ? s_l0 : 0.5 * s_c;
     /* small guess: at the money b = 2 N(s/2) - 1, so s = 2 N^{-1}((1 + beta')/2), beta' = beta e^{-x/2};
@@ -207,10 +210,11 @@ DPM_INLINE dpm_iv_start dpm_iv_setup(double x, double beta, double gam, const in
     const double s_u0 = pu < 0.5 ? -2.0 * zu : 0.0;
     const double s_u = s_u0 > s_c ? s_u0 : (s_c > 0.0 ? 1.5 * s_c : 1.0);
     st.up = up;
-    st.s = up ? s_u : (below ? s_l : s_s);
-    st.lo = up ? s_c * (1.0 - 4.0 * DBL_EPSILON) : (below ? 0.0 : s_c * (1.0 - 4.0 * DBL_EPSILON));
-    st.hi = (up || !below) ? HUGE_VAL : hi_l;
-    st.ln_target = up ? log(gam) : log(beta);
+    st.s = up > 0.5 ? s_u : (beta <= b_c ? s_l : s_s);
+    /* beta <= b_c (lower branch) is re-tested in each select: a stored int mask stops the vectoriser */
+    st.lo = beta <= b_c ? 0.0 : s_c * (1.0 - 4.0 * DBL_EPSILON); /* up implies beta > b_c */
+    st.hi = beta <= b_c ? hi_l : HUGE_VAL;
+    st.ln_target = log(up > 0.5 ? gam : beta);
     return st;
 }
 
@@ -270,10 +274,11 @@ static double dpm_implied_solve(double x, double beta, double gam, int *iters, i
     const int hw = dpm_hw_fma();
     dpm_iv_start st = hw ? dpm_iv_setup(x, beta, gam, 1) : dpm_iv_setup(x, beta, gam, 0);
     double s = st.s, lo = st.lo, hi = st.hi;
+    const int up = st.up > 0.5;
     int done = 0, it = 1; /* the set-up evaluates erfcx at s_c: counted as one evaluation */
     while (!done && it < DPM_IV_MAX_ITER) {
-        if (hw) dpm_iv_step(x, st.up, st.ln_target, &s, &lo, &hi, &done, &it, 1);
-        else dpm_iv_step(x, st.up, st.ln_target, &s, &lo, &hi, &done, &it, 0);
+        if (hw) dpm_iv_step(x, up, st.ln_target, &s, &lo, &hi, &done, &it, 1);
+        else dpm_iv_step(x, up, st.ln_target, &s, &lo, &hi, &done, &it, 0);
     }
     *iters = it;
     *ok = done;
@@ -351,14 +356,17 @@ DPM_INLINE void dpm_iv_block_setup(const double *restrict P, const double *restr
         const double mx = Fi > Ki ? Fi : Ki;
         const double tol = intrinsic > 0.0 ? DPM_IV_BOUND_ULPS * DBL_EPSILON * mx : 0.0;
         const double bound = call ? Fi : Ki;
-        const int f = otm < -tol ? DPM_IV_BELOW_INTRINSIC
-                    : Ti == 0.0 ? (otm > tol ? DPM_IV_ABOVE_BOUND : DPM_IV_EXPIRED)
-                    : !(gap > DPM_IV_BOUND_ULPS * DBL_EPSILON * bound) ? DPM_IV_ABOVE_BOUND
-                    : otm <= tol ? DPM_IV_NO_TIME_VALUE : DPM_IV_OK;
-        const int act = f == DPM_IV_OK;
+        /* the status as a double chain of selects (int logic of comparisons stops the vectoriser) */
+        const double fd = otm < -tol ? (double)DPM_IV_BELOW_INTRINSIC
+                        : Ti == 0.0 ? (otm > tol ? (double)DPM_IV_ABOVE_BOUND : (double)DPM_IV_EXPIRED)
+                        : gap > DPM_IV_BOUND_ULPS * DBL_EPSILON * bound
+                            ? (otm <= tol ? (double)DPM_IV_NO_TIME_VALUE : (double)DPM_IV_OK)
+                            : (double)DPM_IV_ABOVE_BOUND;
+        const int f = (int)fd;
+        const int act = fd == 0.0;
         flag[j] = f;
         active[j] = act;
-        vol0[j] = f == DPM_IV_NO_TIME_VALUE ? 0.0 : NAN;
+        vol0[j] = fd == (double)DPM_IV_NO_TIME_VALUE ? 0.0 : NAN;
         const double norm = sqrt(Fi) * sqrt(Ki);
         const double lq = log(Fi / Ki);
         const double x = act ? -(lq < 0.0 ? -lq : lq) : -0.5;
@@ -367,7 +375,7 @@ DPM_INLINE void dpm_iv_block_setup(const double *restrict P, const double *restr
         xs[j] = x; betas[j] = beta; gams[j] = gam;
         sq[j] = sqrt(Ti);
         const dpm_iv_start st = dpm_iv_setup(x, beta, gam, hw);
-        s[j] = st.s; lo[j] = st.lo; hi[j] = st.hi; tgt[j] = st.ln_target; up[j] = st.up;
+        s[j] = st.s; lo[j] = st.lo; hi[j] = st.hi; tgt[j] = st.ln_target; up[j] = (int)st.up;
     }
 }
 
