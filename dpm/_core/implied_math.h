@@ -172,8 +172,9 @@ static inline double dpm_nb_ln_upper(double x, double s, double *g1)
  * gam = e^{x/2} - beta).  Branches: "lower" solves ln b = ln beta below the inflection point s_c =
  * sqrt(-2x) (beta <= b(x, s_c)); "small" solves the same objective above s_c when beta is still
  * small (<= e^{x/2}/4: the upper objective ln(e^{x/2} - b) would lose beta's digits, e.g. at the
- * money with a tiny price); "upper" solves ln(e^{x/2} - b) = ln gam.  The root may be s_c itself,
- * so the brackets include it (a few ulps wide). */
+ * money with a tiny price); "upper" solves ln(e^{x/2} - b) = ln gam.  The root may be s_c itself:
+ * the brackets reach 1e-4 (relative) past s_c, so that it is an interior point (both objectives
+ * are valid there) and the Householder steps converge instead of being bisected at the edge. */
 typedef struct { double s, lo, hi, ln_target, up; } dpm_iv_start; /* up: 1.0 or 0.0 (a double lane flag keeps the set-up loop vectorisable) */
 
 DPM_INLINE dpm_iv_start dpm_iv_setup(double x, double beta, double gam, const int hw)
@@ -196,8 +197,8 @@ DPM_INLINE dpm_iv_start dpm_iv_setup(double x, double beta, double gam, const in
     const double s_t = s_c - (b_c - beta) / (DPM_IV_INV_SQRT_2PI * ex2);
     const double s_tp = s_t > 0.0 ? s_t : HUGE_VAL;
     const double s_l0 = s_tp < s_map ? s_tp : s_map;
-    const double hi_l = s_c * (1.0 + 4.0 * DBL_EPSILON);
-    const double s_l = s_l0 <= hi_l ? s_l0 : 0.5 * s_c;
+    const double hi_l = s_c * (1.0 + 1e-4);
+    const double s_l = s_l0 <= s_c ? s_l0 : 0.5 * s_c;
     /* small guess: at the money b = 2 N(s/2) - 1, so s = 2 N^{-1}((1 + beta')/2), beta' = beta e^{-x/2};
      * s ~ sqrt(2 pi) beta' for tiny beta' (where 1 + beta' would round) */
     const double bp = beta / ex2;
@@ -212,7 +213,7 @@ DPM_INLINE dpm_iv_start dpm_iv_setup(double x, double beta, double gam, const in
     st.up = up;
     st.s = up > 0.5 ? s_u : (beta <= b_c ? s_l : s_s);
     /* beta <= b_c (lower branch) is re-tested in each select: a stored int mask stops the vectoriser */
-    st.lo = beta <= b_c ? 0.0 : s_c * (1.0 - 4.0 * DBL_EPSILON); /* up implies beta > b_c */
+    st.lo = beta <= b_c ? 0.0 : s_c * (1.0 - 1e-4); /* up implies beta > b_c */
     st.hi = beta <= b_c ? hi_l : HUGE_VAL;
     st.ln_target = log(up > 0.5 ? gam : beta);
     return st;
@@ -368,8 +369,11 @@ DPM_INLINE void dpm_iv_block_setup(const double *restrict P, const double *restr
         active[j] = act;
         vol0[j] = fd == (double)DPM_IV_NO_TIME_VALUE ? 0.0 : NAN;
         const double norm = sqrt(Fi) * sqrt(Ki);
-        const double lq = log(Fi / Ki);
-        const double x = act ? -(lq < 0.0 ? -lq : lq) : -0.5;
+        /* x = -|ln(F/K)| with the division's remainder (as in black_math.h): near the money with
+         * a tiny total vol, h = x/s amplifies the rounding of F/K */
+        const double qd = Fi / Ki, qK = qd * Ki;
+        const double lq = log(qd) + ((Fi - qK) - dpm_prod_err(qd, Ki, qK, hw)) / Fi;
+        const double x = act ? -fabs(lq) : -0.5; /* fabs, not a nested select */
         const double beta = act ? otm / norm : 0.1;
         const double gam = act ? gap / norm : 0.6788007830714049 - 0.1; /* e^{-1/4} - 0.1 */
         xs[j] = x; betas[j] = beta; gams[j] = gam;
