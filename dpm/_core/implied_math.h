@@ -187,13 +187,19 @@ DPM_INLINE dpm_iv_start dpm_iv_setup(double x, double beta, double gam, const in
     /* single comparisons: GCC 12 does not vectorise int '|'/'&' of double comparisons here */
     const double small_max = b_c > 0.25 * ex2 ? b_c : 0.25 * ex2;
     const double up = beta > small_max ? 1.0 : 0.0;
-    /* lower guess: lower map beta = (2 pi |x| / 3^{3/2}) N(-|x|/(sqrt3 s))^3, capped by the tangent of
-     * b at s_c (an upper bound of the root, b being convex below s_c; b'(s_c) = e^{x/2}/sqrt(2 pi)) */
+    /* one inverse normal CDF per lane, at the argument of its branch (below: lower map; small:
+     * at-the-money map; up: upper map) */
     const double pl = exp(log(beta / (DPM_IV_TWO_PI_OVER_3SQRT3 * (x < 0.0 ? -x : 1.0))) * (1.0 / 3.0));
-    const double zl = dpm_inv_ncdf_lower_v(pl < 0.5 ? pl : 0.25);
-    /* single-comparison selects only (nested or combined conditions stop GCC's vectoriser);
-     * pl < 0.5 implies zl < 0, and x = 0 never takes the lower branch */
-    const double s_map = pl < 0.5 ? x / (DPM_IV_SQRT3 * zl) : HUGE_VAL;
+    const double bp = beta / ex2;
+    const double pu = gam / (ex2 + 1.0 / ex2);
+    const double p_up = pu < 0.5 ? pu : 0.25;
+    const double p_lo = beta <= b_c ? (pl < 0.5 ? pl : 0.25) : 0.5 - 0.5 * (bp < 0.5 ? bp : 0.5);
+    const double z = dpm_inv_ncdf_lower_v(up > 0.5 ? p_up : p_lo);
+    /* lower guess: lower map beta = (2 pi |x| / 3^{3/2}) N(-|x|/(sqrt3 s))^3, capped by the tangent of
+     * b at s_c (an upper bound of the root, b being convex below s_c; b'(s_c) = e^{x/2}/sqrt(2 pi));
+     * single-comparison selects only (nested or combined conditions stop GCC's vectoriser);
+     * pl < 0.5 implies z < 0, and x = 0 never takes the lower branch */
+    const double s_map = pl < 0.5 ? x / (DPM_IV_SQRT3 * z) : HUGE_VAL;
     const double s_t = s_c - (b_c - beta) / (DPM_IV_INV_SQRT_2PI * ex2);
     const double s_tp = s_t > 0.0 ? s_t : HUGE_VAL;
     const double s_l0 = s_tp < s_map ? s_tp : s_map;
@@ -201,14 +207,10 @@ DPM_INLINE dpm_iv_start dpm_iv_setup(double x, double beta, double gam, const in
     const double s_l = s_l0 <= s_c ? s_l0 : 0.5 * s_c;
     /* small guess: at the money b = 2 N(s/2) - 1, so s = 2 N^{-1}((1 + beta')/2), beta' = beta e^{-x/2};
      * s ~ sqrt(2 pi) beta' for tiny beta' (where 1 + beta' would round) */
-    const double bp = beta / ex2;
-    const double zs = dpm_inv_ncdf_lower_v(0.5 - 0.5 * (bp < 0.5 ? bp : 0.5));
-    const double s_s0 = bp < 1e-6 ? 2.5066282746310002 * bp : -2.0 * zs;
+    const double s_s0 = bp < 1e-6 ? 2.5066282746310002 * bp : -2.0 * z;
     const double s_s = s_s0 > s_c ? s_s0 : 1.01 * s_c + 1e-300;
     /* upper guess: upper map gam = 2 cosh(x/2) N(-s/2) */
-    const double pu = gam / (ex2 + 1.0 / ex2);
-    const double zu = dpm_inv_ncdf_lower_v(pu < 0.5 ? pu : 0.25);
-    const double s_u0 = pu < 0.5 ? -2.0 * zu : 0.0;
+    const double s_u0 = pu < 0.5 ? -2.0 * z : 0.0;
     const double s_u = s_u0 > s_c ? s_u0 : (s_c > 0.0 ? 1.5 * s_c : 1.0);
     st.up = up;
     st.s = up > 0.5 ? s_u : (beta <= b_c ? s_l : s_s);
@@ -234,21 +236,24 @@ DPM_INLINE void dpm_iv_step(double x, const int up, double ln_target, double *s_
     /* b increases with s: ln b too, ln(e^{x/2} - b) decreases */
     const int raise_lo = (f < 0.0) != up;
     const double lo = raise_lo ? s : lo0, hi = raise_lo ? hi0 : s;
-    const double h = x / s, t = 0.5 * s;
-    const double A = (h * h - t * t) / s;            /* b''/b' */
-    const double Ap = -3.0 * h * h / (s * s) - 0.25; /* d(b''/b')/ds */
+    const double is = 1.0 / s; /* reciprocals once: divisions are the slowest vector operations */
+    const double h = x * is, t = 0.5 * s;
+    const double A = (h * h - t * t) * is;           /* b''/b' */
+    const double Ap = -3.0 * h * h * (is * is) - 0.25; /* d(b''/b')/ds */
     const double g2 = g1 * (A - g1);
     const double g3 = g1 * ((A - g1) * (A - 2.0 * g1) + Ap);
     const double s2 = s * s;
-    const double S1 = up ? 0.5 / s : -0.5 * s2 * s;
-    const double S2 = up ? -0.5 * S1 / s2 : -1.5 * S1 * s2;
-    const double S3 = up ? -1.5 * S2 / s2 : -2.5 * S2 * s2;
-    const double y = up ? s2 : 1.0 / s2;
+    const double is2 = is * is;
+    const double S1 = up ? 0.5 * is : -0.5 * s2 * s;
+    const double S2 = up ? -0.5 * S1 * is2 : -1.5 * S1 * s2;
+    const double S3 = up ? -1.5 * S2 * is2 : -2.5 * S2 * s2;
+    const double y = up ? s2 : is2;
     const double f1 = g1 * S1;
     const double f2 = g2 * S1 * S1 + g1 * S2;
     const double f3 = g3 * S1 * S1 * S1 + 3.0 * g2 * S1 * S2 + g1 * S3;
-    const double nu = -f / f1, gm = f2 / f1, dl = f3 / f1;
-    const double hh0 = (1.0 + 0.5 * gm * nu) / (1.0 + gm * nu + dl * nu * nu / 6.0);
+    const double if1 = 1.0 / f1;
+    const double nu = -f * if1, gm = f2 * if1, dl = f3 * if1;
+    const double hh0 = (1.0 + 0.5 * gm * nu) / (1.0 + gm * nu + dl * nu * nu * (1.0 / 6.0));
     const double hh = (hh0 > 0.0 && hh0 < 2.0) ? hh0 : 1.0; /* far from the root: plain Newton */
     const double yn = y + nu * hh;
     const double ry = sqrt(yn > 0.0 ? yn : 1.0);
