@@ -452,7 +452,8 @@ def implied_vol(
         ``2`` price at or above the upper bound (``F`` for calls, ``K`` for puts, discounted; for
         ``T == 0`` any price above intrinsic): NaN; ``3`` price equals the intrinsic value with
         ``T > 0``: vol 0, the only vol giving no time value (a time value that underflowed to 0
-        lands here too); ``4`` ``T == 0`` and price equals intrinsic: every vol fits, NaN.
+        lands here too); ``4`` ``T == 0`` and price equals intrinsic: every vol fits, NaN; ``5`` the
+        bounded iteration did not converge: NaN (not observed for valid prices).
         Prices within 8 ulps of the intrinsic value (ulps of ``max(F, K)``) or of the upper bound
         count as on it.
 

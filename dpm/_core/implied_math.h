@@ -16,23 +16,20 @@
  *    every erfcx argument above is >= 0).  The vega db/ds = e^{-(h^2+t^2)/2}/sqrt(2 pi) cancels the
  *    exponential: d ln b / ds = sqrt(2/pi) / [erfcx(.) - erfcx(.)].
  *
- * 3. Lower branch (beta < b(x, s_c)): solve ln b(s) = ln beta in the variable u = 1/s^2, in which
- *    ln b ~ -x^2 u / 2 - 3/2 ln u + const is nearly linear.  Upper branch: solve
- *    ln(e^{x/2} - b(s)) = ln(e^{x/2} - beta) in w = s^2, in which it is ~ -w/8 - 1/2 ln w + const.
- *    Initial guesses invert asymptotic forms with the inverse normal CDF:
- *      lower: b ~ (2 pi |x| / 3^{3/2}) N(-|x| / (sqrt3 s))^3   (exact leading order as s -> 0),
- *      upper: e^{x/2} - b ~ 2 cosh(x/2) N(-s/2)                  (exact for x = 0).
- *    Householder steps of order 3 (quartic convergence) follow, safeguarded by a bracket that every
- *    evaluation narrows (b is increasing in s); a step leaving the bracket is replaced by bisection.
- *    The loop stops once a step is below 1e-9 relative (the next error is then ~1e-30) or after
- *    DPM_IV_MAX_ITER evaluations: a fixed bound, no data-dependent hang.
+ * 3. Branches (dpm_iv_setup): lower (beta <= b(x, s_c)) solves ln b(s) = ln beta in u = 1/s^2;
+ *    "small" (b(x, s_c) < beta <= e^{x/2}/4, near the money) solves the same objective above s_c;
+ *    upper solves ln(e^{x/2} - b(s)) = ln(e^{x/2} - beta) in w = s^2.  The brackets reach 1e-4 past
+ *    s_c (the root may be s_c itself).  For small t the lower objective uses the series of
+ *    black_math.h instead of the cancelling erfcx difference.  Householder steps of order 3
+ *    (quartic convergence) follow from asymptotic guesses, safeguarded by a bracket that every
+ *    evaluation narrows; a step leaving it is replaced by bisection.  The loop stops once a step is
+ *    below 1e-9 relative or after DPM_IV_MAX_ITER evaluations: a fixed bound, no data-dependent
+ *    hang; a lane that has not converged gets NaN and DPM_IV_NO_CONVERGENCE.
  *
- * Accuracy: the only rounding the solver adds is in the erfcx difference of the lower branch,
- * whose relative error in b is ~eps * |h| / s; divided by the price elasticity (~h^2 there) this
- * moves sigma by ~eps / (sqrt(T) max(1,|h|)) in absolute terms, i.e. < 1e-13 for T >= 1 hour.
+ * Accuracy: see docs/pricing.md (worst measured 4e-15 relative in s on a 40-digit grid).
  *
- * Everything here is plain scalar C with IEEE semantics (no fast-math); the loop over options is
- * embarrassingly parallel and results do not depend on how the array is chunked.
+ * IEEE semantics throughout (no fast-math); the loop over options is embarrassingly parallel and
+ * results do not depend on how the array is chunked.
  */
 #ifndef DPM_IMPLIED_MATH_H
 #define DPM_IMPLIED_MATH_H
