@@ -86,7 +86,9 @@ static int dpm_hw_fma(void)
 {
     static int cached = -1;
     if (cached < 0) {
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#if defined(DPM_FORCE_NO_FMA) /* testing: exercise the Dekker path on an FMA machine */
+        cached = 0;
+#elif defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
         __builtin_cpu_init();
         cached = __builtin_cpu_supports("fma") ? 1 : 0;
 #elif defined(__FMA__) || defined(__aarch64__)
