@@ -317,6 +317,30 @@ def main(argv=None) -> int:
         for mix, d1, d2, pl, npy in rows[what]:
             print(f"| {mix} | {d1:.1f} | {d2:.1f} | {d1 / d2:.2f}x | {pl:.1f} | {d1 / pl:.2f} | "
                   f"{npy:.1f} | {npy / d1:.1f}x |")
+    # why 2 workers do (not) scale here: CPU time against wall time.  If the 2-worker run uses the
+    # same CPU time as the 1-worker run but does not halve the wall time, its threads waited for a
+    # CPU (another process holds the second core), not for memory.
+    import os
+    import resource
+
+    F, K, sig, T, cp = sample("chain", n)
+    out = np.empty(n)
+    print("\n**2-worker diagnosis** (chain mix, price; CPU time = user + system of this process)\n")
+    print("| workers | wall ns/option | CPU ns/option | CPU / wall | load average at start |")
+    print("|---:|---:|---:|---:|---|")
+    for w in (1, 2):
+        load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+        best = None
+        for _ in range(r):
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
+            t0 = time.perf_counter()
+            price(F, K, sig, T, cp, out=out, workers=w)
+            wall = time.perf_counter() - t0
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+            if best is None or wall < best[0]:
+                best = (wall, cpu)
+        print(f"| {w} | {best[0] / n * 1e9:.1f} | {best[1] / n * 1e9:.1f} | {best[1] / best[0]:.2f} | {load} |")
     F, K, sig, T, cp, P = iv_book(args.n_iv)
     m = len(F)
     d1 = best_ns(lambda: implied_vol(P, F, K, T, cp, workers=1), m, r)

@@ -86,7 +86,9 @@ static int dpm_hw_fma(void)
 {
     static int cached = -1;
     if (cached < 0) {
-#if defined(DPM_FORCE_NO_FMA) /* testing: exercise the Dekker path on an FMA machine */
+#if defined(DPM_FORCE_NO_FMA) || (defined(DPM_NATIVE) && !defined(__FMA__))
+        /* testing switch; or a native build for a target without FMA, where fma() would be a
+         * library call in every lane even on a CPU that has it */
         cached = 0;
 #elif defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
         __builtin_cpu_init();
