@@ -276,7 +276,8 @@ static inline double dpm_black76(double F, double K, double sigma, double T, dou
     return otm + ((cp != cpo) ? cp * (F - K) : 0.0);
 }
 
-/* Extended-precision out-of-the-money price (x87 long double: 64-bit mantissa) for the rare options
+/* Legacy scalar helper, kept because _black.pxd declares it (the kernels no longer use it):
+ * extended-precision out-of-the-money price (x87 long double: 64-bit mantissa) for options
  * where F*N(d1) and K*N(d2) nearly cancel (short-dated, low-vol, away from the money). */
 static double dpm_black_otm_precise(double F, double K, double s, double cpo)
 {
