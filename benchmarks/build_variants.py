@@ -13,7 +13,9 @@ with ``python setup.py build_ext --inplace`` under its own environment, then tim
   portable wheel runs on an AVX2 machine;
 - ``baseline``: only the baseline x86-64 path (``-DDPM_NATIVE``), what it runs on an old CPU
   (scalar libm calls: libmvec has no SSE2 variants GCC uses here);
-- ``no-simd``: ``-DDPM_NO_SIMD_MATH`` (no ``omp simd``, no libmvec declarations).
+- ``no-simd``: ``-DDPM_NO_SIMD_MATH`` (no ``omp simd``, no libmvec declarations);
+- ``no-fma``: the baseline path with ``-DDPM_FORCE_NO_FMA``: the kernels' exact products use
+  Dekker's splitting instead of fma(), as on a CPU without FMA (checks that path's accuracy).
 
 It prints a Markdown table (ns/option) and checks that every variant agrees with the portable one
 to 1e-13 relative (the SIMD math functions round differently, so bits may differ between builds).
@@ -37,6 +39,7 @@ VARIANTS = {
     "avx2": {"CFLAGS": "-DDPM_NATIVE -march=x86-64-v3"},
     "baseline": {"CFLAGS": "-DDPM_NATIVE"},
     "no-simd": {"CFLAGS": "-DDPM_NO_SIMD_MATH"},
+    "no-fma": {"CFLAGS": "-DDPM_NATIVE -DDPM_FORCE_NO_FMA"},
 }
 
 TIMER = r'''

@@ -298,9 +298,9 @@ def test_bad_types():
 
 
 def test_flag_table_is_documented():
-    assert set(pricing.IV_FLAGS) == {0, 1, 2, 3, 4}
+    assert set(pricing.IV_FLAGS) == {0, 1, 2, 3, 4, 5}
     assert (_implied.OK, _implied.BELOW_INTRINSIC, _implied.ABOVE_BOUND, _implied.NO_TIME_VALUE,
-            _implied.EXPIRED) == (0, 1, 2, 3, 4)
+            _implied.EXPIRED, _implied.NO_CONVERGENCE) == (0, 1, 2, 3, 4, 5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,3 +337,141 @@ def test_implied_vol_increases_with_price(F, m, T, cp, sig, bump):
     hi = float(price(F, K, sig * bump, T, cp))
     v = implied_vol([lo, hi], F, K, T, cp)
     assert v[1] >= v[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# regressions: tiny prices at the money, the branch boundary, second-long expiries
+# ---------------------------------------------------------------------------------------------
+def _chunk(P, F, K, T, cp, scalar):
+    P, F, K, T, cp = np.broadcast_arrays(*(np.asarray(a, dtype=float) for a in (P, F, K, T, cp)))
+    P, F, K, T, cp = (np.ascontiguousarray(a) for a in (P, F, K, T, cp))
+    n = P.size
+    out = np.empty(n)
+    flags = np.empty(n, np.int8)
+    e = np.empty(0)
+    _implied.implied_chunk(P, F, K, T, cp, e, e, 0, 0, out, flags, np.empty(0, np.uint8), 0, n,
+                           scalar)
+    return out, flags
+
+
+@pytest.mark.parametrize("scalar", [False, True])
+def test_tiny_prices_at_the_money(scalar):
+    # F = K: price = F erf(s / (2 sqrt2)); the old solver answered 9.54e-7 with flag 0 below ~1e-16 F
+    mp = pytest.importorskip("mpmath")
+    F = 100.0
+    s = np.geomspace(1e-300, 1e-3, 300)
+    # erf form: the 40-digit closed form would cancel below s ~ 1e-30
+    P = np.array([float(F * mp.erf(mp.mpf(v) / (2 * mp.sqrt(2)))) for v in s])
+    keep = P > 1e-300 * F
+    vol, flags = _chunk(P[keep], F, F, 1.0, 1.0, scalar)
+    assert (flags == 0).all()
+    np.testing.assert_allclose(vol, s[keep], rtol=1e-13, atol=0)
+    # and through the API, calls and puts
+    v, f = implied_vol(P[keep], F, F, 1.0, "put", return_flags=True)
+    assert (f == 0).all()
+    np.testing.assert_allclose(v, s[keep], rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("scalar", [False, True])
+def test_vol_on_the_branch_boundary(scalar):
+    """Total vol exactly sqrt(2 |ln F/K|), the inflection point where the solver switches branch:
+    the old solver searched strictly below it and returned e.g. 1.000223546895635 for 1."""
+    rng = np.random.default_rng(77)
+    n = 3000
+    x = np.exp(rng.uniform(np.log(1e-6), np.log(8.0), n)) * rng.choice([-1.0, 1.0], n)
+    F = np.exp(rng.uniform(0.0, np.log(1e5), n))
+    K = F * np.exp(-x)
+    T = np.exp(rng.uniform(np.log(HOUR), np.log(5.0), n))
+    sig = np.sqrt(2 * np.abs(x)) / np.sqrt(T)
+    cp = rng.choice([-1.0, 1.0], n)
+    P = price(F, K, sig, T, cp)
+    vol, flags = _chunk(P, F, K, T, cp, scalar)
+    g = greeks(F, K, sig, T, cp)
+    data = 32 * EPS * P / g["vega"]
+    ok = flags == 0
+    assert ok.mean() > 0.99
+    err = np.abs(vol - sig)
+    assert (err[ok] <= 1e-12 * np.maximum(sig[ok], 1.0) + data[ok]).all(), err[ok].max()
+    # the two cases of the report
+    for Fi, Ki, Ti, si in ((1.0, np.exp(0.5), 1.0, 1.0), (100.0, 100 * np.exp(0.5), 0.25, 2.0)):
+        Pi = float(black_mp.price(Fi, Ki, si, Ti, 1))
+        v, f = _chunk(Pi, Fi, Ki, Ti, 1.0, scalar)
+        assert f[0] == 0 and abs(v[0] - si) <= 1e-14 * si
+
+
+@pytest.mark.parametrize("scalar", [False, True])
+def test_one_second_at_the_money(scalar):
+    # docs/pricing.md: relative vol error <= 1e-13 however short the expiry (the old solver: 3.5e-11)
+    T = 1.0 / (365.25 * 86400)
+    sig = np.array([0.05, 0.2, 1.0, 3.0])
+    for K in (100.0, 100.0 * (1 + 1e-7)):
+        P = np.array([float(black_mp.price(100.0, K, v, T, 1)) for v in sig])
+        vol, flags = _chunk(P, 100.0, K, T, 1.0, scalar)
+        assert (flags == 0).all()
+        np.testing.assert_allclose(vol, sig, rtol=1e-13, atol=0)
+
+
+def test_against_py_vollib_and_quantlib():
+    """Independent solvers: py_vollib (Jaeckel's 'Let's be rational') and QuantLib's
+    blackFormulaImpliedStdDev, on well-posed options and on the branch boundary."""
+    rng = np.random.default_rng(8)
+    n = 300
+    F = np.exp(rng.uniform(np.log(10.0), np.log(1e5), n))
+    K = F * np.exp(rng.uniform(-1.0, 1.0, n))
+    T = np.exp(rng.uniform(np.log(1 / 365), np.log(3.0), n))
+    sig = rng.uniform(0.1, 2.0, n)
+    sig[:100] = np.sqrt(2 * np.abs(np.log(F[:100] / K[:100])) / T[:100])  # on the boundary
+    cp = np.where(K > F, 1.0, -1.0)  # out of the money: prices carry the vol
+    P = np.array([float(black_mp.price(F[i], K[i], sig[i], T[i], cp[i])) for i in range(n)])
+    keep = P > 1e-250 * F  # prices that are (normal) numbers
+    F, K, T, sig, cp, P = (a[keep] for a in (F, K, T, sig, cp, P))
+    n = len(F)
+    assert n > 250
+    ours = implied_vol(P, F, K, T, cp)
+    np.testing.assert_allclose(ours, sig, rtol=1e-12)
+    checked = 0
+    try:
+        import warnings
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from py_vollib.black.implied_volatility import implied_volatility as vollib_iv
+        for i in range(n):
+            v = vollib_iv(P[i], F[i], K[i], 0.0, T[i], "c" if cp[i] > 0 else "p")
+            assert ours[i] == pytest.approx(v, rel=1e-10), i
+        checked += 1
+    except ImportError:
+        pass
+    try:
+        import QuantLib as ql
+        for i in range(n):
+            if P[i] < 1e-6 * F[i]:
+                continue  # QuantLib's accuracy argument is absolute: it stops early on tiny prices
+            typ = ql.Option.Call if cp[i] > 0 else ql.Option.Put
+            sd = ql.blackFormulaImpliedStdDev(typ, K[i], F[i], P[i], 1.0, 0.0, 0.5, 1e-14 * F[i], 1000)
+            assert ours[i] == pytest.approx(sd / math.sqrt(T[i]), rel=1e-8), i
+        checked += 1
+    except ImportError:
+        pass
+    if not checked:
+        pytest.skip("neither py_vollib nor QuantLib is installed")
+
+
+def test_published_examples():
+    # py_vollib's documented Black example: F = K = 100, r = 2 %, T = 0.5, sigma = 0.2 call
+    # price 5.5811067246 (https://vollib.org/documentation/1.0.3/apidoc/py_vollib.black.html);
+    # Hull, "Options, Futures and Other Derivatives", Black's model example: F = 20, K = 20,
+    # r = 9 %, T = 4/12, sigma = 25 %: put 1.1166
+    v = implied_vol(5.5811067246, 100.0, 100.0, 0.5, "call", rate=0.02)
+    assert v == pytest.approx(0.2, abs=1e-10)
+    assert float(price(100.0, 100.0, 0.2, 0.5, "call", rate=0.02)) == pytest.approx(5.5811067246, abs=1e-9)
+    assert float(price(20.0, 20.0, 0.25, 4 / 12, "put", rate=0.09)) == pytest.approx(1.1166, abs=5e-5)
+    assert implied_vol(1.1166, 20.0, 20.0, 4 / 12, "put", rate=0.09) == pytest.approx(0.25, abs=2e-4)
+
+
+def test_masked_and_flag_types():
+    with pytest.raises(InvalidTypeError, match="price: masked arrays are not supported"):
+        implied_vol(np.ma.array([5.0, 6.0], mask=[0, 1]), 100.0, 100.0, 1.0, "call")
+    with pytest.raises(InvalidTypeError, match="return_flags: expected True or False"):
+        implied_vol(5.0, 100.0, 100.0, 1.0, "call", return_flags="yes")
+    with pytest.raises(InvalidTypeError, match="inverse: expected True or False"):
+        implied_vol(0.05, 100.0, 100.0, 1.0, "call", inverse="no")

@@ -31,5 +31,20 @@ cdef extern from "black_math.h" nogil:
                          dpm_index n) noexcept
     int dpm_inputs_ok(const double *F, const double *K, const double *sigma, const double *T,
                       const double *cp, const double *r, const double *q, dpm_index n) noexcept
+    void dpm_plain_black(const double *F, const double *K, const double *sigma, const double *T,
+                         const double *cp, int greeks, double *price, double *delta, double *gamma,
+                         double *vega, double *theta, dpm_index n) noexcept
+    double dpm_erfcx_fast(double u) noexcept
+    # the array kernels with the input check fused in: -1, or the offset of the first bad block
+    dpm_index dpm_price_checked(const double *F, const double *K, const double *sigma,
+                                const double *T, const double *cp, const double *r, const double *q,
+                                int model, int inverse, double *out, dpm_index n) noexcept
+    dpm_index dpm_greeks_checked(const double *F, const double *K, const double *sigma,
+                                 const double *T, const double *cp, const double *r, const double *q,
+                                 int model, int inverse, int full, double *price, double *delta,
+                                 double *gamma, double *vega, double *theta, double *rho,
+                                 double *vanna, double *volga, dpm_index n) noexcept
+    # accurate undiscounted out-of-the-money price for total vol s
+    double dpm_black_otm(double F, double K, double s) noexcept
     int DPM_HAVE_LIBMVEC
     int DPM_DEBUG_BUILD

@@ -8,10 +8,12 @@
 cdef extern from "implied_math.h" nogil:
     ctypedef Py_ssize_t dpm_iv_index
     int DPM_IV_OK, DPM_IV_BELOW_INTRINSIC, DPM_IV_ABOVE_BOUND, DPM_IV_NO_TIME_VALUE, DPM_IV_EXPIRED
+    int DPM_IV_NO_CONVERGENCE
     int DPM_IV_MAX_ITER, DPM_IV_SIMD_STEPS, DPM_IV_BLOCK
     double dpm_erfcx(double u) noexcept
     double dpm_inv_ncdf(double p) noexcept
     double dpm_implied_normalised(double x, double beta, double gam, int *iters) noexcept
+    double dpm_implied_solve(double x, double beta, double gam, int *iters, int *ok) noexcept
     dpm_iv_index dpm_implied_vol(const double *P, const double *F, const double *K, const double *T,
                                  const double *cp, const double *r, const double *q, int model,
                                  int inverse, double *out, signed char *flags, unsigned char *iters,
@@ -23,6 +25,7 @@ BELOW_INTRINSIC = DPM_IV_BELOW_INTRINSIC
 ABOVE_BOUND = DPM_IV_ABOVE_BOUND
 NO_TIME_VALUE = DPM_IV_NO_TIME_VALUE
 EXPIRED = DPM_IV_EXPIRED
+NO_CONVERGENCE = DPM_IV_NO_CONVERGENCE
 MAX_ITER = DPM_IV_MAX_ITER          # evaluations of the scalar solver (fallback, helpers)
 SIMD_STEPS = DPM_IV_SIMD_STEPS      # fixed Householder steps of the SIMD block solver
 BLOCK = DPM_IV_BLOCK                # lanes per SIMD block
@@ -67,10 +70,12 @@ def implied_chunk(const double[::1] P, const double[::1] F, const double[::1] K,
 
 
 def normalised_implied(double x, double beta, double gam):
-    """Total vol ``s`` with ``b(x, s) = beta`` for ``x <= 0`` (testing helper); returns ``(s, evals)``."""
+    """Total vol ``s`` with ``b(x, s) = beta`` for ``x <= 0`` (testing helper); returns ``(s, evals)``
+    (``s`` is NaN if the bounded iteration did not converge)."""
     cdef int it = 0
-    cdef double s = dpm_implied_normalised(x, beta, gam, &it)
-    return s, it
+    cdef int ok = 0
+    cdef double s = dpm_implied_solve(x, beta, gam, &it, &ok)
+    return (s if ok else float("nan")), it
 
 
 def erfcx(double u):

@@ -37,6 +37,7 @@ _MODELS = {"black76": 0, "black": 0, "bsm": 1, "black_scholes": 1, "black-schole
 _TYPE_WORDS = {"call": 1.0, "c": 1.0, "put": -1.0, "p": -1.0}
 # below this many elements the thread pool costs more than it saves
 _MIN_CHUNK = 16384
+_NO_FIX = np.empty(0, dtype=np.uint8)  # the kernels' legacy "redone" flags: no longer written
 
 
 def option_type_sign(option_type: Any, name: str = "option_type", *, check_values: bool = True) -> np.ndarray:
@@ -80,6 +81,30 @@ def _check_option_type(cp: np.ndarray, name: str = "option_type") -> None:
         )
 
 
+def _as_float(x: Any, name: str) -> np.ndarray:
+    """``as_float_array`` that refuses masked arrays (their mask would be silently dropped)."""
+    if isinstance(x, np.ma.MaskedArray):
+        raise InvalidTypeError(
+            f"{name}: masked arrays are not supported; pass a plain array (e.g. {name}.filled(...)) "
+            "or drop the masked elements"
+        )
+    return as_float_array(x, name)
+
+
+def _reject_masked(x: Any, name: str) -> Any:
+    if isinstance(x, np.ma.MaskedArray):
+        raise InvalidTypeError(f"{name}: masked arrays are not supported; pass a plain array")
+    return x
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A real ``bool`` (or numpy bool scalar): strings, arrays and numbers are refused, so that
+    ``inverse="no"`` is never taken as True."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InvalidTypeError(f"{name}: expected True or False, got {type(value).__name__} {value!r}")
+
+
 def _model_code(model: str) -> int:
     try:
         return _MODELS[str(model).lower()]
@@ -113,23 +138,25 @@ def _check(arr: np.ndarray, name: str, *, positive: bool = False, nonneg: bool =
 class _Prepared:
     """Validated, broadcast, contiguous float64 inputs of one pricing call."""
 
-    __slots__ = ("shape", "F", "K", "sigma", "T", "cp", "r", "q", "model", "inverse", "n")
+    __slots__ = ("shape", "F", "K", "sigma", "T", "cp", "r", "q", "model", "inverse", "n", "_args")
 
-    def __init__(self, forward, strike, vol, time, option_type, rate, carry, model, inverse, workers=None):
+    def __init__(self, forward, strike, vol, time, option_type, rate, carry, model, inverse,
+                 workers=None, validate=True):
         self.model = _model_code(model)
-        self.inverse = bool(inverse)
+        self.inverse = _flag(inverse, "inverse")
         if self.inverse and self.model == 1:
             raise InvalidInputError(
                 "inverse=True needs model='black76': coin-settled options are priced on the forward"
             )
         args = {
-            "forward": as_float_array(forward, "forward"),
-            "strike": as_float_array(strike, "strike"),
-            "vol": as_float_array(vol, "vol"),
-            "time": as_float_array(time, "time"),
-            "option_type": option_type_sign(option_type, check_values=False),
-            "rate": as_float_array(rate, "rate"),
-            "carry": as_float_array(carry, "carry"),
+            "forward": _as_float(forward, "forward"),
+            "strike": _as_float(strike, "strike"),
+            "vol": _as_float(vol, "vol"),
+            "time": _as_float(time, "time"),
+            "option_type": option_type_sign(_reject_masked(option_type, "option_type"),
+                                            check_values=False),
+            "rate": _as_float(rate, "rate"),
+            "carry": _as_float(carry, "carry"),
         }
         try:
             self.shape = np.broadcast_shapes(*(a.shape for a in args.values()))
@@ -153,8 +180,13 @@ class _Prepared:
         else:
             self.r = flat(args["rate"])
             self.q = flat(args["carry"])
-        # one fused vectorised pass over the flat inputs, in parallel chunks; the slow numpy scan
-        # that names the offending element runs only when something is wrong
+        self._args = args
+        if validate:
+            self.validate(workers)
+
+    def validate(self, workers: int | None) -> None:
+        """One vectorised pass over the flat inputs, in parallel chunks; the slow numpy scan that
+        names the offending element runs only when something is wrong."""
         r, q = self.r, self.q
         has_rq = r.size > 0
 
@@ -164,14 +196,33 @@ class _Prepared:
                                     r[sl] if has_rq else r, q[sl] if has_rq else q)
 
         if not all(_parallel.run_chunked(ok, self.n, workers, min_chunk=_MIN_CHUNK)):
-            _check_option_type(args["option_type"])
-            _check(args["forward"], "forward" if self.model == 0 else "spot", positive=True)
-            _check(args["strike"], "strike", positive=True)
-            _check(args["vol"], "vol", nonneg=True)
-            _check(args["time"], "time", nonneg=True)
-            _check(args["rate"], "rate")
-            _check(args["carry"], "carry")
-            raise AssertionError("inputs_ok and the numpy checks disagree")  # pragma: no cover
+            self.raise_invalid()
+
+    def raise_invalid(self) -> None:
+        """Raise the error naming the first invalid argument and element."""
+        args = self._args
+        _check_option_type(args["option_type"])
+        _check(args["forward"], "forward" if self.model == 0 else "spot", positive=True)
+        _check(args["strike"], "strike", positive=True)
+        _check(args["vol"], "vol", nonneg=True)
+        _check(args["time"], "time", nonneg=True)
+        _check(args["rate"], "rate")
+        _check(args["carry"], "carry")
+        # the kernel check and the numpy checks disagree (should not happen): still fail closed
+        raise InvalidInputError("inputs outside the pricing domain")  # pragma: no cover
+
+    def dealias(self, outputs: Sequence[np.ndarray]) -> bool:
+        """Copy every flat input that may share memory with an output (``out=`` being one of the
+        inputs, or a view of one).  The kernels read each block of inputs before writing its
+        outputs, but a partially overlapping view would feed outputs back in as inputs.  Returns
+        True if anything was copied."""
+        copied = False
+        for name in ("F", "K", "sigma", "T", "cp", "r", "q"):
+            arr = getattr(self, name)
+            if arr.size and any(np.may_share_memory(arr, o) for o in outputs):
+                setattr(self, name, arr.copy())
+                copied = True
+        return copied
 
 
 def _output(out: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.ndarray:
@@ -244,16 +295,23 @@ def price(
     >>> price([100.0, 100.0], 110.0, 0.2, 1.0, ["call", "put"]).round(6)
     array([ 4.292011, 14.292011])
     """
-    p = _Prepared(forward, strike, vol, time, option_type, rate, carry, model, inverse, workers)
+    p = _Prepared(forward, strike, vol, time, option_type, rate, carry, model, inverse, workers,
+                  validate=False)
     res = _output(out, p.shape, "out")
     flat = res.reshape(-1)
-    fix = np.empty(p.n, dtype=np.uint8)
+    # out= that is (a view of) an input: price from copies, and validate before writing anything
+    # so that a bad input cannot leave the caller's array half overwritten
+    check = not p.dealias([flat])
+    if not check:
+        p.validate(workers)
 
     def run(start: int, stop: int) -> object:
         return _black.price_chunk(p.F, p.K, p.sigma, p.T, p.cp, p.r, p.q, p.model, p.inverse,
-                                  flat, fix, start, stop)
+                                  flat, _NO_FIX, start, stop, check)
 
-    _parallel.run_chunked(run, p.n, workers, min_chunk=_MIN_CHUNK)
+    bad = _parallel.run_chunked(run, p.n, workers, min_chunk=_MIN_CHUNK)
+    if check and any(b >= 0 for b in bad):
+        p.raise_invalid()
     return _result(res)
 
 
@@ -298,7 +356,12 @@ def greeks(
     bad = [g for g in wanted if g not in GREEK_NAMES]
     if bad or not wanted:
         raise InvalidInputError(f"which: unknown or no greek names {bad}; choose from {GREEK_NAMES}")
-    p = _Prepared(forward, strike, vol, time, option_type, rate, carry, model, inverse, workers)
+    if out is not None and not isinstance(out, Mapping):
+        raise InvalidTypeError(
+            f"out: expected a dict mapping greek names to float64 arrays, got {type(out).__name__}"
+        )
+    p = _Prepared(forward, strike, vol, time, option_type, rate, carry, model, inverse, workers,
+                  validate=False)
     out = dict(out or {})
     unknown = set(out) - set(GREEK_NAMES)
     if unknown:
@@ -309,15 +372,24 @@ def greeks(
     full = any(g in wanted for g in _SECOND_ORDER)
     computed = GREEK_NAMES if full else GREEK_NAMES[:5]
     res = {g: _output(out.get(g), p.shape, f"out[{g!r}]") for g in computed}
+    given = [g for g in computed if g in out]
+    for i, a in enumerate(given):
+        for b in given[i + 1:]:
+            if np.may_share_memory(res[a], res[b]):
+                raise InvalidInputError(f"out: the arrays for {a!r} and {b!r} overlap")
     empty = np.empty(0)
     flats = [res[g].reshape(-1) for g in computed] + ([] if full else [empty] * 3)
-    fix = np.empty(p.n, dtype=np.uint8)
+    check = not p.dealias([res[g] for g in given])
+    if not check:
+        p.validate(workers)
 
     def run(start: int, stop: int) -> object:
         return _black.greeks_chunk(p.F, p.K, p.sigma, p.T, p.cp, p.r, p.q, p.model, p.inverse,
-                                   *flats, fix, start, stop)
+                                   *flats, _NO_FIX, start, stop, check)
 
-    _parallel.run_chunked(run, p.n, workers, min_chunk=_MIN_CHUNK)
+    bad = _parallel.run_chunked(run, p.n, workers, min_chunk=_MIN_CHUNK)
+    if check and any(b >= 0 for b in bad):
+        p.raise_invalid()
     return {g: _result(res[g]) for g in wanted}
 
 
@@ -332,6 +404,7 @@ IV_FLAGS = {
     2: "price at or above the upper bound (vol NaN)",
     3: "price equals intrinsic value, T > 0: no time value (vol 0)",
     4: "T == 0 and price equals intrinsic value: vol undetermined (NaN)",
+    5: "the bounded iteration did not converge (vol NaN; not expected for valid prices)",
 }
 # the solver costs ~100x a price: smaller chunks already pay for a thread
 _IV_MIN_CHUNK = 1024
@@ -379,7 +452,8 @@ def implied_vol(
         ``2`` price at or above the upper bound (``F`` for calls, ``K`` for puts, discounted; for
         ``T == 0`` any price above intrinsic): NaN; ``3`` price equals the intrinsic value with
         ``T > 0``: vol 0, the only vol giving no time value (a time value that underflowed to 0
-        lands here too); ``4`` ``T == 0`` and price equals intrinsic: every vol fits, NaN.
+        lands here too); ``4`` ``T == 0`` and price equals intrinsic: every vol fits, NaN; ``5`` the
+        bounded iteration did not converge: NaN (not observed for valid prices).
         Prices within 8 ulps of the intrinsic value (ulps of ``max(F, K)``) or of the upper bound
         count as on it.
 
@@ -393,7 +467,8 @@ def implied_vol(
     >>> flags
     array([1, 0, 1], dtype=int8)
     """
-    prices = as_float_array(price, "price")
+    prices = _as_float(price, "price")
+    return_flags = _flag(return_flags, "return_flags")
     # validate forward/strike/time/rates exactly as price() does; vol is a dummy zero array with
     # the price's shape so that the broadcast shape includes it
     p = _Prepared(forward, strike, np.zeros(prices.shape), time, option_type, rate, carry, model,
