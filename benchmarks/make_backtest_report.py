@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from dpm.market.history import load_history
-from dpm.models.calibration.garch import fit_garch
 from dpm.models.backtest import DEFAULT_STRESS_PERIODS, es_backtest_z2, procyclicality_report, replay
+from dpm.models.calibration.garch import fit_garch
 from dpm.models.generators.stress import stress_event_table
 
 DOC = ROOT / "docs" / "var-es-calibration.md"

@@ -252,6 +252,10 @@ def verdict(scores: dict) -> str:
         else:
             line += ". No baseline passes"
         out.append(line + ".")
+    models = [k for k in scores[PORTFOLIOS[0]] if all(k in scores[p] for p in PORTFOLIOS)]
+    everywhere = [k for k in models if all(scores[p][k]["kupiec_p"] > 0.05 and scores[p][k]["ind_p"] > 0.05
+                                           and not scores[p][k]["z2_reject"] for p in PORTFOLIOS)]
+    out.append(f"- **Passing on all three books**: {', '.join(everywhere) if everywhere else 'none'}.")
     return "\n".join(out)
 
 
@@ -364,7 +368,7 @@ def figures(lr, rows, series: dict, margins, books) -> None:
     fig.savefig(IMG / "models_regimes.png", dpi=110)
     fig = Figure(figsize=(11, 5))
     ax = fig.add_subplot(1, 1, 1)
-    show = ["FHS 500d (baseline)", "t-GARCH", "DCC (t-GARCH margins)", "regime (2-state HMM)",
+    show = ["EWMA-normal (baseline)", "FHS 500d (baseline)", "GJR-GARCH skew-t", "regime (3-state HMM)",
             "learned (GBM quantiles + FHS)"]
     m = (d[rows] >= np.datetime64("2020-01-01")) & (d[rows] <= np.datetime64("2021-12-31"))
     plot_model_margins(d[rows][m], {k: margins[STRADDLE][k]["es975"][m] for k in show},

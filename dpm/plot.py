@@ -131,7 +131,7 @@ def _dates(dates: Any, n: int, name: str = "dates") -> np.ndarray:
 
 
 def plot_regimes(dates: Any, regime_prob: Any, correlation: Mapping[str, Any], *, prices: Any = None,
-                 price_label: str = "BTC", ax: Any = None) -> Any:
+                 price_label: str = "BTC", smooth: int | None = 30, ax: Any = None) -> Any:
     """Stressed-regime probability and dynamic correlations over time (two stacked panels).
 
     Parameters
@@ -144,6 +144,9 @@ def plot_regimes(dates: Any, regime_prob: Any, correlation: Mapping[str, Any], *
         Correlation paths to compare (e.g. DCC, EWMA).
     prices : array_like, shape (T,), optional
         Drawn on a log scale behind the regime probability.
+    smooth : int or None
+        Also draw the trailing ``smooth``-day mean of the probability (daily probabilities of a
+        short-lived regime flicker; the mean shows how often the regime was likely).
     ax : sequence of two Axes, optional
 
     Returns
@@ -158,7 +161,14 @@ def plot_regimes(dates: Any, regime_prob: Any, correlation: Mapping[str, Any], *
     else:
         fig = ax[0].figure
     a0, a1 = ax
-    a0.fill_between(d, 0.0, p, step="post", color="tab:red", alpha=0.35, lw=0, label="P(stressed regime)")
+    a0.plot(d, p, color="tab:red", alpha=0.35, lw=0.4, label="P(stressed regime)")
+    if smooth:
+        k = int(smooth)
+        c = np.concatenate([[0.0], np.cumsum(p)])
+        idx = np.arange(p.size)
+        lo = np.maximum(0, idx - k + 1)
+        a0.plot(d, (c[idx + 1] - c[lo]) / (idx - lo + 1), color="tab:red", lw=1.4,
+                label=f"trailing {k}-day mean")
     a0.set_ylim(0, 1)
     a0.set_ylabel("probability")
     if prices is not None:

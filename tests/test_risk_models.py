@@ -289,3 +289,25 @@ def test_walk_forward_fails_closed(lr):
         GarchModel(correlation="dcc").fit(lr.values)
     with pytest.raises(InvalidInputError, match="at least 2"):
         DCCModel().fit(lr.values[:, :1])
+
+
+def test_dynamic_model_keeps_the_base_correlations_of_underlyings_the_ranges_do_not_cover():
+    from dataclasses import replace
+
+    from dpm.models.calibration.ranges import DynamicScanRange
+
+    n = 3
+    ones = np.full((n, 2), 0.1)
+    corr = np.tile(np.array([[1.0, 0.3], [0.3, 1.0]]), (n, 1, 1))
+    ranges = DynamicScanRange(np.array(["2024-01-01", "2024-01-02", "2024-01-03"], dtype="datetime64[D]"),
+                              ("BTC", "ETH"), 0.99, 2, ones, ones, ones, ones, np.zeros((n, 2), bool),
+                              np.zeros((n, 2), bool), ones, ones, ones, corr, "test")
+    base = replace(dpm_default(), correlation=np.array([[1, 0.8, 0.5], [0.8, 1, 0.6], [0.5, 0.6, 1.0]]),
+                   correlation_order=("BTC", "ETH", "SOL"))
+    m = dynamic_model(base, ranges, 1)
+    C = m.correlation_matrix(["SOL", "ETH", "BTC"])
+    assert C[2, 1] == pytest.approx(0.3) and C[0, 1] == pytest.approx(0.6) and C[0, 2] == pytest.approx(0.5)
+    assert "correlation" in m.source and "test calibration" in m.source
+    bad = replace(ranges, correlation=np.full((n, 2, 2), np.nan))
+    with pytest.raises(InvalidInputError, match="correlation on 2024-01-02 is not finite"):
+        dynamic_model(base, bad, 1)

@@ -347,7 +347,9 @@ class HARModel:
 
     ``realized`` is the daily realised-variance measure aligned with the returns the model will see
     (row ``t`` measures ``r[t]``; e.g. Garman-Klass from :func:`dpm.market.history.load_ohlc`);
-    ``None`` uses squared returns. The HAR forecast of the measure is rescaled by
+    ``None`` uses squared returns. ``log`` (default: True for a given measure, False for squared
+    returns, whose logarithm is dominated by near-zero days) models log realised variance. The HAR
+    forecast of the measure is rescaled by
     ``mean(r^2) / mean(measure)`` over the fit sample (range estimators miss part of the
     close-to-close variance). Scenarios: the last ``window`` return vectors divided by their HAR
     vol forecasts, times today's forecast (as FHS, with HAR instead of EWMA vols).
@@ -355,7 +357,7 @@ class HARModel:
 
     realized: np.ndarray | None = None
     windows: tuple[int, ...] = (1, 7, 30)
-    log: bool = True
+    log: bool | None = None
     window: int = 500
     lambda_: float = 0.94
     min_obs: int = 600
@@ -371,34 +373,43 @@ class HARModel:
             raise InvalidInputError(f"realized: shape {rv.shape} does not cover returns {r.shape}")
         return rv[: r.shape[0]]
 
+    @property
+    def use_log(self) -> bool:
+        return (self.realized is not None) if self.log is None else bool(self.log)
+
     def fit(self, returns: np.ndarray) -> _FittedHAR:
         r, _ = _as_returns(returns, "returns", min_obs=self.min_obs)
         rv = self._measure(r)
         fits = []
         ratio = []
+        floor = np.zeros(r.shape[1])
         for j in range(r.shape[1]):
-            x = rv[:, j].copy()
-            if self.log:
+            x = rv[:, j]
+            if self.use_log:
+                # zero measures (a flat day) have no logarithm: floor them at the smallest positive
+                # measure of the fit sample (kept, so new data are treated the same way)
                 pos = x[np.isfinite(x) & (x > 0)]
-                x = np.where(np.isfinite(x) & (x <= 0), pos.min() if pos.size else 1e-12, x)
-            fits.append(fit_har(x, self.windows, log=self.log))
+                floor[j] = pos.min() if pos.size else 1e-12
+                x = np.where(np.isfinite(x), np.maximum(x, floor[j]), x)
+            fits.append(fit_har(x, self.windows, log=self.use_log))
             ok = np.isfinite(rv[:, j])
             ratio.append(float(np.mean(r[ok, j] ** 2) / np.mean(rv[ok, j])))
-        return _FittedHAR(self, fits, np.array(ratio))
+        return _FittedHAR(self, fits, np.array(ratio), floor)
 
 
 class _FittedHAR:
-    def __init__(self, model: HARModel, fits: list[HARFit], ratio: np.ndarray) -> None:
+    def __init__(self, model: HARModel, fits: list[HARFit], ratio: np.ndarray, floor: np.ndarray) -> None:
         self.model = model
         self.fits = fits
         self.ratio = ratio
+        self.floor = floor
 
     def path(self, returns: np.ndarray) -> ModelPath:
         r, _ = _as_returns(returns, "returns", min_obs=1)
         rv = self.model._measure(r)
-        var = np.column_stack([f.forecast_path(np.where(rv[:, j] > 0, rv[:, j], np.nan) if self.model.log
-                                               else rv[:, j]) * self.ratio[j]
-                               for j, f in enumerate(self.fits)])
+        if self.model.use_log:
+            rv = np.where(np.isfinite(rv), np.maximum(rv, self.floor), rv)
+        var = np.column_stack([f.forecast_path(rv[:, j]) * self.ratio[j] for j, f in enumerate(self.fits)])
         vols = np.sqrt(var)
         with np.errstate(invalid="ignore", divide="ignore"):
             z = r / vols[:-1]
