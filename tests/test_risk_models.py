@@ -24,7 +24,6 @@ from dpm.models.dependence.dcc import DCCModel
 from dpm.models.dependence.learned import LearnedTailModel, tail_features, walk_forward_quantiles
 from dpm.models.dependence.regimes import RegimeModel
 from dpm.models.dynamic import dynamic_model
-from dpm.models.market_scenarios import MarketScenarios
 from dpm.models.measures import var_es
 from dpm.models.risk_model import (
     MODEL_NAMES,
@@ -36,6 +35,7 @@ from dpm.models.risk_model import (
     WalkForward,
     risk_model,
 )
+from dpm.models.scenarios import MarketScenarios
 from dpm.portfolio.accounts import AccountBook
 from dpm.pricing import price
 

@@ -44,9 +44,8 @@ BUNDLED_HISTORY_SOURCE = (
     "crypto-volatility-lab sandbox/data/all_currencies_data.csv @ c79a47eb"
 )
 
-_BUNDLED = Path(__file__).resolve().parent / "data" / "crypto_daily_usd.csv"
-# Fallback used while the bundled copy is not yet in the package tree (development checkouts).
-_SHARED = Path("/work/shared/data/crypto_daily_usd.csv")
+# dpm/data/, next to the other bundled files (this module is in dpm/market/)
+_BUNDLED = Path(__file__).resolve().parents[1] / "data" / "crypto_daily_usd.csv"
 
 
 def _freeze(arr: np.ndarray) -> np.ndarray:
@@ -471,11 +470,9 @@ def _read_parquet(p: Path) -> tuple[list[str], dict[str, Any]]:
 
 @functools.lru_cache(maxsize=1)
 def _bundled() -> PriceHistory:
-    path = _BUNDLED if _BUNDLED.exists() else _SHARED
-    if not path.exists():
-        raise FileNotFoundError(
-            f"bundled history not found at {_BUNDLED} (nor at {_SHARED}); pass a path"
-        )
+    path = _BUNDLED
+    if not path.exists():  # pragma: no cover - a broken installation
+        raise FileNotFoundError(f"bundled history not found at {_BUNDLED}; reinstall dpm or pass a path")
     header, rows = _read_csv(path)
     idx = {h: j for j, h in enumerate(header)}
     hist = history_from_long([r[idx["date"]] for r in rows], [r[idx["asset"]] for r in rows],
@@ -517,7 +514,7 @@ def load_ohlc(asset: str, path: str | os.PathLike | None = None) -> OHLCHistory:
     Raises :class:`~dpm.errors.InvalidInputError` naming the date of a non-finite or non-positive
     price, of a high below the open/close or a low above them, and on unsorted or duplicate dates.
     """
-    p = Path(path) if path is not None else (_BUNDLED if _BUNDLED.exists() else _SHARED)
+    p = Path(path) if path is not None else _BUNDLED
     if not p.exists():
         raise InvalidInputError(f"path: no such file {str(p)!r}")
     header, rows = _read_csv(p)

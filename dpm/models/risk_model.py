@@ -18,7 +18,7 @@ into:
 
 1. :meth:`WalkForward.scan_ranges` — a :class:`~dpm.models.calibration.ranges.DynamicScanRange`
    (with per-day correlation) for :func:`dpm.models.dynamic.dynamic_model`;
-2. :meth:`WalkForward.scenarios` — :class:`~dpm.models.market_scenarios.MarketScenarios` for the
+2. :meth:`WalkForward.scenarios` — :class:`~dpm.models.scenarios.MarketScenarios` for the
    VaR/ES engine (:class:`dpm.engines.risk.ScenarioRiskEngine`);
 3. the backtest harness — :func:`dpm.models.backtest.replay` takes a model object or name.
 
@@ -49,7 +49,7 @@ from dpm.models.calibration.ranges import (
     fit_vol_shock_proxy,
     vol_shock_sizes,
 )
-from dpm.models.market_scenarios import MarketScenarios
+from dpm.models.scenarios import MarketScenarios
 
 __all__ = [
     "EWMAModel",
