@@ -22,6 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from dpm.market.history import load_history
 from dpm.models.backtest import DEFAULT_STRESS_PERIODS, es_backtest_z2, procyclicality_report, replay
+from dpm.models.calibration.garch import fit_garch
 from dpm.models.generators.stress import stress_event_table
 
 DOC = ROOT / "docs" / "var-es-calibration.md"
@@ -119,6 +120,21 @@ def procyclicality_table(hist) -> str:
     return "\n".join(lines)
 
 
+def garch_table(hist) -> str:
+    """GARCH(1,1) (Gaussian QMLE) on each asset's whole history, classic and robust standard errors."""
+    lines = ["| asset | returns | omega (x1e-6) | alpha | beta | alpha + beta | long-run vol (annual) | "
+             "s.e. alpha, beta (classic) | s.e. alpha, beta (robust) |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
+    for asset in ("BTC", "ETH"):
+        r = hist.log_returns(asset).values[:, 0]
+        f = fit_garch(r)
+        lines.append(
+            f"| {asset} | {f.n_obs} | {f.omega * 1e6:.2f} | {f.alpha:.3f} | {f.beta:.3f} | {f.persistence:.3f} | "
+            f"{np.sqrt(365 * f.long_run_variance):.0%} | {f.std_errors[1]:.3f}, {f.std_errors[2]:.3f} | "
+            f"{f.robust_std_errors[1]:.3f}, {f.robust_std_errors[2]:.3f} |")
+    return "\n".join(lines)
+
+
 def stress_table(hist) -> str:
     rows = stress_event_table(hist)
     lines = ["| scenario | base close | end close | BTC | ETH | USDT | BTC vol shock | "
@@ -165,6 +181,11 @@ def main() -> None:
         f"Generated from the bundled history ({hist.dates[0]} … {hist.dates[-1]}); margins from "
         f"{START}, 99 % confidence, 1-day horizon (so that breaches are independent under the "
         "null); a breach is a realised next-day loss above the margin.",
+        "#### GARCH(1,1) fits on the whole history (`fit_garch`, Gaussian quasi-maximum likelihood)",
+        "The robust (Bollerslev-Wooldridge sandwich) standard errors are the ones to read: the returns "
+        "are far from conditionally normal, and the classic inverse-Hessian errors understate the "
+        "uncertainty two- to three-fold.",
+        garch_table(hist),
         "#### Coverage backtest",
         coverage_table(hist),
         "#### Expected-shortfall backtest (Acerbi-Székely Z2, 97.5 % ES, 1 day)",

@@ -14,7 +14,7 @@ from dpm.errors import InvalidInputError, InvalidTypeError
 from dpm.market.snapshot import MS_PER_YEAR, MarketSnapshot
 from dpm.market.surface import VolSurface
 
-__all__ = ["plot_risk_matrix", "plot_smiles"]
+__all__ = ["plot_model_margins", "plot_regimes", "plot_risk_matrix", "plot_smiles"]
 
 
 def _pyplot() -> Any:
@@ -160,4 +160,113 @@ def plot_smiles(
     ax.set_title(title + (" (dots: marks)" if mk is not None else ""))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    return fig
+
+
+def _dates(dates: Any, n: int, name: str = "dates") -> np.ndarray:
+    d = np.asarray(dates).astype("datetime64[D]")
+    if d.shape != (n,):
+        raise InvalidInputError(f"{name}: expected {n} dates, got shape {d.shape}")
+    return d
+
+
+def plot_regimes(dates: Any, regime_prob: Any, correlation: Mapping[str, Any], *, prices: Any = None,
+                 price_label: str = "BTC", smooth: int | None = 30, ax: Any = None) -> Any:
+    """Stressed-regime probability and dynamic correlations over time (two stacked panels).
+
+    Parameters
+    ----------
+    dates : array_like of datetime64, shape (T,)
+    regime_prob : array_like, shape (T,)
+        Probability of the stressed regime (e.g. the filtered one of
+        :class:`dpm.models.dependence.regimes.GaussianHMMFit`).
+    correlation : mapping label -> array (T,)
+        Correlation paths to compare (e.g. DCC, EWMA).
+    prices : array_like, shape (T,), optional
+        Drawn on a log scale behind the regime probability.
+    smooth : int or None
+        Also draw the trailing ``smooth``-day mean of the probability (daily probabilities of a
+        short-lived regime flicker; the mean shows how often the regime was likely).
+    ax : sequence of two Axes, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _pyplot()
+    p = np.asarray(regime_prob, dtype=np.float64)
+    d = _dates(dates, p.size)
+    if ax is None:
+        fig, ax = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True)
+    else:
+        fig = ax[0].figure
+    a0, a1 = ax
+    a0.plot(d, p, color="tab:red", alpha=0.35, lw=0.4, label="P(stressed regime)")
+    if smooth:
+        k = int(smooth)
+        c = np.concatenate([[0.0], np.cumsum(p)])
+        idx = np.arange(p.size)
+        lo = np.maximum(0, idx - k + 1)
+        a0.plot(d, (c[idx + 1] - c[lo]) / (idx - lo + 1), color="tab:red", lw=1.4,
+                label=f"trailing {k}-day mean")
+    a0.set_ylim(0, 1)
+    a0.set_ylabel("probability")
+    if prices is not None:
+        tw = a0.twinx()
+        tw.semilogy(d, _check_len(prices, p.size, "prices"), color="0.2", lw=0.8, label=price_label)
+        tw.set_ylabel(f"{price_label} (log scale)")
+    a0.legend(loc="upper left", fontsize=8)
+    a0.set_title("Regime probability (filtered, no look-ahead)")
+    for label, c in correlation.items():
+        a1.plot(d, _check_len(c, p.size, f"correlation[{label!r}]"), lw=0.9, label=label)
+    a1.set_ylabel("correlation")
+    a1.set_title("Dynamic correlation forecasts")
+    a1.grid(True, alpha=0.3)
+    a1.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _check_len(x: Any, n: int, name: str) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    if a.shape != (n,):
+        raise InvalidInputError(f"{name}: expected shape ({n},), got {a.shape}")
+    return a
+
+
+def plot_model_margins(dates: Any, margins: Mapping[str, Any], realized_pnl: Any, *, ax: Any = None,
+                       title: str = "Margin (drawn as -margin) against realised P&L") -> Any:
+    """Each model's margin (as ``-margin``) against the realised P&L, breaches of each marked.
+
+    Parameters
+    ----------
+    dates : array_like of datetime64, shape (T,)
+    margins : mapping model name -> array (T,)
+    realized_pnl : array_like, shape (T,)
+    ax : Axes, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    plt = _pyplot()
+    pnl = np.asarray(realized_pnl, dtype=np.float64)
+    d = _dates(dates, pnl.size)
+    if not margins:
+        raise InvalidInputError("margins: no model to draw")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(11, 5))
+    else:
+        fig = ax.figure
+    ax.plot(d, pnl, lw=0.5, color="0.6", label="realised P&L")
+    colours = plt.cm.tab10(np.arange(len(margins)) % 10)
+    for (label, m), c in zip(margins.items(), colours):
+        mm = _check_len(m, pnl.size, f"margins[{label!r}]")
+        breach = -pnl > mm
+        ax.plot(d, -mm, lw=0.9, color=c, label=f"{label} ({int(breach.sum())} breaches)")
+        ax.scatter(d[breach], pnl[breach], s=10, color=c, zorder=3)
+    ax.axhline(0.0, color="k", lw=0.5)
+    ax.set_title(title)
+    ax.legend(loc="lower left", fontsize=7, ncol=2)
+    fig.tight_layout()
     return fig

@@ -31,10 +31,12 @@ from dpm.errors import InvalidInputError, InvalidTypeError
 __all__ = [
     "BUNDLED_HISTORY_SOURCE",
     "LogReturns",
+    "OHLCHistory",
     "PriceHistory",
     "history_from_long",
     "history_from_wide",
     "load_history",
+    "load_ohlc",
 ]
 
 BUNDLED_HISTORY_SOURCE = (
@@ -42,8 +44,8 @@ BUNDLED_HISTORY_SOURCE = (
     "crypto-volatility-lab sandbox/data/all_currencies_data.csv @ c79a47eb"
 )
 
+# dpm/data/, next to the other bundled files (this module is in dpm/market/)
 _BUNDLED = Path(__file__).resolve().parents[1] / "data" / "crypto_daily_usd.csv"
-# Fallback used while the bundled copy is not yet in the package tree (development checkouts).
 
 
 def _freeze(arr: np.ndarray) -> np.ndarray:
@@ -476,3 +478,74 @@ def _bundled() -> PriceHistory:
     hist = history_from_long([r[idx["date"]] for r in rows], [r[idx["asset"]] for r in rows],
                              [float(r[idx["close"]]) for r in rows], source=str(path))
     return hist
+
+
+# ---------------------------------------------------------------------------------------------
+# Daily open/high/low/close of one asset (range-based volatility estimators)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OHLCHistory:
+    """Daily open, high, low and close of one asset (read-only arrays of one length).
+
+    The bundled data are UTC days: ``open`` at 00:00, ``close`` at 24:00, ``high``/``low`` the
+    extremes in between, so ``ln(close[t] / close[t-1])`` spans the same day as the range.
+    """
+
+    dates: np.ndarray
+    asset: str
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+
+    def __post_init__(self) -> None:
+        for name in ("dates", "open", "high", "low", "close"):
+            _freeze(getattr(self, name))
+
+    def __len__(self) -> int:
+        return len(self.dates)
+
+
+def load_ohlc(asset: str, path: str | os.PathLike | None = None) -> OHLCHistory:
+    """Open/high/low/close of ``asset`` from the bundled data or a long CSV with the columns
+    ``date, asset, open, high, low, close`` (other columns ignored).
+
+    Raises :class:`~dpm.errors.InvalidInputError` naming the date of a non-finite or non-positive
+    price, of a high below the open/close or a low above them, and on unsorted or duplicate dates.
+    """
+    p = Path(path) if path is not None else _BUNDLED
+    if not p.exists():
+        raise InvalidInputError(f"path: no such file {str(p)!r}")
+    header, rows = _read_csv(p)
+    idx = {h.lower(): j for j, h in enumerate(header)}
+    need = ("date", "asset", "open", "high", "low", "close")
+    missing = [c for c in need if c not in idx]
+    if missing:
+        raise InvalidInputError(f"{p}: missing column(s) {missing} (columns: {', '.join(header)})")
+    sel = [r for r in rows if r[idx["asset"]].strip() == asset]
+    if not sel:
+        raise InvalidInputError(f"asset: no rows for {asset!r} in {p}")
+    days = _as_days([r[idx["date"]] for r in sel], "date")
+    cols = {c: np.array([_to_float(r[idx[c]], f"column {c!r}, {asset} row {i + 1}") for i, r in enumerate(sel)])
+            for c in ("open", "high", "low", "close")}
+    order = np.argsort(days, kind="stable")
+    days = days[order]
+    cols = {c: v[order] for c, v in cols.items()}
+    step = np.diff(days.astype(np.int64))
+    if np.any(step <= 0):
+        i = int(np.flatnonzero(step <= 0)[0])
+        raise InvalidInputError(f"date: duplicate date {days[i + 1]} for {asset!r}")
+    for c, v in cols.items():
+        bad = ~np.isfinite(v) | (v <= 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InvalidInputError(f"{c}: price must be finite and > 0: {asset!r} on {days[i]} has {v[i]!r}")
+    o, h, lo, c = cols["open"], cols["high"], cols["low"], cols["close"]
+    bad = (h < np.maximum(o, c)) | (lo > np.minimum(o, c))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise InvalidInputError(
+            f"high/low: {asset!r} on {days[i]}: high {h[i]!r} / low {lo[i]!r} do not bracket "
+            f"open {o[i]!r} and close {c[i]!r}")
+    return OHLCHistory(days, asset, o, h, lo, c)

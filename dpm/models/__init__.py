@@ -1,5 +1,6 @@
 """Models layer: scenario sets and their generators, calibration, the risk-matrix margin model and
-venue presets, dynamic parameters, risk measures and backtests.
+venue presets, dynamic parameters, risk models (volatility and dependence, walk-forward), risk
+measures and backtests.
 """
 from __future__ import annotations
 
@@ -12,16 +13,24 @@ _EXPORTS = {
     "DEFAULT_STRESS_PERIODS": "dpm.models.backtest",
     "DeltaShock": "dpm.models.risk_matrix",
     "ESBacktestResult": "dpm.models.backtest",
+    "EWMAModel": "dpm.models.risk_model",
+    "FHSModel": "dpm.models.risk_model",
     "FLAG_DAMPENED": "dpm.models.scenarios",
     "FLAG_EXTENDED": "dpm.models.scenarios",
     "FLAG_EXTREME": "dpm.models.scenarios",
     "FLAG_PADDING": "dpm.models.scenarios",
+    "Forecast": "dpm.models.risk_model",
+    "GarchModel": "dpm.models.risk_model",
+    "HARModel": "dpm.models.risk_model",
     "IndependenceResult": "dpm.models.backtest",
     "KupiecResult": "dpm.models.backtest",
+    "MODEL_NAMES": "dpm.models.risk_model",
     "MarketScenarios": "dpm.models.scenarios",
+    "ModelPath": "dpm.models.risk_model",
     "PRESETS": "dpm.models.presets",
     "ReplayResult": "dpm.models.backtest",
     "RiskMatrixModel": "dpm.models.risk_matrix",
+    "RiskModel": "dpm.models.risk_model",
     "RollShock": "dpm.models.risk_matrix",
     "ScenarioGrid": "dpm.models.scenarios",
     "ScenarioSet": "dpm.models.scenarios",
@@ -33,6 +42,7 @@ _EXPORTS = {
     "VaRES": "dpm.models.measures",
     "VolShock": "dpm.models.scenarios",
     "VolTermStructure": "dpm.models.scenarios",
+    "WalkForward": "dpm.models.risk_model",
     "backtest_margin": "dpm.models.backtest",
     "christoffersen_conditional_coverage": "dpm.models.backtest",
     "christoffersen_independence": "dpm.models.backtest",
@@ -46,6 +56,7 @@ _EXPORTS = {
     "incremental_es": "dpm.models.measures",
     "kupiec_pof": "dpm.models.backtest",
     "linear_pnl": "dpm.models.measures",
+    "model_margins": "dpm.models.backtest",
     "okx_pm": "dpm.models.presets",
     "paradex_pm": "dpm.models.presets",
     "plot_backtest": "dpm.models.backtest",
@@ -53,6 +64,7 @@ _EXPORTS = {
     "price_grid": "dpm.models.scenarios",
     "procyclicality_report": "dpm.models.backtest",
     "replay": "dpm.models.backtest",
+    "risk_model": "dpm.models.risk_model",
     "tail_count": "dpm.models.measures",
     "tail_weights": "dpm.models.measures",
     "traffic_light": "dpm.models.backtest",

@@ -55,6 +55,7 @@ __all__ = [
     "christoffersen_conditional_coverage",
     "christoffersen_independence",
     "kupiec_pof",
+    "model_margins",
     "plot_backtest",
     "procyclicality_report",
     "replay",
@@ -422,11 +423,12 @@ def _exposure_rows(hist: PriceHistory, quantities: Mapping[str, float]):
     return assets, q
 
 
-def replay(quantities: Mapping[str, float], model: str = "hs", *,
+def replay(quantities: Mapping[str, float], model: Any = "hs", *,
            history: PriceHistory | None = None, level: float = 0.99, measure: str = "es",
            horizon: int = 1, window: int = 500, lambda_: float = 0.94, warmup: int = 30,
            start: Any = None, end: Any = None, static_range: float | Mapping[str, float] = 0.16,
-           scan_kwargs: Mapping[str, Any] | None = None, refit_days: int = 250) -> ReplayResult:
+           scan_kwargs: Mapping[str, Any] | None = None, refit_days: int = 250,
+           n_scenarios: int = 10_000, seed: int = 0) -> ReplayResult:
     """Roll a fixed linear portfolio through history: each day's margin vs next-horizon P&L.
 
     Parameters
@@ -450,6 +452,13 @@ def replay(quantities: Mapping[str, float], model: str = "hs", *,
           combinations of ``±range`` (no correlation offset).
         * ``"scan"``: the same with the dynamic ranges of :func:`dpm.models.calibration.ranges`
           (confidence ``level``, ``horizon_days=horizon``; ``scan_kwargs`` go to it).
+        * any other name of :data:`dpm.models.risk_model.MODEL_NAMES` (``"t_garch"``, ``"dcc"``,
+          ``"regime"``, ``"t_copula"``, ``"learned"``, ...) or a
+          :class:`~dpm.models.risk_model.RiskModel` object: the model is walked forward
+          (:class:`~dpm.models.risk_model.WalkForward`, refitted every ``refit_days`` on the
+          returns so far, first fit on ``max(window, model.min_obs)`` returns) and each day's
+          margin is the VaR/ES of the portfolio over ``n_scenarios`` of its scenarios (seed
+          ``seed + row``), revalued in full (``q P expm1(R)``). See :func:`model_margins`.
     measure : {"es", "var"}
         Risk measure for hs/fhs/ewma_normal.
     history : PriceHistory, optional
@@ -523,9 +532,27 @@ def replay(quantities: Mapping[str, float], model: str = "hs", *,
                          assets=assets, **kw)
         margin = (np.abs(expo) * sr.range).sum(axis=1)
     else:
-        raise InvalidInputError(
-            f"model: expected 'hs', 'fhs', 'ewma_normal', 'garch_normal', 'static' or 'scan', "
-            f"got {model!r}")
+        from dpm.models.risk_model import MODEL_NAMES, RiskModel, WalkForward, risk_model  # noqa: PLC0415
+
+        if isinstance(model, str):
+            if model not in MODEL_NAMES:
+                raise InvalidInputError(
+                    f"model: expected 'hs', 'fhs', 'ewma_normal', 'garch_normal', 'static', 'scan', one of "
+                    f"{MODEL_NAMES} or a RiskModel, got {model!r}")
+            model = risk_model(model)
+        elif not isinstance(model, RiskModel):
+            raise InvalidInputError(f"model: expected a name or a RiskModel, got {type(model).__name__}")
+        wf = WalkForward(model, r, dates=ret.dates, underlyings=assets, refit_every=refit_days,
+                         first_fit=max(window, int(model.min_obs)), vol_shocks=False)
+        rows = np.arange(wf.first_day, n - h)
+        if start is not None:
+            rows = rows[ret.dates[rows] >= np.datetime64(start, "D")]
+        if end is not None:
+            rows = rows[ret.dates[rows] <= np.datetime64(end, "D")]
+        v, e = model_margins(wf, lambda t, x: np.expm1(x) @ expo[t], rows, [lv], horizon=h,
+                             n_scenarios=n_scenarios, seed=seed)
+        margin[rows] = np.maximum(e[:, 0] if measure == "es" else v[:, 0], 0.0)
+        model = model.name
 
     ok = np.isfinite(margin) & np.isfinite(pnl)
     if start is not None:
@@ -540,6 +567,54 @@ def replay(quantities: Mapping[str, float], model: str = "hs", *,
     report = backtest_margin(margin[ok], pnl[ok], 1.0 - lv)
     return ReplayResult(ret.dates[ok].copy(), margin[ok], pnl[ok], gross[ok], model, measure, lv, h,
                         dict(zip(assets, q.tolist())), report)
+
+
+def model_margins(walk_forward: Any, revalue: Any, rows: Any, levels: Sequence[float] = (0.99,), *,
+                  horizon: int = 1, n_scenarios: int = 10_000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """VaR and ES of one or several books, day by day, from a walked-forward risk model's scenarios.
+
+    Parameters
+    ----------
+    walk_forward : dpm.models.risk_model.WalkForward
+    revalue : callable ``(row, log_returns (S, U)) -> pnl``
+        Full revaluation of the book(s) held at the close of ``row`` under the scenario log
+        returns of the underlyings over ``horizon`` days: shape (S,) for one book or (B, S) for
+        ``B`` books revalued on the same scenarios (USD, gains positive).
+    rows : array_like of int
+        Rows (closes) to margin; each uses data up to that close only.
+    levels : sequence of float
+    horizon, n_scenarios, seed
+        Scenarios of day ``row`` are drawn with seed ``seed + row`` (reproducible in any order).
+
+    Returns
+    -------
+    var, es : ndarray, shape (len(rows), len(levels)) or (len(rows), B, len(levels))
+        Positive numbers are losses (:func:`dpm.models.measures.var_es` conventions).
+    """
+    rr = np.asarray(rows, dtype=np.int64).reshape(-1)
+    lvls = [_check_level(x, "level") for x in levels]
+    v = e = None
+    single = True
+    for i, t in enumerate(rr):
+        x = walk_forward.sample(int(t), n_scenarios, horizon=horizon, seed=seed + int(t))
+        pnl = np.asarray(revalue(int(t), x), dtype=np.float64)
+        if pnl.ndim == 1:
+            pnl = pnl[None, :]
+        elif i == 0:
+            single = False
+        if pnl.ndim != 2 or pnl.shape[1] != x.shape[0]:
+            raise InvalidInputError(f"revalue: expected {x.shape[0]} scenario P&Ls per book, got shape {pnl.shape}")
+        check_finite(pnl, "revalue")
+        if v is None:
+            v = np.empty((rr.size, pnl.shape[0], len(lvls)))
+            e = np.empty_like(v)
+        res = var_es(pnl, np.array(lvls), axis=1)   # (L, B): one sort for all levels
+        v[i] = res.var.T
+        e[i] = res.es.T
+    if v is None:
+        shape = (0, len(lvls))
+        return np.empty(shape), np.empty(shape)
+    return (v[:, 0], e[:, 0]) if single else (v, e)
 
 
 def _garch_covariance(r: np.ndarray, ewma_cov: np.ndarray, first_fit: int,

@@ -1,10 +1,12 @@
-"""Dynamic risk-matrix parameters: scan ranges and vol shocks that follow the market.
+"""Dynamic risk-matrix parameters: scan ranges, vol shocks and correlations that follow the market.
 
 :func:`dynamic_model` takes a static model (e.g. a preset) and replaces, per underlying, the price
 range and the vol-shock sizes with the values a :class:`dpm.models.calibration.DynamicScanRange` set on a
-given day (EWMA volatility with the anti-procyclicality floor, buffer and speed limit applied). The
-grid shape (steps, extended moves, add-ons) is kept, so the model stays comparable with its static
-version.
+given day (EWMA volatility — or any risk model through
+:meth:`dpm.models.risk_model.WalkForward.scan_ranges` — with the anti-procyclicality floor, buffer
+and speed limit applied), and, when the ranges carry one and the model offsets underlyings, the
+day's correlation matrix. The grid shape (steps, extended moves, add-ons) is kept, so the model stays
+comparable with its static version.
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ __all__ = ["dynamic_model"]
 
 
 def dynamic_model(base: RiskMatrixModel, ranges: DynamicScanRange, day: int | np.datetime64 | str = -1, *,
-                  vol_shocks: bool = True, asset_map: Mapping[str, str] | None = None) -> RiskMatrixModel:
+                  vol_shocks: bool = True, asset_map: Mapping[str, str] | None = None,
+                  correlation: bool = True) -> RiskMatrixModel:
     """``base`` with each underlying's price range (and vol shocks) taken from ``ranges`` on ``day``.
 
     Parameters
@@ -37,6 +40,10 @@ def dynamic_model(base: RiskMatrixModel, ranges: DynamicScanRange, day: int | np
         (ignored where they are NaN, i.e. before enough history).
     asset_map : mapping, optional
         Underlying name -> asset name in ``ranges`` when they differ.
+    correlation : bool
+        Replace the model's correlation by the day's ``ranges.correlation`` when both exist. A
+        model without correlation (plain sum of underlyings, no offsets) keeps none: the dynamic
+        data never add offsets the venue's model does not allow.
 
     Returns
     -------
@@ -77,5 +84,35 @@ def dynamic_model(base: RiskMatrixModel, ranges: DynamicScanRange, day: int | np
         changed.append(und)
     if not changed:
         raise InvalidInputError("ranges: no assets to apply")
-    return replace(base, name=f"{base.name}+dynamic@{label}", underlyings=unds,
-                   source=f"{base.source}; price ranges/vol shocks from EWMA calibration on {label}")
+    extra = {}
+    if correlation and ranges.correlation is not None and base.correlation is not None:
+        C = np.asarray(ranges.correlation[t], dtype=np.float64)
+        if not np.all(np.isfinite(C)):
+            raise InvalidInputError(f"ranges: correlation on {label} is not finite (not enough history?)")
+        from dpm.models.calibration.correlation import check_correlation  # noqa: PLC0415
+
+        order = tuple(next((u for u, a in amap.items() if a == asset), asset) for asset in ranges.assets)
+        # underlyings the ranges do not cover keep the model's own correlations with each other and,
+        # for lack of anything better, with the covered ones
+        if isinstance(base.correlation, Mapping):
+            known = tuple(dict.fromkeys(x for pair in base.correlation for x in pair))
+        else:
+            known = tuple(base.correlation_order)
+        union = order + tuple(x for x in known if x not in order)
+        if isinstance(base.correlation, Mapping):
+            full = base.correlation_matrix(union)
+        else:
+            full = np.eye(len(union))
+            given = np.asarray(base.correlation, dtype=np.float64)
+            pos = {x: i for i, x in enumerate(base.correlation_order)}
+            for i, a in enumerate(union):
+                for j, b in enumerate(union):
+                    if a in pos and b in pos:
+                        full[i, j] = given[pos[a], pos[b]]
+        k = len(order)
+        full[:k, :k] = C
+        extra = {"correlation": check_correlation(full, repair=True, names=list(union)),
+                 "correlation_order": union}
+    return replace(base, name=f"{base.name}+dynamic@{label}", underlyings=unds, **extra,
+                   source=f"{base.source}; price ranges/vol shocks{' and correlation' if extra else ''} "
+                          f"from the {ranges.model} calibration on {label}")

@@ -13,6 +13,7 @@ from scipy import optimize, signal
 
 from dpm.errors import InvalidInputError
 from dpm.models.calibration._inputs import _as_returns, _check_int
+from dpm.models.calibration.robust import sandwich_covariance
 
 __all__ = ['GarchFit', 'fit_garch', 'garch_loglik', 'garch_variance']
 
@@ -73,7 +74,8 @@ class GarchFit:
     std_errors : ndarray, shape (3,)
         Standard errors of (omega, alpha, beta) from the inverse numerical Hessian of the
         log-likelihood (NaN where the optimum sits on a bound or the Hessian is not invertible).
-        With variance targeting omega is not estimated and its standard error is NaN.
+        With variance targeting omega is not estimated and its standard error is NaN. These
+        assume the returns are conditionally normal; with fat tails they are too small.
     n_obs : int
     variance_targeting : bool
     converged : bool
@@ -88,6 +90,9 @@ class GarchFit:
     n_obs: int
     variance_targeting: bool
     converged: bool
+    robust_std_errors: np.ndarray | None = None
+    """Bollerslev-Wooldridge (sandwich) standard errors of (omega, alpha, beta), valid when the
+    innovations are not normal (:mod:`dpm.models.calibration.robust`); NaN as ``std_errors``."""
 
     @property
     def persistence(self) -> float:
@@ -211,6 +216,26 @@ def fit_garch(returns: Any, *, variance_targeting: bool = False, min_obs: int = 
                     se[0] *= scale2
     except np.linalg.LinAlgError:
         pass
+    rse = np.full(3, np.nan)
+
+    def loglik_obs(th: np.ndarray) -> np.ndarray:
+        if variance_targeting:
+            a, b = th
+            w = (1.0 - a - b) * h0
+        else:
+            w, a, b = th
+        hh = _garch_path(x, w, a, b, h0)[:-1]
+        if not np.all(hh > 0):
+            return np.full(n, np.nan)
+        return -0.5 * (np.log(2.0 * np.pi) + np.log(hh) + x2 / hh)
+
+    if np.all(np.isfinite(se[-2:])):
+        _, sandwich = sandwich_covariance(loglik_obs, theta)
+        d = np.diag(sandwich)
+        if np.all(d > 0):
+            rse[3 - theta.size:] = np.sqrt(d)
+            if not variance_targeting:
+                rse[0] *= scale2
     if variance_targeting:
         alpha, beta = float(theta[0]), float(theta[1])
         omega_s = (1.0 - alpha - beta) * h0
@@ -220,4 +245,4 @@ def fit_garch(returns: Any, *, variance_targeting: bool = False, min_obs: int = 
     h = _garch_path(r, omega, alpha, beta, scale2)
     loglik = -_garch_nll(r * r, h)
     return GarchFit(omega, alpha, beta, loglik, h, se, n, bool(variance_targeting),
-                    bool(best.success))
+                    bool(best.success), rse)

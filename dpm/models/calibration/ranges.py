@@ -18,7 +18,8 @@ from dpm.errors import InvalidInputError
 from dpm.models.calibration._inputs import _as_returns, _check_int, _check_level
 from dpm.models.calibration.ewma import ewma_variance
 
-__all__ = ['DynamicScanRange', 'VolShockProxy', 'fit_vol_shock_proxy', 'realized_log_vol', 'scale_vol_shock_to_expiry', 'scan_ranges', 'vol_shock_sizes']
+__all__ = ['DynamicScanRange', 'VolShockProxy', 'apply_apc', 'fit_vol_shock_proxy', 'realized_log_vol',
+           'scale_vol_shock_to_expiry', 'scan_ranges', 'vol_shock_sizes']
 
 
 def realized_log_vol(returns: Any, window: int = 30) -> np.ndarray:
@@ -176,14 +177,21 @@ class DynamicScanRange:
     dates : ndarray of datetime64[D] or None
     assets : tuple of str
     confidence, horizon_days : float, int
-    ewma_vol : daily EWMA vol forecast for day t+1.
-    raw : ``expm1(z * ewma_vol * sqrt(h))`` — the purely dynamic range.
+    ewma_vol : daily vol forecast for day t+1 (EWMA for :func:`scan_ranges`; the model's own for
+        ranges built by :meth:`dpm.models.risk_model.WalkForward.scan_ranges`).
+    raw : ``expm1(z * ewma_vol * sqrt(h))`` — the purely dynamic range (for other models: the
+        larger of the ``confidence`` quantiles of the model's up and down h-day log moves).
     floor : APC floor range (NaN where not yet available or ``floor=None``).
     buffer_rate : buffer applied on the day (0 .. ``buffer``); 0 while released.
     buffer_released : bool, the release trigger fired (raw range rising fast).
     capped : bool, the daily-increase cap bound.
     range : final scan range (buffered, released or capped as described in :func:`scan_ranges`).
     vol_up, vol_down : relative 30-day implied-vol shock sizes from the realised-vol proxy.
+    correlation : ndarray, shape (n, A, A), or None
+        The model's correlation forecast for day t+1 (None: the model gives none; EWMA ranges
+        from :func:`scan_ranges` carry none, so margin models keep their own correlation).
+    model : str
+        Name of the model that produced ``ewma_vol`` and ``raw``.
     """
 
     dates: np.ndarray | None
@@ -199,6 +207,8 @@ class DynamicScanRange:
     range: np.ndarray
     vol_up: np.ndarray
     vol_down: np.ndarray
+    correlation: np.ndarray | None = None
+    model: str = "ewma"
 
     def latest(self) -> dict[str, dict[str, float]]:
         """Last day's final price range and vol shocks per asset."""
@@ -214,73 +224,35 @@ def _rolling_mean_sq(r: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-def scan_ranges(returns: Any, confidence: float = 0.99, horizon_days: int = 2,
-                lambda_: float = 0.94, *, floor: str | float | None = "stressed",
-                stressed_window: int = 250, stress_weight: float = 0.25,
-                long_term_days: int = 3650, min_floor_obs: int = 250, buffer: float = 0.25,
-                release_trigger: float = 0.25, release_lookback: int = 5, rebuild_days: int = 20,
-                max_daily_increase: float | None = None, warmup: int = 30,
-                vol_window: int = 30, iv_beta: float = 1.0, dates: Any = None,
-                assets: Sequence[str] | None = None) -> DynamicScanRange:
-    """Dynamic price-scan ranges from EWMA vol, with EMIR-style anti-procyclicality tools.
+def apply_apc(raw: np.ndarray, returns: Any, confidence: float, horizon_days: int, *,
+              floor: str | float | None = "stressed", stressed_window: int = 250, stress_weight: float = 0.25,
+              long_term_days: int = 3650, min_floor_obs: int = 250, buffer: float = 0.25,
+              release_trigger: float = 0.25, release_lookback: int = 5, rebuild_days: int = 20,
+              max_daily_increase: float | None = None):
+    """Anti-procyclicality tools (floor, buffer with release, speed limit) on daily raw ranges.
 
-    Steps for each day ``t`` and asset (``z`` = standard normal ``confidence`` quantile):
-
-    1. ``raw = expm1(z * sigma_t * sqrt(horizon_days))`` with ``sigma_t`` the EWMA vol forecast for
-       day ``t+1`` (``lambda_``). ``expm1`` of the log-return quantile is larger than both
-       ``1 - exp(-x)`` (down move) and the log move, so the symmetric range ``±raw`` is
-       conservative on both sides.
-    2. Floor (RTS 153/2013 Art. 28(1)(b)/(c)):
-
-       * ``"long_term"``: vol over the trailing ``long_term_days`` (10 years, expanding before
-         that) — tool (c).
-       * ``"stressed"``: ``sqrt(w * sigma_S^2 + (1 - w) * sigma_LT^2)``, ``w = stress_weight``
-         (>= 25 %, tool (b)) and ``sigma_S`` the highest ``stressed_window``-day realised vol seen
-         up to ``t`` (the worst window, no look-ahead), ``sigma_LT`` the long-term vol.
-       * a float: a fixed range floor; ``None``: no floor.
-
-       The floor needs ``min_floor_obs`` returns; before that it is NaN and not applied.
-    3. Buffer (tool (a)): with ``base = max(raw, floor)``,
-       ``range_t = max(base_t (1 + b_t), min(range_(t-1), base_t (1 + buffer)))``.
-       ``b_t = buffer`` normally, so ``range = base (1 + buffer)``. The buffer is released
-       (``b_t = 0``) on days when ``raw`` exceeds ``(1 + release_trigger)`` times its value
-       ``release_lookback`` days earlier, and rebuilt linearly over ``rebuild_days`` afterwards. A
-       released buffer absorbs the rise: the range stays at its previous level until ``base``
-       overtakes it, then follows ``base`` without a buffer on top (it never drops because of a
-       release). While margins fall, the buffer is back in full as soon as that costs no call.
-    4. Optional speed limit: ``range_t <= range_(t-1) * (1 + max_daily_increase)``. This is a
-       governance tool, not an EMIR one; it may push margin below the model level on crash days
-       (``capped`` marks them) and so costs coverage.
-
-    Vol-shock sizes come from :func:`vol_shock_sizes` (a realised-vol proxy for implied-vol
-    changes; no implied-vol history exists in the bundled data).
-
-    Parameters
-    ----------
-    returns : array_like, shape (n,) or (n, A)
-        Daily log returns.
-    dates, assets : optional labels stored on the result.
+    Steps 2-4 of :func:`scan_ranges` applied to any model's purely dynamic ranges ``raw``
+    (shape (n, A), NaN where the model has no range yet). The floor uses the normal quantile of
+    ``confidence`` on the long-term / stressed realised vol of ``returns`` (shape (n, A)).
 
     Returns
     -------
-    DynamicScanRange
+    floor, buffer_rate, buffer_released, capped, range : ndarray, shape (n, A)
     """
     conf = _check_level(confidence)
     h = _check_int(horizon_days, "horizon_days", 1)
-    r, _ = _as_returns(returns, "returns", min_obs=max(warmup + 1, vol_window + h))
+    r, _ = _as_returns(returns, "returns", min_obs=1)
+    raw = np.asarray(raw, dtype=np.float64)
     n, a = r.shape
+    if raw.shape != (n, a):
+        raise InvalidInputError(f"raw: shape {raw.shape} differs from returns {r.shape}")
     if buffer < 0 or release_trigger < 0:
         raise InvalidInputError(f"buffer/release_trigger: must be >= 0, got {buffer}, {release_trigger}")
     if not (0.0 <= stress_weight <= 1.0):
         raise InvalidInputError(f"stress_weight: must be in [0, 1], got {stress_weight!r}")
     if max_daily_increase is not None and max_daily_increase <= 0:
         raise InvalidInputError(f"max_daily_increase: must be > 0, got {max_daily_increase!r}")
-    z = stats.norm.ppf(conf)
-    scale = z * np.sqrt(h)
-    var = ewma_variance(r, lambda_, warmup=warmup)
-    vol = np.sqrt(var[1:])  # row t: forecast for day t+1
-    raw = np.expm1(scale * vol)
-
+    scale = stats.norm.ppf(conf) * np.sqrt(h)
     # --- floor
     floor_rng = np.full((n, a), np.nan)
     if floor is not None:
@@ -340,6 +312,73 @@ def scan_ranges(returns: Any, confidence: float = 0.99, horizon_days: int = 2,
         final[t] = val
         prev = np.where(np.isfinite(val), val, prev)
 
+    return floor_rng, rate, released, capped, final
+
+
+def scan_ranges(returns: Any, confidence: float = 0.99, horizon_days: int = 2,
+                lambda_: float = 0.94, *, floor: str | float | None = "stressed",
+                stressed_window: int = 250, stress_weight: float = 0.25,
+                long_term_days: int = 3650, min_floor_obs: int = 250, buffer: float = 0.25,
+                release_trigger: float = 0.25, release_lookback: int = 5, rebuild_days: int = 20,
+                max_daily_increase: float | None = None, warmup: int = 30,
+                vol_window: int = 30, iv_beta: float = 1.0, dates: Any = None,
+                assets: Sequence[str] | None = None) -> DynamicScanRange:
+    """Dynamic price-scan ranges from EWMA vol, with EMIR-style anti-procyclicality tools.
+
+    Steps for each day ``t`` and asset (``z`` = standard normal ``confidence`` quantile):
+
+    1. ``raw = expm1(z * sigma_t * sqrt(horizon_days))`` with ``sigma_t`` the EWMA vol forecast for
+       day ``t+1`` (``lambda_``). ``expm1`` of the log-return quantile is larger than both
+       ``1 - exp(-x)`` (down move) and the log move, so the symmetric range ``±raw`` is
+       conservative on both sides.
+    2. Floor (RTS 153/2013 Art. 28(1)(b)/(c)):
+
+       * ``"long_term"``: vol over the trailing ``long_term_days`` (10 years, expanding before
+         that) — tool (c).
+       * ``"stressed"``: ``sqrt(w * sigma_S^2 + (1 - w) * sigma_LT^2)``, ``w = stress_weight``
+         (>= 25 %, tool (b)) and ``sigma_S`` the highest ``stressed_window``-day realised vol seen
+         up to ``t`` (the worst window, no look-ahead), ``sigma_LT`` the long-term vol.
+       * a float: a fixed range floor; ``None``: no floor.
+
+       The floor needs ``min_floor_obs`` returns; before that it is NaN and not applied.
+    3. Buffer (tool (a)): with ``base = max(raw, floor)``,
+       ``range_t = max(base_t (1 + b_t), min(range_(t-1), base_t (1 + buffer)))``.
+       ``b_t = buffer`` normally, so ``range = base (1 + buffer)``. The buffer is released
+       (``b_t = 0``) on days when ``raw`` exceeds ``(1 + release_trigger)`` times its value
+       ``release_lookback`` days earlier, and rebuilt linearly over ``rebuild_days`` afterwards. A
+       released buffer absorbs the rise: the range stays at its previous level until ``base``
+       overtakes it, then follows ``base`` without a buffer on top (it never drops because of a
+       release). While margins fall, the buffer is back in full as soon as that costs no call.
+    4. Optional speed limit: ``range_t <= range_(t-1) * (1 + max_daily_increase)``. This is a
+       governance tool, not an EMIR one; it may push margin below the model level on crash days
+       (``capped`` marks them) and so costs coverage.
+
+    Vol-shock sizes come from :func:`vol_shock_sizes` (a realised-vol proxy for implied-vol
+    changes; no implied-vol history exists in the bundled data).
+
+    Parameters
+    ----------
+    returns : array_like, shape (n,) or (n, A)
+        Daily log returns.
+    dates, assets : optional labels stored on the result.
+
+    Returns
+    -------
+    DynamicScanRange
+    """
+    conf = _check_level(confidence)
+    h = _check_int(horizon_days, "horizon_days", 1)
+    r, _ = _as_returns(returns, "returns", min_obs=max(warmup + 1, vol_window + h))
+    z = stats.norm.ppf(conf)
+    var = ewma_variance(r, lambda_, warmup=warmup)
+    vol = np.sqrt(var[1:])  # row t: forecast for day t+1
+    raw = np.expm1(z * np.sqrt(h) * vol)
+    floor_rng, rate, released, capped, final = apply_apc(
+        raw, r, conf, h, floor=floor, stressed_window=stressed_window, stress_weight=stress_weight,
+        long_term_days=long_term_days, min_floor_obs=min_floor_obs, buffer=buffer,
+        release_trigger=release_trigger, release_lookback=release_lookback, rebuild_days=rebuild_days,
+        max_daily_increase=max_daily_increase)
+    n, a = r.shape
     up, down = vol_shock_sizes(r, conf, h, window=vol_window, lookback=long_term_days,
                                min_obs=min(min_floor_obs, max(n - vol_window - h, 1)),
                                iv_beta=iv_beta)
