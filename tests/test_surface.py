@@ -585,7 +585,8 @@ def test_spline_fit_is_robust_to_perturbed_chains(how):
     """The fit stays arbitrage free and inside the (perturbed) book on perturbed versions of the chain."""
     m = _perturb(_chain(), np.random.default_rng(17), how)
     vs = _fit(m)
-    rmse = {"shift_forward": 3.0, "noisy_marks": 1.5}.get(how, 1.0)
+    # fewer strikes or noisier marks: the RMSE against the (remaining, noisy) marks may grow somewhat
+    rmse = {"shift_forward": 3.0, "noisy_marks": 1.5, "drop_strikes": 1.5}.get(how, 1.0)
     # a forward shifted against the book moves the feasible set: count inside against 90 % of it there
     _assert_targets(vs, m, rmse_max=rmse, inside_frac=0.9 if how == "shift_forward" else 0.98,
                     rmse_max_arbitraged_marks=3.5)
