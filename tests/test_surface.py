@@ -289,7 +289,7 @@ def deribit():
     from dpm.market.sample import deribit_marks, deribit_snapshot
     from dpm.pricing.black import price
 
-    snap = deribit_snapshot()
+    snap = deribit_snapshot(method="svi")        # the SVI fit and its stated tolerances
     c = deribit_marks()
     T = (c["expiry_ms"] - snap.timestamp_ms) / (365 * 86_400_000)
     vs = snap["BTC"].vol_surface
