@@ -609,3 +609,39 @@ def test_spline_slice_validation_and_pickle():
     np.testing.assert_allclose(w1, 0.0, atol=1e-14)
     with pytest.raises(InvalidInputError, match="method"):
         VolSurface.from_marks([1, 2, 3, 4, 5], [1] * 5, [3] * 5, [0.5] * 5, method="cubic")
+
+
+def test_spline_build_repairs_what_the_constrained_fit_leaves(monkeypatch):
+    """If a fitted smile still had negative density, or dipped below the previous expiry, the build repairs
+    it (SVI replacement / lift) and reports it; the result passes the independent checks."""
+    k = np.linspace(-0.5, 0.5, 11)
+    K = 100.0 * np.exp(k)
+    iv1 = 0.6 + 0.2 * k * k
+    iv2 = 0.55 + 0.2 * k * k
+    Ks = np.concatenate([K, K])
+    Ts = [0.1] * 11 + [0.2] * 11
+    ivs = np.concatenate([iv1, iv2])
+    labels = ["A"] * 11 + ["B"] * 11
+    real_fit = surf.fit_spline_slice
+
+    def bad_fit(kq, iv, T, **kw):
+        sl = real_fit(kq, iv, T, **{**kw, "floor": None, "floor_span": None})   # ignores the calendar
+        if kw.get("label") == "A":                                              # and dents slice A
+            v = np.array(sl.values)
+            v[len(v) // 2] *= 0.5
+            sl = surf.SplineSlice(sl.T, sl.knots, v, label=sl.label, n_quotes=sl.n_quotes, k_min=sl.k_min,
+                                  k_max=sl.k_max)
+        return sl
+
+    monkeypatch.setattr(surf, "fit_spline_slice", bad_fit)
+    vs = VolSurface.from_marks(Ks, Ts, np.full(22, 100.0), ivs, labels=labels, method="spline")
+    kinds = {(i.kind, i.label): i for i in vs.report.issues}
+    assert kinds[("butterfly", "A")].action == "replaced by the repaired SVI fit of its quotes"
+    assert isinstance(vs.slices[0], surf.SVISlice)
+    assert kinds[("calendar", "B")].action == "lifted to previous slice" and vs.lifted == (False, True)
+    assert vs.report.arbitrage_free
+    assert calendar_violation(vs) < 1e-12
+    for t in vs.times:
+        assert butterfly_violation(vs, float(t)) < 1e-7
+    raw = VolSurface.from_marks(Ks, Ts, np.full(22, 100.0), ivs, labels=labels, method="spline", repair=False)
+    assert not raw.report.arbitrage_free and raw.lifted == (False, False)
