@@ -91,8 +91,9 @@ def test_published_deribit_ticker_example_gives_perpetual_index_and_funding(tmp_
 
 
 def test_published_book_summary_example_fails_closed():
-    """The published example is one ETH put (and inconsistent: mark 80 vs bid/ask 0.15/0.34, no mark_iv)."""
-    with pytest.raises(MarketDataError, match=r"ETH-22FEB19-140-P.*'mark_iv' is nan"):
+    """The published example is one ETH put (and inconsistent: mark 80 vs bid/ask 0.15/0.34, no mark_iv):
+    a mark of 80 ETH for one ETH put is above any option price, so no vol can be implied from it."""
+    with pytest.raises(MarketDataError, match=r"ETH-22FEB19-140-P.*'mark_price' 80.0 has no implied vol"):
         load_market(V / "deribit_docs_public_get_book_summary_by_currency.response.json", max_age_s=None)
 
 

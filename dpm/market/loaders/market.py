@@ -20,6 +20,7 @@ from dpm.market.loaders.quotes import (
     Quotes,
     bid_ask_ivs_from_prices,
     build_snapshot,
+    fill_mark_ivs,
     iso,
 )
 from dpm.market.loaders.venues import read_marks_table, read_payload
@@ -376,6 +377,7 @@ def load_market(
             read_marks_table(cols, str(p), q)
         else:  # pragma: no cover - guarded above
             raise MarketDataError(f"{p}: cannot combine format {k!r} with venue payloads")
+    fill_mark_ivs(q)
     bid_ask_ivs_from_prices(q)
     return build_snapshot(q, now_ms=now_ms, max_age_s=max_age_s, max_skew_s=max_skew_s,
                           forward_tolerance=forward_tolerance)

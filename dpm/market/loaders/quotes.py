@@ -298,3 +298,37 @@ def bid_ask_ivs_from_prices(q: Quotes) -> None:
                               np.array([float(r["option_type"]) for r in grp]), inverse=inverse)
             for r, v in zip(grp, np.asarray(vol)):
                 r[f"{side}_iv"] = float(v) if np.isfinite(v) and v > 0 else math.nan
+
+
+def fill_mark_ivs(q: Quotes) -> None:
+    """Imply missing option mark vols from mark prices (Black-76 on the record's forward; coin prices for
+    inverse options). A mark of zero or at intrinsic value carries no vol information: the record is left
+    out of the smile fit. A mark outside the no-arbitrage range raises :class:`MarketDataError`."""
+    from dpm.pricing.black import implied_vol
+
+    todo = [r for r in q.rows if r["kind"] == "option" and math.isnan(r["mark_iv"])]
+    if not todo:
+        return
+    drop = [r for r in todo if r["mark_price"] == 0]
+    todo = [r for r in todo if r["mark_price"] > 0 and r["forward"] > 0 and r["expiry_ms"] > 0]
+    ts = max(float(r["timestamp_ms"]) for r in q.rows)
+    for inverse in (True, False):
+        grp = [r for r in todo if bool(r["inverse"]) == inverse]
+        if not grp:
+            continue
+        T = np.array([max((r["expiry_ms"] - ts) / MS_PER_YEAR, 1e-9) for r in grp])
+        vol, flags = implied_vol(np.array([r["mark_price"] for r in grp]), np.array([r["forward"] for r in grp]),
+                                 np.array([r["strike"] for r in grp]), T,
+                                 np.array([float(r["option_type"]) for r in grp]), inverse=inverse,
+                                 return_flags=True)
+        for r, v, fl in zip(grp, np.asarray(vol), np.asarray(flags)):
+            if fl in (1, 3):
+                drop.append(r)
+            elif np.isfinite(v) and v > 0:
+                r["mark_iv"] = float(v)
+            else:
+                raise MarketDataError(
+                    f"{_where(r)}: field 'mark_price' {r['mark_price']!r} has no implied vol on the forward "
+                    f"{r['forward']!r} (outside the no-arbitrage range of {'coin' if inverse else 'USD'} prices)")
+    ids = {id(r) for r in drop}
+    q.rows[:] = [r for r in q.rows if id(r) not in ids]

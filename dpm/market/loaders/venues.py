@@ -421,39 +421,7 @@ def read_marks_table(columns: dict[str, list], src: str, q: Quotes) -> None:
             fut_marks[(spec.underlying, spec.expiry)] = common["mark_price"]
         else:
             q.add(**common, funding_rate=get("funding_rate", i))
-    need_iv = []
     for r in pending:
         if not r["forward"] > 0:
             r["forward"] = fut_marks.get((r["underlying"], r["expiry_ms"]), math.nan)
-        if not r["mark_iv"] > 0 and r["mark_price"] == 0:
-            continue            # a zero mark carries no vol information: left out of the smile fit
-        if not r["mark_iv"] > 0 and r["mark_price"] > 0 and r["forward"] > 0:
-            need_iv.append(r)
         q.add(**r)
-    if need_iv:
-        import numpy as np
-
-        from dpm.pricing.black import implied_vol
-
-        ts = max(float(r["timestamp_ms"]) for r in q.rows)
-        for inverse in (True, False):
-            grp = [r for r in q.rows if r["kind"] == "option" and not r["mark_iv"] > 0 and r["mark_price"] > 0
-                   and r["forward"] > 0 and bool(r["inverse"]) == inverse and r["source"] == src]
-            if not grp:
-                continue
-            T = np.array([(r["expiry_ms"] - ts) / (365.0 * 86_400_000.0) for r in grp])
-            vol, flags = implied_vol(np.array([r["mark_price"] for r in grp]), np.array([r["forward"] for r in grp]),
-                                     np.array([r["strike"] for r in grp]), np.maximum(T, 1e-9),
-                                     np.array([float(r["option_type"]) for r in grp]), inverse=inverse,
-                                     return_flags=True)
-            for r, v, fl in zip(grp, np.asarray(vol), np.asarray(flags)):
-                if fl in (1, 3):
-                    # a mark at (or, by rounding, below) intrinsic value carries no vol information: the quote is
-                    # left out of the smile fit (the surface there comes from the neighbouring strikes)
-                    q.rows.remove(r)
-                    continue
-                if not (np.isfinite(v) and v > 0):
-                    raise MarketDataError(f"{src}: instrument {r['name']!r}: mark_price {r['mark_price']!r} has no "
-                                          f"implied vol on the forward {r['forward']!r} (outside the no-arbitrage "
-                                          "range)")
-                r["mark_iv"] = float(v)
