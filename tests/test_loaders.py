@@ -268,3 +268,17 @@ def test_saved_snapshot_tampering_fails_closed(tmp_path, deribit_market):
     p.write_text(json.dumps(d))
     with pytest.raises(MarketDataError, match="malformed"):
         load_market(p, max_age_s=None)
+
+
+def test_check_market_covers(deribit_market):
+    from dpm.market.loaders import check_market_covers
+    from dpm.market.table import InstrumentTable
+
+    ok = InstrumentTable.from_names(["BTC-22MAY20-9250-P", "BTC-26JUN20", "BTC-PERPETUAL", "BTC-25DEC20-12000-C"])
+    check_market_covers(deribit_market, ok)
+    with pytest.raises(MarketDataError, match=r"'BTC-31JUL20-9000-C': the market has no smile for its expiry 2020-07-31"):
+        check_market_covers(deribit_market, InstrumentTable.from_names(["BTC-22MAY20-9250-P", "BTC-31JUL20-9000-C"]))
+    with pytest.raises(MarketDataError, match=r"'BTC-31JUL20': the market has no forward"):
+        check_market_covers(deribit_market, InstrumentTable.from_names(["BTC-31JUL20"]))
+    with pytest.raises(MarketDataError, match=r"underlying 'ETH' is not in the market"):
+        check_market_covers(deribit_market, InstrumentTable.from_names(["ETH-PERPETUAL"]))

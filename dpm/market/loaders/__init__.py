@@ -12,6 +12,7 @@ _EXPORTS = {
     "DERIBIT_SAMPLE_CHAIN": "dpm.market.loaders.deribit",
     "DeribitChain": "dpm.market.loaders.deribit",
     "FORMATS": "dpm.market.loaders.market",
+    "check_market_covers": "dpm.market.loaders.market",
     "load_market": "dpm.market.loaders.market",
     "okx_name": "dpm.market.loaders.venues",
     "read_deribit_chain": "dpm.market.loaders.deribit",

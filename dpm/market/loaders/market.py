@@ -28,7 +28,7 @@ from dpm.market.snapshot import ForwardCurve, MarketSnapshot, UnderlyingMarket
 from dpm.market.spline import SplineSlice
 from dpm.market.surface import ArbitrageIssue, ArbitrageReport, SVISlice, VolSurface
 
-__all__ = ["FORMATS", "load_market", "save_market", "snapshot_from_dict", "snapshot_to_dict"]
+__all__ = ["FORMATS", "check_market_covers", "load_market", "save_market", "snapshot_from_dict", "snapshot_to_dict"]
 
 PathLike = str | os.PathLike
 #: Accepted values of ``format``.
@@ -381,3 +381,45 @@ def load_market(
     bid_ask_ivs_from_prices(q)
     return build_snapshot(q, now_ms=now_ms, max_age_s=max_age_s, max_skew_s=max_skew_s,
                           forward_tolerance=forward_tolerance)
+
+
+def check_market_covers(snapshot: MarketSnapshot, table: Any) -> None:
+    """Raise :class:`MarketDataError` unless ``snapshot`` carries market data *of their own expiry* for every
+    instrument of ``table`` (an ``InstrumentTable``, e.g. a user's book).
+
+    ``snapshot.instrument_inputs`` already refuses a missing underlying, an expired instrument and an option
+    without a surface; a loaded venue market should moreover price each option on a smile *of its expiry*
+    and each future on a forward *of its expiry*, not on one interpolated between other expiries. The
+    message names the first instrument that is not covered and the expiries the market has.
+    """
+    from dpm.market.snapshot import MS_PER_YEAR
+
+    names = table.name
+    kind = np.asarray(table.kind)
+    expiry = np.asarray(table.expiry_ms, dtype=np.int64)
+    und_code = np.asarray(table.underlying)
+    for code, uname in enumerate(table.underlyings):
+        sel = np.flatnonzero(und_code == code)
+        if sel.size == 0:
+            continue
+        if uname not in snapshot:
+            raise MarketDataError(f"instrument {names[sel[0]]!r}: underlying {uname!r} is not in the market "
+                                  f"(has {sorted(snapshot.underlyings)})")
+        um = snapshot[uname]
+        T = (expiry[sel] - snapshot.timestamp_ms) / MS_PER_YEAR
+        for kcode, nodes, what in ((3, None if um.vol_surface is None else um.vol_surface.times, "smile"),
+                                   (1, um.forward_curve.times, "forward (futures mark or options' forward)")):
+            pick = kind[sel] == kcode
+            if not pick.any():
+                continue
+            if nodes is None:
+                i = sel[np.flatnonzero(pick)[0]]
+                raise MarketDataError(f"instrument {names[i]!r}: underlying {uname!r} has no vol surface")
+            gap = np.min(np.abs(T[pick][:, None] - np.asarray(nodes)[None, :]), axis=1)
+            bad = np.flatnonzero(gap > 1e-9)
+            if bad.size:
+                i = sel[np.flatnonzero(pick)[bad[0]]]
+                have = sorted({iso(snapshot.timestamp_ms + t * MS_PER_YEAR)[:10] for t in nodes})
+                raise MarketDataError(
+                    f"instrument {names[i]!r}: the market has no {what} for its expiry "
+                    f"{iso(int(expiry[i]))[:10]} (expiries in the market: {have}); load the marks of that expiry")
