@@ -6,50 +6,403 @@ read your own instruments/accounts files, and write the per-account results to C
 
 ``python -m dpm stress`` revalues the accounts under the named historical crypto stresses (computed
 from the bundled price history) and ``python -m dpm var`` computes Monte Carlo VaR / ES with
-correlated shocks calibrated (EWMA) on the bundled history.
+correlated shocks calibrated (EWMA) on the bundled history. ``margin`` is the default subcommand,
+so ``python -m dpm --model deribit`` is ``python -m dpm margin --model deribit``.
+
+Each subcommand has its own options (an option another subcommand uses is refused, not ignored).
+Errors are one line on standard error, ``dpm: error: ...``, naming the file, field and row; the
+exit status is
+
+* ``0`` success (also when the reader of standard output goes away, as with ``| head``);
+* ``1`` the command line is fine but the run cannot give a correct result: invalid file contents,
+  a non-finite result, too little memory, a failed write;
+* ``2`` the command line is wrong: unknown option or one the subcommand does not take, a value out
+  of its range, an input file that does not exist, an output directory that does not exist;
+* ``70`` an internal error (a bug in dpm: please report it with the output of ``--debug``);
+* ``130`` interrupted (Ctrl-C).
+
+``--debug`` prints the Python traceback as well. Output files are written completely or not at all
+(temporary file in the same directory, renamed when every output is written).
+
+Adding a subcommand takes a function that adds its options and a function that runs it::
+
+    def _solvency_arguments(p):
+        add_book_options(p)
+        add_run_options(p)
+        add_output_options(p)
+        p.add_argument("--market", type=input_file((".json",)), help="market snapshot file")
+
+    @command("solvency", "...", _solvency_arguments)
+    def _solvency(args):
+        market, table, book, source = load_book(args)
+        ...
+        written = write_results(args, columns)
+        print(...)
+        return 0
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
-from typing import Sequence
+import traceback
+import unicodedata
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-__all__ = ["main", "build_parser"]
+from dpm.errors import DPMError
+
+__all__ = [
+    "COMMANDS",
+    "DEFAULT_COMMAND",
+    "EXIT_DATA",
+    "EXIT_INTERNAL",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Command",
+    "UsageError",
+    "add_book_options",
+    "add_output_options",
+    "add_run_options",
+    "build_parser",
+    "command",
+    "input_file",
+    "load_book",
+    "main",
+    "write_results",
+]
+
+EXIT_OK = 0
+EXIT_DATA = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
+EXIT_INTERRUPTED = 130
+
+#: Formats the readers understand, by file suffix.
+DATA_SUFFIXES = (".csv", ".json", ".parquet", ".pq")
+DEFAULT_ACCOUNTS = 10_000
+MAX_WORKERS = 1024
+
+
+class UsageError(Exception):
+    """The command line is wrong (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse parser whose errors become one-line :class:`UsageError` instead of usage + exit."""
+
+    def error(self, message: str) -> Any:  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# ----------------------------------------------------------------------------------------------------
+# subcommand registry
+# ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Command:
+    """A subcommand: ``arguments(parser)`` adds its options, ``run(args)`` returns the exit status."""
+
+    name: str
+    help: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+#: Registered subcommands in the order ``--help`` lists them.
+COMMANDS: dict[str, Command] = {}
+#: Subcommand used when the command line starts with an option (or is empty).
+DEFAULT_COMMAND = "margin"
+
+
+def command(
+    name: str, help: str, arguments: Callable[[argparse.ArgumentParser], None]
+) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Decorator registering ``run(args) -> int`` as the subcommand ``name``."""
+
+    def register(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        if name in COMMANDS:
+            raise ValueError(f"subcommand {name!r} is registered twice")
+        COMMANDS[name] = Command(name, help, arguments, run)
+        return run
+
+    return register
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from dpm.models.presets import PRESETS
+    """The ``dpm`` parser: global options and one subparser per registered subcommand."""
+    from dpm import __version__
 
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="dpm",
-        description="Dynamic portfolio margin for crypto derivatives: margin many accounts under a "
-                    "scenario (risk-matrix) model and print a summary.",
+        allow_abbrev=False,
+        description="Dynamic portfolio margin for crypto derivatives. Subcommands: "
+        + "; ".join(f"{c.name}: {c.help}" for c in COMMANDS.values())
+        + f". Without a subcommand, {DEFAULT_COMMAND!r} runs.",
+        epilog="Exit status: 0 ok, 1 invalid data or no valid result, 2 invalid command line, "
+        "70 internal error. 'dpm COMMAND --help' lists the options of a subcommand.",
     )
-    p.add_argument("command", nargs="?", default="margin", choices=["margin", "stress", "var"],
-                   help="margin (default): scenario margin; stress: named historical stresses; "
-                        "var: Monte Carlo VaR/ES")
-    p.add_argument("--model", default="default", choices=sorted(PRESETS),
-                   help="margin model preset (default: dpm's 63-scenario model)")
-    p.add_argument("--accounts", type=int, default=10_000,
-                   help="number of generated sample accounts (ignored with --accounts-file)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the account generator")
-    p.add_argument("--accounts-file", help="positions file (CSV/JSON/Parquet: account_id,instrument,quantity)")
-    p.add_argument("--collateral-file", help="collateral file (account_id,currency,amount)")
-    p.add_argument("--instruments-file", help="instrument file (default: the bundled sample listing)")
-    p.add_argument("--workers", type=int, default=None, help="threads (default: all cores)")
-    p.add_argument("--top", type=int, default=10, help="rows of the largest-margin table")
-    p.add_argument("--paths", type=int, default=10_000, help="Monte Carlo paths (var)")
-    p.add_argument("--level", type=float, default=0.99, help="confidence level (var)")
-    p.add_argument("--horizon", type=int, default=1, help="horizon in days (var)")
-    p.add_argument("--student-t", type=float, default=None, metavar="DOF",
-                   help="Student-t copula with this many degrees of freedom (var; default normal)")
-    p.add_argument("--csv", help="write per-account results to this CSV file")
-    p.add_argument("--json", help="write per-account results to this JSON file")
+    p.add_argument("--version", action="version", version=f"dpm {__version__}")
+    p.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for c in COMMANDS.values():
+        sp = sub.add_parser(c.name, help=c.help, description=c.help, allow_abbrev=False)
+        # SUPPRESS: a subparser default would overwrite a --debug given before the subcommand
+        sp.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the Python traceback of an error")
+        c.arguments(sp)
     return p
+
+
+_GLOBAL_FLAGS = ("--debug",)
+
+
+def _with_default_command(argv: list[str]) -> list[str]:
+    """Insert :data:`DEFAULT_COMMAND` when the command line does not name a subcommand."""
+    i = 0
+    while i < len(argv) and argv[i] in _GLOBAL_FLAGS:
+        i += 1
+    if i == len(argv):
+        return argv + [DEFAULT_COMMAND]
+    tok = argv[i]
+    if tok in COMMANDS or tok in ("-h", "--help", "--version"):
+        return argv
+    if tok.startswith("-"):
+        return argv[:i] + [DEFAULT_COMMAND] + argv[i:]
+    return argv  # an unknown word: argparse names the valid subcommands
+
+
+# ----------------------------------------------------------------------------------------------------
+# option types (a bad value is a usage error naming the option)
+# ----------------------------------------------------------------------------------------------------
+def int_range(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer in ``[lo, hi]``."""
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            bound = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {v}")
+        return v
+
+    return parse
+
+
+def float_range(lo: float, hi: float, *, lo_open: bool = True, hi_open: bool = True) -> Callable[[str], float]:
+    """argparse type: a finite float in the interval between ``lo`` and ``hi``."""
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+        if not ok:
+            interval = f"{'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+            raise argparse.ArgumentTypeError(f"must be a finite number in {interval}, got {text!r}")
+        return v
+
+    return parse
+
+
+def input_file(suffixes: Sequence[str] = DATA_SUFFIXES) -> Callable[[str], str]:
+    """argparse type: an existing, readable regular file whose suffix is one of ``suffixes``."""
+
+    def parse(text: str) -> str:
+        try:
+            p = Path(text)
+            exists, is_dir = p.exists(), p.is_dir()
+        except (ValueError, OSError) as exc:  # embedded NUL byte, name too long, ...
+            raise argparse.ArgumentTypeError(f"{_label(text)}: not a usable path ({exc})") from None
+        if not exists:
+            raise argparse.ArgumentTypeError(f"{_label(text)}: no such file")
+        if is_dir:
+            raise argparse.ArgumentTypeError(f"{_label(text)}: is a directory, not a file")
+        if not os.access(p, os.R_OK):
+            raise argparse.ArgumentTypeError(f"{_label(text)}: permission denied")
+        if p.suffix.lower() not in suffixes:
+            raise argparse.ArgumentTypeError(
+                f"{_label(text)}: cannot tell the format from the suffix {p.suffix!r}; "
+                f"use one of {', '.join(suffixes)}"
+            )
+        return text
+
+    return parse
+
+
+def output_file(text: str) -> str:
+    """argparse type: a file path whose directory exists (the file itself is replaced)."""
+    try:
+        p = Path(text)
+        directory = p.parent if str(p.parent) else Path(".")
+        is_dir, dir_ok = p.is_dir(), directory.is_dir()
+    except (ValueError, OSError) as exc:
+        raise argparse.ArgumentTypeError(f"{_label(text)}: not a usable path ({exc})") from None
+    if not text or is_dir:
+        raise argparse.ArgumentTypeError(f"{_label(text)}: is a directory, not a file")
+    if not dir_ok:
+        raise argparse.ArgumentTypeError(f"{_label(text)}: directory {_label(str(directory))} does not exist")
+    if not os.access(directory, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{_label(text)}: directory {_label(str(directory))} is not writable")
+    return text
+
+
+# ----------------------------------------------------------------------------------------------------
+# option groups shared by subcommands
+# ----------------------------------------------------------------------------------------------------
+def add_book_options(p: argparse.ArgumentParser, *, seed_help: str | None = None) -> None:
+    """Accounts: generated (``--accounts``, ``--seed``) or read from files; instruments file.
+
+    ``seed_help`` describes ``--seed`` when the subcommand uses the seed for more than the account
+    generator (then ``--seed`` is allowed with ``--accounts-file``).
+    """
+    g = p.add_argument_group("accounts")
+    g.add_argument("--accounts", type=int_range(0), default=None, metavar="N",
+                   help=f"number of generated sample accounts (default {DEFAULT_ACCOUNTS:,}; "
+                        "not with --accounts-file)")
+    g.add_argument("--seed", type=int_range(0), default=None,
+                   help=seed_help or "seed of the account generator (default 0; not with --accounts-file)")
+    g.add_argument("--accounts-file", type=input_file(), metavar="PATH",
+                   help="positions file (CSV/JSON/Parquet: account_id,instrument,quantity)")
+    g.add_argument("--collateral-file", type=input_file(), metavar="PATH",
+                   help="collateral file (account_id,currency,amount); needs --accounts-file")
+    g.add_argument("--instruments-file", type=input_file(), metavar="PATH",
+                   help="instrument file (default: the bundled sample listing)")
+    p.set_defaults(_seed_shared=seed_help is not None)
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """``--workers`` and ``--top``."""
+    p.add_argument("--workers", type=int_range(1, MAX_WORKERS), default=None, metavar="K",
+                   help="threads (default: all cores)")
+    p.add_argument("--top", type=int_range(0), default=10, metavar="ROWS",
+                   help="rows of the largest-figures table (default 10)")
+
+
+#: Output options: argparse dest -> file format.
+OUTPUT_FORMATS = {"csv": "csv", "json": "json"}
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    """``--csv PATH`` and ``--json PATH`` (written atomically; see :func:`write_results`)."""
+    g = p.add_argument_group("output")
+    g.add_argument("--csv", type=output_file, metavar="PATH", help="write per-account results to this CSV file")
+    g.add_argument("--json", type=output_file, metavar="PATH",
+                   help="write per-account results to this JSON file ({column: [values]}; "
+                        "a value that is not a finite number is written as null)")
+
+
+# ----------------------------------------------------------------------------------------------------
+# helpers for subcommands
+# ----------------------------------------------------------------------------------------------------
+def load_book(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
+    """``(market, instruments, book, description)`` from the options of :func:`add_book_options`."""
+    from dpm.market.sample import default_instruments, default_market
+    from dpm.portfolio import io
+    from dpm.portfolio.sample import generate_accounts
+
+    if args.accounts_file:
+        if args.accounts is not None:
+            raise UsageError("--accounts cannot be combined with --accounts-file (the file gives the accounts)")
+        if args.seed is not None and not args._seed_shared:
+            raise UsageError("--seed cannot be combined with --accounts-file (it seeds the account generator)")
+    elif args.collateral_file:
+        raise UsageError("--collateral-file needs --accounts-file")
+    _check_distinct_paths(args)
+    market = default_market()
+    table = io.read_instruments(args.instruments_file) if args.instruments_file else default_instruments()
+    if args.accounts_file:
+        book = io.read_accounts(args.accounts_file, table, collateral_path=args.collateral_file)
+        source = _label(args.accounts_file)
+    else:
+        n = DEFAULT_ACCOUNTS if args.accounts is None else args.accounts
+        seed = 0 if args.seed is None else args.seed
+        book = generate_accounts(n, table, seed=seed)
+        source = f"{n:,} generated sample accounts (seed {seed})"
+    return market, table, book, source
+
+
+def _check_distinct_paths(args: argparse.Namespace) -> None:
+    inputs = [getattr(args, k, None) for k in ("accounts_file", "collateral_file", "instruments_file")]
+    outputs = [getattr(args, k, None) for k in OUTPUT_FORMATS]
+    real_in = {os.path.realpath(p): p for p in inputs if p}
+    seen: dict[str, str] = {}
+    for p in filter(None, outputs):
+        rp = os.path.realpath(p)
+        if rp in real_in:
+            raise UsageError(f"output {_label(p)} is also an input file; choose another output path")
+        if rp in seen:
+            raise UsageError(f"output {_label(p)} is given twice")
+        seen[rp] = p
+
+
+def require_finite(columns: Mapping[str, Any], account_id: Any, allow_infinite: Sequence[str] = ()) -> None:
+    """Raise unless every float result is finite (``allow_infinite`` columns may hold ±inf, not NaN)."""
+    for name, col in columns.items():
+        arr = np.asarray(col)
+        if arr.dtype.kind != "f":
+            continue
+        bad = np.isnan(arr) if name in allow_infinite else ~np.isfinite(arr)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise DPMError(
+                f"results: column {name!r} of account {_label(repr(str(account_id[i])))} is {float(arr[i])!r}; "
+                "dpm does not write or print a figure that is not a finite number (no file written)"
+            )
+
+
+def _json_text(columns: Mapping[str, Any]) -> str:
+    data = {}
+    for name, col in columns.items():
+        arr = np.asarray(col)
+        if arr.dtype.kind == "f":
+            vals = arr.astype(np.float64).tolist()
+            if not np.isfinite(arr).all():
+                vals = [v if math.isfinite(v) else None for v in vals]
+        else:
+            vals = arr.tolist()
+        data[name] = vals
+    return json.dumps(data, allow_nan=False)  # strict JSON: never NaN / Infinity
+
+
+def write_results(args: argparse.Namespace, columns: Mapping[str, Any]) -> list[str]:
+    """Write ``columns`` to every output option given; all files appear together or none does.
+
+    Returns the paths written. CSV cells follow :func:`dpm.portfolio.io.write_columns` (text cells a
+    spreadsheet would run as a formula get a leading ``'``); JSON is ``{column: [values]}`` with
+    ``null`` for a value that is not a finite number.
+    """
+    from dpm._util.files import atomic_paths
+    from dpm.portfolio import io
+
+    targets = [(getattr(args, dest), fmt) for dest, fmt in OUTPUT_FORMATS.items() if getattr(args, dest, None)]
+    if not targets:
+        return []
+    with atomic_paths([p for p, _ in targets]) as temps:
+        for tmp, (_, fmt) in zip(temps, targets):
+            if fmt == "json":
+                tmp.write_text(_json_text(columns), encoding="utf-8")
+            else:
+                io.write_columns(tmp, columns, format=fmt)
+    return [p for p, _ in targets]
+
+
+def _label(text: Any) -> str:
+    """``text`` safe for one terminal line: control, format and surrogate characters escaped."""
+    s = str(text)
+    if all(unicodedata.category(ch)[0] != "C" for ch in s):
+        return s
+    return "".join(ch if unicodedata.category(ch)[0] != "C" else ascii(ch)[1:-1] for ch in s)
 
 
 def _fmt(x: float) -> str:
@@ -65,34 +418,40 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(out)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``dpm`` / ``python -m dpm``; returns the process exit code."""
-    args = build_parser().parse_args(argv)
+def _print_written(paths: list[str]) -> None:
+    for p in paths:
+        print(f"wrote {_label(p)}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# margin
+# ----------------------------------------------------------------------------------------------------
+def _margin_arguments(p: argparse.ArgumentParser) -> None:
+    from dpm.models.presets import PRESETS
+
+    p.add_argument("--model", default="default", choices=sorted(PRESETS),
+                   help="margin model preset (default: dpm's 63-scenario model)")
+    add_book_options(p)
+    add_run_options(p)
+    add_output_options(p)
+
+
+@command("margin", "scenario (risk-matrix) margin of every account (the default)", _margin_arguments)
+def _margin(args: argparse.Namespace) -> int:
     from dpm.engines.margin import MarginEngine
-    from dpm.market.sample import default_instruments, default_market
     from dpm.models.presets import preset
-    from dpm.portfolio import io
-    from dpm.portfolio.sample import generate_accounts
 
-    market = default_market()
-    table = io.read_instruments(args.instruments_file) if args.instruments_file else default_instruments()
-    if args.accounts_file:
-        book = io.read_accounts(args.accounts_file, table, collateral_path=args.collateral_file)
-        source = args.accounts_file
-    else:
-        book = generate_accounts(args.accounts, table, seed=args.seed)
-        source = f"{args.accounts:,} generated sample accounts (seed {args.seed})"
-    if args.command == "stress":
-        return _stress(args, market, table, book, source)
-    if args.command == "var":
-        return _var(args, market, table, book, source)
+    market, table, book, source = load_book(args)
     model = preset(args.model)
-
     t0 = time.perf_counter()
     engine = MarginEngine(market, table, model, workers=args.workers)
     t1 = time.perf_counter()
     res = engine.margin_many(book, workers=args.workers)
     t2 = time.perf_counter()
+    cols = res.to_columns()
+    # margin_ratio = MM / equity is +inf for an account with equity <= 0 and a positive MM
+    require_finite(cols, res.account_id, allow_infinite=("margin_ratio",))
+    written = write_results(args, cols)
 
     s = res.summary()
     print(f"dpm portfolio margin — model {model.name!r} ({model.source})")
@@ -110,7 +469,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     print(_table(summary_rows, ["summary", "value"]))
     print()
-    order = np.argsort(-res.initial_margin, kind="stable")[: max(0, args.top)]
+    order = np.argsort(-res.initial_margin, kind="stable")[: args.top]
     rows = []
     for i in order:
         j = int(np.argmax(res.charge[i])) if res.charge.shape[1] else 0
@@ -118,7 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         k = int(res.worst_scenario[i, j]) if res.underlyings else -1
         labels = res.scenario_labels.get(u, ())
         rows.append([
-            str(res.account_id[i]), _fmt(res.initial_margin[i]), _fmt(res.maintenance_margin[i]),
+            _label(res.account_id[i]), _fmt(res.initial_margin[i]), _fmt(res.maintenance_margin[i]),
             _fmt(res.equity[i]), f"{res.margin_ratio[i]:.3f}", u,
             labels[k] if 0 <= k < len(labels) else "-",
         ])
@@ -126,30 +485,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"largest {len(rows)} initial margins:")
         print(_table(rows, ["account", "IM (USD)", "MM (USD)", "equity (USD)", "MM/equity",
                             "main underlying", "worst scenario"]))
-    _write(args, res.to_columns())
-    return 0
+    if written:
+        print()
+    _print_written(written)
+    return EXIT_OK
 
 
-def _write(args: argparse.Namespace, cols: dict) -> None:
-    from dpm.portfolio import io
-
-    if args.csv:
-        io.write_columns(args.csv, cols, format="csv")
-        print(f"\nwrote {args.csv}")
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as fh:
-            json.dump({k: np.asarray(a).tolist() for k, a in cols.items()}, fh)
-        print(f"wrote {args.json}")
+# ----------------------------------------------------------------------------------------------------
+# stress
+# ----------------------------------------------------------------------------------------------------
+def _stress_arguments(p: argparse.ArgumentParser) -> None:
+    add_book_options(p)
+    add_run_options(p)
+    add_output_options(p)
 
 
-def _stress(args: argparse.Namespace, market, table, book, source: str) -> int:
+def _bundled_underlyings(table: Any, what: str) -> tuple[str, ...]:
+    unds = tuple(u for u in ("BTC", "ETH") if u in table.underlyings)
+    if not unds:
+        raise DPMError(
+            f"{what}: the instruments have no BTC or ETH underlying (they have "
+            f"{', '.join(table.underlyings) or 'none'}); the bundled history covers BTC and ETH"
+        )
+    return unds
+
+
+@command("stress", "loss of every account under named historical crypto stresses", _stress_arguments)
+def _stress(args: argparse.Namespace) -> int:
     from dpm.engines.risk import ScenarioRiskEngine
     from dpm.models.generators.stress import historical_stress_scenarios
 
-    scen = historical_stress_scenarios(underlyings=tuple(u for u in ("BTC", "ETH") if u in table.underlyings))
+    market, table, book, source = load_book(args)
+    scen = historical_stress_scenarios(underlyings=_bundled_underlyings(table, "stress"))
     t0 = time.perf_counter()
     res = ScenarioRiskEngine(market, table, workers=args.workers).stress(book, scen, workers=args.workers)
     t1 = time.perf_counter()
+    cols = {"account_id": res.account_id, "worst_loss": res.worst_loss,
+            "worst_scenario": np.array([res.scenario_names[k] for k in res.worst_scenario], dtype=object)}
+    cols.update({f"loss:{n}": res.loss[:, j] for j, n in enumerate(res.scenario_names)})
+    require_finite(cols, res.account_id)
+    written = write_results(args, cols)
+
     print("dpm stress test — named historical crypto stresses (moves computed from the bundled history)")
     print(f"accounts: {source}; {book.n_positions:,} positions; {len(scen.names)} scenarios; "
           f"{1e3 * (t1 - t0):.1f} ms\n")
@@ -157,51 +533,153 @@ def _stress(args: argparse.Namespace, market, table, book, source: str) -> int:
     for j, name in enumerate(res.scenario_names):
         moves = ", ".join(f"{u} {scen.price_move[j, k]:+.1%}" for k, u in enumerate(scen.underlyings))
         loss = res.loss[:, j]
-        rows.append([name, moves, _fmt(loss.sum()), _fmt(loss.max()), f"{int((res.worst_scenario == j).sum()):,}"])
+        rows.append([name, moves, _fmt(loss.sum()), _fmt(loss.max()) if loss.size else "-",
+                     f"{int((res.worst_scenario == j).sum()):,}"])
     print(_table(rows, ["scenario", "moves", "total loss (USD)", "largest account loss", "worst for #accounts"]))
-    order = np.argsort(-res.worst_loss, kind="stable")[: max(0, args.top)]
+    order = np.argsort(-res.worst_loss, kind="stable")[: args.top]
     if order.size:
         print(f"\nlargest {order.size} stress losses:")
-        print(_table([[str(res.account_id[i]), _fmt(res.worst_loss[i]), res.scenario_names[res.worst_scenario[i]]]
-                      for i in order], ["account", "worst loss (USD)", "scenario"]))
-    cols = {"account_id": res.account_id, "worst_loss": res.worst_loss,
-            "worst_scenario": np.array([res.scenario_names[k] for k in res.worst_scenario], dtype=object)}
-    cols.update({f"loss:{n}": res.loss[:, j] for j, n in enumerate(res.scenario_names)})
-    _write(args, cols)
-    return 0
+        print(_table([[_label(res.account_id[i]), _fmt(res.worst_loss[i]),
+                       res.scenario_names[res.worst_scenario[i]]] for i in order],
+                     ["account", "worst loss (USD)", "scenario"]))
+    if written:
+        print()
+    _print_written(written)
+    return EXIT_OK
 
 
-def _var(args: argparse.Namespace, market, table, book, source: str) -> int:
+# ----------------------------------------------------------------------------------------------------
+# var
+# ----------------------------------------------------------------------------------------------------
+def _var_arguments(p: argparse.ArgumentParser) -> None:
+    add_book_options(p, seed_help="seed of the account generator and of the Monte Carlo paths (default 0)")
+    add_run_options(p)
+    g = p.add_argument_group("Monte Carlo")
+    g.add_argument("--paths", type=int_range(1, 10_000_000), default=10_000,
+                   help="Monte Carlo paths (default 10,000)")
+    g.add_argument("--level", type=float_range(0.0, 1.0), default=0.99, help="confidence level in (0, 1)")
+    g.add_argument("--horizon", type=int_range(1, 3650), default=1, help="horizon in days (default 1)")
+    g.add_argument("--student-t", type=float_range(2.0, math.inf), default=None, metavar="DOF",
+                   help="Student-t copula with DOF > 2 degrees of freedom (default normal)")
+    add_output_options(p)
+
+
+@command("var", "Monte Carlo VaR / ES with EWMA-calibrated correlated shocks", _var_arguments)
+def _var(args: argparse.Namespace) -> int:
     from dpm.engines.risk import ScenarioRiskEngine
     from dpm.market.history import load_history
     from dpm.models.calibration.ewma import ewma_covariance
     from dpm.models.generators.montecarlo import mc_scenarios
 
-    unds = [u for u in ("BTC", "ETH") if u in table.underlyings]
+    if args.paths * (1.0 - args.level) < 1.0:
+        raise UsageError(
+            f"--paths {args.paths} leaves no path beyond the {args.level:g} quantile; "
+            f"use at least {math.ceil(1.0 / (1.0 - args.level))} paths"
+        )
+    market, table, book, source = load_book(args)
+    unds = list(_bundled_underlyings(table, "var"))
     lr = load_history().log_returns(unds)
     cov = ewma_covariance(lr.values)  # the EWMA (lambda 0.94) forecast for the day after the history
     dist = "normal" if args.student_t is None else "student_t"
+    seed = 0 if args.seed is None else args.seed
     scen = mc_scenarios(cov, n_paths=args.paths, horizon=args.horizon, dist=dist, dof=args.student_t,
-                        seed=args.seed, underlyings=unds)
+                        seed=seed, underlyings=unds)
     t0 = time.perf_counter()
-    res = ScenarioRiskEngine(market, table, workers=args.workers).var_es(book, scen, (args.level,), workers=args.workers)
+    res = ScenarioRiskEngine(market, table, workers=args.workers).var_es(book, scen, (args.level,),
+                                                                        workers=args.workers)
     t1 = time.perf_counter()
+    var, es = res.var[0], res.es[0]
+    cols = {"account_id": res.account_id, "var": var, "es": es}
+    require_finite(cols, res.account_id)
+    written = write_results(args, cols)
+
     vols = ", ".join(f"{u} {np.sqrt(cov[k, k] * 365):.0%}" for k, u in enumerate(unds))
     print(f"dpm Monte Carlo VaR / ES — {args.paths:,} joint paths ({dist}), {args.horizon}-day horizon, "
           f"level {args.level:.2%}")
     print(f"EWMA vols (annualised) on {lr.dates[-1]}: {vols}")
     print(f"accounts: {source}; {book.n_positions:,} positions; full revaluation + tail statistics "
           f"{1e3 * (t1 - t0):.1f} ms\n")
-    var, es = res.var[0], res.es[0]
-    print(_table([["accounts", f"{len(var):,}"], ["total VaR (USD)", _fmt(var.sum())], ["total ES (USD)", _fmt(es.sum())],
-                  ["largest ES (USD)", _fmt(es.max() if es.size else 0.0)]], ["summary", "value"]))
-    order = np.argsort(-es, kind="stable")[: max(0, args.top)]
+    print(_table([["accounts", f"{len(var):,}"], ["total VaR (USD)", _fmt(var.sum())],
+                  ["total ES (USD)", _fmt(es.sum())],
+                  ["largest ES (USD)", _fmt(es.max()) if es.size else "-"]], ["summary", "value"]))
+    order = np.argsort(-es, kind="stable")[: args.top]
     if order.size:
         print(f"\nlargest {order.size} ES:")
-        print(_table([[str(res.account_id[i]), _fmt(var[i]), _fmt(es[i])] for i in order],
+        print(_table([[_label(res.account_id[i]), _fmt(var[i]), _fmt(es[i])] for i in order],
                      ["account", "VaR (USD)", "ES (USD)"]))
-    _write(args, {"account_id": res.account_id, "var": var, "es": es})
-    return 0
+    if written:
+        print()
+    _print_written(written)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------
+# entry point
+# ----------------------------------------------------------------------------------------------------
+def _error(message: str) -> None:
+    try:
+        print(f"dpm: error: {_label(' '.join(str(message).splitlines()))}", file=sys.stderr)
+        sys.stderr.flush()
+    except (OSError, ValueError):  # stderr closed too: nothing more to say
+        pass
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe: point stdout at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (captured in tests)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``dpm`` / ``python -m dpm``; returns the exit status (see the module docs)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = False
+    try:
+        try:
+            args, extra = build_parser().parse_known_args(_with_default_command(argv))
+        except SystemExit as exc:  # --help and --version print and exit 0
+            code = exc.code
+            return code if isinstance(code, int) else (EXIT_OK if code is None else EXIT_USAGE)
+        if extra:
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (the {args.command!r} subcommand "
+                             f"does not take them; see 'dpm {args.command} --help')")
+        debug = bool(getattr(args, "debug", False))
+        status = COMMANDS[args.command].run(args)
+        sys.stdout.flush()
+        return status
+    except UsageError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except BrokenPipeError:
+        # the reader of stdout went away (``| head``): the output files are already complete
+        _silence_stdout()
+        return EXIT_OK
+    except DPMError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(str(exc))
+        return EXIT_DATA
+    except MemoryError as exc:
+        if debug:
+            traceback.print_exc()
+        _error(f"out of memory{': ' + str(exc) if str(exc) else ''}; use fewer accounts, paths or positions")
+        return EXIT_DATA
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so in one line, the traceback with --debug
+        if debug:
+            traceback.print_exc()
+        _error(f"internal error: {type(exc).__name__}: {exc} (a bug in dpm; run again with --debug and "
+               "report the traceback)")
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":  # pragma: no cover

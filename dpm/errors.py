@@ -12,6 +12,7 @@ __all__ = [
     "UnknownInstrumentError",
     "UnknownAccountError",
     "MarketDataError",
+    "MissingFileError",
 ]
 
 
@@ -43,3 +44,7 @@ class UnknownAccountError(DPMError, KeyError, ValueError):
 
 class MarketDataError(DPMError, ValueError):
     """The market snapshot lacks data an instrument needs, or the data are inconsistent."""
+
+
+class MissingFileError(InvalidInputError, FileNotFoundError):
+    """An input file does not exist (also a :class:`FileNotFoundError`, so ``except OSError`` works)."""

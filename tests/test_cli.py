@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 
 from dpm.cli import main
 
@@ -44,9 +43,11 @@ def test_python_dash_m_entry_point() -> None:
     assert "dpm portfolio margin" in proc.stdout
 
 
-def test_cli_rejects_unknown_model() -> None:
-    with pytest.raises(SystemExit):
-        main(["--model", "nope"])
+def test_cli_rejects_unknown_model(capsys) -> None:
+    assert main(["--model", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dpm: error: argument --model: invalid choice: 'nope'")
+    assert err.count("\n") == 1
 
 
 def test_cli_stress_matches_engine(tmp_path, capsys) -> None:

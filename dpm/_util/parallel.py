@@ -12,6 +12,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence
 
+from dpm.errors import InvalidInputError, InvalidTypeError
+
 __all__ = ["resolve_workers", "chunk_bounds", "run_bounds", "run_chunked"]
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
@@ -32,12 +34,12 @@ def resolve_workers(workers: int | None) -> int:
     if workers is None:
         return _cpu_count()
     if isinstance(workers, bool) or not isinstance(workers, (int,)) and not hasattr(workers, "__index__"):
-        raise TypeError(f"workers must be an int or None, got {type(workers).__name__}")
+        raise InvalidTypeError(f"workers: expected an int or None, got {type(workers).__name__}")
     workers = int(workers)
     if workers == -1:
         return _cpu_count()
     if workers <= 0:
-        raise ValueError(f"workers must be None, -1 or a positive int, got {workers}")
+        raise InvalidInputError(f"workers: must be None, -1 or a positive int, got {workers}")
     return workers
 
 
