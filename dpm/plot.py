@@ -68,7 +68,8 @@ def plot_risk_matrix(engine: Any, account: Any, index: int | str | None = None, 
 
 
 def _marks_columns(marks: Mapping[str, Any], timestamp_ms: int | None) -> tuple[np.ndarray, ...]:
-    """(k, T, iv) of the marks: keys strike/forward/time/iv, or the dpm.market.sample.deribit_marks() keys."""
+    """(K, F, T, iv, bid_iv, ask_iv) of the marks: keys strike/forward/time/iv (optional bid_iv/ask_iv), or the
+    dpm.market.sample.deribit_marks() keys. Missing bid/ask are NaN."""
     if "iv" in marks:
         K = np.asarray(marks["strike"], float)
         F = np.asarray(marks["forward"], float)
@@ -85,7 +86,10 @@ def _marks_columns(marks: Mapping[str, Any], timestamp_ms: int | None) -> tuple[
         raise InvalidInputError(
             "marks: expected keys strike, forward, time, iv (or the keys of dpm.market.sample.deribit_marks())"
         )
-    return np.log(K / F), T, iv
+    nan = np.full(iv.shape, np.nan)
+    bid = np.asarray(marks["bid_iv"], float) if "bid_iv" in marks else nan
+    ask = np.asarray(marks["ask_iv"], float) if "ask_iv" in marks else nan
+    return K, F, T, iv, bid, ask
 
 
 def plot_smiles(
@@ -95,9 +99,11 @@ def plot_smiles(
     *,
     underlying: str | None = None,
     n_points: int = 200,
+    residuals: bool | None = None,
 ) -> Any:
-    """Fitted SVI smiles (implied vol in % against log-moneyness ``k = ln(K/F)``), one line per expiry,
-    with the input marks as dots in the same colour.
+    """Fitted smiles (implied vol in % against log-moneyness ``k = ln(K/F)``), one line per expiry labelled
+    with its days to expiry, with the input marks as dots in the same colour; below them (``residuals``) a
+    panel of model minus mark per quote (dots) and the quote's bid/ask around the mark (bars), in vol points.
 
     Parameters
     ----------
@@ -113,6 +119,8 @@ def plot_smiles(
         Underlying to draw from a snapshot.
     n_points : int
         Points per smile.
+    residuals : bool, optional
+        Draw the residual panel (default: when ``marks`` are given and ``ax`` is not). Needs a new figure.
 
     Returns
     -------
@@ -120,7 +128,7 @@ def plot_smiles(
     """
     plt = _pyplot()
     ts = None
-    title = "SVI smiles"
+    title = "smiles"
     if isinstance(surface, MarketSnapshot):
         ts = surface.timestamp_ms
         name = underlying if underlying is not None else next(iter(surface.underlyings), None)
@@ -129,15 +137,24 @@ def plot_smiles(
         vs = surface[name].vol_surface
         if vs is None:
             raise InvalidInputError(f"underlying {name!r} has no vol surface")
-        title = f"{name} SVI smiles"
+        title = f"{name} smiles"
         surface = vs
     if not isinstance(surface, VolSurface):
         raise InvalidTypeError(f"surface: expected a VolSurface or MarketSnapshot, got {type(surface).__name__}")
-    if ax is None:
+    mk = _marks_columns(marks, ts) if marks is not None else None
+    if residuals is None:
+        residuals = mk is not None and ax is None
+    if residuals and mk is None:
+        raise InvalidInputError("residuals: the residual panel needs marks")
+    if residuals and ax is not None:
+        raise InvalidInputError("residuals: the residual panel needs a new figure (ax=None)")
+    rax = None
+    if ax is None and residuals:
+        fig, (ax, rax) = plt.subplots(2, 1, figsize=(8, 7.5), sharex=True, height_ratios=(3, 2))
+    elif ax is None:
         fig, ax = plt.subplots(figsize=(8, 5))
     else:
         fig = ax.figure
-    mk = _marks_columns(marks, ts) if marks is not None else None
     times = surface.times
     colours = plt.cm.viridis(np.linspace(0.0, 0.9, len(times)))
     for i, (s, c) in enumerate(zip(surface.slices, colours)):
@@ -149,17 +166,32 @@ def plot_smiles(
         pad = 0.05 * (hi - lo)
         k = np.linspace(lo - pad, hi + pad, n_points)
         vol = np.sqrt(surface.total_variance(k, s.T) / s.T)
-        ax.plot(k, 100 * vol, color=c, lw=1.5, label=f"{s.label} (T={s.T:.4g})")
+        ax.plot(k, 100 * vol, color=c, lw=1.5, label=f"{s.label} ({365.0 * s.T:.1f} d)")
         if mk is not None:
-            kq, Tq, ivq = mk
+            Kq, Fq, Tq, ivq, bidq, askq = mk
+            kq = np.log(Kq / Fq)
             nearest = np.abs(Tq[:, None] - times[None, :]).argmin(axis=1)
             sel = nearest == i
             ax.plot(kq[sel], 100 * ivq[sel], "o", color=c, ms=3.5, alpha=0.8)
+            if rax is not None and sel.any():
+                model = surface.implied_vol(Kq[sel], Tq[sel], Fq[sel])
+                rax.plot(kq[sel], 100 * (model - ivq[sel]), "o", color=c, ms=3.5)
+                two = np.isfinite(bidq[sel]) & np.isfinite(askq[sel]) & (bidq[sel] > 0) & (askq[sel] > 0)
+                if two.any():
+                    rax.vlines(kq[sel][two], 100 * (bidq[sel][two] - ivq[sel][two]),
+                               100 * (askq[sel][two] - ivq[sel][two]), color=c, lw=0.8, alpha=0.5)
     ax.set_xlabel("log-moneyness k = ln(K/F)")
     ax.set_ylabel("implied vol (%)")
-    ax.set_title(title + (" (dots: marks)" if mk is not None else ""))
+    ax.set_title(title + (" (dots: marks; legend: days to expiry)" if mk is not None else " (legend: days to expiry)"))
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
+    if rax is not None:
+        rax.axhline(0.0, color="black", lw=0.8)
+        rax.set_xlabel("log-moneyness k = ln(K/F)")
+        rax.set_ylabel("vol points vs mark")
+        rax.set_title("model - mark (dots) and bid/ask around the mark (bars)", fontsize=9)
+        rax.grid(True, alpha=0.3)
+        rax.set_ylim(-8, 8)
     return fig
 
 

@@ -268,3 +268,25 @@ def test_instrument_inputs_errors_name_the_instrument():
     with pytest.raises(MarketDataError, match=r"instrument 'BTC-25DEC26-100-C': underlying 'BTC' has no vol surface"):
         no_vol.instrument_inputs(table)
     no_vol.instrument_inputs(InstrumentTable.from_names(["BTC-PERPETUAL", "BTC-4DEC26"]))   # fine without options
+
+
+def test_snapshot_with_venue_following_surface_feeds_the_engines_inputs():
+    """A loaded market (spline smiles): instrument_inputs gives the surface's vols, pickling keeps them."""
+    import pickle
+
+    from dpm.market.loaders import load_market
+    from dpm.market.loaders.deribit import read_deribit_chain
+    from dpm.market.sample import DERIBIT_CHAIN_PATH
+
+    snap = load_market(DERIBIT_CHAIN_PATH, max_age_s=None)
+    chain = read_deribit_chain()
+    table = chain.table.subset(np.flatnonzero(chain.table.expiry_ms > snap.timestamp_ms))
+    inp = snap.instrument_inputs(table)
+    vs = snap["BTC"].vol_surface
+    np.testing.assert_array_equal(inp.vol, vs.implied_vol(table.strike, inp.time, inp.forward))
+    assert np.all(np.isfinite(inp.vol)) and np.all(inp.vol > 0)
+    back = pickle.loads(pickle.dumps(snap))
+    np.testing.assert_array_equal(back.instrument_inputs(table).vol, inp.vol)
+    # flat wings: far out-of-the-money strikes get the last quoted level, not an extrapolated slope
+    far = vs.implied_vol([100.0, 1e6], 0.3, 9400.0)
+    assert np.all(far < 3.0)

@@ -61,6 +61,31 @@ def test_plot_smiles_bad_input():
         plot_smiles(default_market(), marks={"x": [1.0]})
 
 
+def test_plot_smiles_residual_panel_and_days_in_legend(tmp_path):
+    import matplotlib.pyplot as plt
+
+    snap = deribit_snapshot()
+    c = deribit_marks()
+    fig = plot_smiles(snap, marks=c)
+    ax, rax = fig.axes[:2]
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[2] == "22MAY20 (8.1 d)"                 # 2020-05-14 05:44 -> 22MAY20 08:00 UTC
+    # residual dots: model minus mark in vol points, one per quote
+    dots = [ln for ln in rax.get_lines() if ln.get_linestyle() == "None"]
+    assert sum(len(ln.get_xdata()) for ln in dots) == 310
+    T = (c["expiry_ms"] - snap.timestamp_ms) / (365 * 86_400_000)
+    model = snap["BTC"].vol_surface.implied_vol(c["strike"], T, c["underlying_price"])
+    ys = np.sort(np.concatenate([ln.get_ydata() for ln in dots]))
+    np.testing.assert_allclose(ys, np.sort(100 * (model - c["mark_iv"])), rtol=1e-12, atol=1e-12)
+    bars = rax.collections
+    two = np.isfinite(c["bid_iv"]) & np.isfinite(c["ask_iv"])
+    assert sum(len(b.get_segments()) for b in bars) == int(two.sum())
+    fig.savefig(tmp_path / "res.png", dpi=60)
+    assert _is_png(tmp_path / "res.png")
+    plt.close(fig)
+    with pytest.raises(Exception, match="residual panel needs marks"):
+        plot_smiles(snap, residuals=True)
+
 def test_plot_risk_matrix_heat_map(tmp_path):
     import matplotlib.pyplot as plt
 

@@ -289,7 +289,7 @@ def deribit():
     from dpm.market.sample import deribit_marks, deribit_snapshot
     from dpm.pricing.black import price
 
-    snap = deribit_snapshot()
+    snap = deribit_snapshot(method="svi")        # the SVI fit and its stated tolerances
     c = deribit_marks()
     T = (c["expiry_ms"] - snap.timestamp_ms) / (365 * 86_400_000)
     vs = snap["BTC"].vol_surface
@@ -429,3 +429,219 @@ def test_from_marks_repairs_arbitrageable_quotes():
         assert butterfly_violation(s, T) < 1e-6
     a = s.slices[0]
     assert a.iv_rmse < 0.01 and a.n_quotes == 45          # the repair costs well under a vol point
+
+
+# --------------------------------------------------------------------------- venue-following (spline) fit
+# Targets (docs/market-data.md, "Venue-following surfaces"): for every expiry longer than one day, IV RMSE
+# <= 1 vol point against Deribit's mark IV, >= 98 % of the options with a two-sided book inside it, no
+# static arbitrage. Two exceptions are *provably* out of reach of any arbitrage-free surface at the venue's
+# forward and are asserted at what is possible (see chain_metrics):
+#   * an expiry whose marks violate monotonicity (a call spread with negative price): RMSE <= 3 vol points;
+#   * strikes whose call and put books (in implied vol, at the venue's forward) do not overlap: at most one
+#     of the two can be inside, so "inside" is counted against the feasible maximum.
+CHAIN_0521 = Path(__file__).parent / "fixtures" / "deribit" / "deribit_btc_options_2020-05-21.csv"
+DAY = 1.0 / 365.0
+
+
+def _chain(path=None):
+    from dpm.market.loaders.deribit import read_deribit_chain
+
+    m = dict(read_deribit_chain(path).marks)
+    m["label"] = np.array([str(n).split("-")[1] for n in m["name"]], dtype=object)
+    ts = int(m["timestamp_ms"].max())
+    m["T"] = (m["expiry_ms"] - ts) / (365 * 86_400_000)
+    return m
+
+
+def _fit(m, **kw):
+    return VolSurface.from_marks(m["strike"], m["T"], m["underlying_price"], m["mark_iv"], bid_ivs=m["bid_iv"],
+                                 ask_ivs=m["ask_iv"], labels=m["label"], method="spline", **kw)
+
+
+def chain_metrics(vs, m):
+    """Per expiry: T, quotes, IV RMSE / max vs mark (vol points), two-sided quotes, inside, feasible maximum
+    of inside (two-sided minus strikes whose call and put books are disjoint), and whether the marks
+    themselves violate monotonicity or convexity in strike (call prices from mark IVs on the expiry's
+    median forward)."""
+    iv = vs.implied_vol(m["strike"], m["T"], m["underlying_price"])
+    out = {}
+    for lab in dict.fromkeys(m["label"]):
+        s = m["label"] == lab
+        two = s & np.isfinite(m["bid_iv"]) & np.isfinite(m["ask_iv"])
+        inside = two & (iv >= m["bid_iv"]) & (iv <= m["ask_iv"])
+        disjoint = 0
+        for K in np.unique(m["strike"][two]):
+            j = np.flatnonzero(two & (m["strike"] == K))
+            if j.size == 2 and (m["bid_iv"][j].max() > m["ask_iv"][j].min()):
+                disjoint += 1
+        c = np.flatnonzero(s & (m["option_type"] == 1))
+        c = c[np.argsort(m["strike"][c])]
+        F = float(np.median(m["underlying_price"][s]))
+        T = float(m["T"][c[0]])
+        C = np.array([ref.black_call_normalised(math.log(K / F), v * v * T) for K, v in
+                      zip(m["strike"][c], m["mark_iv"][c])])
+        slope = np.diff(C) / np.diff(m["strike"][c])
+        err = (iv - m["mark_iv"])[s]
+        out[lab] = dict(T=T, n=int(s.sum()), rmse=100 * float(np.sqrt(np.mean(err ** 2))),
+                        max=100 * float(np.abs(err).max()), two=int(two.sum()), inside=int(inside.sum()),
+                        feasible=int(two.sum()) - disjoint, marks_monotone=bool(np.all(slope <= 1e-12)),
+                        marks_convex=bool(np.all(np.diff(slope) >= -1e-12)))
+    return out
+
+
+def _assert_targets(vs, m, *, rmse_max=1.0, inside_frac=0.98, rmse_max_arbitraged_marks=3.0):
+    assert vs.report.arbitrage_free, str(vs.report)
+    assert calendar_violation(vs) < 1e-12
+    for t in vs.times:
+        assert butterfly_violation(vs, float(t)) < 1e-7, t
+    for lab, r in chain_metrics(vs, m).items():
+        if r["T"] <= DAY:
+            continue
+        limit = rmse_max if r["marks_monotone"] else rmse_max_arbitraged_marks
+        assert r["rmse"] <= limit, (lab, r)
+        assert r["inside"] >= math.floor(inside_frac * r["feasible"]), (lab, r)
+
+
+@pytest.fixture(scope="module")
+def chain_0514():
+    m = _chain()
+    return m, _fit(m)
+
+
+@pytest.fixture(scope="module")
+def chain_0521():
+    m = _chain(CHAIN_0521)
+    return m, _fit(m)
+
+
+@pytest.mark.parametrize("which", ["chain_0514", "chain_0521"])
+def test_spline_surface_meets_targets_on_real_chains(which, request):
+    m, vs = request.getfixturevalue(which)
+    assert all(isinstance(s, surf.SplineSlice) for s in vs.slices)
+    _assert_targets(vs, m)
+    # the slice diagnostics are the measured ones
+    iv = vs.implied_vol(m["strike"], m["T"], m["underlying_price"])
+    for sl in vs.slices:
+        s = m["label"] == sl.label
+        np.testing.assert_allclose(sl.iv_rmse, np.sqrt(np.mean((iv - m["mark_iv"])[s] ** 2)), rtol=1e-9)
+
+
+def test_infeasible_cases_are_real(chain_0514):
+    """What the targets cannot ask of any arbitrage-free surface on the 2020-05-14 chain at Deribit's forward."""
+    m, vs = chain_0514
+    r = chain_metrics(vs, m)
+    # 15MAY20: the 11250 call is marked above the 11000 call (mark_price 0.00108517 > 0.0009237 BTC)
+    assert not r["15MAY20"]["marks_monotone"]
+    i, j = (np.flatnonzero(m["name"] == n)[0] for n in ("BTC-15MAY20-11000-C", "BTC-15MAY20-11250-C"))
+    assert m["mark_price"][j] > m["mark_price"][i]
+    # 22MAY20: call and put books at 9250..10000 do not overlap in vol: at most 31 of 35 can be inside
+    assert (r["22MAY20"]["two"], r["22MAY20"]["feasible"], r["22MAY20"]["inside"]) == (35, 31, 31)
+    k = np.flatnonzero(m["name"] == "BTC-22MAY20-9250-C")[0]
+    p = np.flatnonzero(m["name"] == "BTC-22MAY20-9250-P")[0]
+    assert m["ask_iv"][k] < m["bid_iv"][p]
+
+
+def test_spline_wings_are_flat_beyond_the_quotes(chain_0514):
+    m, vs = chain_0514
+    for sl in vs.slices:
+        far = np.array([sl.knots[0] - 0.5, sl.knots[0] - 3.0, sl.knots[-1] + 0.5, sl.knots[-1] + 3.0])
+        w = sl.total_variance(far)
+        assert w[0] == w[1] and w[2] == w[3]
+        assert sl.wing_slopes == (0.0, 0.0)
+    # on the 15MAY20 expiry Deribit holds the put wing flat at 171.5 %: so does the fit
+    s = (m["label"] == "15MAY20") & (m["strike"] <= 7250)
+    iv = vs.implied_vol(m["strike"][s], m["T"][s], m["underlying_price"][s])
+    assert np.abs(iv - m["mark_iv"][s]).max() < 0.01
+
+
+def _perturb(m, rng, how):
+    m = {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in m.items()}
+    keep = np.ones(m["strike"].size, bool)
+    if how == "drop_strikes":                         # a third of the strikes disappear
+        for lab in dict.fromkeys(m["label"]):
+            s = m["label"] == lab
+            Ks = np.unique(m["strike"][s])
+            gone = rng.choice(Ks, size=len(Ks) // 3, replace=False)
+            keep &= ~(s & np.isin(m["strike"], gone))
+    elif how == "shift_forward":                      # the venue's forward moves 0.3 % against the book
+        m["underlying_price"] = m["underlying_price"] * 1.003
+    elif how == "widen_spreads":
+        half = 0.5 * (m["ask_iv"] - m["bid_iv"])
+        m["bid_iv"], m["ask_iv"] = m["bid_iv"] - half, m["ask_iv"] + half
+    elif how == "thin_wings":                         # no quotes beyond 1.5 ATM standard deviations
+        k = np.log(m["strike"] / m["underlying_price"])
+        keep &= np.abs(k) <= 1.5 * m["mark_iv"] * np.sqrt(np.maximum(m["T"], 2 * DAY))
+    elif how == "noisy_marks":                        # marks resampled with 0.5 vol point noise
+        m["mark_iv"] = m["mark_iv"] + rng.normal(0.0, 0.005, m["mark_iv"].size)
+    for k, v in m.items():
+        if isinstance(v, np.ndarray) and v.shape == keep.shape:
+            m[k] = v[keep]
+    return m
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["drop_strikes", "shift_forward", "widen_spreads", "thin_wings", "noisy_marks"])
+def test_spline_fit_is_robust_to_perturbed_chains(how):
+    """The fit stays arbitrage free and inside the (perturbed) book on perturbed versions of the chain."""
+    m = _perturb(_chain(), np.random.default_rng(17), how)
+    vs = _fit(m)
+    # fewer strikes or noisier marks: the RMSE against the (remaining, noisy) marks may grow somewhat
+    rmse = {"shift_forward": 3.0, "noisy_marks": 1.5, "drop_strikes": 1.5}.get(how, 1.0)
+    # a forward shifted against the book moves the feasible set: count inside against 90 % of it there
+    _assert_targets(vs, m, rmse_max=rmse, inside_frac=0.9 if how == "shift_forward" else 0.98,
+                    rmse_max_arbitraged_marks=3.5)
+
+
+def test_spline_slice_validation_and_pickle():
+    import pickle
+
+    with pytest.raises(InvalidInputError, match="knots"):
+        surf.SplineSlice(0.1, [0.0, 0.0, 1.0], [0.1, 0.1, 0.1])
+    with pytest.raises(InvalidInputError, match="knot 1 has -0.1"):
+        surf.SplineSlice(0.1, [0.0, 0.5, 1.0], [0.1, -0.1, 0.1], label="X")
+    s = surf.SplineSlice(0.5, [-1.0, -0.2, 0.0, 0.3, 1.0], [0.3, 0.2, 0.18, 0.2, 0.3])
+    t = pickle.loads(pickle.dumps(s))
+    k = np.linspace(-2, 2, 101)
+    np.testing.assert_array_equal(t.total_variance(k), s.total_variance(k))
+    # the clamped spline interpolates its knots with zero end slopes
+    np.testing.assert_allclose(s.total_variance(s.knots), s.values, rtol=1e-14)
+    _, w1, _ = s.derivatives(np.array([-1.0, 1.0]))
+    np.testing.assert_allclose(w1, 0.0, atol=1e-14)
+    with pytest.raises(InvalidInputError, match="method"):
+        VolSurface.from_marks([1, 2, 3, 4, 5], [1] * 5, [3] * 5, [0.5] * 5, method="cubic")
+
+
+def test_spline_build_repairs_what_the_constrained_fit_leaves(monkeypatch):
+    """If a fitted smile still had negative density, or dipped below the previous expiry, the build repairs
+    it (SVI replacement / lift) and reports it; the result passes the independent checks."""
+    k = np.linspace(-0.5, 0.5, 11)
+    K = 100.0 * np.exp(k)
+    iv1 = 0.6 + 0.2 * k * k
+    iv2 = 0.55 + 0.2 * k * k
+    Ks = np.concatenate([K, K])
+    Ts = [0.1] * 11 + [0.2] * 11
+    ivs = np.concatenate([iv1, iv2])
+    labels = ["A"] * 11 + ["B"] * 11
+    real_fit = surf.fit_spline_slice
+
+    def bad_fit(kq, iv, T, **kw):
+        sl = real_fit(kq, iv, T, **{**kw, "floor": None, "floor_span": None})   # ignores the calendar
+        if kw.get("label") == "A":                                              # and dents slice A
+            v = np.array(sl.values)
+            v[len(v) // 2] *= 0.5
+            sl = surf.SplineSlice(sl.T, sl.knots, v, label=sl.label, n_quotes=sl.n_quotes, k_min=sl.k_min,
+                                  k_max=sl.k_max)
+        return sl
+
+    monkeypatch.setattr(surf, "fit_spline_slice", bad_fit)
+    vs = VolSurface.from_marks(Ks, Ts, np.full(22, 100.0), ivs, labels=labels, method="spline")
+    kinds = {(i.kind, i.label): i for i in vs.report.issues}
+    assert kinds[("butterfly", "A")].action == "replaced by the repaired SVI fit of its quotes"
+    assert isinstance(vs.slices[0], surf.SVISlice)
+    assert kinds[("calendar", "B")].action == "lifted to previous slice" and vs.lifted == (False, True)
+    assert vs.report.arbitrage_free
+    assert calendar_violation(vs) < 1e-12
+    for t in vs.times:
+        assert butterfly_violation(vs, float(t)) < 1e-7
+    raw = VolSurface.from_marks(Ks, Ts, np.full(22, 100.0), ivs, labels=labels, method="spline", repair=False)
+    assert not raw.report.arbitrage_free and raw.lifted == (False, False)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from dpm.errors import MarketDataError
+from dpm.errors import InvalidInputError, MarketDataError
 from dpm.market.names import parse_name
 from dpm.market.snapshot import MS_PER_YEAR, ForwardCurve, MarketSnapshot, UnderlyingMarket
 from dpm.market.specs import EXPIRY_HOUR_UTC, Future, Option, Perpetual, to_ms
@@ -155,8 +155,8 @@ def _chain_timestamp(c: dict[str, np.ndarray]) -> int:
     return int(c["timestamp_ms"].max())
 
 
-@functools.lru_cache(maxsize=2)
-def _deribit_snapshot(path: str) -> MarketSnapshot:
+@functools.lru_cache(maxsize=4)
+def _deribit_snapshot(path: str, method: str) -> MarketSnapshot:
     c = _chain_columns(path)
     ts = _chain_timestamp(c)
     if np.any(c["expiry_ms"] <= ts):
@@ -169,23 +169,31 @@ def _deribit_snapshot(path: str) -> MarketSnapshot:
     F_exp = np.array([np.median(c["underlying_price"][T == t]) for t in Tu])
     labels = [str(c["expiry_label"][T == t][0]) for t in Tu]
     curve = ForwardCurve.from_futures(index, Tu, F_exp, labels=labels)
-    surface = VolSurface.from_marks(c["strike"], T, c["underlying_price"], c["mark_iv"],
-                                    labels=c["expiry_label"])
+    if method == "spline":
+        surface = VolSurface.from_marks(c["strike"], T, c["underlying_price"], c["mark_iv"], bid_ivs=c["bid_iv"],
+                                        ask_ivs=c["ask_iv"], labels=c["expiry_label"], method="spline")
+    else:
+        surface = VolSurface.from_marks(c["strike"], T, c["underlying_price"], c["mark_iv"],
+                                        labels=c["expiry_label"], method=method)
     btc = UnderlyingMarket(index, curve, surface, perpetual_price=index, funding_rate=0.0)
     return MarketSnapshot(ts, {"BTC": btc})
 
 
-def deribit_snapshot(path: str | Path | None = None) -> MarketSnapshot:
+def deribit_snapshot(path: str | Path | None = None, *, method: str = "spline") -> MarketSnapshot:
     """The real Deribit BTC chain of 2020-05-14 as a :class:`MarketSnapshot` (cached; immutable).
 
     * ``timestamp_ms``: the chain's last row timestamp (2020-05-14 05:44:06.537 UTC).
     * index: median of ``index_price`` (9,350.67 at the first row).
     * forward curve: through each expiry's median ``underlying_price`` (Deribit's forward for the expiry;
       synthetic from put-call parity for expiries without a future).
-    * vol surface: one SVI slice per expiry fitted to ``mark_iv`` (vega-weighted), arbitrage-checked.
+    * vol surface: ``method="spline"`` (default) the venue-following smiles of
+      :mod:`dpm.market.spline` fitted to ``mark_iv`` inside ``bid_iv``/``ask_iv``; ``method="svi"`` one SVI
+      slice per expiry fitted to ``mark_iv`` (vega-weighted). Both arbitrage-checked and repaired.
     * perpetual price: not in the chain, set to the index; funding 0.
     """
-    return _deribit_snapshot(str(path or DERIBIT_CHAIN_PATH))
+    if method not in ("spline", "svi"):
+        raise InvalidInputError(f"method: expected 'spline' or 'svi', got {method!r}")
+    return _deribit_snapshot(str(path or DERIBIT_CHAIN_PATH), method)
 
 
 # --------------------------------------------------------------------------- generated default market

@@ -32,6 +32,7 @@ from scipy.optimize import least_squares
 
 from dpm._util.validation import as_float_array
 from dpm.errors import InvalidInputError, MarketDataError
+from dpm.market.spline import SplineSlice, fit_spline_slice
 
 __all__ = [
     "LEE_MAX_SLOPE",
@@ -39,6 +40,7 @@ __all__ = [
     "ArbitrageIssue",
     "ArbitrageReport",
     "SVISlice",
+    "SplineSlice",
     "VolSurface",
     "fit_svi",
     "svi_density",
@@ -618,7 +620,7 @@ class VolSurface:
         What the checks found and what was repaired.
     """
 
-    __slots__ = ("_P", "_T", "_any_lifted", "_lifted", "_lifted_arr", "_report", "_seg", "_slices")
+    __slots__ = ("_P", "_T", "_all_svi", "_any_lifted", "_lifted", "_lifted_arr", "_report", "_seg", "_slices")
 
     def __init__(self, slices: Sequence[SVISlice], report: ArbitrageReport | None = None,
                  lifted: Sequence[bool] | None = None):
@@ -626,9 +628,10 @@ class VolSurface:
         if not slices:
             raise MarketDataError("a VolSurface needs at least one slice")
         for s in slices:
-            if not isinstance(s, SVISlice):
-                raise InvalidInputError(f"slices: expected SVISlice objects, got {type(s).__name__}")
-            _check_params(*s.params, s.label or f"T={s.T:.6g}")
+            if isinstance(s, SVISlice):
+                _check_params(*s.params, s.label or f"T={s.T:.6g}")
+            elif not isinstance(s, SplineSlice):
+                raise InvalidInputError(f"slices: expected SVISlice or SplineSlice objects, got {type(s).__name__}")
         Ts = np.array([s.T for s in slices])
         if not (np.all(np.isfinite(Ts)) and np.all(Ts > 0)):
             raise InvalidInputError(f"slices: times to expiry must be finite and > 0, got {Ts.tolist()}")
@@ -644,8 +647,10 @@ class VolSurface:
         object.__setattr__(self, "_any_lifted", any(lifted))
         object.__setattr__(self, "_report", report if report is not None else ArbitrageReport())
         object.__setattr__(self, "_T", _readonly(Ts))
-        # Parameters as 5 contiguous read-only rows (a, b, rho, m, sigma) for vectorised gathers.
-        object.__setattr__(self, "_P", _readonly(np.array([s.params for s in slices]).T.copy()))
+        all_svi = all(isinstance(s, SVISlice) for s in slices)
+        object.__setattr__(self, "_all_svi", all_svi)
+        # SVI parameters as 5 contiguous read-only rows (a, b, rho, m, sigma) for vectorised gathers.
+        object.__setattr__(self, "_P", _readonly(np.array([s.params for s in slices]).T.copy()) if all_svi else None)
         object.__setattr__(self, "_seg", tuple(_readonly(a) if a.dtype.kind == "f" else a
                                                for a in self._build_segment_tables()))
 
@@ -684,6 +689,8 @@ class VolSurface:
     # ---- evaluation
     def _slice_w(self, i: Any, k: np.ndarray) -> np.ndarray:
         """Effective total variance of slice(s) ``i`` (scalar or array aligned with ``k``)."""
+        if not self._all_svi:
+            return self._slice_w_generic(i, k)
         P = self._P
         if np.ndim(i) == 0:
             i = int(i)
@@ -701,6 +708,20 @@ class VolSurface:
                 wj = svi_total_variance(k[mask], *(P[r, cur[mask]] for r in range(5)))
                 w[mask] = np.maximum(w[mask], wj)
                 mask = mask & self._lifted_arr[cur]
+        return w
+
+    def _slice_w_generic(self, i: Any, k: np.ndarray) -> np.ndarray:
+        if np.ndim(i) == 0:
+            i = int(i)
+            w = np.array(self._slices[i].total_variance(k), dtype=np.float64)
+            while self._lifted[i]:
+                i -= 1
+                np.maximum(w, self._slices[i].total_variance(k), out=w)
+            return w
+        w = np.empty(k.shape)
+        for j in np.unique(i):
+            sel = i == j
+            w[sel] = self._slice_w_generic(int(j), k[sel])
         return w
 
     def total_variance(self, k: Any, T: Any) -> np.ndarray:
@@ -904,8 +925,18 @@ class VolSurface:
         ask_ivs: Any = None,
         labels: Sequence[str] | None = None,
         repair: bool = True,
+        method: str = "svi",
     ) -> VolSurface:
-        """Fit one SVI slice per distinct expiry to implied-vol marks, then check and repair arbitrage.
+        """Fit one smile per distinct expiry to implied-vol marks, then check and repair arbitrage.
+
+        ``method="svi"`` (default) fits a raw SVI slice per expiry (see below). ``method="spline"`` fits the
+        venue-following smile of :mod:`dpm.market.spline`: a clamped cubic spline of total variance that
+        stays inside ``[bid_ivs, ask_ivs]`` where there is a two-sided book, is pulled to ``ivs`` (the marks)
+        elsewhere, is flat in implied vol beyond the quoted strikes, and is fitted expiry by expiry (in
+        order of ``T``) under density (butterfly) and calendar constraints; the ``weights`` then weight the
+        pull to the marks. Any violation left after the constrained fit is repaired (a slice whose density
+        stays negative is replaced by the repaired SVI fit of its quotes; a slice below its predecessor is
+        lifted onto it) and reported.
 
         Parameters
         ----------
@@ -981,6 +1012,12 @@ class VolSurface:
                 raise MarketDataError(f"crossed market: quote {j} ({where(j)}) has bid iv {float(bid[j])!r} > ask iv {float(ask[j])!r}")
             spread = np.where(both, ask - bid, np.nan)
 
+        if method not in ("svi", "spline"):
+            raise InvalidInputError(f"method: expected 'svi' or 'spline', got {method!r}")
+        if method == "spline":
+            bid_a = bid if bid_ivs is not None else None
+            ask_a = ask if ask_ivs is not None else None
+            return _build_spline(K, Tq, F, iv, W, bid_a, ask_a, lab, repair)
         Tu, inv = np.unique(Tq, return_inverse=True)
         slices, fits = [], []
         for i, t in enumerate(Tu):
@@ -1110,3 +1147,136 @@ def _build(slices: list[SVISlice], fits: list[_FitData], repair: bool) -> VolSur
     widest = max(grids, key=lambda g: g[-1])
     report = ArbitrageReport(tuple(issues), (float(widest[0]), float(widest[-1]), int(widest.size)), repair)
     return VolSurface(out, report, lifted)
+
+
+# --------------------------------------------------------------------------- venue-following (spline) build
+class _Effective:
+    """Effective total variance of a processed slice: its own smile, or the max with its predecessor's
+    effective smile when lifted (calendar repair)."""
+
+    def __init__(self, sl: Any, below: _Effective | None):
+        self.sl = sl
+        self.below = below
+
+    def __call__(self, k: np.ndarray) -> np.ndarray:
+        w = np.asarray(self.sl.total_variance(k), dtype=np.float64)
+        return w if self.below is None else np.maximum(w, self.below(k))
+
+    def derivatives(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        w, w1, w2 = self.sl.derivatives(k)
+        if self.below is not None:
+            bw, bw1, bw2 = self.below.derivatives(k)
+            use = bw > w
+            w, w1, w2 = np.where(use, bw, w), np.where(use, bw1, w1), np.where(use, bw2, w2)
+        return w, w1, w2
+
+    def span(self) -> tuple[float, float]:
+        sl = self.sl
+        if isinstance(sl, SplineSlice):
+            lo, hi = float(sl.knots[0]), float(sl.knots[-1])
+        else:
+            lo, hi = -3.0, 3.0
+        if self.below is not None:
+            blo, bhi = self.below.span()
+            lo, hi = min(lo, blo), max(hi, bhi)
+        return lo, hi
+
+
+def _check_grid(sl: Any) -> np.ndarray:
+    if isinstance(sl, SplineSlice):
+        return sl.check_grid()
+    return _grid_for(sl.T, float(sl.total_variance(0.0)), sl.k_min, sl.k_max, sl.m, sl.sigma)
+
+
+def _build_spline(K, Tq, F, iv, W, bid, ask, lab, repair: bool) -> VolSurface:
+    """Fit the venue-following spline slices expiry by expiry, repair what remains, report."""
+    Tu, inv = np.unique(Tq, return_inverse=True)
+    issues: list[ArbitrageIssue] = []
+    slices: list[Any] = []
+    lifted: list[bool] = []
+    effs: list[_Effective] = []
+    prev: _Effective | None = None
+    for i, t in enumerate(Tu):
+        sel = np.flatnonzero(inv == i)
+        label = str(lab[sel[0]]) if lab is not None else f"T={t:.6g}"
+        k = np.log(K[sel] / F[sel])
+        n_strikes = np.unique(K[sel]).size
+        if n_strikes < MIN_QUOTES:
+            raise MarketDataError(
+                f"expiry {label}: {n_strikes} usable quote(s) (distinct strikes), at least {MIN_QUOTES} needed "
+                "to fit a smile"
+            )
+        w_sel = None if W is None else W[sel]
+        if w_sel is not None and np.count_nonzero(w_sel) < MIN_QUOTES:
+            raise MarketDataError(f"expiry {label}: fewer than {MIN_QUOTES} quotes have a positive weight")
+        fwd = float(np.median(F[sel]))
+        b_sel = None if bid is None else bid[sel]
+        a_sel = None if ask is None else ask[sel]
+        use_floor = repair and prev is not None
+        sl = fit_spline_slice(k, iv[sel], float(t), bid_iv=b_sel, ask_iv=a_sel, weights=w_sel,
+                              floor=prev if use_floor else None, floor_span=prev.span() if use_floor else None,
+                              label=label, forward=fwd)
+        grid = sl.check_grid()
+        g = sl.density(grid)
+        if g.min() < 0:
+            bad = grid[g < 0]
+            before = float(-g.min())
+            action = "none"
+            if repair:
+                svi = VolSurface.from_marks(K[sel], Tq[sel], F[sel], iv[sel], w_sel, labels=None if lab is None
+                                            else lab[sel], repair=True).slices[0]
+                sl = svi
+                action = "replaced by the repaired SVI fit of its quotes"
+            after = float(max(-sl.density(_check_grid(sl)).min(), 0.0))
+            issues.append(ArbitrageIssue("butterfly", label, float(t), (float(bad.min()), float(bad.max())),
+                                         before, after, action))
+        is_lifted = False
+        if prev is not None:
+            lo, hi = prev.span()
+            lo2, hi2 = (float(sl.knots[0]), float(sl.knots[-1])) if isinstance(sl, SplineSlice) else (-3.0, 3.0)
+            cg = np.linspace(min(lo, lo2) - 0.1, max(hi, hi2) + 0.1, 4001)
+            viol = prev(cg) - np.asarray(sl.total_variance(cg))
+            if viol.max() > CALENDAR_TOL:
+                kb = cg[viol > CALENDAR_TOL]
+                is_lifted = repair
+                issues.append(ArbitrageIssue("calendar", label, float(t), (float(kb.min()), float(kb.max())),
+                                             float(viol.max()), 0.0 if repair else float(viol.max()),
+                                             "lifted to previous slice" if repair else "none"))
+        eff = _Effective(sl, prev if is_lifted else None)
+        if is_lifted:
+            # diagnostics of the effective (lifted) smile
+            s_fit = np.sqrt(eff(k) / float(t))
+            err = s_fit - iv[sel]
+            two = np.zeros(sel.size, bool) if bid is None else np.isfinite(b_sel) & np.isfinite(a_sel) & \
+                (b_sel > 0) & (a_sel > 0)
+            ins = two & (s_fit >= (b_sel if bid is not None else 0)) & (s_fit <= (a_sel if ask is not None else 0))
+            if isinstance(sl, SplineSlice):
+                sl = SplineSlice(sl.T, sl.knots, sl.values, forward=sl.forward, label=sl.label,
+                                 n_quotes=sl.n_quotes, iv_rmse=float(np.sqrt(np.mean(err * err))),
+                                 iv_max_error=float(np.abs(err).max()), k_min=sl.k_min, k_max=sl.k_max,
+                                 n_inside=int(ins.sum()), n_two_sided=int(two.sum()))
+                eff = _Effective(sl, prev)
+        slices.append(sl)
+        lifted.append(is_lifted)
+        effs.append(eff)
+        prev = eff
+    # butterfly of interpolated slices halfway between nodes (reported only)
+    widest = (0.0, 0.0, 0)
+    for i in range(1, len(slices)):
+        lo, hi = effs[i].span()
+        grid = np.linspace(lo - 0.1, hi + 0.1, 4001)
+        a0, a1, a2 = effs[i - 1].derivatives(grid)
+        b0, b1, b2 = effs[i].derivatives(grid)
+        g = _density_from(grid, 0.5 * (a0 + b0), 0.5 * (a1 + b1), 0.5 * (a2 + b2))
+        if g.min() < -BUTTERFLY_TOL:
+            kb = grid[g < -BUTTERFLY_TOL]
+            v = float(-g.min())
+            issues.append(ArbitrageIssue("interpolation", f"{slices[i-1].label}|{slices[i].label}",
+                                         0.5 * (slices[i - 1].T + slices[i].T), (float(kb.min()), float(kb.max())),
+                                         v, v, "none"))
+    for e in effs:
+        lo, hi = e.span()
+        if hi - lo > widest[1] - widest[0]:
+            widest = (lo, hi, 4001)
+    report = ArbitrageReport(tuple(issues), widest, repair)
+    return VolSurface(slices, report, lifted)
