@@ -11,7 +11,11 @@ _EXPORTS = {
     "MarginResults": "dpm.engines.results",
     "PositionContribution": "dpm.engines.results",
     "ScenarioRiskEngine": "dpm.engines.risk",
+    "SolvencyEngine": "dpm.engines.solvency.engine",
+    "SolvencyPolicy": "dpm.engines.solvency.waterfall",
+    "SolvencyReport": "dpm.engines.solvency.report",
     "StressResult": "dpm.engines.risk",
+    "StressSpace": "dpm.engines.solvency.space",
     "USD_LIKE": "dpm.engines.margin",
     "WhatIfResult": "dpm.engines.results",
 }
