@@ -91,6 +91,9 @@ class SolvencyRun:
     closeout_cost, deficit, deleveraged, socialised : ndarray (N, S)
         Per account: close-out cost + fee paid, negative equity after the close-out, ADL loss borne
         (as a counterparty) and socialised loss borne.
+    equity_final : ndarray (N, S)
+        Equity after the move, close-out costs, fees and any surplus taken by the fund, before the
+        waterfall (negative = the deficit).
     """
 
     scenarios: ScenarioSet
@@ -107,6 +110,7 @@ class SolvencyRun:
     deficit: np.ndarray
     deleveraged: np.ndarray
     socialised: np.ndarray
+    equity_final: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
 
     def table(self) -> Any:
@@ -251,6 +255,7 @@ class SolvencyEngine:
         def_m = np.zeros(shape)
         adl_m = np.zeros(shape)
         soc_m = np.zeros(shape)
+        efin_m = E1.copy()
         t_margin = t_liq = t_wf = 0.0
         for s in range(S):
             ta = time.perf_counter()
@@ -374,6 +379,7 @@ class SolvencyEngine:
             bk_m[:, s] = bankrupt
             cost_m[L, s] = lr.cost + lr.fee
             def_m[L, s] = deficit
+            efin_m[L, s] = e_after
             adl_m[:, s] = adl_cp
             soc_m[:, s] = soc
         t3 = time.perf_counter()
@@ -381,7 +387,7 @@ class SolvencyEngine:
         timings = {"exposure": t1 - t0, "revalue": t2 - t1, "margin_after_move": t_margin, "closeout": t_liq,
                    "waterfall": t_wf, "total": t3 - t0}
         return SolvencyRun(scenarios, self.policy, fund, out, book.account_id, E0, E1, mm1, liq_m, bk_m, cost_m,
-                           def_m, adl_m, soc_m, timings)
+                           def_m, adl_m, soc_m, efin_m, timings)
 
     def report(self, accounts: AccountBook | BookExposure, fund: float, *, scenarios: ScenarioSet | None = None,
                user: Sequence[ScenarioSet] = (), reverse: bool | VenueReverseStress = True,
