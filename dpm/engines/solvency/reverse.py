@@ -516,15 +516,32 @@ def reverse_stress(engine: ScenarioRiskEngine, exposure: BookExposure, space: St
             fidx = kbest[sel]
         fcaps = _caps(space, fdirs)
         coarse = (kbest[sel], j1[sel, kbest[sel]])
-        res = _certify(engine, exposure, space, factors, accounts[sel], e[sel], L0[sel], fdirs, fcaps, fidx,
-                       rbest[sel], R[0], rho, lr, max_rounds, w)
+        # candidates: the refined direction and, for two factors, the coarse optimum itself (a
+        # kinked r(angle), e.g. at a corner of the percent metric, can mislead the parabola)
+        rows = np.arange(sel.size)
+        cand_rows, cand_f = [rows], [fidx]
+        if D == 2:
+            f0 = kbest[sel] * fine
+            other = f0 != fidx
+            cand_rows.append(rows[other])
+            cand_f.append(f0[other])
+        crow = np.concatenate(cand_rows)
+        cf = np.concatenate(cand_f)
+        res = _certify(engine, exposure, space, factors, accounts[sel], crow, e[sel], L0[sel], fdirs, fcaps, cf,
+                       rbest[sel][crow], R[0], rho, lr, max_rounds, w)
         n_scen += res["scenarios"]
-        done = res["done"]
+        # per account the candidate with the smallest certified distance
+        r_hi = np.where(res["done"], res["r_hi"], np.inf)
+        order = np.lexsort((r_hi, crow))
+        first = np.ones(order.size, dtype=bool)
+        first[1:] = crow[order][1:] != crow[order][:-1]
+        pick = order[first]  # one row per account (rows sorted by account)
+        done = res["done"][pick]
         a_done = accounts[sel][done]
-        dist[a_done] = res["r_hi"][done]
-        lower[a_done] = res["r_lo"][done]
-        move[a_done] = space.complete(res["z"][done], factors)
-        loss_at[a_done] = res["L_hi"][done]
+        dist[a_done] = res["r_hi"][pick][done]
+        lower[a_done] = res["r_lo"][pick][done]
+        move[a_done] = space.complete(res["z"][pick][done], factors)
+        loss_at[a_done] = res["L_hi"][pick][done]
         cert[a_done] = True
         # not certified on the lattice: the coarse ladder's exact bracket of the best direction
         nd = ~done
@@ -548,19 +565,21 @@ def reverse_stress(engine: ScenarioRiskEngine, exposure: BookExposure, space: St
 
 
 def _certify(engine: ScenarioRiskEngine, exposure: BookExposure, space: StressSpace, factors: np.ndarray,
-             accounts: np.ndarray, e: np.ndarray, L0: np.ndarray, fdirs: np.ndarray, fcaps: np.ndarray,
-             fidx: np.ndarray, rguess: np.ndarray, r_ref: float, rho: float, lr: float, max_rounds: int,
-             workers: int) -> dict[str, Any]:
+             accounts: np.ndarray, rows: np.ndarray, e_acc: np.ndarray, L0_acc: np.ndarray, fdirs: np.ndarray,
+             fcaps: np.ndarray, fidx: np.ndarray, rguess: np.ndarray, r_ref: float, rho: float, lr: float,
+             max_rounds: int, workers: int) -> dict[str, Any]:
     """Lattice bracketing of the exhausting radius of each account along its direction ``fidx``.
 
     Rung ``n`` is the radius ``r_ref rho^n`` (capped at the direction's edge). State per account: a
     rung known not to exhaust (``lo``; NEG = only the zero move is known) and one known to exhaust
     (``hi``; POS = none yet). Each round probes one rung per unresolved account (the guess and the
     rung below it first, then outward with doubling steps until bracketed, then bisection) and
-    revalues the distinct probe moves once.
+    revalues the distinct probe moves once. ``rows`` maps each candidate (direction ``fidx``, guess
+    ``rguess``) to its account in ``accounts`` (an account may have several candidates).
     """
-    n = accounts.size
+    n = rows.size
     gather = _ProbeGather(engine, exposure, space, accounts)
+    e = e_acc[rows]
     NEG, POS = -(1 << 40), 1 << 40
     lo = np.full(n, NEG, dtype=np.int64)
     hi = np.full(n, POS, dtype=np.int64)
@@ -608,7 +627,7 @@ def _certify(engine: ScenarioRiskEngine, exposure: BookExposure, space: StressSp
         rungs = np.concatenate([p[1] for p in passes])
         zH = radius(acc, rungs)[:, None] * fdirs[fidx[acc]]
         z = _z_full(space, factors, zH)
-        vals = gather.losses(acc, z, workers)
+        vals = gather.losses(rows[acc], z, workers)
         scen += np.unique(z, axis=0).shape[0]
         k0 = 0
         for pa, pr in passes:
