@@ -128,14 +128,15 @@ def factor_masks(exposure: BookExposure, underlyings: Sequence[str], vol: bool) 
         raise InvalidInputError(
             f"account {book.account_id[a]!r}: instrument {table.name[inst[p]]!r} is on an underlying that "
             f"the stress space does not move (space: {tuple(underlyings)})")
-    acc = book.account_of_position()
     mask = np.zeros(len(book), dtype=np.int64)
-    bits = np.where(live, np.left_shift(np.int64(1), np.maximum(code, 0)), 0)
-    np.bitwise_or.at(mask, acc, bits)
-    if vol:
-        opt = live & (np.asarray(table.kind)[inst] == Kind.OPTION) if inst.size else live
-        vbits = np.where(opt, np.left_shift(np.int64(1), U + np.maximum(code, 0)), 0)
-        np.bitwise_or.at(mask, acc, vbits)
+    bits = np.where(live, np.left_shift(np.int64(1), np.maximum(code, 0)), 0).astype(np.int64)
+    if vol and inst.size:
+        opt = live & (np.asarray(table.kind)[inst] == Kind.OPTION)
+        bits |= np.where(opt, np.left_shift(np.int64(1), U + np.maximum(code, 0)), 0)
+    # positions are grouped by account (CSR): one reduction per non-empty account
+    nonempty = np.flatnonzero(np.diff(book.indptr) > 0)
+    if nonempty.size:
+        mask[nonempty] = np.bitwise_or.reduceat(bits, book.indptr[nonempty])
     for j, c in enumerate(exposure.currencies):
         held = exposure.collateral_usd[:, j] != 0.0
         if not held.any() or c in USD_LIKE:
