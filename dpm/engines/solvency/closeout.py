@@ -302,14 +302,17 @@ def liquidate(engine: MarginEngine, book: AccountBook, equity: np.ndarray, costs
     if search.size == 0 or P == 0:
         return LiquidationResult(closed, cost, fee, full, req_after, eq - cost - fee, rounds)
 
-    res = engine.margin_many(book, workers=workers, contributions=True)
+    # the liquidation order of the accounts that are searched (the others close everything)
+    res = engine.margin_many(book.subset(search), workers=workers, contributions=True)
     rounds += 1
-    contrib = res.contribution
+    contrib = np.zeros(P)
+    contrib[_positions_of(indptr, search)] = res.contribution
     # rank of each position in its account's liquidation order (largest loss contribution first)
     order = np.lexsort((np.arange(P), contrib, acc))
     rank = np.empty(P, dtype=np.int64)
     rank[order] = np.arange(P) - indptr[acc[order]]
-    req_now = res.maintenance_margin if target == "mm" else res.initial_margin
+    req_now = np.zeros(n)
+    req_now[search] = res.maintenance_margin if target == "mm" else res.initial_margin
 
     def evaluate(frac_closed: np.ndarray, accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Requirement, cost and fee of ``accounts`` with ``frac_closed`` of every position closed."""
