@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from reference.solvency_ref import account_losses, dense_min_distance, ewma_cov_loop, venue_uncovered
 
 from dpm.engines.risk import ScenarioRiskEngine
 from dpm.engines.solvency import SolvencyEngine, StressSpace, reverse_stress, venue_reverse_stress
@@ -16,7 +17,6 @@ from dpm.market.sample import default_instruments, default_market
 from dpm.models.calibration.ranges import realized_log_vol
 from dpm.portfolio.accounts import AccountBook
 from dpm.portfolio.sample import generate_accounts
-from tests.reference.solvency_ref import account_losses, dense_min_distance, ewma_cov_loop, venue_uncovered
 
 
 @pytest.fixture(scope="module")

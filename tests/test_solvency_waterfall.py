@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from reference.solvency_ref import adl_groups_loop
 
 from dpm.engines.solvency import CloseOutCostModel, SolvencyEngine, SolvencyPolicy, adl_fill, adl_score
 from dpm.engines.solvency.engine import _adl_groups
@@ -14,7 +15,6 @@ from dpm.market.sample import default_instruments, default_market
 from dpm.models.generators.stress import historical_stress_scenarios, hypothetical_scenarios
 from dpm.portfolio.accounts import AccountBook
 from dpm.portfolio.sample import generate_accounts
-from tests.reference.solvency_ref import adl_groups_loop
 
 NO_COSTS = CloseOutCostModel(half_spread=0.0, impact=0.0)
 
@@ -297,3 +297,26 @@ def test_run_rejects_bad_input(market, small_table):
         eng.run(book, [[-0.3, 0.0]], fund=1.0)
     with pytest.raises(InvalidTypeError, match="costs"):
         SolvencyEngine(market, small_table, costs={"impact": 1})
+
+
+def test_report_table_markdown_html_and_dict_fallback(market, small_table, tmp_path, monkeypatch):
+    import sys
+
+    book = generate_accounts(150, small_table, seed=6)
+    eng = SolvencyEngine(market, small_table, policy="okx", workers=2)
+    user = hypothetical_scenarios([{"name": "crash", "price_move": {"BTC": -0.3, "ETH": -0.4}}], ["BTC", "ETH"])
+    rep = eng.report(book, fund=1e6, user=[user], reverse=False)
+    cols = rep.columns()
+    assert list(cols["scenario"][-1:]) == ["crash"] and len(cols["scenario"]) == 8
+    for i in range(len(cols["scenario"])):
+        _conservation({k: v[i] for k, v in cols.items()})
+    md = rep.to_markdown(tmp_path / "r.md")
+    assert "| crash |" in md and (tmp_path / "r_loss_waterfall.png").exists()
+    page = rep.to_html(tmp_path / "r.html", plots=False)
+    assert page.startswith("<!DOCTYPE html>") and "crash" in page
+    assert rep.table().shape == (8, len(cols))
+    monkeypatch.setitem(sys.modules, "pandas", None)  # without pandas: a dict of arrays
+    t = rep.table()
+    assert isinstance(t, dict) and list(t["scenario"]) == list(cols["scenario"])
+    with pytest.raises(InvalidInputError, match="duplicate"):
+        eng.report(book, fund=1e6, user=[user, user], reverse=False)
