@@ -42,7 +42,7 @@ BUNDLED_HISTORY_SOURCE = (
     "crypto-volatility-lab sandbox/data/all_currencies_data.csv @ c79a47eb"
 )
 
-_BUNDLED = Path(__file__).resolve().parent / "data" / "crypto_daily_usd.csv"
+_BUNDLED = Path(__file__).resolve().parents[1] / "data" / "crypto_daily_usd.csv"
 # Fallback used while the bundled copy is not yet in the package tree (development checkouts).
 
 
