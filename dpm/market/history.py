@@ -43,7 +43,6 @@ BUNDLED_HISTORY_SOURCE = (
 )
 
 _BUNDLED = Path(__file__).resolve().parents[1] / "data" / "crypto_daily_usd.csv"
-# Fallback used while the bundled copy is not yet in the package tree (development checkouts).
 
 
 def _freeze(arr: np.ndarray) -> np.ndarray:
