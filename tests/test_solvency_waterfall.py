@@ -1,7 +1,9 @@
 """Loss waterfall: hand-computed steps, published ADL examples, conservation on generated books."""
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +19,7 @@ from dpm.portfolio.accounts import AccountBook
 from dpm.portfolio.sample import generate_accounts
 
 NO_COSTS = CloseOutCostModel(half_spread=0.0, impact=0.0)
+PUBLISHED = json.loads((Path(__file__).parent / "fixtures" / "solvency" / "published_examples.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -36,12 +39,13 @@ def test_bitmex_published_adl_example():
     # https://www.bitmex.com/app/autoDeleveragingExamples: six longs (account, qty, rank); a short of 20
     # is liquidated: "Account 2 will have their entire position of 10 contracts closed, while the
     # remaining 10 contracts ... will be assigned to account 5."
-    accounts = [1, 2, 3, 4, 5, 6]
-    qty = [10, 10, 20, 30, 20, 10]
-    rank = [3, 6, 1, 4, 5, 2]
-    fill = adl_fill(rank, qty, 20, uncovered=20 * 5.0)
-    taken = {a: f for a, f in zip(accounts, fill.filled) if f > 0}
-    assert taken == {2: 10.0, 5: 10.0}
+    ex = PUBLISHED["bitmex_adl_example"]
+    accounts = [x["account"] for x in ex["longs"]]
+    qty = [x["qty"] for x in ex["longs"]]
+    rank = [x["rank"] for x in ex["longs"]]
+    fill = adl_fill(rank, qty, ex["liquidated_short_qty"], uncovered=20 * 5.0)
+    taken = {str(a): f for a, f in zip(accounts, fill.filled) if f > 0}
+    assert taken == {k: float(v) for k, v in ex["expected"].items()}
     assert fill.delta == 5.0 and fill.unfilled_quantity == 0.0
     np.testing.assert_allclose(fill.haircut.sum(), 100.0, rtol=1e-15)
 
@@ -59,10 +63,11 @@ def test_bitmex_ranking_formula_by_hand():
 def test_binance_leverage_pnl_forum_example():
     # dev.binance.vision "how to caculating leverage pnl quantile": uPnL 40.2, wallet 4.27, margin ratio
     # 13.42 % -> 40.2 / 4.27 * 0.1342 = 1.2634
-    mm = 0.1342 * (4.27 + 40.2)
-    s = adl_score("binance", account_pnl=[40.2], wallet=[4.27], maintenance_margin=[mm])
+    ex = PUBLISHED["binance_leverage_pnl"]
+    up, wb, mr = ex["unrealized_pnl"], ex["wallet_balance"], ex["margin_ratio"]
+    s = adl_score("binance", account_pnl=[up], wallet=[wb], maintenance_margin=[mr * (wb + up)])
     np.testing.assert_allclose(s, [40.2 / 4.27 * 0.1342], rtol=1e-12)
-    assert round(float(s[0]), 2) == 1.26
+    assert round(float(s[0]), 2) == ex["expected_rounded"]
     # losses and a wiped-out balance rank 0; wallet below 1 USDT counts as 1
     z = adl_score("binance", account_pnl=[-5.0, 10.0, 2.0], wallet=[100.0, -20.0, 0.5],
                   maintenance_margin=[1.0, 1.0, 1.25])
@@ -72,8 +77,9 @@ def test_binance_leverage_pnl_forum_example():
 def test_cryptocom_socialised_loss_example():
     # help.crypto.com "Insurance Fund and Socialised Loss Mechanism": fund short by 10,000; winners'
     # profits 50,000 / 45,000 / 30,000 / 30,000 / 15,000 / 1,000 (171,000): trader A bears 2,923.98
-    charge, shortfall = socialise(10_000.0, [50_000, 45_000, 30_000, 30_000, 15_000, 1_000, -4_000])
-    assert round(charge[0], 2) == 2923.98
+    ex = PUBLISHED["cryptocom_socialised_loss"]
+    charge, shortfall = socialise(ex["shortfall"], ex["profits"] + [-4_000])
+    assert round(charge[0], 2) == ex["expected_first"]
     np.testing.assert_allclose(charge.sum(), 10_000.0, rtol=1e-15)
     assert charge[-1] == 0.0 and shortfall == 0.0
     charge, shortfall = socialise(200_000.0, [50_000, 45_000])
