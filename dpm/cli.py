@@ -614,6 +614,175 @@ def _var(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------
+# solvency
+# ----------------------------------------------------------------------------------------------------
+def _scenario_spec(text: str) -> tuple[str, dict[str, float], dict[str, float]]:
+    """argparse type of ``--scenario NAME:BTC=-30%,ETH=-0.4,BTC.vol=+50%``."""
+    name, sep, body = text.partition(":")
+    name = name.strip()
+    if not sep or not name or not body.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected NAME:UNDERLYING=MOVE[,UNDERLYING.vol=SHOCK...] (e.g. crash:BTC=-30%,BTC.vol=+50%), "
+            f"got {_label(text)!r}")
+    price: dict[str, float] = {}
+    vol: dict[str, float] = {}
+    for item in body.split(","):
+        key, eq, val = item.partition("=")
+        key, val = key.strip(), val.strip()
+        if not eq or not key or not val:
+            raise argparse.ArgumentTypeError(f"scenario {_label(name)!r}: expected UNDERLYING=MOVE, got "
+                                             f"{_label(item)!r}")
+        pct = val.endswith("%")
+        try:
+            v = float(val[:-1] if pct else val) / (100.0 if pct else 1.0)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"scenario {_label(name)!r}: {_label(key)}: not a number "
+                                             f"{_label(val)!r}") from None
+        if not math.isfinite(v) or v <= -1.0:
+            raise argparse.ArgumentTypeError(f"scenario {_label(name)!r}: {_label(key)}: a move must be finite "
+                                             f"and above -100 %, got {_label(val)!r}")
+        und, dot, kind = key.partition(".")
+        target = vol if dot else price
+        if dot and kind.lower() != "vol":
+            raise argparse.ArgumentTypeError(f"scenario {_label(name)!r}: {_label(key)!r}: use UNDERLYING or "
+                                             "UNDERLYING.vol")
+        if und in target:
+            raise argparse.ArgumentTypeError(f"scenario {_label(name)!r}: {_label(key)!r} is given twice")
+        target[und] = v
+    return name, price, vol
+
+
+def _solvency_arguments(p: argparse.ArgumentParser) -> None:
+    from dpm.engines.solvency.waterfall import POLICIES
+    from dpm.models.presets import PRESETS
+
+    p.add_argument("--model", default="default", choices=sorted(PRESETS),
+                   help="margin model preset: equity, maintenance margin, liquidation order (default: dpm's)")
+    p.add_argument("--policy", default="deribit", choices=sorted(POLICIES),
+                   help="venue liquidation / insurance fund / ADL / socialised-loss rules (default deribit)")
+    p.add_argument("--fund", type=float_range(0.0, math.inf, lo_open=False), default=10_000_000.0, metavar="USD",
+                   help="insurance fund in USD (default 10,000,000)")
+    add_book_options(p)
+    add_run_options(p)
+    g = p.add_argument_group("scenarios")
+    g.add_argument("--scenario", type=_scenario_spec, action="append", default=[], metavar="SPEC",
+                   help="a user stress NAME:UNDERLYING=MOVE[,UNDERLYING.vol=SHOCK...], e.g. "
+                        "crash:BTC=-30%%,ETH=-40%%,BTC.vol=+60%% (repeatable)")
+    g.add_argument("--no-history", action="store_true",
+                   help="leave out the named historical stresses (then give --scenario or keep the reverse stress)")
+    g.add_argument("--no-reverse", action="store_true", help="leave out the venue reverse-stress move")
+    g.add_argument("--metric", default="mahalanobis", choices=("mahalanobis", "percent"),
+                   help="plausibility metric of the reverse stress (default mahalanobis: EWMA covariance of "
+                        "the bundled history)")
+    g.add_argument("--no-vol", action="store_true", help="reverse stress over prices only (no vol-level factor)")
+    c = p.add_argument_group("close-out costs")
+    c.add_argument("--half-spread", type=float_range(0.0, 1.0, lo_open=False), default=None, metavar="FRACTION",
+                   help="half spread as a fraction of underlying notional, every instrument kind "
+                        "(default per kind: 2 bp perpetuals, 5 bp futures, 10 bp options)")
+    c.add_argument("--impact", type=float_range(0.0, math.inf, lo_open=False), default=0.7, metavar="Y",
+                   help="market-impact prefactor Y of Y * sigma * (Q/V)^exponent (default 0.7; 0: no impact)")
+    c.add_argument("--impact-exponent", type=float_range(0.0, 1.0, hi_open=False), default=0.5, metavar="DELTA",
+                   help="impact exponent in (0, 1] (default 0.5, the square-root law; Almgren et al.: 0.6)")
+    o = p.add_argument_group("report")
+    o.add_argument("--report", type=output_file, metavar="PATH",
+                   help="write the report as Markdown (.md, with PNG plots beside it) or HTML (.html)")
+    o.add_argument("--no-plots", action="store_true", help="no plots in the report")
+    add_output_options(p)
+
+
+@command("solvency", "liquidations, close-out cost, insurance fund, ADL and socialised loss under stresses",
+         _solvency_arguments)
+def _solvency(args: argparse.Namespace) -> int:
+    from dpm.engines.solvency import CloseOutCostModel, SolvencyEngine
+    from dpm.models.generators.stress import hypothetical_scenarios
+    from dpm.models.presets import preset
+
+    if args.report and Path(args.report).suffix.lower() not in (".md", ".html", ".htm"):
+        raise UsageError(f"--report {_label(args.report)}: cannot tell the format from the suffix "
+                         f"{Path(args.report).suffix!r}; use .md or .html")
+    names = [s[0] for s in args.scenario]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise UsageError(f"--scenario: the name {_label(dup[0])!r} is given twice")
+    if args.no_history and args.no_reverse and not args.scenario:
+        raise UsageError("--no-history and --no-reverse leave no scenario; give --scenario")
+    if args.report:
+        real = os.path.realpath(args.report)
+        for k in ("accounts_file", "collateral_file", "instruments_file", *OUTPUT_FORMATS):
+            v = getattr(args, k, None)
+            if v and os.path.realpath(v) == real:
+                raise UsageError(f"--report {_label(args.report)} is also given as another input or output")
+    market, table, book, source = load_book(args)
+    unds = _bundled_underlyings(table, "solvency")
+    kw = {} if args.half_spread is None else {"half_spread": args.half_spread}
+    costs = CloseOutCostModel(impact=args.impact, exponent=args.impact_exponent, **kw)
+    t0 = time.perf_counter()
+    engine = SolvencyEngine(market, table, preset(args.model), policy=args.policy, costs=costs, workers=args.workers)
+    user = []
+    if args.scenario:
+        known = set(table.underlyings) | set(book.currencies)
+        for name, price, vol in args.scenario:
+            for u in (*price, *vol):
+                if u not in known:
+                    raise UsageError(f"--scenario {_label(name)!r}: unknown underlying {_label(u)!r} (instruments: "
+                                     f"{', '.join(table.underlyings)}; collateral: {', '.join(book.currencies)})")
+        specs = [{"name": n, "price_move": pr, "vol_shock": vo} for n, pr, vo in args.scenario]
+        cover = tuple(dict.fromkeys([*unds, *(u for _, pr, vo in args.scenario for u in (*pr, *vo))]))
+        user.append(hypothetical_scenarios(specs, cover))
+    space = engine.default_space(metric=args.metric, vol=not args.no_vol) if not args.no_reverse else None
+    scen = None
+    if args.no_history:
+        first = user.pop(0) if user else None
+        scen = first
+    if scen is None and args.no_history:  # only the reverse-stress move
+        rep = _reverse_only_report(engine, book, args.fund, space, args.workers)
+    else:
+        rep = engine.report(book, args.fund, scenarios=scen, user=user, reverse=not args.no_reverse, space=space,
+                            workers=args.workers)
+    t1 = time.perf_counter()
+    cols = rep.columns()
+    require_finite(cols, cols["scenario"])
+    written = write_results(args, cols)
+    if args.report:
+        if Path(args.report).suffix.lower() == ".md":
+            rep.to_markdown(args.report, plots=not args.no_plots)
+        else:
+            rep.to_html(args.report, plots=not args.no_plots)
+        written.append(args.report)
+
+    pol = engine.policy
+    print(f"dpm solvency — policy {pol.name!r}, margin model {engine.model.name!r}, insurance fund "
+          f"{_fmt(args.fund)} USD")
+    print(f"accounts: {source}; {book.n_positions:,} positions; {len(cols['scenario'])} scenarios; "
+          f"{1e3 * (t1 - t0):.0f} ms\n")
+    for line in rep._summary_lines():
+        print(line[2:])
+    print()
+    rows = [[_label(cols["scenario"][i]), f"{int(cols['accounts_liquidated'][i]):,}",
+             f"{int(cols['accounts_bankrupt'][i]):,}", _fmt(cols["closeout_cost"][i]), _fmt(cols["uncovered"][i]),
+             _fmt(cols["fund_used"][i]), _fmt(cols["deleveraged"][i]), _fmt(cols["socialised"][i]),
+             _fmt(cols["shortfall"][i])] for i in range(len(cols["scenario"]))]
+    print(_table(rows, ["scenario", "liquidated", "bankrupt", "close-out cost", "uncovered", "fund used",
+                        "deleveraged", "socialised", "shortfall"]))
+    if written:
+        print()
+    _print_written(written)
+    return EXIT_OK
+
+
+def _reverse_only_report(engine: Any, book: Any, fund: float, space: Any, workers: int | None) -> Any:
+    from dpm.engines.solvency.report import SolvencyReport
+
+    ex = engine.exposure(book)
+    venue = engine.venue_reverse_stress(ex, fund, space, workers=workers)
+    if not np.isfinite(venue.distance):
+        raise DPMError("the reverse stress found no move under which uncovered losses exceed the fund, and "
+                       "--no-history leaves no other scenario")
+    run = engine.run(ex, venue.scenario_set(), fund, workers=workers)
+    return SolvencyReport([run], venue, engine.policy, engine.model.name, ex)
+
+
+# ----------------------------------------------------------------------------------------------------
 # entry point
 # ----------------------------------------------------------------------------------------------------
 def _error(message: str) -> None:
