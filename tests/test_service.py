@@ -335,3 +335,24 @@ def test_subscriber_limit(server):
     alert = next(iter(sub))
     sub.cancel()
     assert alert.account == "limit-0" and alert.kind in ("margin_call", "liquidation")
+
+
+# ----------------------------------------------------------------------------- command line
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", "dpm", "serve", *args], cwd=str(ROOT), env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_serve_command_line_errors(tmp_path):
+    r = _cli("--max-subscribers", "16", "--rpc-threads", "16")
+    assert r.returncode == 2 and "--max-subscribers must be below --rpc-threads" in r.stderr
+    assert _cli("--port", "70000").returncode == 2
+    r = _cli("--journal", str(tmp_path / "no-dir" / "j.sqlite"), "--accounts", "1")
+    assert r.returncode == 1 and "journal" in r.stderr
+    journal = tmp_path / "j.sqlite"
+    journal.write_bytes(b"not a database" * 100)
+    r = _cli("--journal", str(journal), "--accounts", "5")
+    assert r.returncode == 2 and "already holds a book" in r.stderr
+    r = _cli("--journal", str(journal))
+    assert r.returncode == 1 and "journal" in r.stderr and "Traceback" not in r.stderr

@@ -419,6 +419,7 @@ class LiveBook:
         self._market = engine.market
         self._gen = _Generation(engine, cur, 0)
         self._tradable = self._gen.available & ~self._settled & (self._settle_ccy >= 0)
+        self._tradable_l = self._tradable.tolist()
         self.last_seq = 0
         self._alert_seq = 0
         self._check_cache: OrderedDict[int, tuple] = OrderedDict()
@@ -468,6 +469,7 @@ class LiveBook:
         self._n = N
         self._settled[np.asarray(settled, dtype=np.int64)] = True
         self._tradable = self._gen.available & ~self._settled & (self._settle_ccy >= 0)
+        self._tradable_l = self._tradable.tolist()
         inst = np.ascontiguousarray(inst, dtype=np.int64)
         qty = np.ascontiguousarray(qty, dtype=np.float64)
         acc = np.repeat(np.arange(N), counts)
@@ -1140,6 +1142,7 @@ class LiveBook:
         i = ch.data["instrument"]
         self._settled[i] = True
         self._tradable[i] = False
+        self._tradable_l[i] = False
         self._check_cache.clear()
         return alerts
 
@@ -1205,22 +1208,29 @@ class LiveBook:
             tot = outs[0][rows]
             tot[_bad_rows(outs, rows)] = math.nan
             exposed_parts.append(self._assign_rows(rows, tot, outs[1][rows], tp, tb, ta, val))
-        # 2. dirty accounts exposed
-        dirty_exposed = [a for a in self._over if self._mask[a] & moved]
-        if dirty_exposed:
-            rows_all = []
-            for a in dirty_exposed:
-                rows_all.extend(self._over[a])
+        # 2. dirty accounts exposed: their rows as one mini-CSR, one kernel call
+        d_all = np.fromiter(self._over.keys(), dtype=np.int64, count=len(self._over))
+        dirty_exposed = d_all[(self._mask[d_all] & moved) != 0] if d_all.size else _EMPTY_I
+        d_inst, d_qty, d_acc = _EMPTY_I, _EMPTY_F, _EMPTY_I
+        if dirty_exposed.size:
+            over = self._over
+            rows_all = [r for a in dirty_exposed.tolist() for r in over[a]]
+            nr = np.fromiter((len(over[a]) for a in dirty_exposed.tolist()), dtype=np.int64,
+                             count=dirty_exposed.size)
             tot, vals = self._run_rows(gen.agg, rows_all)
-            r = 0
-            for a in dirty_exposed:
-                nr = len(self._over[a])
-                tp[a] = tot[r]
-                tb[a] = tot[r + 1] if nr > 1 else tot[r]
-                ta[a] = tot[r + 2] if nr > 1 else tot[r]
-                val[a] = vals[r]
-                r += nr
-            exposed_parts.append(np.array(dirty_exposed, dtype=np.int64))
+            off = np.cumsum(nr) - nr
+            multi = nr > 1
+            tp[dirty_exposed] = tot[off]
+            tb[dirty_exposed] = np.where(multi, tot[np.where(multi, off + 1, off)], tot[off])
+            ta[dirty_exposed] = np.where(multi, tot[np.where(multi, off + 2, off)], tot[off])
+            val[dirty_exposed] = vals[off]
+            exposed_parts.append(dirty_exposed)
+            p_rows = [over[a][0] for a in dirty_exposed.tolist()]
+            lens = np.fromiter((len(r[0]) for r in p_rows), dtype=np.int64, count=len(p_rows))
+            if lens.sum():
+                d_inst = np.concatenate([r[0] for r in p_rows]).astype(np.int64, copy=False)
+                d_qty = np.concatenate([r[1] for r in p_rows]).astype(np.float64, copy=False)
+                d_acc = np.repeat(dirty_exposed, lens)
         exposed = np.concatenate(exposed_parts) if exposed_parts else _EMPTY_I
         for arr, what in ((tp, "margin"), (tb, "margin with open buy orders"),
                           (ta, "margin with open sell orders"), (val, "position value")):
@@ -1228,7 +1238,8 @@ class LiveBook:
             if bad.any():
                 a = int(exposed[np.flatnonzero(bad)[0]])
                 raise InvalidInputError(f"tick: account {self._ids[a]!r}: the {what} is not finite on the new market")
-        # 3. futures and perpetuals marked to market into their settlement currency
+        # 3. futures and perpetuals marked to market into their settlement currency: per account and
+        #    currency the sum of q * dF over its positions in instrument order, added to the balance
         bal = self._bal.copy()
         dF = np.zeros(self._M)
         lin_moved = self._lin & ((self._und_bit & moved) != 0)
@@ -1236,27 +1247,20 @@ class LiveBook:
         li = np.flatnonzero(lin_moved)
         dF[li] = np.where(self._inverse[li], self._cs[li] * (1.0 / Fo[li] - 1.0 / Fn[li]),
                           self._cs[li] * (Fn[li] - Fo[li]))
-        if self._fut_pos.size and li.size:
+        if li.size:
             fi = self._inst[self._fut_pos]
             sel = lin_moved[fi] & ~self._dirty[self._fut_acc]
-            if sel.any():
-                fp = self._fut_pos[sel]
-                ia = self._fut_acc[sel]
-                fi = fi[sel]
+            dsel = lin_moved[d_inst]
+            acc = np.concatenate([self._fut_acc[sel], d_acc[dsel]])
+            if acc.size:
+                ins = np.concatenate([fi[sel], d_inst[dsel]])
+                q = np.concatenate([self._qty[self._fut_pos[sel]], d_qty[dsel]])
                 C = len(self.currencies)
-                key = ia * C + self._settle_ccy[fi]
-                s = np.bincount(key, weights=self._qty[fp] * dF[fi], minlength=self._cap * C)
-                uk = np.unique(key)
+                key = acc * C + self._settle_ccy[ins]
+                n_bins = self._cap * C
+                s = np.bincount(key, weights=q * dF[ins], minlength=n_bins)
+                uk = np.flatnonzero(np.bincount(key, minlength=n_bins))
                 bal.reshape(-1)[uk] += s[uk]
-        for a in dirty_exposed:
-            inst, qty = self._over[a][0]
-            sums: dict[int, float] = {}
-            for ii, qq in zip(inst.tolist(), qty.tolist()):
-                if lin_moved[ii]:
-                    c = int(self._settle_ccy[ii])
-                    sums[c] = sums.get(c, 0.0) + qq * float(dF[ii])
-            for c, s_ in sums.items():
-                bal[a, c] = bal[a, c] + s_
         # 4. equity, margins, levels of every account (collateral prices moved too)
         coll = self._collateral(bal[:N], gen)
         eq = coll + val[:N]
@@ -1274,6 +1278,7 @@ class LiveBook:
         self._market = d["market"]
         self._gen = d["gen"]
         self._tradable = self._gen.available & ~self._settled & (self._settle_ccy >= 0)
+        self._tradable_l = self._tradable.tolist()
         self._tp, self._tb, self._ta, self._val, self._bal = d["tp"], d["tb"], d["ta"], d["val"], d["bal"]
         self._coll[:N], self._eq[:N], self._im[:N], self._mm[:N] = d["coll"], d["eq"], d["im"], d["mm"]
         self._check_cache.clear()
@@ -1360,7 +1365,8 @@ class LiveBook:
 
     # ------------------------------------------------------------------ pre-trade checks
     def _what_if_states(self, a: int) -> tuple:
-        """Cached what-if evaluators of account ``a`` (positions + buys, positions + sells)."""
+        """Cached what-if evaluators of account ``a``: ``(version, market generation, positions + buys,
+        positions + sells, R(positions), R(+ buys), R(+ sells), im_factor)``."""
         e = self._check_cache.get(a)
         gen = self._gen
         if e is not None and e[0] == self._ver[a] and e[1] == gen.number:
@@ -1375,7 +1381,8 @@ class LiveBook:
             agg.account_state(np.ascontiguousarray(inst, dtype=np.int64), np.ascontiguousarray(qty), st)
             st.setflags(write=False)
             wis.append(_gather.WhatIf(agg, st))
-        e = (int(self._ver[a]), gen.number, wis[0], wis[-1])
+        e = (int(self._ver[a]), gen.number, wis[0], wis[-1], float(self._tp[a]), float(self._tb[a]),
+             float(self._ta[a]), gen.im_factor)
         self._check_cache[a] = e
         if len(self._check_cache) > self._check_cache_size:
             self._check_cache.popitem(last=False)
@@ -1410,7 +1417,7 @@ class LiveBook:
             a = self._acc(account)
             for i in ids.tolist():
                 self._require_tradable(i)
-            _, _, wb, wa = self._what_if_states(a)
+            wb, wa = self._what_if_states(a)[2:4]
             buy = qty > 0
             f = self._gen.im_factor
             tb = wb.total(ids[buy], qty[buy])[0] if buy.any() else float(self._tb[a])
@@ -1431,15 +1438,15 @@ class LiveBook:
         if not (0 <= a < self._n and 0 <= i < self._M) or not (q == q and q != 0.0 and abs(q) <= MAX_QUANTITY):
             raise InvalidInputError(f"check_one: bad account {a!r}, instrument {i!r} or quantity {q!r}")
         with self._lock:
-            if not self._tradable[i]:
+            if not self._tradable_l[i]:
                 self._require_tradable(i)
-            e = self._what_if_states(a)
+            _, _, wb, wa, tp, tb, ta, f = self._what_if_states(a)
             if q > 0.0:
-                t = max(e[2].total_one(i, q)[0], self._ta[a])
+                t = max(wb.total_one(i, q)[0], ta)
             else:
-                t = max(e[3].total_one(i, q)[0], self._tb[a])
-            im2 = self._gen.im_factor * max(t, self._tp[a])
-            return bool(self._eq[a] >= im2 or im2 <= self._im[a]), float(im2)
+                t = max(wa.total_one(i, q)[0], tb)
+            im2 = f * max(t, tp)
+            return self._eq.item(a) >= im2 or im2 <= f * max(tp, max(tb, ta)), im2
 
     # ================================================================== state (snapshots)
     def market_state(self) -> dict[str, Any]:

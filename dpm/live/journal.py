@@ -86,7 +86,7 @@ class Journal:
         self.keep_snapshots = keep_snapshots
         self._lock = threading.RLock()
         try:
-            self.snap_dir.mkdir(parents=True, exist_ok=True)
+            self.snap_dir.mkdir(exist_ok=True)  # the directory of PATH must exist
             self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")

@@ -28,7 +28,34 @@ def load() -> tuple[Any, Any]:
                        f"{exc}") from None
     import grpc
 
-    return grpc.protos_and_services("dpm/service/live.proto")
+    try:
+        return grpc.protos_and_services("dpm/service/live.proto")
+    except (AttributeError, NotImplementedError, ImportError):  # pragma: no cover - grpc drops the API
+        return _compile_to_temp()
+
+
+def _compile_to_temp() -> tuple[Any, Any]:  # pragma: no cover - fallback of an experimental gRPC API
+    """Run the protobuf compiler of grpcio-tools into a temporary directory and import the result."""
+    import importlib.util
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from grpc_tools import protoc
+
+    root = Path(__file__).resolve().parents[2]
+    out = Path(tempfile.mkdtemp(prefix="dpm-proto-"))
+    args = ["protoc", f"-I{root}", f"--python_out={out}", f"--grpc_python_out={out}", "dpm/service/live.proto"]
+    if protoc.main(args) != 0:
+        raise DPMError("cannot compile dpm/service/live.proto with grpc_tools.protoc")
+    mods = []
+    for name in ("live_pb2", "live_pb2_grpc"):
+        spec = importlib.util.spec_from_file_location(f"dpm.service.{name}", out / "dpm" / "service" / f"{name}.py")
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+        mods.append(mod)
+    return mods[0], mods[1]
 
 
 def _opt(msg: Any, name: str) -> Any:

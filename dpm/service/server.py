@@ -10,7 +10,9 @@ the grace period, queued events are applied and a final snapshot is written.
 from __future__ import annotations
 
 import collections
+import gc
 import signal
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Iterator
@@ -183,7 +185,9 @@ class LiveServicer:
             last_seq=book.last_seq, accounts=len(book), market_timestamp_ms=m.timestamp_ms,
             index_prices={u: um.index_price for u, um in m.underlyings.items()},
             queue_depth=self.runner.queue_depth, alerts_published=book.bus.published,
-            subscribers=book.bus.subscribers, durable=self.runner.journal is not None)
+            subscribers=book.bus.subscribers, durable=self.runner.journal is not None,
+            applied=self.runner.applied, rejected=self.runner.rejected,
+            timings=[self.pb.Timing(kind=k, **v) for k, v in self.runner.timing_summary().items()])
 
     def Digest(self, request: Any, context: Any) -> Any:
         book = self.book
@@ -257,12 +261,18 @@ def start_server(runner: LiveRunner, host: str = "127.0.0.1", port: int = 0, *, 
 
 
 def serve(runner: LiveRunner, host: str = "127.0.0.1", port: int = 50051, *, grace: float = 5.0,
-          announce: Callable[[str], None] = print, install_signals: bool = True, **kwargs: Any) -> int:
+          announce: Callable[[str], None] = print, install_signals: bool = True,
+          switch_interval: float = 0.0005, **kwargs: Any) -> int:
     """Run the service until SIGTERM or SIGINT, then shut down gracefully; returns 0.
 
     ``announce`` receives one line ``dpm serve: listening on HOST:PORT`` once the port is bound
-    (the real port when ``port`` is 0).
+    (the real port when ``port`` is 0). ``switch_interval`` (seconds) is the interpreter's thread
+    switch interval while serving: the writer thread runs Python between kernel calls, and an RPC
+    thread waiting for the interpreter waits up to one interval (Python's default is 5 ms).
     """
+    previous_interval = sys.getswitchinterval()
+    sys.setswitchinterval(switch_interval)
+    gc.freeze()  # the book's long-lived objects leave the collector's generations: shorter pauses
     server, servicer, bound = start_server(runner, host, port, **kwargs)
     stop = threading.Event()
     previous = {}
@@ -280,4 +290,6 @@ def serve(runner: LiveRunner, host: str = "127.0.0.1", port: int = 50051, *, gra
         runner.close()
         for sig, h in previous.items():
             signal.signal(sig, h)
+        sys.setswitchinterval(previous_interval)
+        gc.unfreeze()
     return 0 if runner.failed is None else 1
