@@ -1440,7 +1440,10 @@ class LiveBook:
         with self._lock:
             if not self._tradable_l[i]:
                 self._require_tradable(i)
-            _, _, wb, wa, tp, tb, ta, f = self._what_if_states(a)
+            e = self._check_cache.get(a)  # inlined hit path of _what_if_states (no LRU touch)
+            if e is None or e[1] != self._gen.number or e[0] != self._ver.item(a):
+                e = self._what_if_states(a)
+            _, _, wb, wa, tp, tb, ta, f = e
             if q > 0.0:
                 t = max(wb.total_one(i, q)[0], ta)
             else:
