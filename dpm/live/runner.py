@@ -223,7 +223,7 @@ class LiveRunner:
             self._queue.put(p, timeout=timeout)
         except queue.Full:
             raise Backpressure(f"the event queue is full ({self._queue.maxsize} events waiting)") from None
-        if not self._accepting and self._thread.is_alive() is False:
+        if not self._thread.is_alive():  # the writer stopped meanwhile: the event will never be applied
             raise RunnerStopped(self._stopped_reason())
         return p
 
@@ -255,6 +255,20 @@ class LiveRunner:
 
     # ------------------------------------------------------------------ the writer
     def _run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # noqa: BLE001 - a bug in the writer: stop, never hang submitters
+            self.failed = RuntimeError(f"internal error in the writer: {type(exc).__name__}: {exc}")
+            self._accepting = False
+            while True:
+                try:
+                    p = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(p, (_Pending, _SnapshotRequest)):
+                    p.finish(error=RunnerStopped(self._stopped_reason()))
+
+    def _loop(self) -> None:
         book, journal = self.book, self.journal
         carry = None
         while True:
@@ -371,7 +385,10 @@ class LiveRunner:
         if not self._accepting and not self._thread.is_alive():
             return
         self._accepting = False
-        self._queue.put(_STOP)
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:  # the writer is gone and the queue full: nothing will take the marker
+            pass
         self._thread.join(timeout)
         while True:  # events queued after the stop marker: refused, never left waiting
             try:
