@@ -780,6 +780,79 @@ def _reverse_only_report(engine: Any, book: Any, fund: float, space: Any, worker
                        "--no-history leaves no other scenario")
     run = engine.run(ex, venue.scenario_set(), fund, workers=workers)
     return SolvencyReport([run], venue, engine.policy, engine.model.name, ex)
+# serve
+# ----------------------------------------------------------------------------------------------------
+def _serve_arguments(p: argparse.ArgumentParser) -> None:
+    from dpm.models.presets import PRESETS
+
+    p.add_argument("--model", default="default", choices=sorted(PRESETS),
+                   help="margin model preset (default: dpm's 63-scenario model)")
+    add_book_options(p)
+    p.add_argument("--workers", type=int_range(1, MAX_WORKERS), default=None, metavar="K",
+                   help="threads of a tick's re-margining (default: all cores)")
+    g = p.add_argument_group("service")
+    g.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    g.add_argument("--port", type=int_range(0, 65535), default=50051,
+                   help="port (default 50051; 0: any free port, printed at start)")
+    g.add_argument("--journal", metavar="PATH", default=None,
+                   help="SQLite event log + snapshots (recovered at start when it exists); "
+                        "without it nothing is durable")
+    g.add_argument("--synchronous", choices=("normal", "full"), default="normal",
+                   help="journal commit durability: normal survives a process crash, full also a power "
+                        "failure (an fsync per commit)")
+    g.add_argument("--queue", type=int_range(1, 10_000_000), default=10_000, metavar="N",
+                   help="events waiting for the writer at most (back-pressure beyond; default 10,000)")
+    g.add_argument("--snapshot-every", type=int_range(0), default=200_000, metavar="N",
+                   help="write a snapshot every N events (default 200,000; 0: only at shutdown)")
+    g.add_argument("--rpc-threads", type=int_range(2, 1024), default=16, metavar="N",
+                   help="gRPC handler threads (default 16)")
+    g.add_argument("--max-subscribers", type=int_range(1, 1023), default=8, metavar="N",
+                   help="concurrent alert streams at most (default 8; below --rpc-threads)")
+
+
+@command("serve", "run the live margin service (gRPC) on a live book", _serve_arguments)
+def _serve(args: argparse.Namespace) -> int:
+    from dpm.engines.margin import MarginEngine
+    from dpm.live.runner import LiveRunner
+    from dpm.market.sample import default_instruments, default_market
+    from dpm.models.presets import preset
+    from dpm.service.protocol import load
+    from dpm.service.server import serve
+
+    load()  # fail early (exit 1, one line) when the 'service' extra is missing
+    if args.max_subscribers >= args.rpc_threads:
+        raise UsageError("--max-subscribers must be below --rpc-threads (each alert stream holds a thread)")
+    model = preset(args.model)
+    resume = args.journal is not None and Path(args.journal).exists() and Path(args.journal).stat().st_size > 0
+    if resume:
+        if args.accounts is not None or args.accounts_file or args.collateral_file:
+            raise UsageError(f"--journal {_label(args.journal)} already holds a book; do not give accounts")
+        from dpm.portfolio import io
+
+        table = io.read_instruments(args.instruments_file) if args.instruments_file else default_instruments()
+        market, book, source = default_market(), None, f"recovered from {_label(args.journal)}"
+    else:
+        market, table, book, source = load_book(args)
+    engine = MarginEngine(market, table, model, workers=args.workers)
+    opts = {"workers": args.workers}
+    kw = dict(queue_size=args.queue, snapshot_every=args.snapshot_every)
+    t0 = time.perf_counter()
+    if args.journal is not None:
+        runner = LiveRunner.open(args.journal, engine, book, synchronous=args.synchronous, book_options=opts, **kw)
+    else:
+        from dpm.live.book import LiveBook
+
+        runner = LiveRunner(LiveBook(engine, book, **opts), None, **kw)
+    t1 = time.perf_counter()
+    print(f"dpm serve — model {model.name!r}; market: {market!r}")
+    print(f"accounts: {source}; {len(runner.book):,} accounts, last event {runner.book.last_seq}; "
+          f"ready in {t1 - t0:.1f} s; journal: {_label(args.journal) if args.journal else 'none (not durable)'}")
+
+    def announce(line: str) -> None:
+        print(line, flush=True)
+
+    return serve(runner, args.host, args.port, announce=announce, max_workers=args.rpc_threads,
+                 max_subscribers=args.max_subscribers)
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ import dpm
 
 ROOT = Path(dpm.__file__).resolve().parent
 #: bottom to top; a module may import from its own layer or any layer listed before it
-LAYERS = ("errors", "_util", "_core", "pricing", "market", "portfolio", "models", "engines", "plot", "cli",
-          "__main__", "_compat", "__init__")
+LAYERS = ("errors", "_util", "_core", "pricing", "market", "portfolio", "models", "engines", "live", "plot",
+          "service", "cli", "__main__", "_compat", "__init__")
 
 
 def _layer(module: str) -> str:

@@ -475,6 +475,21 @@ class MarginEngine:
         """Margin after ``orders`` (``{name: qty}`` or ``[(name or id, qty), ...]``) are added."""
         return self.prepare(account, index).what_if(orders)
 
+    # ------------------------------------------------------------------ live book support (issue 14)
+    # Read-only access for dpm.live.LiveBook, which keeps its own mutable positions and calls the
+    # same kernels account by account (the values are the ones margin_many uses, not copies).
+    @property
+    def aggregation_plan(self) -> Any:
+        """The C aggregation plan (``dpm._core._gather.AggregationPlan``) bound to this engine's P&L
+        matrix: ``margin_job`` (the kernel of :meth:`margin_many`), ``account_state`` and ``WhatIf``."""
+        return self._plan.agg
+
+    @property
+    def position_value(self) -> np.ndarray:
+        """USD mark value per contract counted in equity, per instrument (read-only; options and spot
+        at their mark, 0 for futures and perpetuals, whose P&L is settled into collateral)."""
+        return self._plan.value
+
 
 def _check_finite_results(book: AccountBook, total: np.ndarray, value: np.ndarray, coll: np.ndarray) -> None:
     """Fail closed: a margin figure is finite or the call fails naming the account."""
