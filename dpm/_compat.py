@@ -25,7 +25,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "dpm.io": ("dpm.portfolio.io", "dpm.market.loaders.deribit"),
     "dpm.sample": ("dpm.portfolio.sample", "dpm.market.sample"),
     "dpm.scenarios": ("dpm.models.scenarios",),
-    "dpm.risk_measures": ("dpm.models.market_scenarios", "dpm.models.measures", "dpm.models.generators.historical",
+    "dpm.risk_measures": ("dpm.models.scenarios", "dpm.models.measures", "dpm.models.generators.historical",
                           "dpm.models.generators.montecarlo"),
     "dpm.stress": ("dpm.models.generators.stress",),
     "dpm.calibration": ("dpm.models.calibration",),
@@ -34,6 +34,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "dpm.engine": ("dpm.engines.margin",),
     "dpm.results": ("dpm.engines.results",),
     "dpm.models.var": ("dpm.engines.risk",),
+    "dpm.models.market_scenarios": ("dpm.models.scenarios",),
 }
 
 

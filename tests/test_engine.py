@@ -171,7 +171,8 @@ def _check_against_reference(engine, book, ref, correlations):
                 np.testing.assert_allclose(-r["weighted"][u][w] * S, r["scan"][u], **tol)
     # correlation variants: only the combine changes, so reuse the reference's charges L_u
     for corr in correlations:
-        m2 = replace(model, correlation=corr, correlation_order=("ETH", "BTC") if not isinstance(corr, dict) else ())
+        m2 = replace(model, correlation=corr, correlation_order=("ETH", "BTC") if not isinstance(corr, dict) else (),
+                     aggregation="sqrt_corr")
         e2 = engine.with_model(m2)
         res2 = e2.margin_many(book)
         for a, r in enumerate(ref):
@@ -205,13 +206,14 @@ def test_engine_equals_reference(preset, ccy, sticky, market, table):
 @pytest.mark.parametrize("ccy", ["usd", "coin"])
 def test_user_scenarios_on_one_underlying(ccy, market, table):
     """User-supplied scenarios replace ETH's grid (fewer scenarios than BTC: padded columns unused)."""
-    from dpm.models.scenarios import ScenarioSet
+    from dpm.models.scenarios import ScenarioGrid
 
-    user = ScenarioSet.user([-0.3, -0.1, 0.1, 0.25, 0.0], [1, 0, -1, 1, -1], weight=[0.5, 1, 1, 0.7, 1],
+    user = ScenarioGrid.user([-0.3, -0.1, 0.1, 0.25, 0.0], [1, 0, -1, 1, -1], weight=[0.5, 1, 1, 0.7, 1],
                             labels=["crash", "dip", "rally", "squeeze", "vol crush"])
     model = replace(deribit_pm(ccy), scenario_sets={"ETH": user})
     engine = MarginEngine(market, table, model)
-    assert engine.scenario_labels["ETH"] == ("crash", "dip", "rally", "squeeze", "vol crush")
+    assert engine.scenario_labels["ETH"][:5] == ("crash", "dip", "rally", "squeeze", "vol crush")
+    assert set(engine.scenario_labels["ETH"][5:]) == {"padding"}
     book = random_book(table, 30, seed=77)
     _check_against_reference(engine, book, margin_ref.margin_book(model, market, book), [])
 
@@ -428,9 +430,9 @@ def test_dampener_breaks_subadditivity(market, table):
     i = list(table.name).index("BTC-28NOV26-70000-P")
     labels = engine.scenario_labels["BTC"]
     s = labels.index("extended -66%")
-    w = model.scenario_set("BTC").weight[s]
+    w = model.scenario_grid("BTC").weight[s]
     loss_per_coin = engine.pnl_matrix[i, s] * w  # short one put loses what the long put gains (USD)
-    damp = model.scenario_set("BTC").dampener_usd[s]
+    damp = model.scenario_grid("BTC").dampener_usd[s]
     q = damp / loss_per_coin  # tail loss of q short puts exactly equals the dampener
     A = _book(table, [("BTC-28NOV26-70000-P", -q)])
     AA = _scaled(A, 2.0)
@@ -667,7 +669,8 @@ def test_correlation_errors(market):
     with pytest.raises(InvalidInputError, match="SOL"):
         MarginEngine(mk, tab, replace(dpm_default(), correlation=np.eye(2), correlation_order=("BTC", "ETH")))
     fixed = check_correlation(C, repair=True)
-    e = MarginEngine(mk, tab, replace(dpm_default(), correlation=fixed, correlation_order=("BTC", "ETH", "SOL")))
+    e = MarginEngine(mk, tab, replace(dpm_default(), correlation=fixed, correlation_order=("BTC", "ETH", "SOL"),
+                                      aggregation="sqrt_corr"))
     book = AccountBook.from_arrays([0, 0, 0], [0, 1, 2], [1e5, 3e3, 1e3], tab)
     res = e.margin_many(book)
     L = res.charge[0]
@@ -676,7 +679,7 @@ def test_correlation_errors(market):
 
 def test_bad_model_parameters():
     from dpm.models import DeltaShock, RollShock, preset
-    from dpm.models.scenarios import ScenarioSet, VolShock
+    from dpm.models.scenarios import ScenarioGrid, VolShock
 
     cases = [
         (lambda: preset("cme"), "unknown preset"),
@@ -701,9 +704,12 @@ def test_bad_model_parameters():
         (lambda: RiskMatrixModel(sticky="delta"), "sticky"),
         (lambda: RiskMatrixModel(im_factor=0.0), "im_factor"),
         (lambda: RiskMatrixModel(haircuts={"BTC": 1.0}), "haircuts"),
-        (lambda: ScenarioSet([-1.0], [0]), "price_move"),
-        (lambda: ScenarioSet([0.1, 0.2], [0, 3]), "vol_dir"),
-        (lambda: ScenarioSet([0.1], [0], weight=[-1.0]), "weight"),
+        (lambda: ScenarioGrid([-1.0], [0]), "price_move"),
+        (lambda: ScenarioGrid([0.1, 0.2], [0, 3]), "vol_dir"),
+        (lambda: ScenarioGrid([0.1], [0], weight=[-1.0]), "weight"),
+        (lambda: RiskMatrixModel(aggregation="max"), "aggregation"),
+        (lambda: RiskMatrixModel(aggregation="joint"), "correlation"),
+        (lambda: RiskMatrixModel(aggregation="pnl_offset", pnl_offset={"BTC": 1.5}), "pnl_offset"),
     ]
     for make, field in cases:
         with pytest.raises(InvalidInputError, match=field):

@@ -112,7 +112,7 @@ def test_deribit_extended_entries_of_linear_instruments_equal_edge_entries(ccy):
     engine = MarginEngine(default_market(), tab, model)
     names = list(tab.name)
     for und, rng in (("BTC", 0.16), ("ETH", 0.18)):
-        ss = model.scenario_set(und)
+        ss = model.scenario_grid(und)
         lo = int(np.flatnonzero(np.isclose(ss.price_move, -rng) & (ss.vol_dir == 0))[0])
         hi = int(np.flatnonzero(np.isclose(ss.price_move, rng) & (ss.vol_dir == 0))[0])
         ext = np.flatnonzero(ss.dampener_usd > 0)
@@ -128,7 +128,7 @@ def test_deribit_grid_and_parameters():
     m = deribit_pm()
     assert m.risk_currency == "coin" and m.mm_factor == 0.8 and m.im_factor == 1.0
     for und, rng, up, damp in (("BTC", 0.16, 0.5, 100_000.0), ("ETH", 0.18, 0.4, 200_000.0)):
-        ss = m.scenario_set(und)
+        ss = m.scenario_grid(und)
         assert len(ss) == 27 + 8
         std = np.unique(ss.price_move[:27])
         np.testing.assert_allclose(std, rng * np.arange(-4, 5) / 4, rtol=0, atol=1e-15)
@@ -144,7 +144,7 @@ def test_deribit_grid_and_parameters():
         assert p.delta_shock.threshold_usd == 20e6 and p.delta_shock.max_delta_shock == 0.10
     assert m.params("BTC").delta_shock.m_inc == 0.00005 and m.params("ETH").delta_shock.m_inc == 0.000004
     # in USD risk the extended weights are range/|move| (no coin conversion)
-    ss = deribit_pm("usd").scenario_set("BTC")
+    ss = deribit_pm("usd").scenario_grid("BTC")
     np.testing.assert_allclose(ss.weight[27:], 0.16 / np.abs(ss.price_move[27:]), rtol=1e-15)
 
 
@@ -179,7 +179,7 @@ def test_vol_shock_formula(dte, direction):
 # ------------------------------------------------------------------------------------------ Paradex
 def test_paradex_weights_and_grid():
     m = paradex_pm()
-    ss = m.scenario_set("BTC")
+    ss = m.scenario_grid("BTC")
     assert len(ss) == 24 and m.mm_factor == 0.5 and m.im_factor == 1.0
     std, ext = slice(0, 16), slice(16, 24)
     assert np.all(ss.weight[std] == 1.0)
@@ -228,7 +228,7 @@ def test_okx_ltc_worked_example():
     np.testing.assert_allclose(res.roll_shock[0, 0], 8.16, rtol=1e-9)  # MR4
     np.testing.assert_allclose(res.floor[0, 0], 7.14, rtol=1e-12)  # MR7
     # MR1 and MR6 are both 183.51 and enter through a max, not a sum
-    ss = engine.model.scenario_set("LTC")
+    ss = engine.model.scenario_grid("LTC")
     pnl = engine.pnl_matrix[0] * book.quantity[0] * ss.weight
     mr1 = -pnl[np.abs(ss.price_move) <= 0.18 + 1e-12].min()
     mr6 = -pnl[np.isclose(np.abs(ss.price_move), 0.36)].min()
@@ -249,7 +249,7 @@ def test_okx_minimum_charge_binds_through_the_max():
 
 def test_okx_grid_and_tiers():
     m = okx_pm()
-    ss = m.scenario_set("BTC")
+    ss = m.scenario_grid("BTC")
     assert len(ss) == 7 * 3 + 2 and m.im_factor == 1.3 and m.mm_factor == 1.0
     np.testing.assert_allclose(np.unique(ss.price_move[:21]), [-0.12, -0.08, -0.04, 0, 0.04, 0.08, 0.12], atol=1e-15)
     np.testing.assert_array_equal(ss.price_move[21:], [-0.24, 0.24])
@@ -262,14 +262,14 @@ def test_okx_grid_and_tiers():
 
 # ------------------------------------------------------------------------------------------ SPAN
 def test_span_sixteen_scenarios_settable_extremes():
-    ss = cme_span().scenario_set("ES")
+    ss = cme_span().scenario_grid("ES")
     assert len(ss) == 16
     expect = sorted([s * k / 3 for k in (1, 2, 3) for s in (-1, 1) for _ in (1, -1)] + [0, 0])
     np.testing.assert_allclose(np.sort(ss.price_move[:14] / 0.30), expect, atol=1e-12)
     assert sorted(ss.vol_dir[:14]) == [-1] * 7 + [1] * 7 and np.all(ss.weight[:14] == 1)
     np.testing.assert_allclose(ss.price_move[14:], [0.9, -0.9])
     assert np.all(ss.weight[14:] == 0.33) and np.all(ss.vol_dir[14:] == 0)
-    nse = cme_span(price_scan_range=0.1, extreme_multiplier=2.0, cover_fraction=0.35).scenario_set("X")
+    nse = cme_span(price_scan_range=0.1, extreme_multiplier=2.0, cover_fraction=0.35).scenario_grid("X")
     np.testing.assert_allclose(nse.price_move[14:], [0.2, -0.2])
     assert np.all(nse.weight[14:] == 0.35)
     assert cme_span().default.time_shift_days == 1.0
@@ -281,7 +281,7 @@ def test_span_cme_worked_example_extreme_is_0_99_of_full_range():
     table = InstrumentTable.from_names(["BTC_USDC-25DEC26", "BTC-25DEC26-60000-P", "BTC-25DEC26-92000-C"])
     model = cme_span()
     engine = MarginEngine(mk, table, model)
-    ss = model.scenario_set("BTC")
+    ss = model.scenario_grid("BTC")
     row = engine.pnl_matrix[0]
     full_down = row[np.isclose(ss.price_move, -0.30)][0]
     ext_down = row[np.isclose(ss.price_move, -0.90)][0] * ss.weight[np.isclose(ss.price_move, -0.90)][0]
@@ -305,7 +305,7 @@ def test_span_cme_worked_example_extreme_is_0_99_of_full_range():
 # ------------------------------------------------------------------------------------------ others
 def test_default_preset_and_registry():
     m = dpm_default()
-    ss = m.scenario_set("BTC")
+    ss = m.scenario_grid("BTC")
     assert len(ss) == 63
     np.testing.assert_allclose(np.unique(ss.price_move), np.arange(-10, 11) * 0.02, atol=1e-15)
     assert m.correlation == {("BTC", "ETH"): 0.8} and dpm_default(None).correlation is None

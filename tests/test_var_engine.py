@@ -20,7 +20,7 @@ from dpm.market.specs import Kind
 from dpm.market.table import InstrumentTable
 from dpm.models.generators.montecarlo import mc_scenarios
 from dpm.models.generators.stress import hypothetical_scenarios
-from dpm.models.market_scenarios import MarketScenarios
+from dpm.models.scenarios import MarketScenarios
 from dpm.models.measures import component_es, var_es
 from dpm.portfolio import sample
 from dpm.portfolio.accounts import AccountBook
@@ -420,7 +420,7 @@ def test_underlying_missing_from_market(mixed_table, market):
     btc_market = type(market)(market.timestamp_ms, {"BTC": market.underlyings["BTC"]})
     book = AccountBook.from_arrays([0], [names.index("ETH-PERPETUAL")], [1.0], mixed_table,
                                    account_ids=["erin"], n_accounts=1)
-    with pytest.raises(MarketDataError, match=r"'erin'.*'ETH-PERPETUAL'.*not in the market"):
+    with pytest.raises(MarketDataError, match=r"'erin'.*'ETH-PERPETUAL'.*no market data for its underlying 'ETH'"):
         ScenarioRiskEngine(btc_market, mixed_table).var_es(book, joint_scenarios(40, seed=3))
 
 
@@ -578,7 +578,7 @@ def test_vol_shock_term_structure_and_uniform_option():
 
     from dpm.engines.risk import DEFAULT_VOL_TERM_STRUCTURE, ScenarioRiskEngine
     from dpm.market.sample import default_instruments, default_market
-    from dpm.models.market_scenarios import MarketScenarios
+    from dpm.models.scenarios import MarketScenarios
 
     market, table = default_market(), default_instruments()
     scen = MarketScenarios(np.array([[0.0, 0.0], [0.05, -0.02]]), np.array([[0.5, 0.5], [-0.3, 0.2]]),
@@ -598,4 +598,4 @@ def test_vol_shock_term_structure_and_uniform_option():
     short = min(ids, key=lambda i: ids[i].T)
     long_ = max(ids, key=lambda i: ids[i].T)
     assert ids[short].term_factor(True) > 1.0 > ids[long_].term_factor(True)
-    assert eng._vscale[short] == pytest.approx(ids[short].term_factor(True), rel=1e-12)
+    assert eng.plan.pack(scen).vscale[short] == pytest.approx(ids[short].term_factor(True), rel=1e-12)

@@ -1,13 +1,17 @@
-"""MarginEngine: binds a market snapshot, an instrument table and a margin model.
+"""MarginEngine: binds a market snapshot, an instrument table and a risk-matrix margin model.
 
-Building the engine revalues every instrument once per scenario (``pnl_matrix``, M x S per contract,
-in the model's risk currency) and precomputes the per-instrument add-on inputs. Margining accounts
-then only gathers rows of that matrix through the accounts' CSR positions (``nogil`` kernels on a
-thread pool). The engine is immutable: :meth:`MarginEngine.with_market` builds a new one for a new
-snapshot while other threads keep using the old one.
+Building the engine asks the model for its joint, aligned scenario set
+(:meth:`~dpm.models.risk_matrix.RiskMatrixModel.scenario_set`), revalues every instrument once per
+scenario through the shared :class:`~dpm.engines.plan.RevaluationPlan` (``pnl_matrix``, M x S per
+contract, in the model's risk currency) and precomputes the add-on inputs. Margining accounts then
+only gathers rows of that matrix through the accounts' CSR positions (``nogil`` kernels on a thread
+pool) and combines underlyings as the model says (joint correlated scenarios by default). The
+engine is immutable: :meth:`MarginEngine.with_market` builds a new one for a new snapshot while
+other threads keep using the old one.
 """
 from __future__ import annotations
 
+import itertools
 import math
 import weakref
 from dataclasses import dataclass
@@ -15,24 +19,30 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dpm._core import _risk
+from dpm._core import _gather
 from dpm._util import parallel as _parallel
-from dpm.engines.results import AccountMargin, MarginResults, WhatIfResult, liquidation_order
+from dpm.engines.plan import RevaluationPlan
+from dpm.engines.results import AccountMargin, MarginResults, RiskVectors, WhatIfResult, liquidation_order
 from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError, UnknownInstrumentError
 from dpm.market.snapshot import MarketSnapshot
 from dpm.market.specs import Kind
 from dpm.market.table import InstrumentTable
 from dpm.models.presets import dpm_default
-from dpm.models.risk_matrix import RiskMatrixModel
+from dpm.models.risk_matrix import AGGREGATIONS, RiskMatrixModel
+from dpm.models.scenarios import FLAG_EXTENDED, FLAG_EXTREME, FLAG_PADDING, ScenarioSet
 from dpm.portfolio.accounts import Account, AccountBook
 from dpm.pricing.black import greeks as _greeks
 
-__all__ = ["MarginEngine", "AccountState", "USD_LIKE"]
+__all__ = ["MarginEngine", "AccountState", "USD_LIKE", "JOINT_MAX_HELD"]
 
 #: currencies valued at 1 USD (stablecoin de-peg is a stress scenario, not a margin input)
 USD_LIKE = ("USD", "USDC", "USDT")
 _MS_PER_YEAR = 365.0 * 86400.0 * 1000.0
-_CONV_NONE, _CONV_MUL, _CONV_DIV = 0, 1, 2
+#: joint aggregation enumerates correlated combinations over at most this many held underlyings
+#: (dpm_types.h / gather.h DPM_JOINT_MAX); an account holding more is charged the sum (conservative)
+JOINT_MAX_HELD = 4
+#: up to this many underlyings in a table, subsets of 3 and 4 get their own inverse correlation
+_JOINT_MASK_MAX_U = 16
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -41,75 +51,76 @@ def _ro(a: np.ndarray) -> np.ndarray:
 
 
 def _result_arrays(N: int, U: int) -> tuple[np.ndarray, ...]:
-    """Uninitialised outputs of margin_many: total, value (N), L, scan, roll, dshock, floor (N x U)
-    and worst (N x U int32), carved from one allocation.
+    """Uninitialised outputs of margin_many, carved from one allocation: total, value, joint (N),
+    L, scan, worst (int32), roll, dshock, floor (N x U), in the kernel's binding order.
 
-    One block of ~12 MB for 100,000 accounts (instead of eight) is large enough for numpy to ask for
+    One block (~14 MB for 100,000 accounts) instead of nine is large enough for numpy to ask for
     transparent huge pages, which cuts the page faults of the first write by the kernel.
     """
     nu = N * U
-    blk = np.empty(2 * N + 5 * nu + (nu + 1) // 2)
-    total, value = blk[:N], blk[N: 2 * N]
-    per = [blk[2 * N + j * nu: 2 * N + (j + 1) * nu].reshape(N, U) for j in range(5)]
-    worst = blk[2 * N + 5 * nu:].view(np.int32)[:nu].reshape(N, U)
-    return (total, value, *per, worst)
+    blk = np.empty(3 * N + 5 * nu + (nu + 1) // 2)
+    total, value, joint = blk[:N], blk[N: 2 * N], blk[2 * N: 3 * N]
+    per = [blk[3 * N + j * nu: 3 * N + (j + 1) * nu].reshape(N, U) for j in range(5)]
+    worst = blk[3 * N + 5 * nu:].view(np.int32)[:nu].reshape(N, U)
+    L, scan, roll, dshock, floor = per
+    return total, value, joint, L, scan, worst, roll, dshock, floor
 
 
-_SCENARIO_CACHE: dict[int, tuple[Any, tuple[str, ...], dict]] = {}
+_SCENARIO_CACHE: dict[int, tuple[Any, tuple[str, ...], ScenarioSet]] = {}
 
 
-def _scenario_sets(model: RiskMatrixModel, unds: tuple[str, ...]) -> dict:
-    """``model.scenario_set(u)`` for every underlying, memoised per model object.
+def _model_scenarios(model: RiskMatrixModel, unds: tuple[str, ...]) -> ScenarioSet:
+    """``model.scenario_set(unds)``, memoised per model object.
 
-    Scenario sets depend on the (immutable) model only, not on the market, and building them
-    (grids, validation) costs about as much as revaluing the whole market; a market update
-    (``with_market``) or a second engine on the same model reuses them. The cache holds a weak
-    reference to the model, so an entry never outlives its model or serves another one.
+    The set depends on the (immutable) model only, not on the market, and building it costs about
+    as much as revaluing the whole market; a market update (``with_market``) reuses it. The cache
+    holds a weak reference to the model, so an entry never outlives its model or serves another.
     """
     key = id(model)
     hit = _SCENARIO_CACHE.get(key)
     if hit is not None and hit[0]() is model and hit[1] == unds:
         return hit[2]
-    sets = {u: model.scenario_set(u) for u in unds}
+    sset = model.scenario_set(unds)
     try:
         ref = weakref.ref(model)
     except TypeError:  # pragma: no cover - a model type without weak references: no caching
-        return sets
+        return sset
     if len(_SCENARIO_CACHE) >= 64:
         _SCENARIO_CACHE.clear()
-    _SCENARIO_CACHE[key] = (ref, unds, sets)
-    return sets
+    _SCENARIO_CACHE[key] = (ref, unds, sset)
+    return sset
 
 
-def _zeros_aligned(shape: tuple[int, int], align: int = 64) -> np.ndarray:
-    """C-contiguous float64 zeros whose data starts on an ``align``-byte boundary.
-
-    The P&L matrix rows (a multiple of 8 doubles) then start on cache-line boundaries, so the gather
-    kernel reads each row with whole-line vector loads instead of loads split across two lines.
-    """
-    n = int(np.prod(shape))
-    buf = np.zeros(n + align // 8)
-    off = (-buf.ctypes.data % align) // 8
-    return buf[off: off + n].reshape(shape)
+def _mahalanobis_sq(R: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """``z' R^+ z`` for each row of ``Z`` (inf for a move outside the span of a singular ``R``)."""
+    lam, V = np.linalg.eigh(R)
+    proj = Z @ V
+    tol = 1e-12
+    live = lam > tol
+    out = (proj[:, live] ** 2 / lam[live]).sum(axis=1)
+    if (~live).any():
+        off = np.abs(proj[:, ~live]).max(axis=1) > 1e-9
+        out = np.where(off, np.inf, out)
+    return out
 
 
 @dataclass(frozen=True, eq=False)
 class _Plan:
     """Everything the kernels need, precomputed once per (market, table, model)."""
 
+    revaluation: RevaluationPlan
+    scenarios: ScenarioSet
     S: int
     Sp: int
-    pnl: np.ndarray            # M x Sp
-    base_value: np.ndarray     # M, risk currency
-    available: np.ndarray      # M bool: priced (underlying in market, not expired)
-    unavailable_reason: dict   # instrument id -> reason, for errors
+    pnl: np.ndarray            # M x Sp, risk currency
     inst_und: np.ndarray
-    scen_labels: dict
     weight: np.ndarray         # U x Sp
+    damp: np.ndarray           # U x Sp, risk currency
     und_price: np.ndarray      # U
     risk_to_usd: np.ndarray    # U
-    agg: Any                   # _risk.AggregationPlan
+    agg: Any                   # _gather.AggregationPlan
     delta: np.ndarray          # M, delta per contract in underlying units
+    value: np.ndarray          # M, USD value per contract counted in equity
 
 
 class MarginEngine:
@@ -120,18 +131,19 @@ class MarginEngine:
     market : MarketSnapshot
         Index prices, forward curves and vol surfaces.
     instruments : InstrumentTable
-        Every instrument accounts may hold. Instruments whose underlying is missing from the market,
-        or that have expired, are kept but cannot be margined (an error names them if an account
-        holds one).
+        Every instrument accounts may hold. Instruments that cannot be revalued (underlying missing
+        from the market, expired, unusable market data) are kept; an account or order holding one
+        fails with a ``MarketDataError`` naming it.
     model : RiskMatrixModel, optional
         Defaults to :func:`dpm.models.dpm_default`.
     workers : int, optional
-        Threads for the revaluation (None: all cores).
+        Default number of threads of every call (None: all cores); each method also takes
+        ``workers``. Results are identical for every value.
 
     Examples
     --------
-    >>> from dpm.portfolio.sample import default_instruments, generate_accounts
-    >>> from dpm.market.sample import default_market
+    >>> from dpm.market.sample import default_instruments, default_market
+    >>> from dpm.portfolio.sample import generate_accounts
     >>> from dpm.models import deribit_pm
     >>> engine = MarginEngine(default_market(), default_instruments(), deribit_pm())
     >>> book = generate_accounts(100, engine.instruments, seed=1)
@@ -149,15 +161,31 @@ class MarginEngine:
         model = dpm_default() if model is None else model
         if not isinstance(model, RiskMatrixModel):
             raise InvalidTypeError(f"model: expected a RiskMatrixModel, got {type(model).__name__}")
+        if workers is not None:
+            _parallel.resolve_workers(workers)
         self.market = market
         self.instruments = instruments
         self.model = model
-        self._plan = _build_plan(market, instruments, model, workers)
+        self.workers = workers
+        self._plan = _build_plan(market, instruments, model, self._workers(None))
+
+    def _workers(self, workers: int | None) -> int:
+        return _parallel.resolve_workers(self.workers if workers is None else workers)
 
     # ------------------------------------------------------------------ properties
     @property
     def underlyings(self) -> tuple[str, ...]:
         return tuple(self.instruments.underlyings)
+
+    @property
+    def scenarios(self) -> ScenarioSet:
+        """The model's joint scenario set the engine revalued (aligned across underlyings)."""
+        return self._plan.scenarios
+
+    @property
+    def revaluation_plan(self) -> RevaluationPlan:
+        """The shared revaluation plan (the same kernel as VaR/ES and stress)."""
+        return self._plan.revaluation
 
     @property
     def pnl_matrix(self) -> np.ndarray:
@@ -166,28 +194,25 @@ class MarginEngine:
 
     @property
     def scenario_labels(self) -> dict[str, tuple[str, ...]]:
-        return dict(self._plan.scen_labels)
+        """Per underlying, the label of each scenario of its own grid."""
+        sset = self._plan.scenarios
+        return {u: tuple(sset.label(s, u) for s in range(len(sset))) for u in self.underlyings
+                if u in self.market}
 
     def with_market(self, market: MarketSnapshot, *, workers: int | None = None) -> "MarginEngine":
         """A new engine on a new snapshot (this one is unchanged and stays usable)."""
-        return MarginEngine(market, self.instruments, self.model, workers=workers)
+        return MarginEngine(market, self.instruments, self.model, workers=self.workers if workers is None else workers)
 
     def with_model(self, model: RiskMatrixModel, *, workers: int | None = None) -> "MarginEngine":
-        return MarginEngine(self.market, self.instruments, model, workers=workers)
+        return MarginEngine(self.market, self.instruments, model, workers=self.workers if workers is None else workers)
 
     # ------------------------------------------------------------------ many accounts
     def _check_book(self, book: AccountBook) -> None:
         if not isinstance(book, AccountBook):
             raise InvalidTypeError(f"accounts: expected an AccountBook, got {type(book).__name__}")
         book.require_table(self.instruments)
-        plan = self._plan
-        hit = book.first_position_in(~plan.available) if plan.unavailable_reason else None
-        if hit is not None:
-            a, i = hit
-            raise MarketDataError(
-                f"account {book.account_id[a]!r}: position in {self.instruments.name[i]!r} cannot be "
-                f"margined: {plan.unavailable_reason[i]}"
-            )
+        rp = self._plan.revaluation
+        rp.check_held(book, rp.available)
 
     def _collateral_usd(self, book: AccountBook) -> np.ndarray:
         rates = np.empty(len(book.currencies))
@@ -216,26 +241,32 @@ class MarginEngine:
         ----------
         accounts : AccountBook
         workers : int, optional
-            Threads (None: all cores); results are identical for every value.
+            Threads (None: the engine's default); results are identical for every value.
         contributions : bool
-            Also return each position's P&L in its underlying's binding scenario.
+            Also return each position's P&L in the binding scenario (its share of the loss).
+
+        Raises
+        ------
+        MarketDataError
+            An account holds an instrument that cannot be revalued (named with the reason).
+        InvalidInputError
+            A margin figure is not finite (an absurd quantity): named with the account.
         """
         self._check_book(accounts)
         plan = self._plan
         N, U = len(accounts), len(self.underlyings)
-        total, value, L, scan, roll, dshock, floor, worst = _result_arrays(N, U)
-        indptr, inst, qty = accounts.indptr, accounts.instrument_idx, accounts.quantity
-        agg = plan.agg
-
-        # pointers bound once: a chunk costs one call (its own C scratch state, GIL released)
-        job = agg.margin_job(indptr, inst, qty, total, value, L, scan, worst, roll, dshock, floor)
-        _parallel.run_chunked(job.run, N, workers, min_chunk=256, chunks_per_worker=4)
+        outs = _result_arrays(N, U)
+        job = plan.agg.margin_job(accounts.indptr, accounts.instrument_idx, accounts.quantity, outs)
+        _parallel.run_chunked(job.run, N, self._workers(workers), min_chunk=256, chunks_per_worker=4)
+        total, value, joint, L, scan, worst, roll, dshock, floor = outs
         coll = self._collateral_usd(accounts)
-        contrib = self._contributions(accounts, worst) if contributions else None
-        return self._results(accounts.account_id, total, value, coll, L, scan, worst, roll, dshock, floor,
+        _check_finite_results(accounts, total, value, coll)
+        contrib = self._contributions(accounts, worst, joint) if contributions else None
+        return self._results(accounts.account_id, total, value, joint, coll, L, scan, worst, roll, dshock, floor,
                              contrib, accounts)
 
-    def _results(self, ids, total, value, coll, L, scan, worst, roll, dshock, floor, contrib, book) -> MarginResults:
+    def _results(self, ids, total, value, joint, coll, L, scan, worst, roll, dshock, floor, contrib,
+                 book) -> MarginResults:
         im = self.model.im_factor * total
         mm = self.model.mm_factor * total
         equity = coll + value
@@ -247,6 +278,7 @@ class MarginEngine:
             underlyings=self.underlyings, charge=L, scan=scan, roll_shock=roll, delta_shock=dshock,
             floor=floor, worst_scenario=worst, scenario_labels=self.scenario_labels,
             model_name=self.model.name, contribution=contrib, usd_prices=self._usd_prices(), _book=book,
+            combined_scan=joint, aggregation=self.model.aggregation_mode,
         )
 
     def _usd_prices(self) -> dict[str, float]:
@@ -254,7 +286,10 @@ class MarginEngine:
         prices.update({u: float(self.market[u].index_price) for u in self.market.underlyings})
         return prices
 
-    def _contributions(self, book: AccountBook, worst: np.ndarray) -> np.ndarray:
+    def _contributions(self, book: AccountBook, worst: np.ndarray, joint: np.ndarray) -> np.ndarray:
+        """Each position's P&L (USD) in the binding scenario of its underlying, weighted and scaled
+        so that an account's contributions sum to minus its binding loss (dampener and joint
+        correlation scaling shared pro rata)."""
         plan = self._plan
         if book.n_positions == 0:
             return np.zeros(0)
@@ -264,8 +299,27 @@ class MarginEngine:
         hit = s >= 0
         s0 = np.where(hit, s, 0)
         w = plan.weight[u, s0]
-        pnl = book.quantity * plan.pnl[book.instrument_idx, s0] * w * plan.risk_to_usd[u]
-        return np.where(hit, pnl, 0.0)
+        x = plan.risk_to_usd[u]
+        pnl = np.where(hit, book.quantity * plan.pnl[book.instrument_idx, s0] * w * x, 0.0)
+        # per account and underlying: the weighted P&L v and its dampened value g; share g / v
+        key = acc * len(self.underlyings) + u
+        v = np.bincount(key, weights=pnl, minlength=len(book) * len(self.underlyings))
+        dm = np.where(hit, plan.damp[u, s0] * x, 0.0)
+        uk, first = np.unique(key, return_index=True)
+        damp_by_key = np.zeros_like(v)
+        damp_by_key[uk] = dm[first]  # one dampener per (account, underlying): its binding scenario's
+        g = np.where(v < 0, np.minimum(v + damp_by_key, 0.0), np.maximum(v - damp_by_key, 0.0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(v != 0, g / np.where(v != 0, v, 1.0), 0.0)
+        out = pnl * share[key]
+        if self.model.aggregation_mode in ("joint", "pnl_offset"):
+            # the binding joint loss is `joint` (scaled); pro rata over the binding scenario's P&L
+            tot = np.bincount(acc, weights=out, minlength=len(book))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                scale = np.where(tot < 0, joint / np.where(tot < 0, -tot, 1.0), 0.0)
+            n_und = np.bincount(np.unique(key) // len(self.underlyings), minlength=len(book))
+            out = np.where(n_und[acc] > 1, out * scale[acc], out)
+        return out
 
     # ------------------------------------------------------------------ one account
     def _single_book(self, account: Account | AccountBook, index: int | str | None) -> AccountBook:
@@ -285,9 +339,10 @@ class MarginEngine:
         book = self._single_book(account, index)
         res = self.margin_many(book, workers=1, contributions=True)
         names = self.instruments.name[book.instrument_idx]
+        held = set(self._plan.inst_und[book.instrument_idx].tolist())
         by_und = {}
         for j, u in enumerate(self.underlyings):
-            if res.charge[0, j] == 0 and res.scan[0, j] == 0 and not np.any(self._plan.inst_und[book.instrument_idx] == j):
+            if j not in held:
                 continue
             k = int(res.worst_scenario[0, j])
             labels = res.scenario_labels.get(u, ())
@@ -302,7 +357,54 @@ class MarginEngine:
             maintenance_margin=float(res.maintenance_margin[0]), equity=float(res.equity[0]),
             margin_ratio=float(res.margin_ratio[0]), excess=float(res.excess[0]), by_underlying=by_und,
             liquidation_order=liquidation_order(names, book.quantity, res.contribution),
-            model_name=self.model.name,
+            model_name=self.model.name, risk=float(res.risk[0]),
+            combined_scan=float(res.combined_scan[0]), aggregation=self.model.aggregation_mode,
+            usd_prices=res.usd_prices,
+        )
+
+    def risk_vectors(self, account: Account | AccountBook, index: int | str | None = None) -> RiskVectors:
+        """One account's scenario P&L vectors, the way a venue reports them.
+
+        Per underlying: the raw vector (sum of its positions' P&L per scenario, risk currency) and
+        the weighted, dampened one (what the worst case is taken over), both split into standard and
+        extended scenarios by the scenario flags; the aggregated vector across underlyings (USD:
+        the sum for ``sum`` / ``sqrt_corr`` / ``spread``, losses plus ``pnl_offset`` x gains for
+        ``pnl_offset``); the worst scenario of each. Deribit's ``private/pme/simulate`` calls these
+        ``pre_aggregated_risk_vectors`` / ``aggregated_risk_vectors``.
+        """
+        book = self._single_book(account, index)
+        self._check_book(book)
+        plan = self._plan
+        S = plan.S
+        sset = plan.scenarios
+        U = len(self.underlyings)
+        raw = np.zeros((U, S))
+        np.add.at(raw, plan.inst_und[book.instrument_idx],
+                  book.quantity[:, None] * plan.pnl[book.instrument_idx, :S])
+        held = np.zeros(U, dtype=bool)
+        held[plan.inst_und[book.instrument_idx]] = True
+        v = plan.weight[:, :S] * raw
+        d = plan.damp[:, :S]
+        weighted = np.where(v < 0, np.minimum(v + d, 0.0), np.maximum(v - d, 0.0))
+        usd = weighted * plan.risk_to_usd[:, None]
+        if self.model.aggregation_mode == "pnl_offset":
+            off = np.array([self.model.pnl_offset.get(u, 0.0) for u in self.underlyings])
+            cap = np.array([self.model.max_offsetable_pnl.get(u, np.inf) for u in self.underlyings])
+            contrib = np.where(usd > 0, np.minimum(usd, cap[:, None]) * off[:, None], usd)
+        else:
+            contrib = usd
+        real = (sset.flags & FLAG_PADDING) == 0
+        aggregated = np.where(real, contrib[held].sum(axis=0), 0.0)
+        ext = (sset.flags & (FLAG_EXTENDED | FLAG_EXTREME)) != 0
+        return RiskVectors(
+            account_id=str(book.account_id[0]), underlyings=tuple(u for j, u in enumerate(self.underlyings) if held[j]),
+            scenario_names=tuple(sset.names), labels={u: tuple(sset.label(s, u) for s in range(S))
+                                                      for j, u in enumerate(self.underlyings) if held[j]},
+            extended=ext & real, padding=~real,
+            raw={u: raw[j] for j, u in enumerate(self.underlyings) if held[j]},
+            weighted={u: weighted[j] for j, u in enumerate(self.underlyings) if held[j]},
+            aggregated_usd=aggregated, risk_currency=self.model.risk_currency,
+            to_usd={u: float(plan.risk_to_usd[j]) for j, u in enumerate(self.underlyings) if held[j]},
         )
 
     def prepare(self, account: Account | AccountBook, index: int | str | None = None) -> "AccountState":
@@ -314,6 +416,17 @@ class MarginEngine:
     def what_if(self, account: Account | AccountBook, orders: Any, index: int | str | None = None) -> WhatIfResult:
         """Margin after ``orders`` (``{name: qty}`` or ``[(name or id, qty), ...]``) are added."""
         return self.prepare(account, index).what_if(orders)
+
+
+def _check_finite_results(book: AccountBook, total: np.ndarray, value: np.ndarray, coll: np.ndarray) -> None:
+    """Fail closed: a margin figure is finite or the call fails naming the account."""
+    for arr, what in ((total, "margin"), (value, "position value"), (coll, "collateral value")):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            a = int(np.flatnonzero(bad)[0])
+            raise InvalidInputError(
+                f"account {book.account_id[a]!r}: the {what} is not finite ({arr[a]!r}); a quantity or "
+                f"collateral amount is too large to margin")
 
 
 class AccountState:
@@ -338,76 +451,88 @@ class AccountState:
                           np.ascontiguousarray(book.quantity, dtype=np.float64), self.state)
         self.state.setflags(write=False)
         # C-level evaluator with its own work buffers: a what-if call allocates nothing
-        self._wi = _risk.WhatIf(agg, self.state)
-        self._total = np.empty(1)
-        self._value = np.empty(1)
+        self._wi = _gather.WhatIf(agg, self.state)
         self.collateral_usd = float(engine._collateral_usd(book)[0])
-        self._base_value = 0.0
-        before = self._evaluate(np.zeros(0, dtype=np.int64), np.zeros(0))
-        self._base_value = float(self._value[0])
-        before = (before[0], before[1], self.collateral_usd + self.cash_usd + self._base_value)
-        self.initial_margin = before[0]
-        self.maintenance_margin = before[1]
-        self.equity = before[2]
+        r, v = self._wi.total(np.zeros(0, dtype=np.int64), np.zeros(0))
+        self._check(r, v)
+        self._base_value = v
+        m = engine.model
+        self.initial_margin = m.im_factor * r
+        self.maintenance_margin = m.mm_factor * r
+        self.equity = self.collateral_usd + self.cash_usd + self._base_value
 
-    def _evaluate(self, ids: np.ndarray, qty: np.ndarray) -> tuple[float, float, float]:
-        r, v = self._wi.total(ids, qty)
-        self._total[0] = r
-        self._value[0] = v
-        m = self.engine.model
-        # equity of the account *before* the orders: their premium is paid at mark (cash out = value in)
-        return m.im_factor * r, m.mm_factor * r, self.collateral_usd + self.cash_usd + self._base_value
+    def _check(self, r: float, v: float) -> None:
+        if not (math.isfinite(r) and math.isfinite(v)):
+            raise InvalidInputError(
+                f"account {self.book.account_id[0]!r}: the margin is not finite ({r!r}); a quantity is too "
+                "large to margin")
 
     def _orders(self, orders: Any) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(orders, Mapping):
             items = list(orders.items())
-        else:
+        elif isinstance(orders, (list, tuple)):
             items = list(orders)
+        else:
+            raise InvalidTypeError(
+                f"orders: expected a dict {{instrument: quantity}} or a list of (instrument, quantity) pairs, "
+                f"got {type(orders).__name__}")
         n = len(items)
         ids = np.empty(n, dtype=np.int64)
         qty = np.empty(n)
         table = self.engine.instruments
-        plan = self.engine._plan
         M = len(table)
         names = getattr(table, "_index", None)
         names = names if isinstance(names, dict) else None
-        for k, (inst, q) in enumerate(items):
-            if isinstance(inst, (int, np.integer)) and not isinstance(inst, bool):
+        for k, item in enumerate(items):
+            if not (isinstance(item, (tuple, list)) and len(item) == 2):
+                raise InvalidInputError(f"orders: entry {k} must be an (instrument, quantity) pair, got {item!r}")
+            inst, q = item
+            if isinstance(inst, (int, np.integer)) and not isinstance(inst, (bool, np.bool_)):
                 i = int(inst)
                 if not 0 <= i < M:
                     raise UnknownInstrumentError(f"orders: instrument id {i} is not in the table (0..{M - 1})")
-            else:
+            elif isinstance(inst, str):
                 # the table's name -> id dict when it has one (no array round trip per order)
-                i = names.get(inst) if names is not None and isinstance(inst, str) else None
+                i = names.get(inst) if names is not None else None
                 if i is None:
                     i = int(table.index_of([inst])[0])
+            else:
+                raise InvalidTypeError(f"orders: entry {k}: instrument must be a name or an id, got {inst!r}")
+            if isinstance(q, (bool, np.bool_)):
+                raise InvalidTypeError(f"orders: quantity of {inst!r} must be a number, got {q!r}")
             try:
                 qf = float(q)
             except (TypeError, ValueError):
                 raise InvalidTypeError(f"orders: quantity of {inst!r} must be a number, got {q!r}") from None
             if not math.isfinite(qf):
                 raise InvalidInputError(f"orders: quantity of {inst!r} must be finite, got {qf!r}")
-            if not plan.available[i]:
-                raise MarketDataError(f"orders: {table.name[i]!r} cannot be margined: {plan.unavailable_reason[i]}")
             ids[k] = i
             qty[k] = qf
+        self.engine._plan.revaluation.check_orders(ids)
         return ids, qty
+
+    def _evaluate(self, ids: np.ndarray, qty: np.ndarray) -> tuple[float, float, float]:
+        r, v = self._wi.total(ids, qty)
+        self._check(r, v)
+        m = self.engine.model
+        # equity of the account *before* the orders: their premium is paid at mark (cash out = value in)
+        return m.im_factor * r, m.mm_factor * r, v
 
     def what_if(self, orders: Any) -> WhatIfResult:
         """Margin after adding ``orders``; the order premium is assumed paid at mark (equity unchanged)."""
         ids, qty = self._orders(orders)
-        im, mm, equity = self._evaluate(ids, qty)
-        return WhatIfResult(im, mm, self.initial_margin, equity, bool(equity >= im))
+        im, mm, _ = self._evaluate(ids, qty)
+        return WhatIfResult(im, mm, self.initial_margin, self.equity, bool(self.equity >= im))
 
-    def what_if_ids(self, instrument_ids: np.ndarray, quantities: np.ndarray) -> float:
+    def what_if_ids(self, instrument_ids: Any, quantities: Any) -> float:
         """Fast path: IM after orders given as arrays of instrument ids and quantities.
 
-        Ids must be integers in the table (``UnknownInstrumentError``) of priced instruments
-        (``MarketDataError``) and quantities finite numbers (``InvalidInputError``): a NaN order
-        would otherwise turn the margin into a silent wrong number.
+        Ids must be integers in the table (``UnknownInstrumentError``) of instruments that can be
+        revalued (``MarketDataError``) and quantities finite numbers (``InvalidInputError``): a NaN
+        order would otherwise turn the margin into a silent wrong number.
         """
         ids, qty = self._checked_arrays(instrument_ids, quantities)
-        return self.engine.model.im_factor * self._wi.total(ids, qty)[0]
+        return self._evaluate(ids, qty)[0]
 
     def _checked_arrays(self, instrument_ids: Any, quantities: Any) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(instrument_ids)
@@ -416,9 +541,9 @@ class AccountState:
             raise InvalidInputError(
                 f"orders: instrument_ids and quantities must be 1-d of the same length, got shapes "
                 f"{ids.shape} and {qty.shape}")
-        if ids.dtype.kind not in "iu" or ids.dtype == np.bool_:
+        if ids.dtype.kind not in "iu":
             raise InvalidTypeError(f"instrument_ids: expected integers, got dtype {ids.dtype}")
-        if qty.dtype.kind not in "iuf" or qty.dtype == np.bool_:
+        if qty.dtype.kind not in "iuf":
             raise InvalidTypeError(f"quantities: expected numbers, got dtype {qty.dtype}")
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         qty = np.ascontiguousarray(qty, dtype=np.float64)
@@ -432,19 +557,14 @@ class AccountState:
             k = int(np.flatnonzero(bad)[0])
             raise InvalidInputError(f"quantities: index {k} ({self.engine.instruments.name[ids[k]]!r}) is {qty[k]!r}, "
                                     "must be finite")
-        plan = self.engine._plan
-        na = ~plan.available[ids]
-        if na.any():
-            i = int(ids[np.flatnonzero(na)[0]])
-            raise MarketDataError(f"orders: {self.engine.instruments.name[i]!r} cannot be margined: "
-                                  f"{plan.unavailable_reason[i]}")
+        self.engine._plan.revaluation.check_orders(ids)
         return ids, qty
 
     def apply(self, orders: Any) -> "AccountState":
         """A new state with the orders filled at mark (this one unchanged; equity unchanged)."""
         ids, qty = self._orders(orders)
-        self._evaluate(ids, qty)
-        premium = float(self._value[0]) - self._base_value  # mark value bought (> 0) or sold (< 0)
+        _, _, v = self._evaluate(ids, qty)
+        premium = v - self._base_value  # mark value bought (> 0) or sold (< 0)
         book = self.book
         inst = np.concatenate([book.instrument_idx, ids])
         q = np.concatenate([book.quantity, qty])
@@ -455,147 +575,37 @@ class AccountState:
 
 
 # ---------------------------------------------------------------------------------------------
-def _build_plan(market: MarketSnapshot, table: InstrumentTable, model: RiskMatrixModel,
-                workers: int | None) -> _Plan:
-    M = len(table)
-    unds = tuple(table.underlyings)
+def _addon_inputs(rp: RevaluationPlan, model: RiskMatrixModel, coin: bool) -> dict[str, np.ndarray]:
+    """Per-instrument add-on inputs: delta, short-option minimum, notional, equity value, expiry
+    bucket, and the per-bucket roll-shock rates."""
+    table = rp.instruments
+    M, unds = len(table), rp.underlyings
     U = len(unds)
-    kind = np.asarray(table.kind, dtype=np.int8)
-    und = np.asarray(table.underlying, dtype=np.int32)
-    expiry = np.asarray(table.expiry_ms, dtype=np.int64)
-    now = market.timestamp_ms
-    dated = (kind == Kind.FUTURE) | (kind == Kind.OPTION)
-
-    # which instruments can be priced: underlying in the market and not expired
-    available = np.ones(M, dtype=bool)
-    reason: dict[int, str] = {}
-    for j, u in enumerate(unds):
-        if u not in market:
-            for i in np.flatnonzero(und == j):
-                available[i] = False
-                reason[int(i)] = f"no market data for underlying {u!r}"
-    expired = dated & (expiry <= now) & available
-    for i in np.flatnonzero(expired):
-        available[i] = False
-        reason[int(i)] = "the instrument has expired at the market's timestamp"
-
-    F = np.ones(M)
-    T = np.zeros(M)
-    vol = np.zeros(M)
-    index_of_inst = np.ones(M)
-    if available.any():
-        sub_idx = np.flatnonzero(available)
-        sub = table if sub_idx.size == M else table.subset(available)
-        inp = market.instrument_inputs(sub)
-        F[sub_idx] = inp.forward
-        T[sub_idx] = inp.time
-        v = np.asarray(inp.vol, dtype=np.float64)
-        vol[sub_idx] = np.where(np.isfinite(v), v, 0.0)
-        index_of_inst[sub_idx] = inp.index
-    is_opt = (kind == Kind.OPTION) & available
-    bad_vol = is_opt & ~(vol > 0)
-    if bad_vol.any():
-        i = int(np.flatnonzero(bad_vol)[0])
-        raise MarketDataError(f"instrument {table.name[i]!r}: surface vol must be > 0, got {vol[i]!r}")
-
-    und_price = np.ones(U)
-    for j, u in enumerate(unds):
-        if u in market:
-            und_price[j] = float(market[u].index_price)
-    coin_mode = model.risk_currency == "coin"
-    to_risk = 1.0 / und_price if coin_mode else np.ones(U)
-    risk_to_usd = und_price.copy() if coin_mode else np.ones(U)
-
-    # scenarios per underlying, padded to a common length; padded entries have weight 0
-    all_sets = _scenario_sets(model, unds)
-    sets = {u: all_sets[u] for u in unds if u in market}
-    S = max((len(s) for s in sets.values()), default=1)
-    Sp = -(-S // 8) * 8
-    move = np.zeros((U, Sp))
-    vdir = np.zeros((U, Sp), dtype=np.int8)
-    weight = np.zeros((U, Sp))
-    damp = np.zeros((U, Sp))
-    labels: dict[str, tuple[str, ...]] = {}
-    for j, u in enumerate(unds):
-        s = sets.get(u)
-        if s is None:
-            continue
-        n = len(s)
-        move[j, :n] = s.price_move
-        vdir[j, :n] = s.vol_dir
-        weight[j, :n] = s.weight
-        damp[j, :n] = s.dampener_usd * (1.0 / (und_price[j] * (1.0 + s.price_move)) if coin_mode else 1.0)
-        labels[u] = s.labels
-    price = und_price[:, None] * (1.0 + move)
-
-    # vol columns: sticky strike -> [base, down, up]; sticky moneyness -> one column per scenario
-    if model.sticky == "strike":
-        vol_cols = np.zeros((M, 3))
-        vol_cols[:, 0] = vol
-        for j, u in enumerate(unds):
-            sel = np.flatnonzero((und == j) & is_opt)
-            if sel.size == 0:
-                continue
-            shock = model.params(u).vol_shock
-            vol_cols[sel, 1] = shock.shocked(vol[sel], T[sel], -1)
-            vol_cols[sel, 2] = shock.shocked(vol[sel], T[sel], +1)
-        volcol = np.where(vdir < 0, 1, np.where(vdir > 0, 2, 0)).astype(np.int32)
-    else:
-        vol_cols = np.zeros((M, 1 + Sp))
-        vol_cols[:, 0] = vol
-        volcol = np.tile(np.arange(1, Sp + 1, dtype=np.int32), (U, 1))
-        for j, u in enumerate(unds):
-            sel = np.flatnonzero((und == j) & is_opt)
-            if sel.size == 0 or u not in market:
-                continue
-            surf = market[u].vol_surface
-            shock = model.params(u).vol_shock
-            for s_ in range(Sp):
-                F1 = F[sel] * (1.0 + move[j, s_])
-                base = surf.implied_vol(np.asarray(table.strike)[sel], T[sel], F1)
-                vol_cols[sel, 1 + s_] = shock.shocked(base, T[sel], int(vdir[j, s_]))
-    vol_cols = np.ascontiguousarray(vol_cols)
-
-    inverse = np.asarray(table.inverse, dtype=np.uint8)
-    conv = np.where(inverse == 1, _CONV_NONE if coin_mode else _CONV_MUL,
-                    _CONV_DIV if coin_mode else _CONV_NONE).astype(np.int8)
-    K = np.where(kind == Kind.OPTION, np.asarray(table.strike, dtype=np.float64), 1.0)
-    K = np.where(np.isfinite(K), K, 1.0)
-    cp = np.where(np.asarray(table.option_type) < 0, -1.0, 1.0)
-    cs = np.asarray(table.contract_size, dtype=np.float64)
-    dt = max(model.params(u).time_shift_days for u in unds) / 365.0 if unds else 0.0
-    if len({model.params(u).time_shift_days for u in unds}) > 1:
-        raise InvalidInputError("time_shift_days: must be the same for every underlying")
-
-    pnl = _zeros_aligned((M, Sp))
-    base = np.zeros(M)
-
-    def run(start: int, stop: int) -> None:
-        _risk.revalue_rows(start, stop, S, kind, inverse, conv, und, F, K, cp, T, cs, vol_cols, move, volcol,
-                           price, und_price, dt, base, pnl)
-
-    _parallel.run_chunked(run, M, workers, min_chunk=256)
-    pnl[~available] = 0.0
-    base[~available] = 0.0
-
-    # per-instrument add-on inputs
+    kind, und, avail = rp.kind, rp.und, rp.available
+    is_opt = (kind == Kind.OPTION) & avail
+    F, K, T, vol, cp, cs = rp.F, rp.K, rp.T, rp.vol, rp.cp, rp.cs
+    inverse = rp.inverse == 1
+    und_price = rp.index
     delta = np.zeros(M)
+    value = np.zeros(M)
     opt_idx = np.flatnonzero(is_opt)
     if opt_idx.size:
-        g = _greeks(F[opt_idx], K[opt_idx], vol[opt_idx], T[opt_idx], cp[opt_idx])
-        d = g["delta"] - np.where(inverse[opt_idx] == 1, g["price"] / F[opt_idx], 0.0)
+        g = _greeks(F[opt_idx], K[opt_idx], vol[opt_idx], T[opt_idx], cp[opt_idx], which=("price", "delta"))
+        inv = inverse[opt_idx]
+        d = g["delta"] - np.where(inv, g["price"] / F[opt_idx], 0.0)
         delta[opt_idx] = cs[opt_idx] * d
-    lin = available & (kind != Kind.OPTION)
-    delta[lin] = np.where(inverse[lin] == 1, cs[lin] / F[lin], cs[lin])
-
-    notional = np.where((inverse == 1) & (kind != Kind.OPTION), cs, cs * index_of_inst)
-    notional[~available] = 0.0
+        # USD mark value counted in equity: linear cs*B, inverse cs*B*S/F
+        value[opt_idx] = cs[opt_idx] * g["price"] * np.where(inv, und_price[und[opt_idx]] / F[opt_idx], 1.0)
+    lin = avail & (kind != Kind.OPTION)
+    delta[lin] = np.where(inverse[lin], cs[lin] / F[lin], cs[lin])
+    is_spot = (kind == Kind.SPOT) & avail
+    value[is_spot] = cs[is_spot] * F[is_spot]  # spot holdings count at their value; futures settle P&L
+    index_of_inst = und_price[und] if M else np.zeros(0)
+    notional = np.where(inverse & (kind != Kind.OPTION), cs, cs * index_of_inst)
+    notional[~avail] = 0.0
     som = np.zeros(M)
-    # mark value counted in equity: options and spot holdings (futures/perpetuals settle their P&L)
-    is_spot = (kind == Kind.SPOT) & available
-    value = np.where(is_opt | is_spot, base * risk_to_usd[und], 0.0)
-
-    # expiry buckets per underlying for the roll shock (perpetuals: T = 0; spot: never charged)
+    now = rp.market.timestamp_ms
+    expiry = np.asarray(table.expiry_ms, dtype=np.int64)
     bucket = np.zeros(M, dtype=np.int32)
     bucket_ptr = np.zeros(U + 1, dtype=np.int64)
     rates: list[float] = []
@@ -604,20 +614,101 @@ def _build_plan(market: MarketSnapshot, table: InstrumentTable, model: RiskMatri
         sel = np.flatnonzero(und == j)
         if sel.size:
             key = np.where(kind[sel] == Kind.SPOT, -2, np.where(kind[sel] == Kind.PERPETUAL, -1, expiry[sel]))
-            uniq, inv = np.unique(key, return_inverse=True)
-            bucket[sel] = len(rates) + inv
+            uniq, inv_ = np.unique(key, return_inverse=True)
+            bucket[sel] = len(rates) + inv_
             for kval in uniq:
                 if kval == -2:
                     rates.append(0.0)
                 else:
                     tb = 0.0 if kval == -1 else max((int(kval) - now) / _MS_PER_YEAR, 0.0)
-                    rates.append(float(params.roll_shock.rate(tb)) * (1.0 if coin_mode else und_price[j]))
-            som_rate = params.short_option_minimum
-            if som_rate:
+                    rates.append(float(params.roll_shock.rate(tb)) * (1.0 if coin else und_price[j]))
+            if params.short_option_minimum:
                 o = sel[kind[sel] == Kind.OPTION]
-                som[o] = som_rate * cs[o] * (1.0 if coin_mode else und_price[j])
+                som[o] = params.short_option_minimum * cs[o] * (1.0 if coin else und_price[j])
         bucket_ptr[j + 1] = len(rates)
-    bucket_rate = np.asarray(rates, dtype=np.float64)
+    return dict(inst_delta=delta, inst_som=som, inst_notional=notional, inst_value=value,
+                inst_bucket=bucket, bucket_ptr=bucket_ptr, bucket_rate=np.asarray(rates, dtype=np.float64))
+
+
+def _joint_tables(sset: ScenarioSet, corr: np.ndarray, Sp: int) -> dict[str, np.ndarray]:
+    """Groups (distinct price moves) per underlying, their normalised moves, and the correlation
+    scalings of the joint aggregation: a c-table per pair, inverse correlations of 3- and 4-subsets."""
+    U = len(sset.underlyings)
+    S = len(sset)
+    grp = np.full((U, Sp), -1, dtype=np.int32)
+    ngrp = np.zeros(U, dtype=np.int32)
+    real = (sset.flags & FLAG_PADDING) == 0
+    zs = []
+    for j in range(U):
+        moves = sset.price_move[:, j]
+        uniq, inv = np.unique(moves[real], return_inverse=True)
+        g = np.full(S, -1, dtype=np.int32)
+        g[real] = inv
+        grp[j, :S] = g
+        ngrp[j] = uniq.size
+        rng = sset.scan_range[j]
+        if not np.isfinite(rng):
+            rng = max(float(np.max(np.abs(uniq))), 1e-12) if uniq.size else 1.0
+        # a move beyond the standard range (extended / extreme) counts as the range's edge: the tail
+        # scenarios keep their own weights, the correlation only decides which co-moves are plausible
+        zs.append(np.clip(uniq / rng, -1.0, 1.0))
+    G = max(int(ngrp.max()) if U else 1, 1)
+    gz = np.zeros((U, G))
+    for j in range(U):
+        gz[j, : ngrp[j]] = zs[j]
+    pair_off = np.full(U * U, -1, dtype=np.int64)
+    ctab: list[np.ndarray] = []
+    off = 0
+    for a, b in itertools.combinations(range(U), 2):
+        R = corr[np.ix_([a, b], [a, b])]
+        Z = np.stack(np.meshgrid(zs[a], zs[b], indexing="ij"), axis=-1).reshape(-1, 2)
+        m2 = _mahalanobis_sq(R, Z)
+        with np.errstate(divide="ignore"):
+            c = np.where(m2 > 1.0, 1.0 / np.sqrt(m2), 1.0)
+        pair_off[a * U + b] = off
+        ctab.append(c)
+        off += c.size
+    mask_off = np.zeros(0, dtype=np.int64)
+    qsub: list[np.ndarray] = []
+    if 3 <= U <= _JOINT_MASK_MAX_U:
+        mask_off = np.full(1 << U, -1, dtype=np.int64)
+        qoff = 0
+        for k in (3, 4):
+            for sub in itertools.combinations(range(U), k):
+                R = corr[np.ix_(sub, sub)]
+                # a tiny ridge keeps a singular correlation invertible: moves off its span get a huge
+                # Mahalanobis norm, so they are scaled (nearly) to zero
+                Q = np.linalg.inv(R + 1e-12 * np.eye(k))
+                mask_off[sum(1 << s for s in sub)] = qoff
+                qsub.append(Q.ravel())
+                qoff += k * k
+    return dict(grp=grp, ngrp=ngrp, gz=gz, pair_off=pair_off,
+                ctab=np.concatenate(ctab) if ctab else np.zeros(0),
+                mask_off=mask_off, qsub=np.concatenate(qsub) if qsub else np.zeros(0))
+
+
+def _build_plan(market: MarketSnapshot, table: InstrumentTable, model: RiskMatrixModel, workers: int) -> _Plan:
+    unds = tuple(table.underlyings)
+    U = len(unds)
+    coin = model.risk_currency == "coin"
+    rp = RevaluationPlan(market, table, currency=model.risk_currency, sticky=model.sticky)
+    sset = _model_scenarios(model, unds) if U else None
+    if sset is None:
+        raise InvalidInputError("instruments: the table has no underlyings")
+    S = len(sset)
+    pnl = rp.revalue(sset, workers=workers, padded=True, unavailable=0.0)
+    Sp = pnl.shape[1]
+    und_price = rp.index
+    to_risk = 1.0 / und_price if coin else np.ones(U)
+    risk_to_usd = und_price.copy() if coin else np.ones(U)
+    weight = np.zeros((U, Sp))
+    damp = np.zeros((U, Sp))
+    in_market = np.array([u in market for u in unds])
+    weight[:, :S] = sset.weight.T
+    weight[~in_market] = 0.0
+    # the dampener is in USD; in coin mode it shrinks coin P&L at the scenario's price
+    damp[:, :S] = sset.dampener_usd.T * (1.0 / (und_price[:, None] * (1.0 + sset.price_move.T)) if coin else 1.0)
+    addons = _addon_inputs(rp, model, coin)
 
     ds_thr = np.array([model.params(u).delta_shock.threshold_usd for u in unds], dtype=np.float64)
     ds_thr = np.where(np.isfinite(ds_thr), ds_thr, np.finfo(np.float64).max)
@@ -627,21 +718,35 @@ def _build_plan(market: MarketSnapshot, table: InstrumentTable, model: RiskMatri
     tiers = {(model.params(u).size_charge.bounds_usd, model.params(u).size_charge.multipliers) for u in unds}
     if len(tiers) > 1:
         raise InvalidInputError("size_charge: bounds_usd and multipliers must be the same for every underlying")
-    bounds, mults = next(iter(tiers)) if tiers else ((), (1.0,))
-    tier_bound = np.asarray(bounds, dtype=np.float64)
-    tier_mult = np.asarray(mults, dtype=np.float64)
-    corr = model.correlation_matrix(unds) if U else None
-    corr = None if corr is None else np.ascontiguousarray(corr, dtype=np.float64)
-
+    bounds, mults = next(iter(tiers))
+    agg_name = model.aggregation_mode
+    corr = model.correlation_matrix(unds) if model.correlation is not None else None
+    corr_arr = np.ascontiguousarray(corr if corr is not None else np.eye(U), dtype=np.float64)
+    if agg_name == "joint":
+        joint = _joint_tables(sset, corr_arr, Sp)
+    else:
+        joint = dict(grp=np.full((U, Sp), -1, dtype=np.int32), ngrp=np.zeros(U, dtype=np.int32),
+                     gz=np.zeros((U, 1)), pair_off=np.full(U * U, -1, dtype=np.int64), ctab=np.zeros(0),
+                     mask_off=np.zeros(0, dtype=np.int64), qsub=np.zeros(0))
+    offset = np.array([float(model.pnl_offset.get(u, 0.0)) for u in unds])
+    max_offset = np.array([float(model.max_offsetable_pnl.get(u, np.inf)) for u in unds])
+    credits = [c for c in model.spread_credits if c.leg_a in unds and c.leg_b in unds]
+    sp_leg = np.array([[unds.index(c.leg_a), unds.index(c.leg_b)] for c in credits], dtype=np.int32).reshape(-1, 2)
+    sp_rate = np.array([c.rate for c in credits], dtype=np.float64)
+    sp_ratio = np.array([c.ratio for c in credits], dtype=np.float64)
     arrays = dict(
-        pnl=pnl, inst_und=und, inst_bucket=bucket, inst_delta=delta, inst_som=som, inst_notional=notional,
-        inst_value=value, weight=weight, damp=damp, bucket_ptr=bucket_ptr, bucket_rate=bucket_rate,
-        und_price=und_price, to_risk=to_risk, risk_to_usd=risk_to_usd, ds_threshold=ds_thr, ds_m_inc=ds_m,
-        ds_max=ds_max, size_rate=size_rate, tier_bound=tier_bound, tier_mult=tier_mult,
+        pnl=pnl, inst_und=rp.und, weight=weight, damp=damp, und_price=und_price, to_risk=to_risk,
+        risk_to_usd=risk_to_usd, ds_threshold=ds_thr, ds_m_inc=ds_m, ds_max=ds_max, size_rate=size_rate,
+        tier_bound=np.asarray(bounds, dtype=np.float64), tier_mult=np.asarray(mults, dtype=np.float64),
+        corr=corr_arr, offset=offset, max_offset=max_offset, sp_leg=np.ascontiguousarray(sp_leg), sp_rate=sp_rate,
+        sp_ratio=sp_ratio, **addons, **joint,
     )
     for a in arrays.values():
-        _ro(a)
-    agg = _risk.AggregationPlan(S=S, corr=corr, keep=(arrays, corr), **arrays)
-    return _Plan(S=S, Sp=Sp, pnl=pnl, base_value=base, available=_ro(available), unavailable_reason=reason,
-                 inst_und=und, scen_labels=labels, weight=weight, und_price=und_price, risk_to_usd=risk_to_usd,
-                 agg=agg, delta=_ro(delta))
+        if isinstance(a, np.ndarray) and a.flags.writeable:
+            a.setflags(write=False)
+    agg = _gather.AggregationPlan(S=S, scan_round=1e9 if model.exact_venue else 0.0, agg=AGGREGATIONS[agg_name],
+                                  keep=arrays, **arrays)
+    return _Plan(revaluation=rp, scenarios=sset, S=S, Sp=Sp, pnl=pnl, inst_und=rp.und, weight=weight,
+                 damp=damp, und_price=und_price, risk_to_usd=risk_to_usd, agg=agg,
+                 delta=addons["inst_delta"], value=addons["inst_value"])
+

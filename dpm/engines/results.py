@@ -6,7 +6,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["MarginResults", "AccountMargin", "PositionContribution", "WhatIfResult"]
+from dpm.errors import InvalidInputError
+
+__all__ = ["MarginResults", "AccountMargin", "PositionContribution", "RiskVectors", "WhatIfResult"]
+
+
+def _usd_price(usd_prices: dict[str, float], currency: str) -> float:
+    price = usd_prices.get(currency)
+    if price is None:
+        raise InvalidInputError(f"currency: no price for {currency!r}; have {sorted(usd_prices)}")
+    return price
 
 
 @dataclass(frozen=True, eq=False)
@@ -32,11 +41,17 @@ class MarginResults:
         Per underlying: total charge ``L``, worst scenario loss, roll shock, delta shock, and the
         floor (short-option minimum / size charge).
     worst_scenario : ndarray of int32 (N x U)
-        Index of the binding scenario per underlying (-1 when there is no loss).
+        Index of the binding scenario per underlying (-1 when there is no loss); with the joint or
+        pnl_offset aggregation, each held underlying's scenario in the binding joint combination.
     scenario_labels : dict of str to tuple of str
     contribution : ndarray or None
-        Per position (aligned with the book's CSR arrays): its P&L in the binding scenario of its
-        underlying, counted at the scenario's weight (negative = adds to the loss).
+        Per position (aligned with the book's CSR arrays): its share of the binding loss — its P&L
+        in the binding scenario, counted at the scenario's weight, dampener and joint scaling pro
+        rata (negative = adds to the loss; an account's contributions sum to minus its binding loss).
+    combined_scan : ndarray
+        The cross-underlying worst loss: the joint / offset worst case, the sum of scans net of
+        spread credits, or the plain sum of scans (``aggregation`` says which).
+    aggregation : str
     usd_prices : dict of str to float
         USD per unit of each currency at the market's index (for :meth:`in_currency`).
     """
@@ -62,6 +77,8 @@ class MarginResults:
     contribution: np.ndarray | None = None
     usd_prices: dict[str, float] = field(default_factory=dict)
     _book: Any = field(default=None, repr=False)
+    combined_scan: np.ndarray | None = None
+    aggregation: str = ""
 
     def __len__(self) -> int:
         return len(self.account_id)
@@ -116,13 +133,7 @@ class MarginResults:
         ``currency`` is an underlying of the market (``"BTC"``, ``"ETH"``: amounts in that coin, e.g.
         an inverse account's settlement coin) or a USD-like code (``"USD"``, ``"USDC"``, ``"USDT"``).
         """
-        price = self.usd_prices.get(currency)
-        if price is None:
-            from dpm.errors import InvalidInputError
-
-            raise InvalidInputError(
-                f"currency: no price for {currency!r}; have {sorted(self.usd_prices)}"
-            )
+        price = _usd_price(self.usd_prices, currency)
         return {
             "initial_margin": self.initial_margin / price,
             "maintenance_margin": self.maintenance_margin / price,
@@ -153,6 +164,27 @@ class AccountMargin:
     by_underlying: dict[str, dict[str, Any]]
     liquidation_order: list[PositionContribution]
     model_name: str = ""
+    risk: float = float("nan")
+    combined_scan: float = float("nan")
+    aggregation: str = ""
+    usd_prices: dict[str, float] = field(default_factory=dict)
+
+    def in_currency(self, currency: str) -> dict[str, Any]:
+        """IM, MM, equity, excess, risk and the per-underlying breakdown in ``currency`` (a coin of
+        the market, e.g. the settlement coin of an inverse account, or ``"USD"``/``"USDC"``/``"USDT"``),
+        converted at the market's index."""
+        price = _usd_price(self.usd_prices, currency)
+        return {
+            "currency": currency,
+            "initial_margin": self.initial_margin / price,
+            "maintenance_margin": self.maintenance_margin / price,
+            "equity": self.equity / price,
+            "excess": self.excess / price,
+            "risk": self.risk / price,
+            "combined_scan": self.combined_scan / price,
+            "by_underlying": {u: {k: (v / price if isinstance(v, float) else v) for k, v in d.items()}
+                              for u, d in self.by_underlying.items()},
+        }
 
     def __str__(self) -> str:
         lines = [
@@ -172,6 +204,57 @@ class AccountMargin:
             for c in self.liquidation_order[:10]:
                 lines.append(f"    {c.instrument:<28} qty {c.quantity:>12,.4f}  P&L {c.pnl_in_worst_scenario:>14,.2f}")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True, eq=False)
+class RiskVectors:
+    """One account's scenario P&L vectors (see :meth:`dpm.engines.margin.MarginEngine.risk_vectors`).
+
+    Attributes
+    ----------
+    underlyings : tuple of str
+        The underlyings the account holds.
+    scenario_names : tuple of str
+    labels : dict of str to tuple of str
+        Each underlying's label of every scenario (its own grid bucket).
+    extended, padding : ndarray of bool (S)
+        Extended / extreme scenarios, and padding (no scenario) columns.
+    raw : dict of str to ndarray (S)
+        Per underlying: the sum of its positions' P&L per scenario (risk currency).
+    weighted : dict of str to ndarray (S)
+        The same weighted and dampened: the vector the worst case is taken over.
+    aggregated_usd : ndarray (S)
+        Across underlyings, USD: the sum of the weighted vectors, with gains counted at
+        ``pnl_offset`` for that aggregation (0 on padding columns).
+    risk_currency : str
+    to_usd : dict of str to float
+        Risk currency -> USD per underlying.
+    """
+
+    account_id: str
+    underlyings: tuple[str, ...]
+    scenario_names: tuple[str, ...]
+    labels: dict[str, tuple[str, ...]]
+    extended: np.ndarray
+    padding: np.ndarray
+    raw: dict[str, np.ndarray]
+    weighted: dict[str, np.ndarray]
+    aggregated_usd: np.ndarray
+    risk_currency: str
+    to_usd: dict[str, float]
+
+    def worst(self, underlying: str | None = None) -> tuple[int, float]:
+        """``(scenario, loss)`` of the worst entry of one underlying's weighted vector (risk currency),
+        or of the aggregated vector (USD) with ``underlying=None``; loss >= 0, scenario -1 if none."""
+        v = self.aggregated_usd if underlying is None else self.weighted[underlying]
+        v = np.where(self.padding, 0.0, v)
+        s = int(np.argmin(v)) if v.size else -1
+        loss = float(-v[s]) if s >= 0 else 0.0
+        return (s, loss) if loss > 0 else (-1, 0.0)
+
+    def standard(self, underlying: str) -> np.ndarray:
+        """The weighted vector of the standard (not extended, not padding) scenarios."""
+        return self.weighted[underlying][~self.extended & ~self.padding]
 
 
 @dataclass(frozen=True)

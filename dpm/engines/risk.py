@@ -1,10 +1,11 @@
 """Full-revaluation VaR / expected shortfall and stress losses for many accounts.
 
-The same two steps as the risk-matrix margin, with other scenario sets (historical, filtered
-historical, Monte Carlo, named stresses from :mod:`dpm.models.measures` / :mod:`dpm.models.generators.stress`):
+The same two steps as the risk-matrix margin, on the same revaluation plan
+(:class:`~dpm.engines.plan.RevaluationPlan`) and kernels, with other scenario sets (historical,
+filtered historical, Monte Carlo, named stresses from :mod:`dpm.models.generators`):
 
-1. every instrument is revalued once per joint scenario (USD P&L per contract, a ``nogil`` kernel
-   over chunks of instruments);
+1. every instrument is revalued once per joint scenario (USD P&L per contract, the one ``nogil``
+   revaluation kernel over chunks of instruments);
 2. every account gathers its P&L per scenario through its CSR positions and keeps only its ``k``
    worst losses (a per-account candidate buffer, ``k = ceil(S (1 - level))``), visiting scenarios
    in cache-sized blocks of ``block`` scenarios; the accounts x scenarios matrix is never formed.
@@ -23,25 +24,22 @@ the account's full scenario P&L.
 """
 from __future__ import annotations
 
-import datetime as _dt
-import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from dpm._core import _tail
+from dpm._core import _gather
 from dpm._util import parallel as _parallel
-from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError
+from dpm.engines.plan import RevaluationPlan, balanced_bounds
+from dpm.errors import InvalidInputError, InvalidTypeError
 from dpm.market.snapshot import MarketSnapshot
-from dpm.market.specs import Kind
 from dpm.market.table import InstrumentTable
-from dpm.models.market_scenarios import MarketScenarios
 from dpm.models.measures import component_es as _component_es
 from dpm.models.measures import incremental_es as _incremental_es
 from dpm.models.measures import tail_count
-from dpm.models.scenarios import VolShock
+from dpm.models.scenarios import DERIBIT_TERM, UNIFORM_TERM, MarketScenarios, VolShock, VolTermStructure
 from dpm.portfolio.accounts import AccountBook
 
 __all__ = ["AccountVaRES", "ScenarioRiskEngine", "StressResult"]
@@ -49,10 +47,10 @@ __all__ = ["AccountVaRES", "ScenarioRiskEngine", "StressResult"]
 #: Target size (bytes) of one revalued chunk of scenarios in :meth:`ScenarioRiskEngine.var_es`:
 #: small enough to stay in the last-level cache while the accounts gather from it.
 CHUNK_BYTES = 8 << 20
-#: Default term structure of the vol shocks: Deribit's shape, ``(30 / max(DTE, 1))^p`` with
-#: p = 0.30 up to 30 days and 0.13 beyond (the shock of a scenario is the 30-day point's).
-DEFAULT_VOL_TERM_STRUCTURE = VolShock(short_power=0.30, long_power=0.13, tenor_days=30.0, floor_days=1.0)
-_TERM_STRUCTURE = DEFAULT_VOL_TERM_STRUCTURE
+#: Default term structure of the vol shocks of sets that carry none: Deribit's shape,
+#: ``(30 / max(DTE, 1))^p`` with p = 0.30 up to 30 days and 0.13 beyond (the shock of a scenario is
+#: the 30-day point's).
+DEFAULT_VOL_TERM_STRUCTURE = DERIBIT_TERM
 #: Capacity of each account's tail candidate buffer, in multiples of k (memory N x cap x 12 bytes).
 TAIL_BUFFER_FACTOR = 2.0
 #: Largest memory (bytes) for the tail buffers of one group of accounts (only very large
@@ -60,9 +58,8 @@ TAIL_BUFFER_FACTOR = 2.0
 MAX_TAIL_BYTES = 1 << 30
 #: Block widths with a register-resident kernel (any other width uses a generic loop).
 FAST_BLOCKS = (16, 32, 64)
-# Relative cost of one instrument row in the revaluation (options need Black-76) and of one account
-# (its tail-buffer work counted as this many positions), used to balance the work between threads.
-_OPTION_COST, _LINEAR_COST, _ACCOUNT_COST = 1.0, 0.05, 4.0
+# One account's tail-buffer work counted as this many positions, to balance threads.
+_ACCOUNT_COST = 4.0
 # Ranges of rows per thread, taken dynamically: enough to even out load from other processes, few
 # enough that each range re-reads the revalued chunk from the shared cache only a few times.
 _PARTS_PER_WORKER = 4
@@ -111,9 +108,6 @@ class StressResult:
     worst_loss: np.ndarray
 
 
-def _iso(ms: int) -> str:
-    return _dt.datetime.fromtimestamp(ms / 1000.0, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
 
 def _check_levels(levels: Any) -> tuple[float, ...]:
     try:
@@ -134,18 +128,6 @@ def _check_int(x: Any, name: str, lo: int) -> int:
     if int(x) < lo:
         raise InvalidInputError(f"{name}: must be >= {lo}, got {int(x)}")
     return int(x)
-
-
-def _balanced_bounds(cost: np.ndarray, parts: int) -> list[tuple[int, int]]:
-    """Split ``range(len(cost))`` into at most ``parts`` contiguous ranges of about equal cost."""
-    n = cost.size
-    if n == 0:
-        return []
-    parts = max(1, min(parts, n))
-    c = np.cumsum(cost)
-    cuts = np.searchsorted(c, c[-1] * np.arange(1, parts) / parts, side="right")
-    edges = np.unique(np.concatenate(([0], np.clip(cuts, 1, n - 1) if n > 1 else [], [n]))).astype(int)
-    return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 
 class ScenarioRiskEngine:
@@ -173,161 +155,47 @@ class ScenarioRiskEngine:
     """
 
     def __init__(self, market: MarketSnapshot, instruments: InstrumentTable, *, workers: int | None = None,
-                 vol_term_structure: VolShock | None = _TERM_STRUCTURE) -> None:
+                 vol_term_structure: VolTermStructure | VolShock | None = DEFAULT_VOL_TERM_STRUCTURE) -> None:
         if not isinstance(market, MarketSnapshot):
             raise InvalidTypeError(f"market: expected a MarketSnapshot, got {type(market).__name__}")
         if not isinstance(instruments, InstrumentTable):
             raise InvalidTypeError(f"instruments: expected an InstrumentTable, got {type(instruments).__name__}")
         if workers is not None:
             _parallel.resolve_workers(workers)
+        if vol_term_structure is None:
+            term = UNIFORM_TERM
+        elif isinstance(vol_term_structure, VolShock):
+            term = vol_term_structure.term_structure
+        elif isinstance(vol_term_structure, VolTermStructure):
+            term = vol_term_structure
+        else:
+            raise InvalidTypeError("vol_term_structure: expected a VolTermStructure, a VolShock or None")
         self.market = market
         self.instruments = instruments
         self.workers = workers
-        t = instruments
-        M = len(t)
-        self._kind = np.ascontiguousarray(t.kind, dtype=np.int8)
-        self._inverse = np.ascontiguousarray(t.inverse, dtype=np.uint8)
-        self._und = np.ascontiguousarray(t.underlying, dtype=np.int32)
-        unds = tuple(t.underlyings)
-        self._index = np.array([float(market[u].index_price) if u in market else 1.0 for u in unds])
-        in_market = np.array([u in market for u in unds], dtype=bool)
-        self._in_market = in_market[self._und] if M else np.zeros(0, dtype=bool)
-        expiry = np.asarray(t.expiry_ms, dtype=np.int64)
-        dated = (self._kind == Kind.FUTURE) | (self._kind == Kind.OPTION)
-        self._expired = dated & (expiry <= market.timestamp_ms)
-        self._available = self._in_market & ~self._expired
-        self._F = np.ones(M)
-        self._T = np.zeros(M)
-        self._vol = np.zeros(M)
-        idx = np.flatnonzero(self._available)
-        if idx.size:
-            sub = t if idx.size == M else t.subset(self._available)
-            inp = market.instrument_inputs(sub)
-            self._F[idx] = inp.forward
-            self._T[idx] = inp.time
-            self._vol[idx] = np.where(self._kind[idx] == Kind.OPTION, inp.vol, 0.0)
-        # market data the kernel cannot use (a forward <= 0, a NaN or negative vol) make the
-        # instrument unavailable, reported by name if an account holds it (never priced silently)
-        self._bad_data = ~(np.isfinite(self._F) & (self._F > 0.0) & np.isfinite(self._vol) & (self._vol >= 0.0))
-        self._available &= ~self._bad_data
-        self._bad_inputs = {int(j): (float(self._F[j]), float(self._vol[j])) for j in np.flatnonzero(self._bad_data)}
-        self._F[self._bad_data] = 1.0
-        self._vol[self._bad_data] = 0.0
-        self._K = np.where(self._kind == Kind.OPTION, np.nan_to_num(np.asarray(t.strike, dtype=np.float64), nan=1.0), 1.0)
-        self._cp = np.where(np.asarray(t.option_type) < 0, -1.0, 1.0)
-        self._cs = np.ascontiguousarray(t.contract_size, dtype=np.float64)
-        self._cost = np.where(self._kind == Kind.OPTION, _OPTION_COST, _LINEAR_COST)
-        # a scenario's vol shock is the 30-day point's (MarketScenarios); other expiries move by
-        # (tenor / max(DTE, floor))^p times as much, as in the risk-matrix vol shocks
-        if vol_term_structure is not None and not isinstance(vol_term_structure, VolShock):
-            raise InvalidTypeError("vol_term_structure: expected a dpm.models.scenarios.VolShock or None")
-        self.vol_term_structure = vol_term_structure
-        if vol_term_structure is None:
-            self._vscale = np.ones(M)
-        else:
-            vt = vol_term_structure
-            dte = np.maximum(self._T * 365.0, vt.floor_days)
-            power = np.where(dte <= vt.tenor_days, vt.short_power, vt.long_power)
-            self._vscale = np.ascontiguousarray((vt.tenor_days / dte) ** power)
+        self.vol_term_structure = term
+        self.plan = RevaluationPlan(market, instruments, currency="usd", sticky="strike", default_term=term)
 
     # ------------------------------------------------------------------ helpers
     def _workers(self, workers: int | None) -> int:
         return _parallel.resolve_workers(self.workers if workers is None else workers)
-
-    def _moves(self, scenarios: MarketScenarios) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, float]:
-        """``U x (S + 8)`` price moves and vol multipliers in the table's underlying order (8 padding
-        columns of no move: the kernel revalues options in full groups of 8), coverage, ``S``, dt."""
-        if not isinstance(scenarios, MarketScenarios):
-            raise InvalidTypeError(f"scenarios: expected MarketScenarios, got {type(scenarios).__name__}")
-        unds = tuple(self.instruments.underlyings)
-        S = len(scenarios.names)
-        U = len(unds)
-        move = np.zeros((U, S + 8))
-        vshock = np.zeros((U, S + 8))
-        covered = np.zeros(U, dtype=bool)
-        pm, vs = scenarios.price_move, scenarios.vol_shock
-        # MarketScenarios validates on construction; checked again because its arrays are what
-        # the nogil kernel reads (a NaN or a move <= -1 would give silent garbage there).
-        for arr, nm in ((pm, "price_move"), (vs, "vol_shock")):
-            bad = ~np.isfinite(arr) | (arr <= -1.0)
-            if bad.any():
-                i, j = (int(v) for v in np.argwhere(bad)[0])
-                raise InvalidInputError(
-                    f"scenarios.{nm}: must be finite and > -1: scenario {scenarios.names[i]!r}, "
-                    f"underlying {scenarios.underlyings[j]!r} has {arr[i, j]!r}")
-        for j, u in enumerate(unds):
-            if u in scenarios.underlyings:
-                c = scenarios.underlyings.index(u)
-                move[j, :S] = pm[:, c]
-                vshock[j, :S] = vs[:, c]
-                covered[j] = True
-        h = scenarios.horizon_days
-        if isinstance(h, bool) or not isinstance(h, (int, np.integer)) or h < 0:
-            raise InvalidInputError(f"scenarios.horizon_days: expected an int >= 0, got {h!r}")
-        return move, vshock, covered, S, float(h) / 365.0
-
-    def _why_uncovered(self, i: int, covered: np.ndarray | None) -> str:
-        unds = self.instruments.underlyings
-        u = unds[int(self._und[i])]
-        if not self._in_market[i]:
-            return f"its underlying {u!r} is not in the market snapshot"
-        if self._expired[i]:
-            e = int(self.instruments.expiry_ms[i])
-            return (f"it has expired: expiry {_iso(e)} is not after the snapshot time "
-                    f"{_iso(self.market.timestamp_ms)}")
-        if self._bad_data[i]:
-            f, v = self._bad_inputs[i]
-            return f"unusable market data: forward {f!r}, implied vol {v!r}"
-        if covered is not None and not covered[int(self._und[i])]:
-            return f"the scenarios have no moves for its underlying {u!r}"
-        return "its scenario P&L is not finite"
 
     def _check_book(self, book: AccountBook) -> None:
         if not isinstance(book, AccountBook):
             raise InvalidTypeError(f"accounts: expected an AccountBook, got {type(book).__name__}")
         book.require_table(self.instruments)
 
-    def _check_held(self, book: AccountBook, ok: np.ndarray, covered: np.ndarray | None) -> None:
-        """MarketDataError naming the first account holding an instrument with ``ok[i]`` False."""
-        hit = None if ok.all() else book.first_position_in(~ok)
-        if hit is not None:
-            a, i = hit
-            raise MarketDataError(
-                f"account {book.account_id[a]!r}: instrument {self.instruments.name[i]!r} cannot be "
-                f"revalued: {self._why_uncovered(i, covered)}")
-
-    def _fill(self, move: np.ndarray, vshock: np.ndarray, dt: float, c0: int, c1: int,
-              out: np.ndarray, workers: int) -> None:
-        """Revalue scenarios ``[c0, c1)`` of every instrument into the blocked buffer ``out``."""
-        M = len(self.instruments)
-
-        def run(a: int, b: int) -> None:
-            _tail.revalue_joint(a, b, c0, c1, self._kind, self._inverse, self._und, self._F, self._K,
-                                self._cp, self._T, self._cs, self._vol, self._vscale, self._index, move,
-                                vshock, dt, out)
-
-        if M:
-            _parallel.run_bounds(run, _balanced_bounds(self._cost, _PARTS_PER_WORKER * workers), workers)
-
     # ------------------------------------------------------------------ revaluation
     def revalue(self, scenarios: MarketScenarios, *, workers: int | None = None) -> np.ndarray:
         """``M x S`` P&L (USD per contract) of every instrument in every scenario.
 
-        Options age by the scenarios' horizon and their vols are multiplied by ``1 + vol_shock``
+        The one revaluation kernel of :class:`~dpm.engines.plan.RevaluationPlan`: options age by the
+        scenarios' horizon and their vols move by the set's vol shocks with its term structure
         (sticky strike). Instruments that cannot be revalued (underlying not in the market or not
-        covered by the scenarios, or expired) get NaN rows; :meth:`var_es` and :meth:`stress`
-        reject accounts holding them.
+        covered by the scenarios, expired, unusable market data) get NaN rows; :meth:`var_es` and
+        :meth:`stress` reject accounts holding them.
         """
-        move, vshock, covered, S, dt = self._moves(scenarios)
-        w = self._workers(workers)
-        M = len(self.instruments)
-        out = np.empty((1, M, S))
-        if S:
-            self._fill(move, vshock, dt, 0, S, out, w)
-        P = out[0]
-        bad = ~(self._available & covered[self._und]) if M else np.zeros(0, dtype=bool)
-        P[bad, :] = np.nan
-        return P
+        return self.plan.revalue(scenarios, workers=self._workers(workers))
 
     # ------------------------------------------------------------------ VaR / ES
     def var_es(self, accounts: AccountBook, scenarios: MarketScenarios | np.ndarray,
@@ -376,16 +244,19 @@ class ScenarioRiskEngine:
             if P.ndim != 2 or P.shape[0] != M:
                 raise InvalidInputError(f"scenarios: expected a P&L matrix of shape ({M}, S), got {P.shape}")
             S = P.shape[1]
-            self._check_held(accounts, np.isfinite(P).all(axis=1) if S else np.ones(M, dtype=bool), None)
+            self.plan.check_held(accounts, np.isfinite(P).all(axis=1) if S else np.ones(M, dtype=bool))
         elif isinstance(scenarios, MarketScenarios):
-            move, vshock, covered, S, dt = self._moves(scenarios)
-            self._check_held(accounts, self._available & covered[self._und] if M else self._available, covered)
+            packed = self.plan.pack(scenarios)
+            S = packed.S
+            self.plan.check_held(accounts, self.plan.usable(packed.covered), packed.covered)
         else:
             raise InvalidTypeError(
                 f"scenarios: expected MarketScenarios or an M x S ndarray, got {type(scenarios).__name__}")
         if S == 0:
             raise InvalidInputError("scenarios: no scenarios")
-        # a block wider than the scenarios only pads with zeros (results never depend on it)
+        # the gather reads whole groups of 8 scenarios; a block wider than the scenarios only pads
+        # with zeros (results never depend on it)
+        block = -(-block // 8) * 8
         if block > S:
             block = -(-S // 8) * 8
         if chunk is None:
@@ -397,7 +268,7 @@ class ScenarioRiskEngine:
         # ceil(n alpha) worst losses give VaR and ES (the last one only for a fractional n alpha)
         k = min(S, max(max(int(np.ceil(tail_count(S, 1.0 - x)[0])), 1) for x in lv))
         N = len(accounts)
-        # per-account candidate buffers (see tail_kernels.h), compacted to the k best when full;
+        # per-account candidate buffers (see gather.h), compacted to the k best when full;
         # accounts are processed in groups whose buffers fit in MAX_TAIL_BYTES (one group unless k
         # is very large: each further group revalues the scenarios again)
         cap = max(int(TAIL_BUFFER_FACTOR * k), k + 8)
@@ -415,7 +286,7 @@ class ScenarioRiskEngine:
             thr = np.full(g1 - g0, -np.inf)
             cv, ci = cval[: g1 - g0], cidx[: g1 - g0]
             acc_cost = np.diff(ip).astype(np.float64) + _ACCOUNT_COST
-            acc_bounds = _balanced_bounds(acc_cost, _PARTS_PER_WORKER * w if w > 1 else 1)
+            acc_bounds = balanced_bounds(acc_cost, _PARTS_PER_WORKER * w if w > 1 else 1)
             for c0 in range(0, S, C):
                 c1 = min(S, c0 + C)
                 nb = -(-(c1 - c0) // block)
@@ -426,17 +297,17 @@ class ScenarioRiskEngine:
                         s0 = c0 + b * block
                         Pb[b, :, : min(block, c1 - s0)] = P[:, s0: min(c1, s0 + block)]
                 elif M:
-                    self._fill(move, vshock, dt, c0, c1, Pb, w)
+                    self.plan.revalue_into(packed, c0, c1, Pb, w)
 
                 def run(a: int, b: int, Pb: np.ndarray = Pb, c0: int = c0, c1: int = c1,
                         ip: np.ndarray = ip, cv: np.ndarray = cv, ci: np.ndarray = ci,
                         cn: np.ndarray = cn, thr: np.ndarray = thr) -> None:
-                    _tail.tail_rows(a, b, ip, inst, qty, Pb, c1 - c0, c0, k, cv, ci, cn, thr)
+                    _gather.tail_rows(a, b, ip, inst, qty, Pb, c1 - c0, c0, k, cv, ci, cn, thr)
 
                 _parallel.run_bounds(run, acc_bounds, w)
 
             def finish(a: int, b: int, cv: np.ndarray = cv, ci: np.ndarray = ci, cn: np.ndarray = cn) -> None:
-                _tail.tail_finish(a, b, k, cv, ci, cn)
+                _gather.tail_finish(a, b, k, cv, ci, cn)
 
             _parallel.run_bounds(finish, acc_bounds, w)
             # sorted by the kernel: worst first, ties by scenario index (earliest tied scenario kept)
@@ -489,7 +360,7 @@ class ScenarioRiskEngine:
         ids = self.instruments.index_of(list(comp)) if comp else np.zeros(0, dtype=np.int64)
         out: dict[str, float] = {}
         for j, v in zip(ids, comp.values()):
-            u = unds[int(self._und[j])]
+            u = unds[int(self.plan.und[j])]
             out[u] = out.get(u, 0.0) + v
         return out
 
@@ -503,35 +374,54 @@ class ScenarioRiskEngine:
         i = _check_int(index, "index", 0)
         if i >= len(accounts):
             raise InvalidInputError(f"index: account {i} is not in [0, {len(accounts)})")
-        P = scenarios if isinstance(scenarios, np.ndarray) else self.revalue(scenarios)
         sub = accounts.subset([i])
-        self._check_held(sub, np.isfinite(P).all(axis=1) if P.shape[1] else np.ones(P.shape[0], bool), None)
+        if isinstance(scenarios, np.ndarray):
+            P = scenarios
+            self.plan.check_held(sub, np.isfinite(P).all(axis=1) if P.shape[1] else np.ones(P.shape[0], bool))
+        else:
+            covered = self.plan.pack(scenarios).covered
+            self.plan.check_held(sub, self.plan.usable(covered), covered)
+            P = self.revalue(scenarios)
         x = (P[sub.instrument_idx] * sub.quantity[:, None]).T
         return [str(self.instruments.name[j]) for j in sub.instrument_idx], x, lv[0]
 
     # ------------------------------------------------------------------ stress tests
+    def account_pnl(self, accounts: AccountBook, scenarios: MarketScenarios, *,
+                    workers: int | None = None) -> np.ndarray:
+        """``N x S`` P&L (USD) of every account in every scenario: the gather of the revalued matrix.
+
+        Memory is ``N x S``: meant for tens to thousands of scenarios (stress tests, reverse-stress
+        searches). Raises ``MarketDataError`` naming the first account holding an instrument that
+        cannot be revalued under the scenarios.
+        """
+        self._check_book(accounts)
+        packed = self.plan.pack(scenarios)
+        self.plan.check_held(accounts, self.plan.usable(packed.covered), packed.covered)
+        S = packed.S
+        if S == 0:
+            raise InvalidInputError("scenarios: no scenarios")
+        w = self._workers(workers)
+        N = len(accounts)
+        if not len(self.instruments):
+            return np.zeros((N, S))
+        P = self.plan.revalue(scenarios, workers=w, padded=True, unavailable=0.0)
+        out = np.empty((N, P.shape[1]))
+        indptr, inst, qty = accounts.indptr, accounts.instrument_idx, accounts.quantity
+
+        def run(a: int, b: int) -> None:
+            _gather.gather_rows(a, b, indptr, inst, qty, P, out)
+
+        _parallel.run_bounds(run, balanced_bounds(np.diff(indptr).astype(np.float64) + 1.0, _PARTS_PER_WORKER * w), w)
+        return out[:, :S]
+
     def stress(self, accounts: AccountBook, scenarios: MarketScenarios, *, workers: int | None = None) -> StressResult:
         """Loss of every account in every scenario (full revaluation), and each account's worst.
 
         Memory is ``N x S`` (the full loss table is the result): meant for tens of named scenarios.
         """
-        self._check_book(accounts)
-        covered = self._moves(scenarios)[2]
-        M = len(self.instruments)
-        self._check_held(accounts, self._available & covered[self._und] if M else self._available, covered)
-        P = self.revalue(scenarios, workers=workers)
-        N, S = len(accounts), P.shape[1]
-        if S == 0:
-            raise InvalidInputError("scenarios: no scenarios")
-        out = np.empty((N, S))
-        indptr, inst, qty = accounts.indptr, accounts.instrument_idx, accounts.quantity
-        w = self._workers(workers)
-
-        def run(a: int, b: int) -> None:
-            _tail.gather_rows(a, b, indptr, inst, qty, P, out)
-
-        _parallel.run_bounds(run, _balanced_bounds(np.diff(indptr).astype(np.float64) + 1.0, _PARTS_PER_WORKER * w), w)
-        loss = -out
+        pnl = self.account_pnl(accounts, scenarios, workers=workers)
+        N = len(accounts)
+        loss = -pnl
         loss += 0.0  # no negative zeros for flat accounts
         worst = np.argmax(loss, axis=1) if N else np.zeros(0, dtype=np.int64)
         worst_loss = loss[np.arange(N), worst] if N else np.zeros(0)

@@ -13,7 +13,7 @@ _EXPORTS = {
     "ESBacktestResult": "dpm.models.backtest",
     "IndependenceResult": "dpm.models.backtest",
     "KupiecResult": "dpm.models.backtest",
-    "MarketScenarios": "dpm.models.market_scenarios",
+    "MarketScenarios": "dpm.models.scenarios",
     "PRESETS": "dpm.models.presets",
     "ReplayResult": "dpm.models.backtest",
     "RiskMatrixModel": "dpm.models.risk_matrix",

@@ -23,7 +23,7 @@ import numpy as np
 from dpm._util.validation import as_float_array, check_finite
 from dpm.errors import InvalidInputError
 from dpm.models.calibration._inputs import _check_int, _check_level
-from dpm.models.market_scenarios import MarketScenarios
+from dpm.models.scenarios import MarketScenarios
 
 __all__ = ['VaRES', 'component_es', 'incremental_es', 'linear_pnl', 'tail_count', 'tail_weights', 'var_es']
 

@@ -6,7 +6,23 @@ The margin of one account (see ``docs/methodology.md`` for the formulas):
   positions on ``u``; ``roll_u`` = sum over expiries of ``rate(T) * |net delta of the expiry|``;
   ``dshock_u`` = Deribit's delta (liquidity) shock; ``floor_u`` = max(short-option minimum,
   size charge); ``L_u = max(scan_u + roll_u + dshock_u, floor_u)``;
-* across underlyings: ``R = sqrt(L' C L)`` with a correlation matrix ``C`` or ``R = sum(L)``;
+* across underlyings (``aggregation``), on the scenario vectors of the *aligned* grids (scenario
+  ``s`` of every underlying is the same bucket of its own grid):
+
+  - ``"joint"`` (default with a correlation): every combination of one price move per underlying,
+    each at its worst vol state, its total P&L scaled by ``min(1, 1/m)`` where ``m`` is the
+    Mahalanobis norm of the moves (normalised by each grid's range) under the correlation; the
+    worst such loss ``J`` replaces the per-underlying scans: ``R = max(J + sum(roll + dshock),
+    sum(floor))``. Long BTC + short ETH offset; a one-underlying book margins as before;
+  - ``"pnl_offset"`` (Deribit X:PM): per scenario, losses of every underlying plus gains times
+    ``pnl_offset[u]`` (each gain capped at ``max_offsetable_pnl[u]`` USD); the worst sum replaces
+    the scans as for ``"joint"``;
+  - ``"spread"`` (SPAN inter-commodity spreads): ``R = sum(L) - credits`` with a credit
+    ``rate * spreads * (scan_a / delta_a + ratio * scan_b / delta_b)`` for each pair with
+    opposite net deltas, in priority order;
+  - ``"sqrt_corr"``: ``R = sqrt(L' C L)`` — conservative and **direction-blind** (a hedge across
+    underlyings is charged like two longs), kept for comparison;
+  - ``"sum"``: ``R = sum(L)``, no offsets (each underlying or settlement currency on its own);
 * ``IM = im_factor * R`` and ``MM = mm_factor * R``.
 """
 from __future__ import annotations
@@ -16,10 +32,23 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dpm.errors import InvalidInputError
-from dpm.models.scenarios import ScenarioSet, VolShock, price_grid
+from dpm.errors import InvalidInputError, InvalidTypeError
+from dpm.models.scenarios import (
+    FLAG_DAMPENED,
+    FLAG_EXTENDED,
+    FLAG_EXTREME,
+    FLAG_PADDING,
+    ScenarioGrid,
+    ScenarioSet,
+    VolShock,
+    price_grid,
+)
 
-__all__ = ["RollShock", "DeltaShock", "SizeCharge", "UnderlyingParams", "RiskMatrixModel"]
+__all__ = ["AGGREGATIONS", "RollShock", "DeltaShock", "SizeCharge", "SpreadCredit", "UnderlyingParams",
+           "RiskMatrixModel"]
+
+#: aggregation across underlyings -> kernel code (dpm_types.h DPM_AGG_*)
+AGGREGATIONS = {"sum": 0, "sqrt_corr": 1, "joint": 2, "pnl_offset": 3, "spread": 4}
 
 
 def _nonneg(obj: Any, *names: str) -> None:
@@ -169,8 +198,8 @@ class UnderlyingParams:
                     f"UnderlyingParams.{name}: expected a {cls.__name__}, got {type(getattr(self, name)).__name__}"
                 )
 
-    def scenarios(self, coin_settled_risk: bool = False) -> ScenarioSet:
-        """The scenario set these parameters define.
+    def scenarios(self, coin_settled_risk: bool = False) -> ScenarioGrid:
+        """The scenario grid these parameters define.
 
         ``coin_settled_risk``: P&L is measured in the coin (Deribit S:PM), so the extended-table
         factor carries Deribit's ``(1 + move) / (1 + sign(move) * range)`` conversion.
@@ -181,8 +210,8 @@ class UnderlyingParams:
             dirs = self.vol_dirs
             if self.edge_vol_dirs is not None and abs(abs(m) - self.price_range) < 1e-12:
                 dirs = self.edge_vol_dirs
-            parts.append(ScenarioSet(np.full(len(dirs), m), np.asarray(dirs)))
-        sets = [ScenarioSet.concat(parts)]
+            parts.append(ScenarioGrid(np.full(len(dirs), m), np.asarray(dirs)))
+        sets = [ScenarioGrid.concat(parts)]
         if self.extended_moves:
             ext = np.asarray(self.extended_moves, dtype=np.float64)
             if self.extended_weights is not None:
@@ -193,13 +222,38 @@ class UnderlyingParams:
                     w = w * (1.0 + ext) / (1.0 + np.sign(ext) * self.price_range)
             damp = np.maximum(np.abs(ext) / self.price_range - 1.0, 0.0) * self.extended_dampener_usd
             labels = tuple(f"extended {m:+.0%}" for m in ext)
-            sets.append(ScenarioSet(ext, np.ones(ext.size, dtype=np.int8), w, damp, labels))
+            flags = np.full(ext.size, FLAG_EXTENDED | (FLAG_DAMPENED if self.extended_dampener_usd else 0))
+            sets.append(ScenarioGrid(ext, np.ones(ext.size, dtype=np.int8), w, damp, labels, flags))
         if self.extreme_moves:
             ext = np.asarray(self.extreme_moves, dtype=np.float64)
             labels = tuple(f"extreme {m:+.0%}" for m in ext)
-            sets.append(ScenarioSet(ext, np.full(ext.size, self.extreme_vol_dir, dtype=np.int8),
-                                    np.full(ext.size, self.extreme_cover), None, labels))
-        return ScenarioSet.concat(sets)
+            sets.append(ScenarioGrid(ext, np.full(ext.size, self.extreme_vol_dir, dtype=np.int8),
+                                     np.full(ext.size, self.extreme_cover), None, labels,
+                                     np.full(ext.size, FLAG_EXTREME)))
+        return ScenarioGrid.concat(sets)
+
+
+@dataclass(frozen=True)
+class SpreadCredit:
+    """A SPAN-style inter-commodity spread: a credit between two underlyings with opposite deltas.
+
+    Spreads are formed from the USD net deltas, ``ratio`` USD of ``leg_b`` per USD of ``leg_a``,
+    in the order the model lists them (priority); each spread earns ``rate`` times the weighted
+    price risk (scan loss per USD of net delta) of both legs.
+    """
+
+    leg_a: str
+    leg_b: str
+    rate: float
+    ratio: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.leg_a, str) and isinstance(self.leg_b, str) and self.leg_a != self.leg_b):
+            raise InvalidInputError(f"SpreadCredit: legs must be two different underlyings, got {self.leg_a!r}, {self.leg_b!r}")
+        if not (np.isfinite(self.rate) and 0.0 <= self.rate <= 1.0):
+            raise InvalidInputError(f"SpreadCredit.rate: must be in [0, 1], got {self.rate!r}")
+        if not (np.isfinite(self.ratio) and self.ratio > 0.0):
+            raise InvalidInputError(f"SpreadCredit.ratio: must be finite and > 0, got {self.ratio!r}")
 
 
 @dataclass(frozen=True)
@@ -213,22 +267,33 @@ class RiskMatrixModel:
     underlyings : mapping of str to UnderlyingParams
         Per-underlying parameters; ``default`` applies to underlyings not listed.
     default : UnderlyingParams
-    scenario_sets : mapping of str to ScenarioSet, optional
-        User-supplied scenarios replacing the grid of an underlying.
+    scenario_sets : mapping of str to ScenarioGrid, optional
+        User-supplied grids (price moves x vol directions) replacing the grid of an underlying.
     risk_currency : {"usd", "coin"}
         Currency in which scenario P&L is measured and the worst loss chosen. ``"coin"`` is
         Deribit's S:PM (coin-settled P&L); linear P&L is converted at the scenario's price. Results
-        are always reported in USD (and convertible to any coin at the index).
+        are reported in USD (and convertible to any coin at the index).
     correlation : mapping or ndarray, optional
-        Correlation between underlyings for ``R = sqrt(L' C L)``: a matrix ordered like
-        ``correlation_order`` or a dict ``{("BTC", "ETH"): 0.8}``; None = sum (no offsets).
+        Correlation between underlyings: a matrix ordered like ``correlation_order`` or a dict
+        ``{("BTC", "ETH"): 0.8}``.
+    aggregation : {"joint", "pnl_offset", "spread", "sqrt_corr", "sum"}, optional
+        How underlyings combine (see the module docstring); default ``"joint"`` when a
+        correlation is given, else ``"sum"``.
+    pnl_offset, max_offsetable_pnl : mapping of str to float
+        ``"pnl_offset"`` aggregation: fraction of a scenario gain of each underlying that offsets
+        losses, and the largest gain (USD) that counts (no cap when missing).
+    spread_credits : sequence of SpreadCredit
+        ``"spread"`` aggregation: the spreads in priority order.
     im_factor, mm_factor : float
         ``IM = im_factor * R``, ``MM = mm_factor * R``.
     sticky : {"strike", "moneyness"}
         How base vols move with the price: fixed per instrument (sticky strike) or read from the
-        surface at the shocked log-moneyness.
+        surface at the shocked forward.
     haircuts : mapping of str to float
         Collateral haircut per currency (0.02 = 2 %); missing currencies have no haircut.
+    exact_venue : bool
+        Apply the venue's rounding (Deribit: the worst case rounded to 9 decimals of the risk
+        currency before the contingencies are added).
     source : str
         Where the parameters come from (documentation).
     """
@@ -236,7 +301,7 @@ class RiskMatrixModel:
     name: str = "custom"
     underlyings: Mapping[str, UnderlyingParams] = field(default_factory=dict)
     default: UnderlyingParams = field(default_factory=UnderlyingParams)
-    scenario_sets: Mapping[str, ScenarioSet] = field(default_factory=dict)
+    scenario_sets: Mapping[str, ScenarioGrid] = field(default_factory=dict)
     risk_currency: str = "usd"
     correlation: Any = None
     correlation_order: tuple[str, ...] = ()
@@ -245,6 +310,11 @@ class RiskMatrixModel:
     sticky: str = "strike"
     haircuts: Mapping[str, float] = field(default_factory=dict)
     source: str = ""
+    aggregation: str | None = None
+    pnl_offset: Mapping[str, float] = field(default_factory=dict)
+    max_offsetable_pnl: Mapping[str, float] = field(default_factory=dict)
+    spread_credits: tuple[SpreadCredit, ...] = ()
+    exact_venue: bool = False
 
     def __post_init__(self) -> None:
         if self.risk_currency not in ("usd", "coin"):
@@ -258,15 +328,80 @@ class RiskMatrixModel:
         for ccy, h in self.haircuts.items():
             if not (np.isfinite(h) and 0 <= h < 1):
                 raise InvalidInputError(f"haircuts[{ccy!r}]: must be in [0, 1), got {h!r}")
+        agg = self.aggregation_mode
+        if agg not in AGGREGATIONS:
+            raise InvalidInputError(f"aggregation: expected one of {sorted(AGGREGATIONS)}, got {agg!r}")
+        if agg in ("joint", "sqrt_corr") and self.correlation is None:
+            raise InvalidInputError(f"aggregation {agg!r} needs a correlation")
+        for name, lo, hi in (("pnl_offset", 0.0, 1.0), ("max_offsetable_pnl", 0.0, np.inf)):
+            for u, v in getattr(self, name).items():
+                if not (isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                        and lo <= v <= hi and not np.isnan(v)):
+                    raise InvalidInputError(f"{name}[{u!r}]: must be a number in [{lo}, {hi}], got {v!r}")
+        credits = tuple(self.spread_credits)
+        if not all(isinstance(c, SpreadCredit) for c in credits):
+            raise InvalidTypeError("spread_credits: expected SpreadCredit objects")
+        object.__setattr__(self, "spread_credits", credits)
+        for u, g in self.scenario_sets.items():
+            if not isinstance(g, ScenarioGrid):
+                raise InvalidTypeError(f"scenario_sets[{u!r}]: expected a ScenarioGrid, got {type(g).__name__}")
+
+    @property
+    def aggregation_mode(self) -> str:
+        """The aggregation in force: ``aggregation``, or its default (``"joint"`` with a correlation,
+        ``"sum"`` without)."""
+        if self.aggregation is not None:
+            return self.aggregation
+        return "joint" if self.correlation is not None else "sum"
 
     def params(self, underlying: str) -> UnderlyingParams:
         return self.underlyings.get(underlying, self.default)
 
-    def scenario_set(self, underlying: str) -> ScenarioSet:
+    def scenario_grid(self, underlying: str) -> ScenarioGrid:
+        """The scenario grid of one underlying (price moves x vol directions, weights, dampeners)."""
         user = self.scenario_sets.get(underlying)
         if user is not None:
             return user
         return self.params(underlying).scenarios(coin_settled_risk=self.risk_currency == "coin")
+
+    def scenario_set(self, underlyings: Sequence[str] | str) -> ScenarioSet:
+        """The joint, aligned scenario set of the model for ``underlyings``.
+
+        Scenario ``s`` applies bucket ``s`` of every underlying's own grid at once (Deribit's aligned
+        vectors), with the vol shocks sized by each underlying's :class:`VolShock`. Grids of unequal
+        length are padded with scenarios that move nothing and weigh 0 (``FLAG_PADDING``).
+        """
+        if isinstance(underlyings, str):
+            underlyings = (underlyings,)
+        unds = tuple(underlyings)
+        if not unds:
+            raise InvalidInputError("underlyings: a scenario set needs at least one underlying")
+        grids = [self.scenario_grid(u) for u in unds]
+        S = max(len(g) for g in grids)
+        U = len(unds)
+        move = np.zeros((S, U))
+        vshock = np.zeros((S, U))
+        weight = np.zeros((S, U))
+        damp = np.zeros((S, U))
+        flags = np.full(S, FLAG_PADDING, dtype=np.uint8)
+        labels: dict[str, tuple[str, ...]] = {}
+        for j, (u, g) in enumerate(zip(unds, grids)):
+            n = len(g)
+            move[:n, j] = g.price_move
+            vshock[:n, j] = self.params(u).vol_shock.size(g.vol_dir)
+            weight[:n, j] = g.weight
+            damp[:n, j] = g.dampener_usd
+            flags[:n] = np.where(flags[:n] == FLAG_PADDING, g.flags, flags[:n] | g.flags)
+            labels[u] = g.labels + ("padding",) * (S - n)
+        shifts = {self.params(u).time_shift_days for u in unds}
+        if len(shifts) > 1:
+            raise InvalidInputError("time_shift_days: must be the same for every underlying")
+        terms = tuple(self.params(u).vol_shock.term_structure for u in unds)
+        rng = np.array([self.params(u).price_range if u not in self.scenario_sets else
+                        max(float(np.max(np.abs(self.scenario_sets[u].price_move))), 1e-12) for u in unds])
+        names = labels[unds[0]]
+        return ScenarioSet(move, vshock, names, unds, float(shifts.pop()), "grid", (), weight, damp, flags,
+                           terms, rng, labels)
 
     def correlation_matrix(self, underlyings: Sequence[str]) -> np.ndarray | None:
         """Correlation matrix ordered like ``underlyings`` (validated), or None for the plain sum."""

@@ -15,6 +15,13 @@ Conventions (the same as ``docs/methodology.md``):
   Coin amounts convert to USD at the underlying's index price of the scenario, ``S * (1 + move)``.
 * Scenario ``s`` moves every forward, the perpetual mark and the index of the underlying by the same
   relative ``move``; options are repriced at ``T - time_shift`` with the shocked vol.
+* Across underlyings (the model's ``aggregation_mode``): ``sum``; ``sqrt_corr`` (``sqrt(L' C L)``);
+  ``joint`` — every combination of one scenario per held underlying is enumerated explicitly (the
+  engine instead reduces each underlying to its worst vol state per price move first), its total
+  weighted P&L scaled by ``min(1, 1/m)``, ``m`` the Mahalanobis norm of the clipped normalised
+  moves under the correlation (a matrix inverse written out here); ``pnl_offset`` — aligned
+  scenario ``s`` of every held underlying, gains times ``pnl_offset`` (capped); ``spread`` — SPAN-style
+  credits in priority order. Weighted P&L is dampened toward zero on both sides.
 * The values returned are floats; per-underlying results are dicts keyed by underlying name.
 """
 from __future__ import annotations
@@ -117,8 +124,98 @@ def correlation(model: Any, names: list[str]) -> list[list[float]] | None:
     return C
 
 
+def inverse(A: list[list[float]]) -> list[list[float]]:
+    """Gauss-Jordan inverse with partial pivoting (small matrices)."""
+    n = len(A)
+    M = [list(map(float, row)) + [1.0 if i == j else 0.0 for j in range(n)] for i, row in enumerate(A)]
+    for c in range(n):
+        p = max(range(c, n), key=lambda r: abs(M[r][c]))
+        M[c], M[p] = M[p], M[c]
+        piv = M[c][c]
+        M[c] = [x / piv for x in M[c]]
+        for r in range(n):
+            if r != c and M[r][c] != 0.0:
+                f = M[r][c]
+                M[r] = [x - f * y for x, y in zip(M[r], M[c])]
+    return [row[n:] for row in M]
+
+
+def grid_range(model: Any, underlying: str) -> float:
+    """The range that normalises an underlying's moves in the joint aggregation."""
+    user = model.scenario_sets.get(underlying)
+    if user is not None:
+        return max(abs(float(m)) for m in user.price_move)
+    return float(model.underlyings.get(underlying, model.default).price_range)
+
+
+def joint_loss(model: Any, names: list[str], held: list[str], lists: dict, weighted_usd: dict) -> float:
+    """Worst correlation-scaled joint loss over every combination of one scenario per held underlying."""
+    C = correlation(model, names)
+    idx = [names.index(u) for u in held]
+    R = [[C[i][j] for j in idx] for i in idx]
+    k = len(held)
+    if k == 2:  # the 2 x 2 inverse written out (the engine uses an eigen-decomposition)
+        r = R[0][1]
+        Q = [[1.0 / (1 - r * r), -r / (1 - r * r)], [-r / (1 - r * r), 1.0 / (1 - r * r)]]
+    else:
+        Q = inverse([[R[i][j] + (1e-12 if i == j else 0.0) for j in range(k)] for i in range(k)])
+    rng = [grid_range(model, u) for u in held]
+    best = 0.0
+    choices = [range(len(lists[u])) for u in held]
+
+    def rec(a: int, chosen: list[int]) -> None:
+        nonlocal best
+        if a == k:
+            z = [max(-1.0, min(1.0, lists[held[b]][chosen[b]][0] / rng[b])) for b in range(k)]
+            m2 = sum(z[i] * Q[i][j] * z[j] for i in range(k) for j in range(k))
+            c = 1.0 / math.sqrt(m2) if m2 > 1.0 else 1.0
+            tot = sum(weighted_usd[held[b]][chosen[b]] for b in range(k))
+            best = max(best, -c * tot)
+            return
+        for s in choices[a]:
+            rec(a + 1, chosen + [s])
+
+    rec(0, [])
+    return best
+
+
+def offset_loss(model: Any, held: list[str], weighted_usd: dict) -> float:
+    """Deribit X:PM: aligned scenarios, losses plus pnl_offset x gains (each gain capped)."""
+    S = max(len(weighted_usd[u]) for u in held)
+    best = 0.0
+    for s in range(S):
+        A = 0.0
+        for u in held:
+            if s >= len(weighted_usd[u]):
+                continue
+            g = weighted_usd[u][s]
+            if g > 0:
+                g = min(g, model.max_offsetable_pnl.get(u, math.inf)) * model.pnl_offset.get(u, 0.0)
+            A += g
+        best = max(best, -A)
+    return best
+
+
+def spread_credit(model: Any, held: list[str], res: dict, net_usd: dict) -> float:
+    """SPAN-style inter-commodity credits on opposite USD net deltas, in priority order."""
+    rem = {u: abs(net_usd[u]) for u in held}
+    credit = 0.0
+    for c in model.spread_credits:
+        a, b = c.leg_a, c.leg_b
+        if a not in held or b not in held or not net_usd[a] * net_usd[b] < 0:
+            continue
+        ra, rb = abs(net_usd[a]), abs(net_usd[b])
+        n = min(rem[a], rem[b] / c.ratio)
+        if n <= 0:
+            continue
+        credit += c.rate * (n * res["scan"][a] / ra + n * c.ratio * res["scan"][b] / rb)
+        rem[a] -= n
+        rem[b] -= n * c.ratio
+    return credit
+
+
 def combine(model: Any, names: list[str], L: list[float]) -> float:
-    """Combined risk: ``sqrt(L' C L)`` with the model's correlation, or ``sum(L)`` without one."""
+    """``sqrt(L' C L)`` with the model's correlation, or ``sum(L)`` without one."""
     C = correlation(model, names)
     if C is None:
         return sum(L)
@@ -239,6 +336,9 @@ def margin_account(model: Any, market: Any, table: Any, positions: list[tuple[in
     res: dict[str, Any] = {k: {} for k in ("L", "scan", "roll", "dshock", "floor", "weighted")}
     value = 0.0
     by_und: dict[str, list[tuple[_Inst, float]]] = {}
+    lists: dict[str, list] = {}
+    weighted_usd: dict[str, list[float]] = {}
+    net_usd: dict[str, float] = {}
     for i, q in positions:
         key = ("inst", int(i))
         if key not in cache:
@@ -268,10 +368,12 @@ def margin_account(model: Any, market: Any, table: Any, positions: list[tuple[in
         weighted = []
         for s, (m, _d, w, damp_usd) in enumerate(scen):
             v = w * acc[s]
-            if v < 0.0:
-                damp = damp_usd / (S * (1.0 + m)) if coin else damp_usd  # dampener at the shocked price
-                v = min(v + damp, 0.0)
+            damp = damp_usd / (S * (1.0 + m)) if coin else damp_usd  # dampener at the shocked price
+            # the dampener shrinks the P&L toward zero, never past it (gains too: Deribit's examples)
+            v = min(v + damp, 0.0) if v < 0.0 else max(v - damp, 0.0)
             weighted.append(v)
+        lists[u] = scen
+        weighted_usd[u] = [v * risk_to_usd for v in weighted]
         scan = max(0.0, -min(weighted))
         # roll shock per expiry bucket (spot: none; perpetual: T = 0)
         buckets: dict[Any, float] = {}
@@ -287,6 +389,7 @@ def margin_account(model: Any, market: Any, table: Any, positions: list[tuple[in
             roll += abs(d) * rate * (1.0 if coin else S)
         # delta shock on the net delta notional (USD), converted into the risk currency
         net = sum(q * position_delta(x) for x, q in pos)
+        net_usd[u] = net * S
         N = abs(net) * S
         ds = p.delta_shock
         dsh = 0.0
@@ -319,7 +422,25 @@ def margin_account(model: Any, market: Any, table: Any, positions: list[tuple[in
         res["weighted"][u] = weighted
 
     Lv = [res["L"][u] for u in names]
-    risk = combine(model, names, Lv)
+    held = [u for u in names if u in by_und]
+    mode = model.aggregation_mode
+    addons = sum(res["roll"][u] + res["dshock"][u] for u in held)
+    floors = sum(res["floor"][u] for u in held)
+    res["combined"] = sum(res["scan"][u] for u in held)
+    if mode == "sqrt_corr":
+        risk = combine(model, names, Lv)
+    elif mode == "joint" and 2 <= len(held) <= 4:
+        res["combined"] = joint_loss(model, names, held, lists, weighted_usd)
+        risk = max(res["combined"] + addons, floors)
+    elif mode == "pnl_offset" and len(held) >= 2:
+        res["combined"] = offset_loss(model, held, weighted_usd)
+        risk = max(res["combined"] + addons, floors)
+    elif mode == "spread" and len(held) >= 2:
+        credit = spread_credit(model, held, res, net_usd)
+        res["combined"] -= credit
+        risk = max(sum(Lv) - credit, floors)
+    else:
+        risk = sum(Lv)
     coll = 0.0
     for ccy, amt in (collateral or {}).items():
         if amt == 0:

@@ -10,7 +10,7 @@ from dpm.errors import InvalidInputError
 from dpm.models.calibration._inputs import _as_returns, _check_int, _check_lambda
 from dpm.models.calibration.ewma import ewma_variance
 from dpm.models.calibration.ranges import VolShockProxy
-from dpm.models.market_scenarios import MarketScenarios
+from dpm.models.scenarios import MarketScenarios
 
 __all__ = ['filtered_historical_scenarios', 'historical_scenarios']
 

@@ -12,7 +12,7 @@ from dpm.errors import InvalidInputError
 from dpm.models.calibration._inputs import _check_int
 from dpm.models.calibration.correlation import check_correlation
 from dpm.models.calibration.ranges import VolShockProxy
-from dpm.models.market_scenarios import MarketScenarios, _rng
+from dpm.models.scenarios import MarketScenarios
 
 __all__ = ['mc_scenarios', 't_copula_tail_dependence']
 
@@ -94,7 +94,7 @@ def mc_scenarios(cov: Any = None, *, vols: Any = None, corr: Any = None, n_paths
     mu = np.zeros(u) if mean is None else np.broadcast_to(as_float_array(mean, "mean"), (u,))
     check_finite(np.asarray(mu), "mean")
     L = _psd_factor(c * h)
-    rng = _rng(seed)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     if antithetic:
         if n_paths % 2:
             raise InvalidInputError(f"n_paths: must be even with antithetic=True, got {n_paths}")

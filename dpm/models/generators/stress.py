@@ -44,7 +44,7 @@ import numpy as np
 from dpm.errors import InvalidInputError
 from dpm.market.history import BUNDLED_HISTORY_SOURCE, PriceHistory, load_history
 from dpm.models.calibration.ranges import realized_log_vol
-from dpm.models.market_scenarios import MarketScenarios
+from dpm.models.scenarios import MarketScenarios
 
 __all__ = [
     "CRYPTO_STRESS_EVENTS",

@@ -1,0 +1,430 @@
+# cython: language_level=3
+"""Entry points of the gather kernels (gather.h): margin aggregation, what-if, tails, full vectors.
+
+dpm.engines validates every array (dtype, shape, ranges, finiteness) before it reaches this module;
+the functions here check only what protects memory, take pointers and release the GIL.
+"""
+from libc.stdint cimport int32_t, int64_t, uintptr_t
+from libc.stdlib cimport malloc, free
+from libc.string cimport memset
+from dpm._core._black cimport dpm_index
+import numpy as np
+
+cdef extern from "gather.h" nogil:
+    ctypedef struct dpm_inst_info:
+        double delta, som, notional, value
+        int32_t und, bucket
+
+    ctypedef struct dpm_agg_params:
+        dpm_index S, Sp, U, NB, NT
+        const double *pnl
+        const dpm_inst_info *info
+        int und_sorted
+        int wide
+        const double *weight
+        const double *damp
+        const int64_t *bucket_ptr
+        const double *bucket_rate
+        const double *und_price
+        const double *to_risk
+        const double *risk_to_usd
+        const double *ds_threshold
+        const double *ds_m_inc
+        const double *ds_max
+        const double *size_rate
+        const double *tier_bound
+        const double *tier_mult
+        double scan_round
+        int agg
+        const double *corr
+        dpm_index G
+        const int32_t *grp
+        const int32_t *ngrp
+        const int64_t *pair_off
+        const double *ctab
+        const double *gz
+        const int64_t *mask_off
+        const double *qsub
+        const double *offset
+        const double *max_offset
+        dpm_index NSP
+        const int32_t *sp_leg
+        const double *sp_rate
+        const double *sp_ratio
+
+    ctypedef struct dpm_agg_out:
+        double *total
+        double *value
+        double *L
+        double *scan
+        int32_t *worst
+        double *roll
+        double *dshock
+        double *floor
+        double *joint
+
+    int dpm_cpu_wide() noexcept
+    dpm_index dpm_state_size(const dpm_agg_params *p) noexcept
+    dpm_index dpm_finish_scratch_size(const dpm_agg_params *p) noexcept
+    void dpm_state_finish(const dpm_agg_params *p, const double *st, const dpm_agg_out *o,
+                          dpm_index a, double *fs) noexcept
+    void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index stop,
+                         const int64_t *indptr, const int64_t *inst, const double *qty,
+                         double *scratch, const dpm_agg_out *o) noexcept
+    void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
+                     const double *qty, int64_t n, double *work, const dpm_agg_out *o) noexcept
+    void dpm_account_state(const dpm_agg_params *p, const int64_t *inst, const double *qty,
+                           int64_t n, double *st) noexcept
+    void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
+                       const double *qty, const double *P, dpm_index nsc, dpm_index s_base,
+                       dpm_index M, dpm_index B, dpm_index k, dpm_index cap, double *acc,
+                       double *cval, int32_t *cidx, int32_t *cn, double *thr, double *sv,
+                       int32_t *si) noexcept
+    void dpm_tail_finish(dpm_index a0, dpm_index a1, dpm_index k, dpm_index cap, double *cval,
+                         int32_t *cidx, int32_t *cn, double *sv, int32_t *si) noexcept
+    void dpm_gather_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
+                         const double *qty, const double *P, dpm_index ld, double *out,
+                         dpm_index ldo) noexcept
+
+
+cdef inline void *_malloc64(size_t nbytes, void **raw) noexcept nogil:
+    """``nbytes`` starting on a 64-byte boundary (cache line / zmm); ``*raw`` is what to free."""
+    cdef char *r = <char *>malloc(nbytes + 64)
+    raw[0] = r
+    if r == NULL:
+        return NULL
+    return <void *>(r + (64 - <uintptr_t>r % 64))
+
+
+cdef const double *_dp(const double[::1] a):
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+cdef class AggregationPlan:
+    """The read-only data every account's aggregation needs, bound into one C struct.
+
+    Arguments are keyword-only numpy arrays prepared by :mod:`dpm.engines.margin`; the plan keeps
+    references to them so the pointers stay valid.
+    """
+    cdef dpm_agg_params p
+    cdef object _keep
+    cdef void *_info_raw
+    cdef readonly Py_ssize_t n_underlyings, n_scenarios, n_instruments, state_size, scratch_size
+
+    def __init__(self, *, Py_ssize_t S, const double[:, ::1] pnl, const int32_t[::1] inst_und,
+                 const int32_t[::1] inst_bucket, const double[::1] inst_delta,
+                 const double[::1] inst_som, const double[::1] inst_notional,
+                 const double[::1] inst_value, const double[:, ::1] weight,
+                 const double[:, ::1] damp, const int64_t[::1] bucket_ptr,
+                 const double[::1] bucket_rate, const double[::1] und_price,
+                 const double[::1] to_risk, const double[::1] risk_to_usd,
+                 const double[::1] ds_threshold, const double[::1] ds_m_inc,
+                 const double[::1] ds_max, const double[::1] size_rate,
+                 const double[::1] tier_bound, const double[::1] tier_mult, double scan_round,
+                 int agg, const double[:, ::1] corr, const int32_t[:, ::1] grp,
+                 const int32_t[::1] ngrp, const int64_t[::1] pair_off, const double[::1] ctab,
+                 const double[:, ::1] gz, const int64_t[::1] mask_off, const double[::1] qsub,
+                 const double[::1] offset, const double[::1] max_offset,
+                 const int32_t[:, ::1] sp_leg, const double[::1] sp_rate,
+                 const double[::1] sp_ratio, keep):
+        cdef Py_ssize_t U = weight.shape[0], M = inst_und.shape[0], i
+        if (pnl.shape[0] != M or weight.shape[1] != pnl.shape[1] or damp.shape[0] != U
+                or damp.shape[1] != pnl.shape[1] or bucket_ptr.shape[0] != U + 1
+                or und_price.shape[0] != U or corr.shape[0] != U or corr.shape[1] != U
+                or grp.shape[0] != U or grp.shape[1] != pnl.shape[1] or ngrp.shape[0] != U
+                or gz.shape[0] != U or pair_off.shape[0] != U * U or offset.shape[0] != U
+                or max_offset.shape[0] != U or tier_mult.shape[0] != tier_bound.shape[0] + 1
+                or sp_leg.shape[0] != sp_rate.shape[0] or sp_ratio.shape[0] != sp_rate.shape[0]
+                or S > pnl.shape[1]):
+            raise ValueError("AggregationPlan: inconsistent array shapes")
+        self._keep = keep
+        self.p.S = S
+        self.p.Sp = pnl.shape[1]
+        self.p.U = U
+        self.p.NB = bucket_rate.shape[0]
+        self.p.NT = tier_bound.shape[0]
+        self.p.pnl = &pnl[0, 0] if M > 0 and pnl.shape[1] > 0 else NULL
+        self.p.weight = &weight[0, 0] if U > 0 else NULL
+        self.p.damp = &damp[0, 0] if U > 0 else NULL
+        self.p.bucket_ptr = &bucket_ptr[0]
+        self.p.bucket_rate = _dp(bucket_rate)
+        self.p.und_price = _dp(und_price)
+        self.p.to_risk = _dp(to_risk)
+        self.p.risk_to_usd = _dp(risk_to_usd)
+        self.p.ds_threshold = _dp(ds_threshold)
+        self.p.ds_m_inc = _dp(ds_m_inc)
+        self.p.ds_max = _dp(ds_max)
+        self.p.size_rate = _dp(size_rate)
+        self.p.tier_bound = _dp(tier_bound)
+        self.p.tier_mult = _dp(tier_mult)
+        self.p.scan_round = scan_round
+        self.p.agg = agg
+        self.p.corr = &corr[0, 0] if U > 0 else NULL
+        self.p.G = gz.shape[1]
+        self.p.grp = &grp[0, 0] if U > 0 and grp.shape[1] > 0 else NULL
+        self.p.ngrp = &ngrp[0] if U > 0 else NULL
+        self.p.pair_off = &pair_off[0] if U > 0 else NULL
+        self.p.ctab = _dp(ctab)
+        self.p.gz = &gz[0, 0] if U > 0 and gz.shape[1] > 0 else NULL
+        self.p.mask_off = &mask_off[0] if mask_off.shape[0] > 0 else NULL
+        self.p.qsub = _dp(qsub)
+        self.p.offset = _dp(offset)
+        self.p.max_offset = _dp(max_offset)
+        self.p.NSP = sp_rate.shape[0]
+        self.p.sp_leg = &sp_leg[0, 0] if sp_rate.shape[0] > 0 else NULL
+        self.p.sp_rate = _dp(sp_rate)
+        self.p.sp_ratio = _dp(sp_ratio)
+        self.n_underlyings = U
+        self.n_scenarios = S
+        self.n_instruments = M
+        self.state_size = dpm_state_size(&self.p)
+        self.scratch_size = dpm_finish_scratch_size(&self.p)
+        # packed per-instrument add-on inputs: one 40-byte record per position for the gather
+        cdef dpm_inst_info *info = <dpm_inst_info *>_malloc64(
+            <size_t>(M if M > 0 else 1) * sizeof(dpm_inst_info), &self._info_raw)
+        if info == NULL:
+            raise MemoryError()
+        memset(info, 0, <size_t>(M if M > 0 else 1) * sizeof(dpm_inst_info))
+        for i in range(M):
+            info[i].delta = inst_delta[i]
+            info[i].som = inst_som[i]
+            info[i].notional = inst_notional[i]
+            info[i].value = inst_value[i]
+            info[i].und = inst_und[i]
+            info[i].bucket = inst_bucket[i]
+        self.p.info = info
+        self.p.wide = dpm_cpu_wide()
+        self.p.und_sorted = 1
+        for i in range(1, M):
+            if inst_und[i] < inst_und[i - 1]:
+                self.p.und_sorted = 0
+                break
+
+    def __dealloc__(self):
+        free(self._info_raw)
+
+    cdef int _bind(self, outs, Py_ssize_t n, dpm_agg_out *o) except -1:
+        """Point ``o`` at ``outs = (total, value, joint, L, scan, worst, roll, dshock, floor)``."""
+        cdef double[::1] total, value, joint
+        cdef double[:, ::1] L, scan, roll, dshock, floor
+        cdef int32_t[:, ::1] worst
+        total, value, joint, L, scan, worst, roll, dshock, floor = outs
+        cdef Py_ssize_t U = self.p.U
+        if (total.shape[0] < n or value.shape[0] < n or joint.shape[0] < n
+                or L.shape[0] < n or L.shape[1] != U or scan.shape[0] < n or scan.shape[1] != U
+                or worst.shape[0] < n or worst.shape[1] != U or roll.shape[0] < n
+                or roll.shape[1] != U or dshock.shape[0] < n or dshock.shape[1] != U
+                or floor.shape[0] < n or floor.shape[1] != U):
+            raise ValueError("outputs do not match (N rows, U columns)")
+        if n == 0:
+            return 0
+        o.total = &total[0]
+        o.value = &value[0]
+        o.joint = &joint[0]
+        o.L = &L[0, 0] if U > 0 else NULL
+        o.scan = &scan[0, 0] if U > 0 else NULL
+        o.worst = &worst[0, 0] if U > 0 else NULL
+        o.roll = &roll[0, 0] if U > 0 else NULL
+        o.dshock = &dshock[0, 0] if U > 0 else NULL
+        o.floor = &floor[0, 0] if U > 0 else NULL
+        return 0
+
+    def account_state(self, const int64_t[::1] inst, const double[::1] qty, double[::1] state):
+        """Fill ``state`` (``state_size`` values) with the aggregation state of one account's positions."""
+        if state.shape[0] < self.state_size or qty.shape[0] != inst.shape[0]:
+            raise ValueError("account_state: wrong buffer sizes")
+        cdef const int64_t *ip = &inst[0] if inst.shape[0] > 0 else NULL
+        cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
+        with nogil:
+            dpm_account_state(&self.p, ip, qp, inst.shape[0], &state[0])
+
+    def margin_job(self, const int64_t[::1] indptr, const int64_t[::1] inst, const double[::1] qty, outs):
+        """A :class:`MarginJob` bound to one book and its outputs
+        ``(total, value, joint, L, scan, worst, roll, dshock, floor)``."""
+        cdef MarginJob job = MarginJob.__new__(MarginJob)
+        job.plan = self
+        job.keep = (indptr, inst, qty, outs)
+        job.n = indptr.shape[0] - 1
+        if job.n <= 0 or self.p.U == 0:
+            job.n = 0  # nothing to compute (run() returns at once)
+            return job
+        self._bind(outs, job.n, &job.o)
+        if indptr[job.n] > inst.shape[0] or indptr[job.n] > qty.shape[0] or indptr[0] < 0:
+            raise ValueError("margin_job: indptr points outside the position arrays")
+        job.indptr = &indptr[0]
+        job.inst = &inst[0] if inst.shape[0] > 0 else NULL
+        job.qty = &qty[0] if qty.shape[0] > 0 else NULL
+        return job
+
+    def finish(self, const double[::1] state, outs):
+        """Margin of one account from its state (outputs of length 1 / shape (1, U))."""
+        cdef dpm_agg_out o
+        if state.shape[0] < self.state_size:
+            raise ValueError("finish: state too short")
+        self._bind(outs, 1, &o)
+        scratch = np.empty(self.scratch_size)
+        cdef double[::1] fs = scratch
+        with nogil:
+            dpm_state_finish(&self.p, &state[0], &o, 0, &fs[0])
+
+
+cdef class MarginJob:
+    """Accounts of one book bound to their outputs: ``run(start, stop)`` only releases the GIL.
+
+    Binding the pointers once keeps the per-chunk cost of a threaded ``margin_many`` to one call;
+    each call gets its own scratch (threads never share it).
+    """
+    cdef AggregationPlan plan
+    cdef object keep
+    cdef dpm_agg_out o
+    cdef const int64_t *indptr
+    cdef const int64_t *inst
+    cdef const double *qty
+    cdef Py_ssize_t n
+
+    def run(self, Py_ssize_t start, Py_ssize_t stop):
+        """Margin of accounts ``[start, stop)`` into the bound outputs."""
+        if self.n == 0 or stop <= start:
+            return
+        if start < 0 or stop > self.n:
+            raise IndexError(f"accounts [{start}, {stop}) outside [0, {self.n})")
+        cdef void *raw = NULL
+        cdef size_t nd = <size_t>(self.plan.state_size + self.plan.scratch_size)
+        cdef double *scratch = <double *>_malloc64(nd * sizeof(double), &raw)
+        if scratch == NULL:
+            raise MemoryError()
+        with nogil:
+            dpm_margin_rows(&self.plan.p, start, stop, self.indptr, self.inst, self.qty, scratch,
+                            &self.o)
+        free(raw)
+
+
+cdef class WhatIf:
+    """What-if evaluator of one cached account state, with its own C work buffers.
+
+    ``total(ids, qty)`` returns the combined risk (and the position value) after adding the orders to
+    the state, which is never modified. One instance is not meant to be shared by threads; the
+    state array must not change while the instance lives (the engine keeps it read-only).
+    """
+    cdef AggregationPlan plan
+    cdef object state_ref
+    cdef const double *state
+    cdef double *work
+    cdef double *outs
+    cdef void *raw_work
+    cdef void *raw_outs
+    cdef dpm_agg_out o
+
+    def __cinit__(self, AggregationPlan plan, const double[::1] state):
+        cdef Py_ssize_t U = plan.p.U
+        if state.shape[0] != plan.state_size:
+            raise ValueError(f"state: expected {plan.state_size} values, got {state.shape[0]}")
+        self.plan = plan
+        self.state_ref = state.base if state.base is not None else state
+        self.state = &state[0]
+        self.work = <double *>_malloc64(<size_t>(plan.state_size + plan.scratch_size) * sizeof(double),
+                                        &self.raw_work)
+        # total | value | joint | L, scan, roll, dshock, floor (U each) | worst (U int32)
+        self.outs = <double *>_malloc64(<size_t>(3 + 6 * U) * sizeof(double), &self.raw_outs)
+        if self.work == NULL or self.outs == NULL:
+            raise MemoryError()
+        self.o.total = self.outs
+        self.o.value = self.outs + 1
+        self.o.joint = self.outs + 2
+        self.o.L = self.outs + 3
+        self.o.scan = self.outs + 3 + U
+        self.o.roll = self.outs + 3 + 2 * U
+        self.o.dshock = self.outs + 3 + 3 * U
+        self.o.floor = self.outs + 3 + 4 * U
+        self.o.worst = <int32_t *>(self.outs + 3 + 5 * U)
+
+    def __dealloc__(self):
+        free(self.raw_work)
+        free(self.raw_outs)
+
+    def total(self, const int64_t[::1] inst, const double[::1] qty):
+        """``(risk, position value)`` after orders ``(inst, qty)`` (validated int64 ids in the
+        table, finite float64 contracts: the engine checks them; out-of-range ids raise IndexError)."""
+        cdef Py_ssize_t k, n = inst.shape[0]
+        cdef int64_t M = self.plan.n_instruments
+        if qty.shape[0] != n:
+            raise ValueError(f"quantities: expected {n} values (one per instrument id), got {qty.shape[0]}")
+        for k in range(n):
+            if inst[k] < 0 or inst[k] >= M:
+                raise IndexError(f"instrument id {inst[k]} at index {k} is not in the table (0..{M - 1})")
+        cdef const int64_t *ip = &inst[0] if n > 0 else NULL
+        cdef const double *qp = &qty[0] if n > 0 else NULL
+        with nogil:
+            dpm_what_if(&self.plan.p, self.state, ip, qp, n, self.work, &self.o)
+        return self.outs[0], self.outs[1]
+
+    def total_one(self, int64_t inst, double qty):
+        """``total`` for one order given as scalars (no arrays at all)."""
+        cdef int64_t M = self.plan.n_instruments
+        if inst < 0 or inst >= M:
+            raise IndexError(f"instrument id {inst} is not in the table (0..{M - 1})")
+        with nogil:
+            dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.work, &self.o)
+        return self.outs[0], self.outs[1]
+
+
+def tail_rows(Py_ssize_t a0, Py_ssize_t a1, const int64_t[::1] indptr, const int64_t[::1] inst,
+              const double[::1] qty, const double[:, :, ::1] P, Py_ssize_t nsc, Py_ssize_t s_base,
+              Py_ssize_t k, double[:, ::1] cval, int32_t[:, ::1] cidx, int32_t[::1] cn,
+              double[::1] thr):
+    """Offer ``nsc`` scenarios (numbered from ``s_base``) of the blocked chunk ``P``
+    (n_blocks x M x B, B a multiple of 8) to the tail buffers (N x cap, ``cap >= k``) of accounts
+    ``[a0, a1)``. Start with ``cn = 0``, ``thr = -inf``."""
+    if a1 <= a0 or nsc <= 0:
+        return
+    cdef Py_ssize_t cap = cval.shape[1], B = P.shape[2]
+    if (k < 1 or cap < k or cidx.shape[1] != cap or a1 > cn.shape[0] or a1 > thr.shape[0]
+            or a1 > cval.shape[0] or a1 + 1 > indptr.shape[0] or B % 8 != 0
+            or P.shape[0] * B < nsc):
+        raise ValueError("tail_rows: inconsistent buffer sizes")
+    acc = np.empty(B)
+    sv = np.empty(cap)
+    si = np.empty(cap, dtype=np.int32)
+    cdef double[::1] acc_v = acc, sv_v = sv
+    cdef int32_t[::1] si_v = si
+    cdef const int64_t *ip = &inst[0] if inst.shape[0] > 0 else NULL
+    cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
+    with nogil:
+        dpm_tail_rows(a0, a1, &indptr[0], ip, qp, &P[0, 0, 0], nsc, s_base, P.shape[1], B,
+                      k, cap, &acc_v[0], &cval[0, 0], &cidx[0, 0], &cn[0], &thr[0], &sv_v[0],
+                      &si_v[0])
+
+
+def tail_finish(Py_ssize_t a0, Py_ssize_t a1, Py_ssize_t k, double[:, ::1] cval,
+                int32_t[:, ::1] cidx, int32_t[::1] cn):
+    """Reduce the tail buffers of accounts ``[a0, a1)`` to their ``k`` best (first ``k`` columns),
+    sorted by loss descending, ties by scenario index ascending."""
+    if a1 <= a0:
+        return
+    cdef Py_ssize_t cap = cval.shape[1]
+    if k < 1 or cap < k or cidx.shape[1] != cap or a1 > cn.shape[0] or a1 > cval.shape[0]:
+        raise ValueError("tail_finish: inconsistent buffer sizes")
+    sv = np.empty(cap)
+    si = np.empty(cap, dtype=np.int32)
+    cdef double[::1] sv_v = sv
+    cdef int32_t[::1] si_v = si
+    with nogil:
+        dpm_tail_finish(a0, a1, k, cap, &cval[0, 0], &cidx[0, 0], &cn[0], &sv_v[0], &si_v[0])
+
+
+def gather_rows(Py_ssize_t a0, Py_ssize_t a1, const int64_t[::1] indptr, const int64_t[::1] inst,
+                const double[::1] qty, const double[:, ::1] P, double[:, ::1] out):
+    """Scenario P&L of accounts ``[a0, a1)`` into rows of ``out`` (N x ld; P is M x ld, ld a
+    multiple of 8)."""
+    if a1 <= a0:
+        return
+    cdef Py_ssize_t ld = P.shape[1]
+    if (a0 < 0 or a1 + 1 > indptr.shape[0] or out.shape[0] < a1 or out.shape[1] < ld
+            or ld % 8 != 0):
+        raise IndexError(f"gather_rows: accounts [{a0}, {a1}) or buffers out of range")
+    if indptr[a1] > inst.shape[0] or indptr[a1] > qty.shape[0]:
+        raise IndexError("gather_rows: indptr points outside the position arrays")
+    cdef const int64_t *ip = &inst[0] if inst.shape[0] > 0 else NULL
+    cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
+    with nogil:
+        dpm_gather_rows(a0, a1, &indptr[0], ip, qp, &P[0, 0], ld, &out[0, 0], out.shape[1])

@@ -1,0 +1,786 @@
+/*
+ * The one gather: accounts read rows of an instrument x scenario P&L matrix through their CSR
+ * positions (S multiply-adds per position, no pricing), then reduce their scenario vectors.
+ *
+ * - dpm_gather_W (W = 8, 16, 32, 64): one parameterised register-blocked accumulation of W scenarios
+ *   over a run of positions, optionally fused with the add-on sums; every user below calls it.
+ * - Margin (dpm_margin_rows, dpm_what_if): per-underlying scenario vectors plus add-on inputs (the
+ *   account "state"), then the worst weighted/dampened loss per underlying, the add-ons, and the
+ *   combination across underlyings (dpm_types.h DPM_AGG_*: sum, sqrt(L'CL), joint correlated
+ *   scenarios, Deribit-style pnl_offset, SPAN-style spread credits).
+ * - Tails (dpm_tail_rows, dpm_tail_finish): the joint scenario vector of each account offered to a
+ *   per-account buffer of its k worst losses (VaR / ES), block by block of scenarios.
+ * - Full vectors (dpm_gather_rows): the N x S P&L of accounts (stress tests, risk vectors).
+ *
+ * Every account is reduced by one thread in a fixed order (positions in CSR order, scenarios in
+ * increasing order): results do not depend on the number of threads or on the block width.
+ * All pointers are to validated, contiguous arrays; nothing here allocates, raises or touches Python.
+ */
+#ifndef DPM_GATHER_H
+#define DPM_GATHER_H
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include "black_math.h"
+#include "dpm_types.h"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Register-blocked accumulation                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Running add-on sums of one underlying's run of positions (registers inside the gather loop). */
+typedef struct {
+    double net, som, gross, value;
+    double bsum;       /* running sum of the current expiry bucket */
+    int32_t bcur;      /* the current expiry bucket */
+} dpm_addon_acc;
+
+/* Add-on sums of one position. */
+DPM_INLINE void dpm_addon_step(const dpm_inst_info *restrict f, double q, double *restrict bucket,
+                               dpm_addon_acc *restrict ad)
+{
+    if (f->bucket != ad->bcur) {  /* a new expiry bucket: flush the running one */
+        bucket[ad->bcur] = ad->bsum;
+        ad->bcur = f->bucket;
+        ad->bsum = bucket[ad->bcur];
+    }
+    const double d = q * f->delta;
+    ad->bsum += d;
+    ad->net += d;
+    /* branch-free (long/short signs are unpredictable); for q >= 0 this subtracts exactly +0 */
+    const double qs = q < 0.0 ? q : 0.0;
+    ad->som -= qs * f->som;
+    ad->gross += fabs(q) * f->notional;
+    ad->value += q * f->value;
+}
+
+#if defined(__GNUC__)
+#  define DPM_HAVE_VEC 1
+/* 8 doubles; aligned(8) allows unaligned rows, may_alias lets it view double arrays */
+typedef double dpm_v8d __attribute__((vector_size(64), aligned(8), may_alias));
+
+/* acc[0:W] (+)= sum_j q[j] * P[inst[j] * ld + s0 : + W], in the order of j, with the W/8
+ * accumulators held in vector registers for the whole run; with `addons` (a compile-time constant
+ * after inlining) also the add-on sums of the positions, fused into the pass where they overlap the
+ * row loads. */
+#  define DPM_DEFINE_GATHER(W)                                                                     \
+DPM_INLINE void dpm_gather_##W(const double *restrict P, dpm_index ld, dpm_index s0,                \
+                               const int64_t *restrict inst, const double *restrict qty, int64_t n, \
+                               double *restrict acc, int first, int addons,                         \
+                               const dpm_inst_info *restrict info, double *restrict bucket,         \
+                               dpm_addon_acc *restrict ad)                                          \
+{                                                                                                   \
+    enum { NV = (W) / 8 };                                                                          \
+    dpm_v8d a[NV];                                                                                  \
+    _Pragma("GCC unroll 8")                                                                         \
+    for (int v = 0; v < NV; v++)                                                                    \
+        a[v] = first ? (dpm_v8d){0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0} : ((const dpm_v8d *)acc)[v]; \
+    dpm_addon_acc r;                                                                                \
+    if (addons) r = *ad;                                                                            \
+    for (int64_t j = 0; j < n; j++) {                                                               \
+        const int64_t i = inst[j];                                                                  \
+        const dpm_v8d *row = (const dpm_v8d *)(P + i * ld + s0);                                    \
+        const double qj = qty[j];                                                                   \
+        const dpm_v8d q = {qj, qj, qj, qj, qj, qj, qj, qj};                                         \
+        _Pragma("GCC unroll 8")                                                                     \
+        for (int v = 0; v < NV; v++) a[v] += q * row[v];                                            \
+        if (addons) dpm_addon_step(info + i, qj, bucket, &r);                                       \
+    }                                                                                               \
+    if (addons) *ad = r;                                                                            \
+    _Pragma("GCC unroll 8")                                                                         \
+    for (int v = 0; v < NV; v++) ((dpm_v8d *)acc)[v] = a[v];                                        \
+}
+#else
+#  define DPM_HAVE_VEC 0
+/* portable fallback: the same sums in the same order, without vector extensions */
+#  define DPM_DEFINE_GATHER(W)                                                                     \
+DPM_INLINE void dpm_gather_##W(const double *restrict P, dpm_index ld, dpm_index s0,                \
+                               const int64_t *restrict inst, const double *restrict qty, int64_t n, \
+                               double *restrict acc, int first, int addons,                         \
+                               const dpm_inst_info *restrict info, double *restrict bucket,         \
+                               dpm_addon_acc *restrict ad)                                          \
+{                                                                                                   \
+    if (first) memset(acc, 0, sizeof(double) * (W));                                                \
+    for (int64_t j = 0; j < n; j++) {                                                               \
+        const double *row = P + inst[j] * ld + s0;                                                  \
+        for (int s = 0; s < (W); s++) acc[s] += qty[j] * row[s];                                    \
+        if (addons) dpm_addon_step(info + inst[j], qty[j], bucket, ad);                             \
+    }                                                                                               \
+}
+#endif
+DPM_DEFINE_GATHER(8)
+DPM_DEFINE_GATHER(16)
+DPM_DEFINE_GATHER(32)
+DPM_DEFINE_GATHER(64)
+
+/* acc[0:ld] (+)= positions' rows (ld a multiple of 8), in blocks of 64 (wide CPUs) / 32, then 8; the
+ * add-on sums are fused into the first block's pass. */
+DPM_INLINE void dpm_gather_run(const double *restrict P, dpm_index ld, const int64_t *restrict inst,
+                               const double *restrict qty, int64_t n, double *restrict acc, int first,
+                               int wide, int addons, const dpm_inst_info *restrict info,
+                               double *restrict bucket, dpm_addon_acc *restrict ad)
+{
+    dpm_index s0 = 0;
+    if (wide) {
+        for (; s0 + 64 <= ld; s0 += 64) {
+            if (addons) dpm_gather_64(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
+            else dpm_gather_64(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
+            addons = 0;
+        }
+    }
+    for (; s0 + 32 <= ld; s0 += 32) {
+        if (addons) dpm_gather_32(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
+        else dpm_gather_32(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
+        addons = 0;
+    }
+    for (; s0 < ld; s0 += 8) {
+        if (addons) dpm_gather_8(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
+        else dpm_gather_8(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
+        addons = 0;
+    }
+    if (addons) { /* no scenarios at all: the add-ons still count */
+        for (int64_t j = 0; j < n; j++) dpm_addon_step(info + inst[j], qty[j], bucket, ad);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Margin: per-underlying vectors, add-ons, combination across underlyings                     */
+/* ------------------------------------------------------------------------------------------ */
+
+#define DPM_JOINT_MAX 4 /* joint scenarios over at most this many held underlyings (else: the sum) */
+
+/* Market/model data shared by every account (read-only). Arrays indexed by instrument (M),
+ * underlying (U), scenario (Sp = S padded to a multiple of 8), expiry bucket (NB) or tier (NT). */
+typedef struct {
+    dpm_index S, Sp, U, NB, NT;
+    const double *pnl;          /* M x Sp P&L per contract in the risk currency */
+    const dpm_inst_info *info;  /* M: packed add-on inputs */
+    int und_sorted;             /* inst_und is non-decreasing in the instrument id */
+    int wide;                   /* gather 64 scenarios per pass (the CPU has 32 vector registers) */
+    const double *weight;       /* U x Sp: fraction of the scenario P&L counted */
+    const double *damp;         /* U x Sp: dampener (risk ccy) shrinking P&L toward zero */
+    const int64_t *bucket_ptr;  /* U + 1: buckets of underlying u are bucket_ptr[u]..bucket_ptr[u+1] */
+    const double *bucket_rate;  /* NB: roll-shock charge per unit |net delta| (risk ccy) */
+    const double *und_price;    /* U: the underlying's USD price */
+    const double *to_risk;      /* U: USD -> risk currency factor (1, or 1/price in coin mode) */
+    const double *risk_to_usd;  /* U: risk currency -> USD (outputs are reported in USD) */
+    const double *ds_threshold; /* U: delta-shock threshold (USD notional) */
+    const double *ds_m_inc;     /* U */
+    const double *ds_max;       /* U: cap as a fraction of the net delta notional */
+    const double *size_rate;    /* U: raw size charge per USD of gross notional */
+    const double *tier_bound;   /* NT: ascending upper bounds (USD of raw charge) */
+    const double *tier_mult;    /* NT + 1: multiplier below each bound, and above the last */
+    double scan_round;          /* > 0: worst loss rounded to 1/scan_round in the risk ccy (Deribit: 1e9) */
+    int agg;                    /* DPM_AGG_* */
+    const double *corr;         /* U x U correlation (DPM_AGG_SQRT_CORR) */
+    /* DPM_AGG_JOINT */
+    dpm_index G;                /* groups (distinct price moves) per underlying, at most */
+    const int32_t *grp;         /* U x Sp: group of each scenario (-1: padding, not a scenario) */
+    const int32_t *ngrp;        /* U */
+    const int64_t *pair_off;    /* U x U: offset of the c-table of (u, v), u < v, in ctab, or -1 */
+    const double *ctab;         /* c(g_u, g_v) = min(1, 1 / Mahalanobis norm), row-major per pair */
+    const double *gz;           /* U x G: normalised move of each group (move / scan range, clipped) */
+    const int64_t *mask_off;    /* 2^U: offset in qsub of the inverse correlation of a held subset of
+                                 * 3 or 4 underlyings (row-major, in increasing underlying order) */
+    const double *qsub;
+    /* DPM_AGG_PNL_OFFSET */
+    const double *offset;       /* U: fraction of a gain that offsets losses */
+    const double *max_offset;   /* U: largest gain (USD) that counts, per scenario */
+    /* DPM_AGG_SPREAD */
+    dpm_index NSP;
+    const int32_t *sp_leg;      /* NSP x 2: underlyings of each spread, in priority order */
+    const double *sp_rate;      /* NSP: credit rate */
+    const double *sp_ratio;     /* NSP: USD delta of leg b per USD delta of leg a */
+} dpm_agg_params;
+
+/* One account's state, what what-if caches: acc U*Sp | bucket delta NB | net delta U | som U |
+ * gross U | present U | value 1 */
+static inline dpm_index dpm_state_size(const dpm_agg_params *p)
+{
+    return p->U * p->Sp + p->NB + 4 * p->U + 1;
+}
+
+/* scratch of dpm_state_finish (group maxima and their scenarios, the aggregated vector) */
+static inline dpm_index dpm_finish_scratch_size(const dpm_agg_params *p)
+{
+    return 2 * p->U * (p->G > 0 ? p->G : 1) + p->Sp + 2 * p->U + 8;
+}
+
+static inline void dpm_state_clear(const dpm_agg_params *p, double *st)
+{
+    memset(st, 0, sizeof(double) * (size_t)dpm_state_size(p));
+}
+
+/* Add q contracts of instrument i to the state: S multiply-adds plus the add-on accumulators. */
+DPM_INLINE void dpm_state_add(const dpm_agg_params *restrict p, double *restrict st, int64_t i, double q)
+{
+    const dpm_index Sp = p->Sp, U = p->U, NB = p->NB;
+    const dpm_inst_info *f = p->info + i;
+    const dpm_index u = f->und;
+    double *restrict acc = st + u * Sp;
+    const double *restrict row = p->pnl + i * Sp;
+    DPM_SIMD
+    for (dpm_index s = 0; s < Sp; s++) acc[s] += q * row[s];
+    double *bucket = st + U * Sp;
+    double *net = bucket + NB, *som = net + U, *gross = som + U, *present = gross + U;
+    double *value = present + U;
+    const double d = q * f->delta;
+    bucket[f->bucket] += d;
+    net[u] += d;
+    const double qs = q < 0.0 ? q : 0.0;
+    som[u] -= qs * f->som;
+    gross[u] += fabs(q) * f->notional;
+    present[u] = 1.0;
+    value[0] += q * f->value;
+}
+
+/* The state of positions (inst, qty)[0:n] of one account (sorted by instrument id), built with the
+ * register-blocked gather: each run of same-underlying positions in one pass per block of
+ * scenarios.  Accumulator rows of underlyings the account does not hold are left as they are:
+ * dpm_state_finish never reads them (present[u] == 0). */
+DPM_INLINE void dpm_state_build(const dpm_agg_params *restrict p, double *restrict st,
+                                const int64_t *restrict inst, const double *restrict qty, int64_t n)
+{
+    const dpm_index Sp = p->Sp, U = p->U, NB = p->NB;
+    const dpm_inst_info *restrict info = p->info;
+    double *bucket = st + U * Sp;
+    double *net = bucket + NB, *som = net + U, *gross = som + U, *present = gross + U;
+    for (dpm_index j = 0; j < NB + 4 * U + 1; j++) bucket[j] = 0.0;
+    double value = 0.0;
+    int64_t k = 0;
+    while (k < n) {
+        const dpm_index u = info[inst[k]].und;
+        int64_t e = n;
+        /* one check covers the account when underlyings occupy contiguous id ranges */
+        if (!(p->und_sorted && info[inst[n - 1]].und == u)) {
+            e = k + 1;
+            while (e < n && info[inst[e]].und == u) e++;
+        }
+        const int first = present[u] == 0.0;
+        dpm_addon_acc ad;
+        ad.net = net[u]; ad.som = som[u]; ad.gross = gross[u]; ad.value = value;
+        ad.bcur = info[inst[k]].bucket;
+        ad.bsum = bucket[ad.bcur];
+        dpm_gather_run(p->pnl, Sp, inst + k, qty + k, e - k, st + u * Sp, first, p->wide, 1, info,
+                       bucket, &ad);
+        bucket[ad.bcur] = ad.bsum;
+        net[u] = ad.net; som[u] = ad.som; gross[u] = ad.gross; value = ad.value;
+        present[u] = 1.0;
+        k = e;
+    }
+    present[U] = value;
+}
+
+/* Outputs of one account, all in USD; per-underlying arrays have length U. */
+typedef struct {
+    double *total;   /* combined risk (before IM/MM factors) */
+    double *value;   /* mark value of the positions */
+    double *L;       /* per underlying charge (standalone) */
+    double *scan;    /* worst weighted loss (standalone) */
+    int32_t *worst;  /* per underlying: its scenario in the binding case (-1: none) */
+    double *roll;    /* roll shock */
+    double *dshock;  /* delta shock */
+    double *floor;   /* max(short option minimum, size charge) */
+    double *joint;   /* the cross-underlying scan (joint / offset worst loss, or net of credits) */
+} dpm_agg_out;
+
+static inline double dpm_tier_multiplier(const dpm_agg_params *p, double raw_usd)
+{
+    dpm_index t = 0;
+    while (t < p->NT && raw_usd > p->tier_bound[t]) t++;
+    return p->tier_mult[t];
+}
+
+/* Weighted, dampened P&L of scenario s: the dampener shrinks |w acc| toward zero (never past it). */
+static inline double dpm_weighted(double w, double acc, double dm)
+{
+    const double v = w * acc;
+    if (v < 0.0) {
+        const double d = v + dm;
+        return d > 0.0 ? 0.0 : d;
+    }
+    const double d = v - dm;
+    return d < 0.0 ? 0.0 : d;
+}
+
+#define DPM_FBLK 64 /* scenarios per block of the worst-loss search */
+#if DPM_HAVE_LIBMVEC
+#  define DPM_SIMD_MAX_BM _Pragma("omp simd reduction(max:bm)")
+#else
+#  define DPM_SIMD_MAX_BM
+#endif
+
+/* Worst loss (>= 0) of one underlying's vector and its first scenario (-1 if no loss). */
+static inline double dpm_scan(const double *restrict acc, const double *restrict w,
+                              const double *restrict dm, dpm_index S, int32_t *ws)
+{
+    double scan = 0.0;
+    *ws = -1;
+    /* blocks of losses with a vectorised max; only a block that raises the maximum is searched for
+     * the index (the same result as a sequential "if (loss > scan)" scan) */
+    for (dpm_index s0 = 0; s0 < S; s0 += DPM_FBLK) {
+        const dpm_index nb = S - s0 < DPM_FBLK ? S - s0 : DPM_FBLK;
+        double loss[DPM_FBLK];
+        double bm = 0.0;
+        DPM_SIMD_MAX_BM
+        for (dpm_index s = 0; s < nb; s++) {
+            const double v = w[s0 + s] * acc[s0 + s];
+            const double d = v + dm[s0 + s];
+            const double l = v < 0.0 ? (d > 0.0 ? 0.0 : -d) : 0.0;
+            loss[s] = l;
+            bm = bm > l ? bm : l;
+        }
+        if (bm > scan) {
+            dpm_index s = 0;
+            while (loss[s] != bm) s++;
+            scan = bm;
+            *ws = (int32_t)(s0 + s);
+        }
+    }
+    return scan;
+}
+
+/* Joint worst loss over the held underlyings h[0..k) (k >= 2): every combination of one group
+ * (price move) per underlying, each at its worst vol state, its total loss scaled by
+ * min(1, 1/m) where m is the Mahalanobis norm of the normalised moves under the correlation: a
+ * combination outside the correlation ellipse is pulled back onto it.  lg/sg: per underlying and
+ * group the largest loss (USD, signed) and its scenario.  Returns the loss (>= 0) and writes the
+ * scenario of each held underlying in the binding combination (-1 when no combination loses). */
+static double dpm_joint(const dpm_agg_params *restrict p, const dpm_index *h, int k,
+                        const double *restrict lg, const int32_t *restrict sg, int32_t *worst)
+{
+    const dpm_index G = p->G, U = p->U;
+    double best = 0.0;
+    int32_t arg[DPM_JOINT_MAX];
+    for (int a = 0; a < k; a++) arg[a] = -1;
+    if (k == 2) {
+        const dpm_index u = h[0], v = h[1];
+        const dpm_index n1 = p->ngrp[u], n2 = p->ngrp[v];
+        const double *l1 = lg + u * G, *l2 = lg + v * G;
+        const double *c = p->ctab + p->pair_off[u * U + v];
+        double m2 = l2[0];
+        for (dpm_index b = 1; b < n2; b++) m2 = l2[b] > m2 ? l2[b] : m2;
+        for (dpm_index a = 0; a < n1; a++) {
+            /* c <= 1: a row whose unscaled best cannot beat `best` is skipped */
+            if (!(l1[a] + m2 > best)) continue;
+            const double *ca = c + a * n2;
+            for (dpm_index b = 0; b < n2; b++) {
+                const double x = ca[b] * (l1[a] + l2[b]);
+                if (x > best) {
+                    best = x;
+                    arg[0] = (int32_t)a;
+                    arg[1] = (int32_t)b;
+                }
+            }
+        }
+    } else {
+        /* k = 3 or 4: the inverse correlation of the held subset, the combinations enumerated */
+        uint64_t mask = 0;
+        for (int a = 0; a < k; a++) mask |= (uint64_t)1 << h[a];
+        const double *Q = p->qsub + p->mask_off[mask];
+        dpm_index ng[DPM_JOINT_MAX], idx[DPM_JOINT_MAX];
+        for (int a = 0; a < k; a++) {
+            ng[a] = p->ngrp[h[a]];
+            idx[a] = 0;
+        }
+        for (;;) {
+            double tot = 0.0;
+            double z[DPM_JOINT_MAX];
+            for (int a = 0; a < k; a++) {
+                tot += lg[h[a] * G + idx[a]];
+                z[a] = p->gz[h[a] * G + idx[a]];
+            }
+            if (tot > best) { /* c <= 1: only a combination whose unscaled loss beats best can win */
+                double m2 = 0.0;
+                for (int a = 0; a < k; a++) {
+                    double r = 0.0;
+                    for (int b = 0; b < k; b++) r += Q[a * k + b] * z[b];
+                    m2 += z[a] * r;
+                }
+                const double c = m2 > 1.0 ? 1.0 / sqrt(m2) : 1.0;
+                const double x = c * tot;
+                if (x > best) {
+                    best = x;
+                    for (int a = 0; a < k; a++) arg[a] = (int32_t)idx[a];
+                }
+            }
+            int a = k - 1;
+            while (a >= 0 && ++idx[a] == ng[a]) idx[a--] = 0;
+            if (a < 0) break;
+        }
+    }
+    for (int a = 0; a < k; a++) worst[h[a]] = arg[a] >= 0 ? sg[h[a] * G + arg[a]] : -1;
+    return best;
+}
+
+/* Margin of one account from its state; writes element `a` of each output array.  fs: scratch of
+ * dpm_finish_scratch_size() doubles. */
+DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double *restrict st,
+                                 const dpm_agg_out *o, dpm_index a, double *restrict fs)
+{
+    const dpm_index S = p->S, Sp = p->Sp, U = p->U, NB = p->NB;
+    const double *bucket = st + U * Sp;
+    const double *net = bucket + NB, *som = net + U, *gross = som + U, *present = gross + U;
+    const double *value = present + U;
+    double *L = o->L + a * U;
+    double *scan_o = o->scan + a * U, *roll_o = o->roll + a * U, *ds_o = o->dshock + a * U;
+    double *fl_o = o->floor + a * U;
+    int32_t *worst = o->worst + a * U;
+    double total_sum = 0.0, scan_sum = 0.0, addon_sum = 0.0, floor_sum = 0.0;
+    int held = 0;
+    for (dpm_index u = 0; u < U; u++) {
+        double scan = 0.0, roll = 0.0, ds = 0.0, fl = 0.0, lu = 0.0;
+        int32_t ws = -1;
+        if (present[u] != 0.0) {
+            held++;
+            scan = dpm_scan(st + u * Sp, p->weight + u * Sp, p->damp + u * Sp, S, &ws);
+            if (p->scan_round > 0.0) scan = round(scan * p->scan_round) / p->scan_round;
+            for (int64_t b = p->bucket_ptr[u]; b < p->bucket_ptr[u + 1]; b++)
+                roll += fabs(bucket[b]) * p->bucket_rate[b];
+            const double notional = fabs(net[u]) * p->und_price[u];
+            double excess = notional - p->ds_threshold[u];
+            excess = excess > 0.0 ? excess : 0.0;
+            ds = excess * fabs(net[u]) * p->ds_m_inc[u];
+            const double cap = p->ds_max[u] * notional;
+            ds = (ds < cap ? ds : cap) * p->to_risk[u];
+            const double raw = p->size_rate[u] * gross[u];
+            const double size = raw > 0.0 ? raw * dpm_tier_multiplier(p, raw) * p->to_risk[u] : 0.0;
+            fl = som[u] > size ? som[u] : size;
+            lu = scan + roll + ds;
+            lu = lu > fl ? lu : fl;
+            const double x = p->risk_to_usd[u];
+            scan *= x; roll *= x; ds *= x; fl *= x; lu *= x;
+        }
+        L[u] = lu;
+        scan_o[u] = scan;
+        worst[u] = ws;
+        roll_o[u] = roll;
+        ds_o[u] = ds;
+        fl_o[u] = fl;
+        total_sum += lu;
+        scan_sum += scan;
+        addon_sum += roll + ds;
+        floor_sum += fl;
+    }
+    double total = total_sum, joint = scan_sum;
+    if (p->agg == DPM_AGG_SQRT_CORR) {
+        double q = 0.0;
+        for (dpm_index u = 0; u < U; u++) {
+            if (L[u] == 0.0) continue;
+            const double *row = p->corr + u * U;
+            double r = 0.0;
+            for (dpm_index v = 0; v < U; v++) r += row[v] * L[v];
+            q += L[u] * r;
+        }
+        total = q > 0.0 ? sqrt(q) : 0.0;
+    } else if (held >= 2 && p->agg == DPM_AGG_JOINT && held <= DPM_JOINT_MAX
+               && (held == 2 || p->mask_off != NULL)) {
+        const dpm_index G = p->G;
+        double *lg = fs;
+        int32_t *sg = (int32_t *)(fs + U * G);
+        dpm_index h[DPM_JOINT_MAX];
+        int k = 0;
+        for (dpm_index u = 0; u < U; u++) {
+            if (present[u] == 0.0) continue;
+            h[k++] = u;
+            /* per group (price move): the largest signed loss over its scenarios, in USD */
+            const double *acc = st + u * Sp, *w = p->weight + u * Sp, *dm = p->damp + u * Sp;
+            const int32_t *grp = p->grp + u * Sp;
+            const double x = p->risk_to_usd[u];
+            for (dpm_index g = 0; g < p->ngrp[u]; g++) {
+                lg[u * G + g] = -INFINITY;
+                sg[u * G + g] = -1;
+            }
+            for (dpm_index s = 0; s < S; s++) {
+                const int32_t g = grp[s];
+                if (g < 0) continue;
+                const double l = -dpm_weighted(w[s], acc[s], dm[s]) * x;
+                if (l > lg[u * G + g]) {
+                    lg[u * G + g] = l;
+                    sg[u * G + g] = (int32_t)s;
+                }
+            }
+        }
+        joint = dpm_joint(p, h, k, lg, sg, worst);
+        const double jt = joint + addon_sum;
+        total = jt > floor_sum ? jt : floor_sum;
+    } else if (held >= 2 && p->agg == DPM_AGG_PNL_OFFSET) {
+        /* aligned vectors: scenario s of every underlying together; gains count at `offset`,
+         * capped at max_offset (USD) */
+        double best = 0.0;
+        int32_t sb = -1;
+        for (dpm_index s = 0; s < S; s++) {
+            double A = 0.0;
+            int any = 0;
+            for (dpm_index u = 0; u < U; u++) {
+                if (present[u] == 0.0) continue;
+                if (p->weight[u * Sp + s] == 0.0 && p->damp[u * Sp + s] == 0.0) continue;
+                any = 1;
+                double g = dpm_weighted(p->weight[u * Sp + s], st[u * Sp + s], p->damp[u * Sp + s])
+                           * p->risk_to_usd[u];
+                if (g > 0.0) {
+                    g = g < p->max_offset[u] ? g : p->max_offset[u];
+                    g *= p->offset[u];
+                }
+                A += g;
+            }
+            if (any && -A > best) {
+                best = -A;
+                sb = (int32_t)s;
+            }
+        }
+        joint = best;
+        for (dpm_index u = 0; u < U; u++)
+            if (present[u] != 0.0) worst[u] = sb;
+        const double jt = joint + addon_sum;
+        total = jt > floor_sum ? jt : floor_sum;
+    } else if (held >= 2 && p->agg == DPM_AGG_SPREAD) {
+        /* spreads formed in priority order from opposite net deltas (USD); each spread earns
+         * rate x the weighted price risk (scan per USD of delta) of both legs */
+        double *rem = fs;  /* remaining |delta| (USD) per underlying */
+        for (dpm_index u = 0; u < U; u++) rem[u] = present[u] != 0.0 ? fabs(net[u]) * p->und_price[u] : 0.0;
+        double credit = 0.0;
+        for (dpm_index k2 = 0; k2 < p->NSP; k2++) {
+            const dpm_index ua = p->sp_leg[2 * k2], ub = p->sp_leg[2 * k2 + 1];
+            if (present[ua] == 0.0 || present[ub] == 0.0) continue;
+            if (!(net[ua] * net[ub] < 0.0)) continue;  /* only opposite deltas spread */
+            const double ra = fabs(net[ua]) * p->und_price[ua], rb = fabs(net[ub]) * p->und_price[ub];
+            if (!(ra > 0.0 && rb > 0.0)) continue;
+            const double ratio = p->sp_ratio[k2];
+            double nsp = rem[ua] < rem[ub] / ratio ? rem[ua] : rem[ub] / ratio;
+            if (!(nsp > 0.0)) continue;
+            credit += p->sp_rate[k2] * (nsp * scan_o[ua] / ra + nsp * ratio * scan_o[ub] / rb);
+            rem[ua] -= nsp;
+            rem[ub] -= nsp * ratio;
+        }
+        joint = scan_sum - credit;
+        total = total_sum - credit;
+        total = total > floor_sum ? total : floor_sum;
+    }
+    o->total[a] = total;
+    if (o->joint) o->joint[a] = joint;
+    o->value[a] = value[0];
+}
+
+/* Margin of accounts [start, stop) of a CSR book; `scratch` holds one state plus the finish scratch. */
+DPM_CLONES
+static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index stop,
+                            const int64_t *indptr, const int64_t *inst, const double *qty,
+                            double *scratch, const dpm_agg_out *o)
+{
+    double *fs = scratch + dpm_state_size(p);
+    for (dpm_index a = start; a < stop; a++) {
+        const int64_t k0 = indptr[a];
+        dpm_state_build(p, scratch, inst + k0, qty + k0, indptr[a + 1] - k0);
+        dpm_state_finish(p, scratch, o, a, fs);
+    }
+}
+
+/* What-if: margin after adding orders (inst, qty)[0:n] to a cached state `st` (left unchanged);
+ * `work` receives the state plus the orders (and the finish scratch after it). */
+DPM_CLONES
+static void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
+                        const double *qty, int64_t n, double *work, const dpm_agg_out *o)
+{
+    memcpy(work, st, sizeof(double) * (size_t)dpm_state_size(p));
+    for (int64_t k = 0; k < n; k++) dpm_state_add(p, work, inst[k], qty[k]);
+    dpm_state_finish(p, work, o, 0, work + dpm_state_size(p));
+}
+
+/* The state of one account's positions (dpm_state_clear + dpm_state_add), same clones as above. */
+DPM_CLONES
+static void dpm_account_state(const dpm_agg_params *p, const int64_t *inst, const double *qty,
+                              int64_t n, double *st)
+{
+    dpm_state_clear(p, st);
+    for (int64_t k = 0; k < n; k++) dpm_state_add(p, st, inst[k], qty[k]);
+}
+
+/* 1 when the running CPU has 32 vector registers (AVX-512F): the gather then keeps 64 scenario
+ * accumulators in registers (8 zmm); narrower CPUs use blocks of 32 (no spills). */
+static int dpm_cpu_wide(void)
+{
+#if DPM_HAVE_VEC && defined(__x86_64__) && !defined(__clang__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * Per-account tail: the k largest losses, ranked by (loss descending, scenario index ascending) -
+ * a total order, so the set kept is canonical (ties go to the earlier scenario).
+ *
+ * Each account owns a candidate buffer of cap >= k entries (cval, cidx), a count cn and a
+ * threshold thr.  A loss is appended only if loss > thr; when the buffer is full it is compacted
+ * to its k best (quickselect) and thr becomes the k-th best loss.  Scenarios arrive in increasing
+ * index, so a later loss equal to thr ranks below the k-th kept one and may be dropped.  Compared
+ * with a binary heap this turns the frequent updates into sequential appends and does a few
+ * O(cap) selections per account.  The sequence of appends depends only on the order of the
+ * scenarios, so the result does not depend on B, on the chunking or on the threads.
+ * ------------------------------------------------------------------------------------------- */
+static inline int dpm_tail_better(double va, int32_t ia, double vb, int32_t ib)
+{
+    return va > vb || (va == vb && ia < ib);
+}
+
+static inline void dpm_tail_swap(double *v, int32_t *ix, dpm_index a, dpm_index b)
+{
+    const double tv = v[a];
+    const int32_t ti = ix[a];
+    v[a] = v[b];
+    ix[a] = ix[b];
+    v[b] = tv;
+    ix[b] = ti;
+}
+
+/* Reorder (v, ix)[0, n) so that its k best entries come first, the k-th best at k-1 (quickselect
+ * with a median-of-three pivot; branchless out-of-place partition into the scratch sv, si). */
+static void dpm_tail_select(double *v, int32_t *ix, dpm_index n, dpm_index k, double *sv, int32_t *si)
+{
+    const dpm_index t = k - 1;
+    dpm_index l = 0, r = n - 1;
+    while (r > l) {
+        const dpm_index m = l + (r - l) / 2;
+        if (dpm_tail_better(v[m], ix[m], v[l], ix[l])) dpm_tail_swap(v, ix, m, l);
+        if (dpm_tail_better(v[r], ix[r], v[l], ix[l])) dpm_tail_swap(v, ix, r, l);
+        if (dpm_tail_better(v[m], ix[m], v[r], ix[r])) dpm_tail_swap(v, ix, m, r);
+        const double pv = v[r]; /* the median of the three is the pivot, at r */
+        const int32_t pi = ix[r];
+        dpm_index lo = l, hi = r - 1;
+        for (dpm_index i = l; i < r; i++) {
+            const double x = v[i];
+            const int32_t y = ix[i];
+            const dpm_index b = (x > pv) | ((x == pv) & (y < pi));
+            sv[lo] = x;
+            si[lo] = y;
+            sv[hi] = x;
+            si[hi] = y;
+            lo += b;
+            hi -= 1 - b;
+        }
+        memcpy(v + l, sv + l, sizeof(double) * (size_t)(r - l));
+        memcpy(ix + l, si + l, sizeof(int32_t) * (size_t)(r - l));
+        const dpm_index st = lo; /* [l, st) better than the pivot, [st, r) worse */
+        dpm_tail_swap(v, ix, st, r);
+        if (st == t) return;
+        if (st < t) l = st + 1;
+        else r = st - 1;
+    }
+}
+
+/* Compact a full buffer to its k best; returns the new threshold (the k-th best loss). */
+static inline double dpm_tail_compact(double *v, int32_t *ix, int32_t *cn, dpm_index k, double *sv,
+                                      int32_t *si)
+{
+    dpm_tail_select(v, ix, *cn, k, sv, si);
+    *cn = (int32_t)k;
+    double t = v[0];
+    for (dpm_index j = 1; j < k; j++) t = v[j] < t ? v[j] : t;
+    return t;
+}
+
+/* Offer the nb P&L values of one account and block (scenarios s0, s0+1, ...); mn is their
+ * minimum (largest loss -mn): a block that cannot beat the threshold is skipped at once. */
+static inline void dpm_tail_block(const double *pnl, dpm_index nb, double mn, double *v, int32_t *ix,
+                                  int32_t *cn, double *thr, dpm_index k, dpm_index cap, dpm_index s0,
+                                  double *sv, int32_t *si)
+{
+    double t = *thr;
+    if (!(-mn > t)) return;
+    dpm_index n = *cn;
+    for (dpm_index j = 0; j < nb; j++) {
+        const double loss = -pnl[j];
+        if (loss > t) {
+            v[n] = loss;
+            ix[n] = (int32_t)(s0 + j);
+            if (++n == cap) {
+                int32_t c = (int32_t)n;
+                t = dpm_tail_compact(v, ix, &c, k, sv, si);
+                n = c;
+            }
+        }
+    }
+    *cn = (int32_t)n;
+    *thr = t;
+}
+
+/* Sort (v, ix)[0, n) best first (quicksort by selection of the better half, insertion sort below
+ * 16 elements). */
+static void dpm_tail_sort(double *v, int32_t *ix, dpm_index n, double *sv, int32_t *si)
+{
+    while (n > 16) {
+        const dpm_index h = n / 2;
+        dpm_tail_select(v, ix, n, h, sv, si); /* the h best are now in [0, h) */
+        dpm_tail_sort(v + h, ix + h, n - h, sv, si);
+        n = h;
+    }
+    for (dpm_index i = 1; i < n; i++) {
+        const double xv = v[i];
+        const int32_t xi = ix[i];
+        dpm_index j = i;
+        while (j > 0 && dpm_tail_better(xv, xi, v[j - 1], ix[j - 1])) {
+            v[j] = v[j - 1];
+            ix[j] = ix[j - 1];
+            j--;
+        }
+        v[j] = xv;
+        ix[j] = xi;
+    }
+}
+
+/* Reduce every account of [a0, a1) to its k best candidates, sorted worst loss first. */
+static void dpm_tail_finish(dpm_index a0, dpm_index a1, dpm_index k, dpm_index cap, double *cval,
+                            int32_t *cidx, int32_t *cn, double *sv, int32_t *si)
+{
+    for (dpm_index a = a0; a < a1; a++) {
+        if (cn[a] > k) (void)dpm_tail_compact(cval + a * cap, cidx + a * cap, cn + a, k, sv, si);
+        dpm_tail_sort(cval + a * cap, cidx + a * cap, cn[a], sv, si);
+    }
+}
+
+/* Offer nsc scenarios (numbered from s_base) of one blocked chunk P (n_blocks x M x B, B a multiple
+ * of 8) to the tail buffers of accounts [a0, a1): the chunk is visited block by block and, inside a
+ * block, account by account, so the M x B block stays in cache while every account gathers from it.
+ * Scratch: acc (B doubles), sv / si (cap entries).  Before the first chunk: cn = 0, thr = -inf. */
+DPM_CLONES
+static void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
+                          const double *qty, const double *P, dpm_index nsc, dpm_index s_base,
+                          dpm_index M, dpm_index B, dpm_index k, dpm_index cap, double *acc,
+                          double *cval, int32_t *cidx, int32_t *cn, double *thr, double *sv,
+                          int32_t *si)
+{
+    for (dpm_index s0 = 0; s0 < nsc; s0 += B) {
+        const dpm_index nb = nsc - s0 < B ? nsc - s0 : B;
+        const double *blk = P + (s0 / B) * M * B;
+        for (dpm_index a = a0; a < a1; a++) {
+            const int64_t p0 = indptr[a], np = indptr[a + 1] - p0;
+            switch (B) {  /* the register-resident widths; any other width in steps of 8 */
+            case 16: dpm_gather_16(blk, 16, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL); break;
+            case 32: dpm_gather_32(blk, 32, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL); break;
+            case 64: dpm_gather_64(blk, 64, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL); break;
+            default: dpm_gather_run(blk, B, inst + p0, qty + p0, np, acc, 1, 0, 0, NULL, NULL, NULL);
+            }
+            double mn = acc[0];
+            for (dpm_index j = 1; j < nb; j++) mn = acc[j] < mn ? acc[j] : mn;
+            dpm_tail_block(acc, nb, mn, cval + a * cap, cidx + a * cap, cn + a, thr + a, k, cap,
+                           s_base + s0, sv, si);
+        }
+    }
+}
+
+/* The full P&L of accounts [a0, a1) over S scenarios (P: M x ld, ld >= S a multiple of 8) into
+ * rows of out (N x ldo, ldo >= ld). */
+DPM_CLONES
+static void dpm_gather_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
+                            const double *qty, const double *P, dpm_index ld, double *out, dpm_index ldo)
+{
+    for (dpm_index a = a0; a < a1; a++) {
+        const int64_t p0 = indptr[a];
+        dpm_gather_run(P, ld, inst + p0, qty + p0, indptr[a + 1] - p0, out + a * ldo, 1, 0, 0, NULL, NULL, NULL);
+    }
+}
+
+#endif /* DPM_GATHER_H */
