@@ -354,3 +354,25 @@ def test_direct_constructor_checks_csr(table):
         AccountBook(["a"], [0, 2], [3, 0], [1.0, 2.0], np.zeros((1, 1)), ("BTC",), table)
     with pytest.raises(InvalidInputError, match="indptr"):
         AccountBook(["a"], [0, 3], [0, 3], [1.0, 2.0], np.zeros((1, 1)), ("BTC",), table)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 1000])
+def test_direct_constructor_refuses_instrument_ids_outside_the_table(table, offset):
+    # the CSR constructor must check ids itself, not only from_arrays: the kernels index the
+    # instrument x scenario matrix with them without bounds checks
+    m = len(table)
+    bad = m + offset  # offset 0: the id equal to the table length
+    with pytest.raises(InvalidInputError, match=rf"instrument_idx: position 1 of account 'a' has id {bad}, "
+                                                rf"not in \[0, {m}\)"):
+        AccountBook(["a"], [0, 2], [0, bad], [1.0, 2.0], np.zeros((1, 1)), ("BTC",), table)
+    with pytest.raises(InvalidInputError, match=r"instrument_idx: position 0 of account 'b' has id -1"):
+        AccountBook(["a", "b"], [0, 0, 1], [-1], [1.0], np.zeros((2, 1)), ("BTC",), table)
+    last = AccountBook(["a"], [0, 1], [m - 1], [1.0], np.zeros((1, 1)), ("BTC",), table)
+    assert last.instrument_idx.tolist() == [m - 1]
+
+
+def test_direct_constructor_refuses_non_finite_quantity_and_bad_collateral(table):
+    with pytest.raises(InvalidInputError, match=r"quantity: must be finite; account 'a'"):
+        AccountBook(["a"], [0, 1], [0], [np.nan], np.zeros((1, 1)), ("BTC",), table)
+    with pytest.raises(InvalidInputError, match=r"collateral: must be finite and >= 0; account 'a'"):
+        AccountBook(["a"], [0, 1], [0], [1.0], -np.ones((1, 1)), ("BTC",), table)

@@ -20,8 +20,8 @@ from dpm.market.specs import Kind
 from dpm.market.table import InstrumentTable
 from dpm.models.generators.montecarlo import mc_scenarios
 from dpm.models.generators.stress import hypothetical_scenarios
-from dpm.models.scenarios import MarketScenarios
 from dpm.models.measures import component_es, var_es
+from dpm.models.scenarios import MarketScenarios
 from dpm.portfolio import sample
 from dpm.portfolio.accounts import AccountBook
 

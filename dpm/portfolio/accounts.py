@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from dpm._util.parallel import run_chunked
+from dpm._util.validation import check_memory
 from dpm.errors import InvalidInputError, InvalidTypeError, UnknownAccountError
 from dpm.market.table import InstrumentTable
 
@@ -33,6 +34,11 @@ except ImportError:  # pragma: no cover - exercised only on an unbuilt source tr
     _kernel = None
 
 __all__ = ["DEFAULT_CURRENCIES", "Account", "AccountBook", "UnknownAccountError"]
+
+#: Memory of a book per account (indptr, id string, collateral row, sort scratch) and per position
+#: (instrument id, quantity and the sort's copies), for the size check before building one.
+_BYTES_PER_ACCOUNT = 160
+_BYTES_PER_POSITION = 48
 
 #: Collateral currencies of a book unless ``currencies=`` says otherwise.
 DEFAULT_CURRENCIES: tuple[str, ...] = ("BTC", "ETH", "USDC", "USDT")
@@ -295,6 +301,12 @@ class AccountBook:
             bad = (acc < 0) | (acc >= n)
             j = int(np.flatnonzero(bad)[0])
             raise InvalidInputError(f"account_index: position {j} has account {acc[j]}, not in [0, {n})")
+        if n < 0:
+            raise InvalidInputError(f"n_accounts: must be >= 0, got {n}")
+        # before any array of N is made: an account index of 10**12 would otherwise ask for terabytes
+        check_memory(n * _BYTES_PER_ACCOUNT + p * _BYTES_PER_POSITION,
+                     f"{n:,} accounts ({'account_index' if n_accounts is None and account_ids is None else 'n_accounts'}) "
+                     f"and {p:,} positions")
 
         if account_ids is None:
             ids = _default_ids(n)
