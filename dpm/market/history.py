@@ -495,11 +495,13 @@ def _read_parquet(p: Path) -> tuple[list[str], dict[str, Any]]:
         return [h for h in header if h], {h: frame.iloc[:, j].to_numpy() for j, h in enumerate(header) if h}
     data = read_bytes(p)
     try:
-        table = pq.read_table(pa.BufferReader(data))
+        # ParquetFile.read, not read_table: the dataset reader fails on a repeated column name
+        table = pq.ParquetFile(pa.BufferReader(data)).read()
+        names = list(table.column_names)  # decoding the names may fail too (bytes not UTF-8)
     except Exception as exc:  # any failure to decode these bytes: not valid Parquet
         msg = " ".join(str(exc).splitlines())[:200]
         raise InvalidInputError(f"{p}: not a readable Parquet file ({type(exc).__name__}: {msg})") from None
-    header = check_header(table.column_names, str(p), case_sensitive=False)
+    header = check_header(names, str(p), case_sensitive=False)
     cols: dict[str, Any] = {}
     for j, name in enumerate(header):
         if not name:

@@ -164,7 +164,16 @@ class ForwardCurve:
                 )
             keep[i + 1] = False
         t, F = t[keep], F[keep]
-        return cls(S, t, np.log(F / S) / t)
+        with np.errstate(over="ignore", divide="ignore", under="ignore"):
+            basis = np.log(F / S) / t
+        bad = ~np.isfinite(basis)
+        if bad.any():  # F / S overflows or underflows: prices on absurd scales
+            i = int(np.flatnonzero(bad)[0])
+            raise MarketDataError(
+                f"prices: the basis ln(F/S)/T of the mark {float(F[i])!r} at T={float(t[i])!r} with index "
+                f"{S!r} is not finite"
+            )
+        return cls(S, t, basis)
 
     @classmethod
     def from_rate(cls, index_price: float, rate: float = 0.0) -> ForwardCurve:

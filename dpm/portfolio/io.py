@@ -276,7 +276,9 @@ def _read_parquet_table(path: PathLike) -> Any:
     try:
         # ParquetFile.read, not read_table: the dataset reader fails on a repeated column name
         # before check_header can name it
-        return pq.ParquetFile(pa.BufferReader(data)).read()
+        table = pq.ParquetFile(pa.BufferReader(data)).read()
+        table.column_names  # noqa: B018 - decoding the names may fail too (bytes not UTF-8)
+        return table
     except Exception as exc:  # any failure to decode these bytes means the file is not valid Parquet
         msg = " ".join(str(exc).splitlines())[:200]
         raise InvalidInputError(f"{os.fspath(path)}: not a readable Parquet file ({type(exc).__name__}: {msg})") \
