@@ -414,3 +414,14 @@ def test_deribit_chain_short_row_is_an_error(tmp_path) -> None:
         csv.writer(fh).writerows([next(csv.reader([lines[0]])), row])
     with pytest.raises(InvalidInputError, match=r"d.csv: row 1 has \d+ fields, the header has \d+"):
         read_deribit_chain(bad)
+
+
+def test_parquet_column_names_that_are_not_utf8_are_named(tmp_path, table) -> None:
+    # found by the fuzz suite: pyarrow raised UnicodeDecodeError when the names were decoded
+    p = tmp_path / "h.parquet"
+    pq.write_table(pa.table({"date": ["2024-01-01", "2024-01-02"], "AAA": [1.0, 2.0]}), p)
+    p.write_bytes(p.read_bytes().replace(b"AAA", b"\xffAA"))
+    with pytest.raises(InvalidInputError, match="h.parquet: not a readable Parquet file"):
+        load_history(p)
+    with pytest.raises(InvalidInputError, match="h.parquet: not a readable Parquet file"):
+        read_columns(p)

@@ -55,9 +55,8 @@ def _iso(ms: int) -> str:
 
 
 def _readonly(a: Any) -> np.ndarray:
-    """A read-only float64 array: an already read-only float64 array is shared, anything else copied."""
-    if isinstance(a, np.ndarray) and a.dtype == np.float64 and not a.flags.writeable and a.flags.c_contiguous:
-        return a
+    """A read-only float64 copy: never a view of the caller's array, which the caller could make
+    writeable again and change under the snapshot."""
     arr = np.array(a, dtype=np.float64, copy=True)
     arr.setflags(write=False)
     return arr
@@ -214,8 +213,15 @@ class ForwardCurve:
         return (ForwardCurve, (self.index_price, self.times, self.basis))
 
     def with_index(self, index_price: float) -> ForwardCurve:
-        """Same basis term structure, new spot (forwards move proportionally)."""
-        return ForwardCurve(index_price, self.times, self.basis)
+        """Same basis term structure, new spot (forwards move proportionally).
+
+        The new curve shares the (read-only, dpm-made) ``times`` and ``basis`` arrays of this one.
+        """
+        new = object.__new__(ForwardCurve)
+        object.__setattr__(new, "index_price", _positive_scalar(index_price, "index_price"))
+        object.__setattr__(new, "times", self.times)
+        object.__setattr__(new, "basis", self.basis)
+        return new
 
     @staticmethod
     def _check_T(T: Any) -> np.ndarray:
