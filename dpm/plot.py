@@ -14,7 +14,7 @@ from dpm.errors import InvalidInputError, InvalidTypeError
 from dpm.market.snapshot import MS_PER_YEAR, MarketSnapshot
 from dpm.market.surface import VolSurface
 
-__all__ = ["plot_smiles"]
+__all__ = ["plot_risk_matrix", "plot_smiles"]
 
 
 def _pyplot() -> Any:
@@ -25,6 +25,46 @@ def _pyplot() -> Any:
             "dpm.plot needs matplotlib; install the optional extra with `pip install dpm[plot]`"
         ) from exc
     return plt
+
+
+def plot_risk_matrix(engine: Any, account: Any, index: int | str | None = None, *,
+                     underlying: str | None = None, moves: Any = None, vol_shocks: Any = None,
+                     ax: Any = None, path: Any = None) -> Any:
+    """Heat map of one account's P&L (USD) over price moves x vol shocks of one underlying.
+
+    The grid comes from :meth:`dpm.engines.margin.MarginEngine.risk_matrix` (the engine's model and
+    revaluation core); the worst cell is marked, and the model's standard price range is outlined.
+    Returns the matplotlib Figure (saved to ``path`` when given).
+    """
+    mv, vs, pnl, und = engine.risk_matrix(account, index, underlying=underlying, moves=moves,
+                                          vol_shocks=vol_shocks)
+    plt = _pyplot()
+    from matplotlib.colors import TwoSlopeNorm
+
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+    else:
+        fig = ax.figure
+    lim = float(np.max(np.abs(pnl))) or 1.0
+    dm = (mv[1] - mv[0]) if mv.size > 1 else 0.01
+    dv = (vs[1] - vs[0]) if vs.size > 1 else 0.01
+    extent = (100 * (mv[0] - dm / 2), 100 * (mv[-1] + dm / 2), vs[0] - dv / 2, vs[-1] + dv / 2)
+    im = ax.imshow(pnl, origin="lower", aspect="auto", extent=extent, cmap="RdYlGn",
+                   norm=TwoSlopeNorm(vmin=-lim, vcenter=0.0, vmax=lim))
+    fig.colorbar(im, ax=ax, label="P&L (USD)")
+    r = engine.model.params(und).price_range
+    ax.axvline(-100 * r, color="k", lw=0.8, ls="--")
+    ax.axvline(100 * r, color="k", lw=0.8, ls="--", label=f"scan range ±{r:.0%}")
+    v, m = np.unravel_index(int(np.argmin(pnl)), pnl.shape)
+    ax.plot(100 * mv[m], vs[v], marker="x", color="k", ms=10,
+            label=f"worst: {pnl[v, m]:,.0f} USD at {mv[m]:+.1%}, vol {vs[v]:+.2f}")
+    ax.set_xlabel(f"{und} price move (%)")
+    ax.set_ylabel("vol shock (30-day point)")
+    ax.set_title(f"risk matrix of account {getattr(account, 'id', index)!s} ({engine.model.name})")
+    ax.legend(loc="upper right", fontsize=8)
+    if path is not None:
+        fig.savefig(path, dpi=100, bbox_inches="tight")
+    return fig
 
 
 def _marks_columns(marks: Mapping[str, Any], timestamp_ms: int | None) -> tuple[np.ndarray, ...]:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import accounts_ref
 from reference.accounts_ref import build_csr_reference
 
-import dpm.portfolio.accounts as accounts_mod
 from dpm.errors import InvalidInputError, InvalidTypeError, UnknownInstrumentError
 from dpm.market.table import InstrumentTable
 from dpm.portfolio.accounts import Account, AccountBook, UnknownAccountError
@@ -133,7 +133,7 @@ def test_csr_matches_reference_hypothesis(data):
     assert len(book) == n
 
 
-def test_already_csr_fast_path_and_numpy_fallback_agree():
+def test_already_csr_fast_path_and_numpy_reference_agree():
     rng = np.random.default_rng(3)
     t = big_table(100)
     acc, inst, qty = random_triples(rng, 200, 100, 6000)
@@ -143,7 +143,7 @@ def test_already_csr_fast_path_and_numpy_fallback_agree():
         book.account_of_position(), book.instrument_idx, book.quantity, t, n_accounts=200
     )
     assert again.equals(book)
-    ip, ii, qq = accounts_mod._build_csr_numpy(acc, inst, qty, 200)
+    ip, ii, qq = accounts_ref.build_csr_numpy(acc, inst, qty, 200)
     np.testing.assert_array_equal(ip, book.indptr)
     np.testing.assert_array_equal(ii, book.instrument_idx)
     np.testing.assert_array_equal(qq, book.quantity)

@@ -59,3 +59,28 @@ def test_plot_smiles_bad_input():
         plot_smiles(42)
     with pytest.raises(InvalidInputError, match="marks"):
         plot_smiles(default_market(), marks={"x": [1.0]})
+
+
+def test_plot_risk_matrix_heat_map(tmp_path):
+    import matplotlib.pyplot as plt
+
+    from dpm.engines.margin import MarginEngine
+    from dpm.market.sample import default_instruments
+    from dpm.models import deribit_pm
+    from dpm.plot import plot_risk_matrix
+    from dpm.portfolio.accounts import Account
+
+    engine = MarginEngine(default_market(), default_instruments(), deribit_pm("coin"))
+    acct = Account("short-vol", [("BTC-25DEC26-85000-P", -5.0), ("BTC-25DEC26-100000-C", -5.0),
+                                 ("BTC-PERPETUAL", 2_000.0)])
+    mv, vs, pnl, und = engine.risk_matrix(acct)
+    assert und == "BTC" and pnl.shape == (vs.size, mv.size)
+    # short straddle: losses grow with the vol shock and away from the strike range
+    assert np.all(np.diff(pnl[:, mv.size // 2]) < 0)
+    # the matrix agrees with the engine's own scenarios where they coincide (0 move, no vol shock)
+    assert pnl[np.argmin(np.abs(vs)), np.argmin(np.abs(mv))] == pytest.approx(0.0, abs=1e-6)
+    out = tmp_path / "risk_matrix.png"
+    fig = plot_risk_matrix(engine, acct, path=out)
+    assert out.stat().st_size > 8000 and _is_png(out)
+    assert len(fig.axes) == 2  # the heat map and its colour bar
+    plt.close(fig)

@@ -1,4 +1,4 @@
-"""Presets reproduce the published parameters and worked examples of ``METHODOLOGY.md``.
+"""Presets reproduce the published parameters and worked examples (sources in ``docs/methodology.md``).
 
 Published examples used (see docs/methodology.md for the sources):
 
@@ -105,7 +105,7 @@ def test_deribit_mm_is_0_8_of_risk_matrix_margin():
 def test_deribit_extended_entries_of_linear_instruments_equal_edge_entries(ccy):
     """Extended-table entries (counted at range/|move| x (1+move)/(1+sign*range) in coin) of perpetuals
     and futures equal the -range / +range standard entries: a linear position never loses more in the
-    extended table than at the edge of the range. Verified by METHODOLOGY.md against the June-2024
+    extended table than at the edge of the range. Checked against the June-2024
     example in coin; it holds in USD risk too with weights range/|move|."""
     tab = default_instruments()
     model = deribit_pm(ccy)

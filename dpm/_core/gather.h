@@ -311,11 +311,12 @@ static inline double dpm_weighted(double w, double acc, double dm)
 #  define DPM_SIMD_MAX_BM
 #endif
 
-/* Worst loss (>= 0) of one underlying's vector and its first scenario (-1 if no loss). */
+/* Worst loss (>= 0) of one underlying's vector and its first scenario (-1 if no loss); NaN when any
+ * entry of the vector is not finite (fail closed: a NaN must never turn into "no loss"). */
 static inline double dpm_scan(const double *restrict acc, const double *restrict w,
                               const double *restrict dm, dpm_index S, int32_t *ws)
 {
-    double scan = 0.0;
+    double scan = 0.0, chk = 0.0;
     *ws = -1;
     /* blocks of losses with a vectorised max; only a block that raises the maximum is searched for
      * the index (the same result as a sequential "if (loss > scan)" scan) */
@@ -331,6 +332,7 @@ static inline double dpm_scan(const double *restrict acc, const double *restrict
             loss[s] = l;
             bm = bm > l ? bm : l;
         }
+        for (dpm_index s = 0; s < nb; s++) chk += acc[s0 + s] * 0.0; /* NaN iff an entry is inf/NaN */
         if (bm > scan) {
             dpm_index s = 0;
             while (loss[s] != bm) s++;
@@ -338,7 +340,7 @@ static inline double dpm_scan(const double *restrict acc, const double *restrict
             *ws = (int32_t)(s0 + s);
         }
     }
-    return scan;
+    return chk == 0.0 ? scan : NAN;
 }
 
 /* Joint worst loss over the held underlyings h[0..k) (k >= 2): every combination of one group
@@ -449,6 +451,11 @@ DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double 
             fl = som[u] > size ? som[u] : size;
             lu = scan + roll + ds;
             lu = lu > fl ? lu : fl;
+            /* fail closed: a non-finite input anywhere (P&L, deltas, notionals) makes the charge NaN,
+             * which the caller reports; the comparisons above would otherwise drop it */
+            if (!(isfinite(scan) && isfinite(net[u]) && isfinite(som[u]) && isfinite(gross[u])
+                  && isfinite(roll) && isfinite(ds) && isfinite(fl)))
+                lu = NAN;
             const double x = p->risk_to_usd[u];
             scan *= x; roll *= x; ds *= x; fl *= x; lu *= x;
         }
@@ -558,6 +565,7 @@ DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double 
         total = total_sum - credit;
         total = total > floor_sum ? total : floor_sum;
     }
+    if (!isfinite(total_sum)) total = NAN; /* a NaN charge is never hidden by the combination */
     o->total[a] = total;
     if (o->joint) o->joint[a] = joint;
     o->value[a] = value[0];

@@ -7,13 +7,21 @@ _EXPORTS = {
     "AccountMargin": "dpm.engines.results",
     "AccountState": "dpm.engines.margin",
     "AccountVaRES": "dpm.engines.risk",
+    "CONV_DIV_PRICE": "dpm.engines.plan",
+    "CONV_MUL_PRICE": "dpm.engines.plan",
+    "CONV_NONE": "dpm.engines.plan",
+    "JOINT_MAX_HELD": "dpm.engines.margin",
     "MarginEngine": "dpm.engines.margin",
     "MarginResults": "dpm.engines.results",
+    "PackedScenarios": "dpm.engines.plan",
     "PositionContribution": "dpm.engines.results",
+    "RevaluationPlan": "dpm.engines.plan",
+    "RiskVectors": "dpm.engines.results",
     "ScenarioRiskEngine": "dpm.engines.risk",
     "StressResult": "dpm.engines.risk",
     "USD_LIKE": "dpm.engines.margin",
     "WhatIfResult": "dpm.engines.results",
+    "balanced_bounds": "dpm.engines.plan",
 }
 
 __all__ = sorted(_EXPORTS)

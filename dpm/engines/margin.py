@@ -287,39 +287,43 @@ class MarginEngine:
         return prices
 
     def _contributions(self, book: AccountBook, worst: np.ndarray, joint: np.ndarray) -> np.ndarray:
-        """Each position's P&L (USD) in the binding scenario of its underlying, weighted and scaled
-        so that an account's contributions sum to minus its binding loss (dampener and joint
-        correlation scaling shared pro rata)."""
+        """Each position's share (USD) of the binding loss: its P&L in the binding scenario of its
+        underlying, weighted, with the underlying's dampener, pnl_offset and joint scaling shared pro
+        rata, so that an account's contributions sum to minus its combined scan."""
         plan = self._plan
         if book.n_positions == 0:
             return np.zeros(0)
+        U = len(self.underlyings)
         acc = np.repeat(np.arange(len(book)), np.diff(book.indptr))
         u = plan.inst_und[book.instrument_idx]
         s = worst[acc, u]
         hit = s >= 0
         s0 = np.where(hit, s, 0)
-        w = plan.weight[u, s0]
         x = plan.risk_to_usd[u]
-        pnl = np.where(hit, book.quantity * plan.pnl[book.instrument_idx, s0] * w * x, 0.0)
-        # per account and underlying: the weighted P&L v and its dampened value g; share g / v
-        key = acc * len(self.underlyings) + u
-        v = np.bincount(key, weights=pnl, minlength=len(book) * len(self.underlyings))
-        dm = np.where(hit, plan.damp[u, s0] * x, 0.0)
+        pnl = np.where(hit, book.quantity * plan.pnl[book.instrument_idx, s0] * plan.weight[u, s0] * x, 0.0)
+        # per (account, underlying): the weighted P&L v, and h, what the aggregation counts of it
+        key = acc * U + u
+        v = np.bincount(key, weights=pnl, minlength=len(book) * U)
         uk, first = np.unique(key, return_index=True)
-        damp_by_key = np.zeros_like(v)
-        damp_by_key[uk] = dm[first]  # one dampener per (account, underlying): its binding scenario's
-        g = np.where(v < 0, np.minimum(v + damp_by_key, 0.0), np.maximum(v - damp_by_key, 0.0))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            share = np.where(v != 0, g / np.where(v != 0, v, 1.0), 0.0)
-        out = pnl * share[key]
-        if self.model.aggregation_mode in ("joint", "pnl_offset"):
-            # the binding joint loss is `joint` (scaled); pro rata over the binding scenario's P&L
-            tot = np.bincount(acc, weights=out, minlength=len(book))
+        damp = np.zeros_like(v)
+        damp[uk] = np.where(hit[first], plan.damp[u[first], s0[first]] * x[first], 0.0)
+        h = np.where(v < 0, np.minimum(v + damp, 0.0), np.maximum(v - damp, 0.0))
+        mode = self.model.aggregation_mode
+        n_und = np.bincount(uk // U, minlength=len(book))
+        ku = np.arange(len(book) * U) % U
+        if mode == "pnl_offset":
+            off = np.array([self.model.pnl_offset.get(x_, 0.0) for x_ in self.underlyings])[ku]
+            cap = np.array([self.model.max_offsetable_pnl.get(x_, np.inf) for x_ in self.underlyings])[ku]
+            multi = n_und[np.arange(len(book) * U) // U] > 1
+            h = np.where(multi & (h > 0), np.minimum(h, cap) * off, h)
+        elif mode == "joint":
+            tot = h.reshape(len(book), U).sum(axis=1)
             with np.errstate(divide="ignore", invalid="ignore"):
-                scale = np.where(tot < 0, joint / np.where(tot < 0, -tot, 1.0), 0.0)
-            n_und = np.bincount(np.unique(key) // len(self.underlyings), minlength=len(book))
-            out = np.where(n_und[acc] > 1, out * scale[acc], out)
-        return out
+                c = np.where((n_und > 1) & (tot < 0), joint / np.where(tot < 0, -tot, 1.0), 1.0)
+            h = h * np.repeat(c, U)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            share = np.where(v != 0, h / np.where(v != 0, v, 1.0), 0.0)
+        return pnl * share[key]
 
     # ------------------------------------------------------------------ one account
     def _single_book(self, account: Account | AccountBook, index: int | str | None) -> AccountBook:
@@ -387,7 +391,8 @@ class MarginEngine:
         d = plan.damp[:, :S]
         weighted = np.where(v < 0, np.minimum(v + d, 0.0), np.maximum(v - d, 0.0))
         usd = weighted * plan.risk_to_usd[:, None]
-        if self.model.aggregation_mode == "pnl_offset":
+        if self.model.aggregation_mode == "pnl_offset" or self.model.pnl_offset:
+            # Deribit's aggregated vectors count gains at pnl_offset even for one currency
             off = np.array([self.model.pnl_offset.get(u, 0.0) for u in self.underlyings])
             cap = np.array([self.model.max_offsetable_pnl.get(u, np.inf) for u in self.underlyings])
             contrib = np.where(usd > 0, np.minimum(usd, cap[:, None]) * off[:, None], usd)
@@ -407,6 +412,59 @@ class MarginEngine:
             to_usd={u: float(plan.risk_to_usd[j]) for j, u in enumerate(self.underlyings) if held[j]},
         )
 
+    def risk_matrix(self, account: Account | AccountBook, index: int | str | None = None, *,
+                    underlying: str | None = None, moves: Any = None,
+                    vol_shocks: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """One account's P&L (USD) on a price x vol grid of one underlying (others unchanged).
+
+        Parameters
+        ----------
+        underlying : str, optional
+            Default: the underlying with the account's largest standalone charge.
+        moves : array_like, optional
+            Relative price moves (default 41 moves over +-1.5 x the model's range for it).
+        vol_shocks : array_like, optional
+            Vol shocks at the model's reference tenor, spread over expiries by the model's term
+            structure for the underlying (default -0.5 .. +0.5 relative, or the model's absolute sizes).
+
+        Returns
+        -------
+        moves, vol_shocks, pnl, underlying
+            ``pnl[v, m]`` is the account's P&L (USD) with vol shock ``v`` and price move ``m``.
+        """
+        book = self._single_book(account, index)
+        self._check_book(book)
+        held = [self.underlyings[j] for j in sorted(set(self._plan.inst_und[book.instrument_idx].tolist()))]
+        if underlying is None:
+            if not held:
+                raise InvalidInputError("account: no positions, so no risk matrix")
+            res = self.margin_many(book, workers=1)
+            underlying = self.underlyings[int(np.argmax(res.charge[0]))]
+        if underlying not in self.underlyings:
+            raise InvalidInputError(f"underlying: {underlying!r} is not in the instrument table {self.underlyings}")
+        params = self.model.params(underlying)
+        shock = params.vol_shock
+        mv = np.linspace(-1.5 * params.price_range, 1.5 * params.price_range, 41) if moves is None else \
+            np.asarray(moves, dtype=np.float64).ravel()
+        if vol_shocks is None:
+            vs = np.linspace(-shock.down, shock.up, 9) if shock.mode == "absolute" else np.linspace(-0.5, 0.5, 11)
+        else:
+            vs = np.asarray(vol_shocks, dtype=np.float64).ravel()
+        V, P = vs.size, mv.size
+        unds = self.underlyings
+        j = unds.index(underlying)
+        pm = np.zeros((V * P, len(unds)))
+        vsh = np.zeros((V * P, len(unds)))
+        pm[:, j] = np.tile(mv, V)
+        vsh[:, j] = np.repeat(vs, P)
+        names = tuple(f"{m:+.1%} vol {v:+.2f}" for v in vs for m in mv)
+        terms = tuple(self.model.params(u).vol_shock.term_structure for u in unds)
+        sset = ScenarioSet(pm, vsh, names, unds, self._plan.scenarios.horizon_days, "risk_matrix", vol_terms=terms)
+        P_ = self._plan.revaluation.revalue(sset, workers=1, unavailable=0.0)
+        x = self._plan.risk_to_usd[self._plan.inst_und[book.instrument_idx]]
+        pnl = (book.quantity[:, None] * P_[book.instrument_idx] * x[:, None]).sum(axis=0)
+        return mv, vs, pnl.reshape(V, P), underlying
+
     def prepare(self, account: Account | AccountBook, index: int | str | None = None) -> "AccountState":
         """Cache one account's scenario P&L vector and add-on state for fast what-if checks."""
         book = self._single_book(account, index)
@@ -425,7 +483,7 @@ def _check_finite_results(book: AccountBook, total: np.ndarray, value: np.ndarra
         if bad.any():
             a = int(np.flatnonzero(bad)[0])
             raise InvalidInputError(
-                f"account {book.account_id[a]!r}: the {what} is not finite ({arr[a]!r}); a quantity or "
+                f"account {book.account_id[a]!r}: the {what} is not finite ({float(arr[a])!r}); a quantity or "
                 f"collateral amount is too large to margin")
 
 

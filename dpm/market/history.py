@@ -46,7 +46,6 @@ BUNDLED_HISTORY_SOURCE = (
 
 _BUNDLED = Path(__file__).resolve().parent / "data" / "crypto_daily_usd.csv"
 # Fallback used while the bundled copy is not yet in the package tree (development checkouts).
-_SHARED = Path("/work/shared/data/crypto_daily_usd.csv")
 
 
 def _freeze(arr: np.ndarray) -> np.ndarray:
@@ -529,11 +528,9 @@ def _read_parquet(p: Path) -> tuple[list[str], dict[str, Any]]:
 
 @functools.lru_cache(maxsize=1)
 def _bundled() -> PriceHistory:
-    path = _BUNDLED if _BUNDLED.exists() else _SHARED
-    if not path.exists():
-        raise FileNotFoundError(
-            f"bundled history not found at {_BUNDLED} (nor at {_SHARED}); pass a path"
-        )
+    path = _BUNDLED
+    if not path.exists():  # pragma: no cover - a broken installation
+        raise FileNotFoundError(f"bundled history not found at {_BUNDLED}; reinstall dpm or pass a path")
     header, rows = _read_csv(path)
     idx = {h: j for j, h in enumerate(header)}  # the bundled file: known columns, validated below
     hist = history_from_long([r[idx["date"]] for r in rows], [r[idx["asset"]] for r in rows],

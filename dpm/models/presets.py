@@ -146,8 +146,8 @@ def deribit_pm_from_model_params(model_params: Mapping[str, Any], *, risk_curren
     return RiskMatrixModel(
         name="deribit_xpm" if xpm else "deribit_pm", underlyings=unds, default=first,
         risk_currency=risk_currency, im_factor=1.0, mm_factor=mm,
-        aggregation="pnl_offset" if xpm else "sum", pnl_offset=offsets if xpm else {},
-        max_offsetable_pnl=max_off if xpm else {}, exact_venue=exact_venue,
+        aggregation="pnl_offset" if xpm else "sum", pnl_offset=offsets, max_offsetable_pnl=max_off,
+        exact_venue=exact_venue,
         source=f"Deribit model_params (timestamp {general.get('timestamp', 'unknown')})",
     )
 

@@ -24,15 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from dpm._core import _book as _kernel
 from dpm._util.parallel import run_chunked
 from dpm._util.validation import check_memory
 from dpm.errors import InvalidInputError, InvalidTypeError, UnknownAccountError
 from dpm.market.table import InstrumentTable
-
-try:  # the compiled kernel; a numpy implementation is used when the extension is not built
-    from dpm._core import _book as _kernel
-except ImportError:  # pragma: no cover - exercised only on an unbuilt source tree
-    _kernel = None
 
 __all__ = ["DEFAULT_CURRENCIES", "Account", "AccountBook", "UnknownAccountError"]
 
@@ -818,8 +814,6 @@ def _build_csr(
     """CSR arrays from validated triples (new arrays; inputs untouched)."""
     p = len(acc)
     indptr = np.empty(n + 1, dtype=np.int64)
-    if _kernel is None:
-        return _build_csr_numpy(acc, inst, qty, n)
     nondec, strict = _kernel.is_strictly_increasing_pairs(acc, inst)
     if strict:  # already CSR order without duplicates: counts and copies only
         counts = np.bincount(acc, minlength=n) if p else np.zeros(n, np.int64)
@@ -843,24 +837,3 @@ def _build_csr(
         out_inst = out_inst[:total]
         out_qty = out_qty[:total]
     return indptr, out_inst, out_qty
-
-
-def _build_csr_numpy(
-    acc: np.ndarray, inst: np.ndarray, qty: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Same result as the kernel with numpy only (used when the extension is not compiled)."""
-    order = np.lexsort((inst, acc))  # stable: duplicates keep their input order
-    a, k, q = acc[order], inst[order], qty[order]
-    if len(a):
-        start = np.ones(len(a), dtype=bool)
-        start[1:] = (a[1:] != a[:-1]) | (k[1:] != k[:-1])
-        first = np.flatnonzero(start)
-        group = np.cumsum(start) - 1
-        out_q = np.zeros(len(first))
-        np.add.at(out_q, group, q)  # unbuffered, applied in index order: left-to-right sums
-        a, k = a[first], k[first]
-    else:
-        out_q = np.zeros(0)
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(a, minlength=n), out=indptr[1:])
-    return indptr, k.astype(np.int64), out_q

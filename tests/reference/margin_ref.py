@@ -26,6 +26,7 @@ Conventions (the same as ``docs/methodology.md``):
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -160,22 +161,15 @@ def joint_loss(model: Any, names: list[str], held: list[str], lists: dict, weigh
     else:
         Q = inverse([[R[i][j] + (1e-12 if i == j else 0.0) for j in range(k)] for i in range(k)])
     rng = [grid_range(model, u) for u in held]
+    # every scenario of every held underlying: (normalised move, weighted P&L in USD)
+    pts = [[(max(-1.0, min(1.0, lists[u][s][0] / rng[b])), weighted_usd[u][s]) for s in range(len(lists[u]))]
+           for b, u in enumerate(held)]
     best = 0.0
-    choices = [range(len(lists[u])) for u in held]
-
-    def rec(a: int, chosen: list[int]) -> None:
-        nonlocal best
-        if a == k:
-            z = [max(-1.0, min(1.0, lists[held[b]][chosen[b]][0] / rng[b])) for b in range(k)]
-            m2 = sum(z[i] * Q[i][j] * z[j] for i in range(k) for j in range(k))
-            c = 1.0 / math.sqrt(m2) if m2 > 1.0 else 1.0
-            tot = sum(weighted_usd[held[b]][chosen[b]] for b in range(k))
-            best = max(best, -c * tot)
-            return
-        for s in choices[a]:
-            rec(a + 1, chosen + [s])
-
-    rec(0, [])
+    for combo in itertools.product(*pts):
+        z = [p[0] for p in combo]
+        m2 = sum(z[i] * Q[i][j] * z[j] for i in range(k) for j in range(k))
+        c = 1.0 / math.sqrt(m2) if m2 > 1.0 else 1.0
+        best = max(best, -c * sum(p[1] for p in combo))
     return best
 
 

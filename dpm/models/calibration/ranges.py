@@ -149,7 +149,7 @@ def scale_vol_shock_to_expiry(shock_30d: Any, dte_days: Any, *, power_short: flo
     """Scale a 30-day relative vol shock to other expiries: ``shock * (30 / max(DTE, floor))^p``.
 
     ``p = power_short`` for ``DTE <= 30`` else ``power_long`` — the form Deribit's clones publish
-    (Derive, Paradex; METHODOLOGY.md §1.2, §6), with Deribit's powers 0.30 / 0.13. Broadcasts.
+    (Derive, Paradex; sources in docs/methodology.md), with Deribit's powers 0.30 / 0.13. Broadcasts.
     """
     s = as_float_array(shock_30d, "shock_30d")
     dte = as_float_array(dte_days, "dte_days")
