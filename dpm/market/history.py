@@ -44,7 +44,7 @@ BUNDLED_HISTORY_SOURCE = (
     "crypto-volatility-lab sandbox/data/all_currencies_data.csv @ c79a47eb"
 )
 
-_BUNDLED = Path(__file__).resolve().parent / "data" / "crypto_daily_usd.csv"
+_BUNDLED = Path(__file__).resolve().parents[1] / "data" / "crypto_daily_usd.csv"
 # Fallback used while the bundled copy is not yet in the package tree (development checkouts).
 
 
@@ -530,7 +530,7 @@ def _read_parquet(p: Path) -> tuple[list[str], dict[str, Any]]:
 def _bundled() -> PriceHistory:
     path = _BUNDLED
     if not path.exists():  # pragma: no cover - a broken installation
-        raise FileNotFoundError(f"bundled history not found at {_BUNDLED}; reinstall dpm or pass a path")
+        raise MissingFileError(f"bundled history not found at {_BUNDLED}; reinstall dpm or pass a path")
     header, rows = _read_csv(path)
     idx = {h: j for j, h in enumerate(header)}  # the bundled file: known columns, validated below
     hist = history_from_long([r[idx["date"]] for r in rows], [r[idx["asset"]] for r in rows],
