@@ -299,3 +299,29 @@ def test_python_m_dpm_closed_pipe_is_a_clean_exit(tmp_path) -> None:
     assert first.startswith(b"dpm portfolio margin")
     assert err == ""
     assert len(out_csv.read_text().splitlines()) == 3001  # the file was complete before printing
+
+
+def test_a_new_subcommand_with_an_out_option_takes_a_few_lines(tmp_path, capsys, monkeypatch) -> None:
+    from dpm.portfolio.io import read_columns
+
+    def arguments(p):
+        cli.add_book_options(p)
+        p.add_argument("--out", type=cli.output_file, metavar="PATH", help="results (.csv/.json/.parquet)")
+
+    def run(args):
+        market, table, book, source = cli.load_book(args)
+        written = cli.write_results(args, {"account_id": book.account_id, "positions": np.diff(book.indptr)})
+        print(source, *written)
+        return EXIT_OK
+
+    monkeypatch.setitem(cli.COMMANDS, "demo", cli.Command("demo", "a demonstration", arguments, run))
+    monkeypatch.setitem(cli.OUTPUT_FORMATS, "out", None)
+    out = tmp_path / "r.parquet"
+    assert main(["demo", "--accounts", "7", "--out", str(out)]) == EXIT_OK
+    cols = read_columns(out)
+    assert len(cols["account_id"]) == 7 and cols["positions"].dtype.kind == "i"
+    capsys.readouterr()
+    status, _, err = _run(["demo", "--accounts", "2", "--out", str(tmp_path / "r.txt")], capsys, tmp_path)
+    assert status == EXIT_USAGE and "cannot tell the format from the suffix" in err
+    status, _, err = _run(["demo", "--model", "okx"], capsys, tmp_path)
+    assert status == EXIT_USAGE and "the 'demo' subcommand does not take them" in err
