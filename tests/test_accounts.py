@@ -417,3 +417,12 @@ def test_direct_constructor_names_bad_types_instead_of_numpy_errors(table):
     with pytest.raises(InvalidInputError, match=r"collateral: expected 1 x 4 amounts \(accounts x currencies\), got "
                                                 r"shape \(1,\)"):
         AccountBook(["a"], [0, 1], [0], [1.0], np.zeros(1), ("BTC", "ETH", "USDC", "USDT"), table)
+
+
+def test_duplicates_that_sum_beyond_the_float_range_are_refused(table):
+    # found by the fuzz suite: two finite quantities of one position summed to inf
+    with pytest.raises(InvalidInputError, match=r"positions of account '0' in instrument '.*' sum to inf"):
+        AccountBook.from_arrays([0, 0], [1, 1], [1e308, 1e308], table)
+    with pytest.raises(InvalidInputError, match=r"sum to -inf"):
+        AccountBook.from_positions({"account_id": ["a", "a"], "instrument": ["BTC-PERPETUAL"] * 2,
+                                    "quantity": [-1e308, -1e308]}, table)

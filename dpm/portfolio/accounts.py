@@ -338,6 +338,13 @@ class AccountBook:
         _check_collateral(coll, ids, currencies)
 
         indptr, out_inst, out_qty = _build_csr(acc, inst, qty, n, m, workers)
+        if not np.isfinite(out_qty).all():  # finite duplicates can sum beyond the float range
+            k = int(np.flatnonzero(~np.isfinite(out_qty))[0])
+            a = int(np.searchsorted(indptr, k, side="right") - 1)
+            raise InvalidInputError(
+                f"quantity: the positions of account {ids[a]!r} in instrument {table.name[out_inst[k]]!r} sum "
+                f"to {_v(out_qty[k])!r}, beyond the floating-point range"
+            )
         return cls(ids, indptr, out_inst, out_qty, coll, currencies, table, _trusted=True)
 
     @classmethod

@@ -29,6 +29,7 @@ index_arrays = st.one_of(
 )
 quantity_arrays = st.one_of(
     st.lists(st.floats(-1e6, 1e6), max_size=10).map(lambda v: np.array(v, dtype=np.float64)),
+    st.lists(st.sampled_from([1e308, -1e308, 1.0, 5e-324]), max_size=6).map(lambda v: np.array(v)),
     arrays_of(json_scalars, max_size=8),
 )
 currency_sets = st.one_of(st.just(("BTC", "ETH", "USDC", "USDT")), st.lists(st.sampled_from(CURRENCIES + ["btc", "",
