@@ -79,7 +79,14 @@ def fuzz(target: str, *, ci: int, long: int) -> Callable[[Callable[..., Any]], C
     """Settings of a fuzz target: ``ci`` inputs in the ci profile, ``long`` (times the scale) otherwise."""
     n = ci if PROFILE == "ci" else max(1, int(long * SCALE))
     STATS[target]  # noqa: B018 - list the target even if no input reaches it
-    return settings(max_examples=n, **_BASE)
+    apply = settings(max_examples=n, **_BASE)
+
+    def decorate(test: Callable[..., Any]) -> Callable[..., Any]:
+        if not hasattr(test, "hypothesis"):  # placed above something other than @given: it would do nothing
+            raise TypeError(f"fuzz({target!r}) must decorate a @given test, not {test!r}")
+        return apply(test)
+
+    return decorate
 
 
 @contextlib.contextmanager
