@@ -289,8 +289,9 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="rows of the largest-figures table (default 10)")
 
 
-#: Output options: argparse dest -> file format.
-OUTPUT_FORMATS = {"csv": "csv", "json": "json"}
+#: Output options: argparse dest -> file format, or None for the format of the file's suffix
+#: (``.csv``, ``.json``, ``.parquet``); an option ``--out PATH`` would be ``"out": None``.
+OUTPUT_FORMATS: dict[str, str | None] = {"csv": "csv", "json": "json"}
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
@@ -388,8 +389,13 @@ def write_results(args: argparse.Namespace, columns: Mapping[str, Any]) -> list[
     targets = [(getattr(args, dest), fmt) for dest, fmt in OUTPUT_FORMATS.items() if getattr(args, dest, None)]
     if not targets:
         return []
+    for path, fmt in targets:
+        if fmt is None and Path(path).suffix.lower() not in DATA_SUFFIXES:
+            raise UsageError(f"output {_label(path)}: cannot tell the format from the suffix; "
+                             f"use one of {', '.join(DATA_SUFFIXES)}")
     with atomic_paths([p for p, _ in targets]) as temps:
-        for tmp, (_, fmt) in zip(temps, targets):
+        for tmp, (path, fmt) in zip(temps, targets):
+            fmt = fmt or {".csv": "csv", ".json": "json"}.get(Path(path).suffix.lower(), "parquet")
             if fmt == "json":
                 tmp.write_text(_json_text(columns), encoding="utf-8")
             else:

@@ -354,3 +354,75 @@ def test_direct_constructor_checks_csr(table):
         AccountBook(["a"], [0, 2], [3, 0], [1.0, 2.0], np.zeros((1, 1)), ("BTC",), table)
     with pytest.raises(InvalidInputError, match="indptr"):
         AccountBook(["a"], [0, 3], [0, 3], [1.0, 2.0], np.zeros((1, 1)), ("BTC",), table)
+
+
+@pytest.mark.parametrize("offset", [0, 1, 1000])
+def test_direct_constructor_refuses_instrument_ids_outside_the_table(table, offset):
+    # the CSR constructor must check ids itself, not only from_arrays: the kernels index the
+    # instrument x scenario matrix with them without bounds checks
+    m = len(table)
+    bad = m + offset  # offset 0: the id equal to the table length
+    with pytest.raises(InvalidInputError, match=rf"instrument_idx: position 1 of account 'a' has id {bad}, "
+                                                rf"not in \[0, {m}\)"):
+        AccountBook(["a"], [0, 2], [0, bad], [1.0, 2.0], np.zeros((1, 1)), ("BTC",), table)
+    with pytest.raises(InvalidInputError, match=r"instrument_idx: position 0 of account 'b' has id -1"):
+        AccountBook(["a", "b"], [0, 0, 1], [-1], [1.0], np.zeros((2, 1)), ("BTC",), table)
+    last = AccountBook(["a"], [0, 1], [m - 1], [1.0], np.zeros((1, 1)), ("BTC",), table)
+    assert last.instrument_idx.tolist() == [m - 1]
+
+
+def test_direct_constructor_refuses_non_finite_quantity_and_bad_collateral(table):
+    with pytest.raises(InvalidInputError, match=r"quantity: must be finite; account 'a'"):
+        AccountBook(["a"], [0, 1], [0], [np.nan], np.zeros((1, 1)), ("BTC",), table)
+    with pytest.raises(InvalidInputError, match=r"collateral: must be finite and >= 0; account 'a'"):
+        AccountBook(["a"], [0, 1], [0], [1.0], -np.ones((1, 1)), ("BTC",), table)
+
+
+# ------------------------------------------------------------------ found by the fuzz suite (tests/fuzz)
+def test_ids_are_exact_integers_or_refused(table):
+    m = len(table)
+    with pytest.raises(InvalidInputError, match=r"instrument_idx: position 0 is 18446744073709551615, outside"):
+        AccountBook.from_arrays([0], np.array([2**64 - 1], dtype=np.uint64), [1.0], table)
+    with pytest.raises(InvalidInputError, match=r"account_index: position 0 is 1e\+300, outside the int64 range"):
+        AccountBook.from_arrays([1e300], [0], [1.0], table)
+    with pytest.raises(InvalidTypeError, match=r"instrument_idx: expected integers, position 0 is True"):
+        AccountBook.from_arrays([0], np.array([True], dtype=object), [1.0], table)
+    with pytest.raises(InvalidTypeError, match=r"instrument_idx: expected integers, position 0 is '1'"):
+        AccountBook.from_arrays([0], np.array(["1"], dtype=object), [1.0], table)
+    # a Python int above 2**53 is not rounded through float64 on its way to an id
+    with pytest.raises(InvalidInputError, match=r"instrument id 9007199254740993, not in \[0, "):
+        AccountBook.from_arrays([0], np.array([2**53 + 1], dtype=object), [1.0], table)
+    assert AccountBook.from_arrays([0], np.array([m - 1], dtype=object), [1.0], table).instrument_idx[0] == m - 1
+    with pytest.raises(InvalidInputError, match=r"quantity: position 0 is 1000000000.*beyond the floating-point"):
+        AccountBook.from_arrays([0], [0], np.array([10**400], dtype=object), table)
+    with pytest.raises(InvalidInputError, match=r"quantity: cannot read as a 1-d array"):
+        AccountBook.from_arrays([0, 0], [0, 1], [[1.0], [1.0, 2.0]], table)
+
+
+def test_n_accounts_and_collateral_columns_are_checked(table):
+    with pytest.raises(InvalidInputError, match=r"n_accounts: must be >= 0, got -1"):
+        AccountBook.from_arrays([], [], [], table, n_accounts=-1)
+    with pytest.raises(InvalidTypeError, match=r"n_accounts: expected an int, got 2.5"):
+        AccountBook.from_arrays([], [], [], table, n_accounts=2.5)
+    with pytest.raises(InvalidInputError, match=r"collateral\['BTC'\]: expected 1 amounts \(one per account\), got "
+                                                r"shape \(0,\)"):
+        AccountBook.from_arrays([0], [0], [1.0], table, collateral={"BTC": np.zeros(0)})
+
+
+def test_direct_constructor_names_bad_types_instead_of_numpy_errors(table):
+    with pytest.raises(InvalidTypeError, match=r"indptr: expected integers, position 1 is ''"):
+        AccountBook(["a"], np.array([0, ""], dtype=object), [0], [1.0], np.zeros((1, 1)), ("BTC",), table)
+    with pytest.raises(InvalidTypeError, match=r"quantity: expected real numbers, position 0 is None"):
+        AccountBook(["a"], [0, 1], [0], np.array([None], dtype=object), np.zeros((1, 1)), ("BTC",), table)
+    with pytest.raises(InvalidInputError, match=r"collateral: expected 1 x 4 amounts \(accounts x currencies\), got "
+                                                r"shape \(1,\)"):
+        AccountBook(["a"], [0, 1], [0], [1.0], np.zeros(1), ("BTC", "ETH", "USDC", "USDT"), table)
+
+
+def test_duplicates_that_sum_beyond_the_float_range_are_refused(table):
+    # found by the fuzz suite: two finite quantities of one position summed to inf
+    with pytest.raises(InvalidInputError, match=r"positions of account '0' in instrument '.*' sum to inf"):
+        AccountBook.from_arrays([0, 0], [1, 1], [1e308, 1e308], table)
+    with pytest.raises(InvalidInputError, match=r"sum to -inf"):
+        AccountBook.from_positions({"account_id": ["a", "a"], "instrument": ["BTC-PERPETUAL"] * 2,
+                                    "quantity": [-1e308, -1e308]}, table)

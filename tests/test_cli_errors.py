@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -91,6 +92,51 @@ def test_usage_errors_exit_2_with_one_line(argv, message, positions, tmp_path, c
     assert status == EXIT_USAGE, err
     assert message in err
     assert out == ""
+
+
+DATA_CASES = [
+    ("p.csv", POSITIONS.replace("ETH-PERPETUAL", "ETH-NOPE").encode(),
+     "instrument at row 2 (account 'B') is 'ETH-NOPE', not in the instrument table"),
+    ("p.csv", POSITIONS.replace("-50", "lots").encode(), "quantity at row 2 (account 'B', instrument "
+                                                         "'ETH-PERPETUAL') is 'lots', not a number"),
+    ("p.csv", "account_id,instrument,quantity\nJosé,BTC-PERPETUAL,1\n".encode("latin-1"),
+     "not UTF-8 text: byte 0xe9 at offset 34 (line 2)"),
+    ("p.csv", "account_id,instrument,quantity,quantity\nA,BTC-PERPETUAL,1,2\n".encode(),
+     "column 'quantity' appears twice"),
+    ("p.json", b'{"accounts": [', "not valid JSON: Expecting value at line 1, column 15"),
+    ("p.json", b'{"accounts": [{"account_id": "A", "positions": [["BTC-PERPETUAL", "3"]]}]}',
+     "quantity at accounts[0].positions[0] (account 'A', instrument 'BTC-PERPETUAL') is '3', not a number"),
+    ("p.parquet", b"PAR1 this is not parquet PAR1", "not a readable Parquet file"),
+    ("p.csv", b"", "empty file (no header)"),
+]
+
+
+@pytest.mark.parametrize("sub", ["margin", "stress", "var"])
+@pytest.mark.parametrize(("name", "content", "message"), DATA_CASES, ids=[m[:30] for _, _, m in DATA_CASES])
+def test_data_errors_exit_1_naming_file_field_and_row(sub, name, content, message, tmp_path, capsys) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    out_csv = tmp_path / "out.csv"
+    status, out, err = _run([sub, "--accounts-file", str(path), "--csv", str(out_csv)], capsys, tmp_path)
+    assert status == EXIT_DATA, err
+    assert message in err and str(path) in err
+    assert out == "" and not out_csv.exists()
+
+
+def test_bad_instruments_file_is_a_data_error(tmp_path, capsys) -> None:
+    inst = tmp_path / "i.csv"
+    inst.write_text("name,strike\nBTC-27DEC26-60000-C,sixty\n")
+    status, _, err = _run(["stress", "--instruments-file", str(inst)], capsys, tmp_path)
+    assert status == EXIT_DATA
+    assert "i.csv: strike at row 1 is 'sixty', not a number" in err
+
+
+def test_excel_utf8_csv_with_bom_works(tmp_path, capsys) -> None:
+    path = tmp_path / "p.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + POSITIONS.encode())
+    status, out, err = _run(["--accounts-file", str(path), "--top", "2"], capsys, tmp_path)
+    assert status == EXIT_OK, err
+    assert "accounts: " in out and re.search(r"^accounts +2$", out, re.M)
 
 
 def test_seed_is_allowed_with_a_file_when_it_also_seeds_the_paths(positions, tmp_path, capsys) -> None:
@@ -224,8 +270,12 @@ def _python_m_dpm(args: list[str], cwd: Path, **kw) -> subprocess.CompletedProce
     (["var", "--level", "1.5"], EXIT_USAGE, "argument --level"),
     (["stress", "--model", "deribit"], EXIT_USAGE, "does not take them"),
     (["--accounts-file", "missing.csv"], EXIT_USAGE, "missing.csv: no such file"),
+    (["var", "--accounts-file", "bad.json"], EXIT_DATA, "bad.json: not valid JSON"),
+    (["stress", "--accounts-file", "bad.parquet"], EXIT_DATA, "bad.parquet: not a readable Parquet file"),
 ])
 def test_python_m_dpm_errors(argv, status, message, tmp_path) -> None:
+    (tmp_path / "bad.json").write_text('{"accounts": [}')
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1\x00\x01PAR1")
     proc = _python_m_dpm(argv, tmp_path)
     assert proc.returncode == status
     assert "Traceback" not in proc.stderr
@@ -249,3 +299,29 @@ def test_python_m_dpm_closed_pipe_is_a_clean_exit(tmp_path) -> None:
     assert first.startswith(b"dpm portfolio margin")
     assert err == ""
     assert len(out_csv.read_text().splitlines()) == 3001  # the file was complete before printing
+
+
+def test_a_new_subcommand_with_an_out_option_takes_a_few_lines(tmp_path, capsys, monkeypatch) -> None:
+    from dpm.portfolio.io import read_columns
+
+    def arguments(p):
+        cli.add_book_options(p)
+        p.add_argument("--out", type=cli.output_file, metavar="PATH", help="results (.csv/.json/.parquet)")
+
+    def run(args):
+        market, table, book, source = cli.load_book(args)
+        written = cli.write_results(args, {"account_id": book.account_id, "positions": np.diff(book.indptr)})
+        print(source, *written)
+        return EXIT_OK
+
+    monkeypatch.setitem(cli.COMMANDS, "demo", cli.Command("demo", "a demonstration", arguments, run))
+    monkeypatch.setitem(cli.OUTPUT_FORMATS, "out", None)
+    out = tmp_path / "r.parquet"
+    assert main(["demo", "--accounts", "7", "--out", str(out)]) == EXIT_OK
+    cols = read_columns(out)
+    assert len(cols["account_id"]) == 7 and cols["positions"].dtype.kind == "i"
+    capsys.readouterr()
+    status, _, err = _run(["demo", "--accounts", "2", "--out", str(tmp_path / "r.txt")], capsys, tmp_path)
+    assert status == EXIT_USAGE and "cannot tell the format from the suffix" in err
+    status, _, err = _run(["demo", "--model", "okx"], capsys, tmp_path)
+    assert status == EXIT_USAGE and "the 'demo' subcommand does not take them" in err

@@ -171,7 +171,7 @@ def test_accounts_bad_files(tmp_path, table):
     with pytest.raises(InvalidInputError, match=r"collateral.*'a'.*'BTC'"):
         read_accounts(p, table)
     c.write_text("account_id,currency,amount\na,DOGE,1\n")
-    with pytest.raises(InvalidInputError, match=r"unknown currency 'DOGE'"):
+    with pytest.raises(InvalidInputError, match=r"currency at row 1 is 'DOGE', not one of the book's currencies"):
         read_accounts(p, table, currencies=("BTC", "USDC"))
 
 

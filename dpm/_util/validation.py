@@ -5,6 +5,8 @@ Inputs are never modified: conversions copy when the dtype or layout must change
 """
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,8 @@ import numpy as np
 from dpm.errors import InvalidInputError, InvalidTypeError
 
 __all__ = [
+    "check_memory",
+    "memory_limit",
     "as_float_array",
     "as_int_array",
     "first_bad_index",
@@ -121,3 +125,44 @@ def check_index_range(idx: np.ndarray, n: int, name: str, labels: Any = None) ->
     mask = (idx < 0) | (idx >= n)
     if mask.any():
         _raise_at(idx, mask, name, f"must be in [0, {n})", labels)
+
+
+@functools.lru_cache(maxsize=1)
+def memory_limit() -> int:
+    """Bytes of memory this process may use: physical memory, or a smaller cgroup (container) limit."""
+    limit = 2**63 - 1
+    try:
+        limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - not POSIX
+        pass
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path) as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            limit = min(limit, int(text))
+    return limit
+
+
+def _bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def check_memory(nbytes: float, what: str) -> None:
+    """Refuse work that needs more memory than the machine has, before allocating any of it.
+
+    Without this a request for 10**12 accounts makes numpy try to allocate terabytes (a bare
+    ``MemoryError``, or the kernel's OOM killer after a long swap). ``what`` names the argument
+    and the size, e.g. ``"n: 10**12 accounts at about 4 KiB each"``.
+    """
+    limit = memory_limit()
+    if nbytes > limit:
+        raise InvalidInputError(
+            f"{what} need about {_bytes(nbytes)} of memory; this machine has {_bytes(limit)}"
+        )

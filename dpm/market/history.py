@@ -16,9 +16,9 @@ commit c79a47eb9e5a5fa46ed6d2487f73a0bea6741997 (no license stated there). Dates
 """
 from __future__ import annotations
 
-import csv
 import functools
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from dpm.errors import InvalidInputError, InvalidTypeError
+from dpm._util.fields import number_column, text_column
+from dpm._util.files import check_header, read_bytes, read_csv
+from dpm.errors import DPMError, InvalidInputError, InvalidTypeError, MissingFileError
 
 __all__ = [
     "BUNDLED_HISTORY_SOURCE",
@@ -63,14 +65,21 @@ def _as_day(value: Any, name: str) -> np.datetime64:
     return day
 
 
+_ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}(?:$|[T ])")
+
+
 def _as_days(values: Any, name: str) -> np.ndarray:
     arr = np.asarray(values)
     if arr.dtype.kind == "M":
         return arr.astype("datetime64[D]")
+    texts = [str(v).strip() for v in arr.ravel()]
+    for i, t in enumerate(texts):
+        # a full YYYY-MM-DD: numpy would read "2024" or "2024-03" as the first day of the period
+        if not _ISO_DAY.match(t):
+            raise InvalidInputError(f"{name}: row {i + 1} is {t!r}, not a date as YYYY-MM-DD")
     try:
-        days = np.array([np.datetime64(str(v).strip()[:10], "D") for v in arr.ravel()],
-                        dtype="datetime64[D]")
-    except ValueError as exc:
+        days = np.array([np.datetime64(t[:10], "D") for t in texts], dtype="datetime64[D]")
+    except (ValueError, OverflowError) as exc:
         raise InvalidInputError(f"{name}: cannot read dates ({exc})") from None
     if np.isnat(days).any():
         i = int(np.flatnonzero(np.isnat(days))[0])
@@ -344,22 +353,27 @@ def history_from_long(dates: Any, assets: Any, close: Any, *, source: str = "",
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[list[str]]]:
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.reader(fh)
-        try:
-            header = [h.strip() for h in next(reader)]
-        except StopIteration:
-            raise InvalidInputError(f"{path}: empty file") from None
-        rows = [r for r in reader if r and any(c.strip() for c in r)]
-    return header, rows
+    """Header and rows of a history CSV (UTF-8; blank rows skipped; repeated columns refused)."""
+    header, cols = read_csv(path, case_sensitive=False, skip_blank=True)
+    rows = [list(r) for r in zip(*cols)] if cols else []
+    return header, [r for r in rows if any(c.strip() for c in r)]
+
+
+_THOUSANDS = re.compile(r"[+-]?\d{1,3}(,\d{3})+(\.\d*)?")
 
 
 def _to_float(text: str, where: str) -> float:
     text = text.strip()
     if text == "" or text.lower() in ("nan", "na", "null", "none"):
         return np.nan
+    if "," in text:
+        # 1,234.5 is a thousands separator; 1,5 (a decimal comma) must not silently read as 15
+        if not _THOUSANDS.fullmatch(text):
+            raise InvalidInputError(f"close: cannot read {text!r} as a number ({where}); "
+                                    "write a decimal point, not a decimal comma")
+        text = text.replace(",", "")
     try:
-        return float(text.replace(",", ""))
+        return float(text)
     except ValueError:
         raise InvalidInputError(f"close: cannot read {text!r} as a number ({where})") from None
 
@@ -373,14 +387,36 @@ def _from_columns(header: list[str], columns: dict[str, Any], source: str, min_d
     if asset_col.lower() in lower:  # long format
         if close_col.lower() not in lower:
             raise InvalidInputError(f"{source}: long format needs a {close_col!r} column")
-        return history_from_long(columns[dcol], columns[lower[asset_col.lower()]],
-                                 columns[lower[close_col.lower()]], source=source,
-                                 min_days=min_days)
+        assets = columns[lower[asset_col.lower()]]
+        text_column(list(assets), "json", asset_col, source, lambda i: f"row {i + 1}")
+        return _with_source(source, lambda: history_from_long(
+            columns[dcol], assets, _prices(columns[lower[close_col.lower()]], close_col, source),
+            source=source, min_days=min_days))
     assets = [h for h in header if h != dcol]
     if not assets:
         raise InvalidInputError(f"{source}: wide format needs one price column per asset")
-    mat = np.column_stack([np.asarray(columns[a], dtype=np.float64) for a in assets])
-    return history_from_wide(columns[dcol], assets, mat, source=source, min_days=min_days)
+    mat = np.column_stack([_prices(columns[a], a, source) for a in assets])
+    return _with_source(source, lambda: history_from_wide(columns[dcol], assets, mat, source=source,
+                                                          min_days=min_days))
+
+
+def _prices(values: Any, column: str, source: str) -> np.ndarray:
+    """Float prices of a column (NaN = missing); a value that is not a number names the row."""
+    arr = np.asarray(values) if not isinstance(values, list) else None
+    if arr is not None and arr.dtype.kind in "fiu":
+        return arr.astype(np.float64)
+    vals = values.tolist() if isinstance(values, np.ndarray) else list(values)
+    return number_column(vals, "json", column, source, lambda i: f"row {i + 1}", required=False,
+                         finite=False)[0]
+
+
+def _with_source(source: str, build: Any) -> Any:
+    try:
+        return build()
+    except DPMError as exc:
+        if str(exc).startswith(source):
+            raise
+        raise type(exc)(f"{source}: {exc}") from None
 
 
 def load_history(path: str | os.PathLike | None = None, *, min_days: int = 2,
@@ -415,7 +451,7 @@ def load_history(path: str | os.PathLike | None = None, *, min_days: int = 2,
         return _bundled()
     p = Path(path)
     if not p.exists():
-        raise InvalidInputError(f"path: no such file {str(p)!r}")
+        raise MissingFileError(f"{p}: no such file")
     suffix = p.suffix.lower()
     if suffix in (".parquet", ".pq"):
         header, columns = _read_parquet(p)
@@ -445,36 +481,60 @@ def load_history(path: str | os.PathLike | None = None, *, min_days: int = 2,
 
 def _read_parquet(p: Path) -> tuple[list[str], dict[str, Any]]:
     try:
+        import pyarrow as pa
         import pyarrow.parquet as pq  # lazy: optional dependency
     except ImportError:
         try:
             import pandas as pd
         except ImportError:
             raise ImportError("reading Parquet needs pyarrow or pandas (pip install pyarrow)") from None
-        frame = pd.read_parquet(p)
-        return [str(c) for c in frame.columns], {str(c): frame[c].to_numpy() for c in frame.columns}
-    table = pq.read_table(p)
-    cols = {}
-    for name in table.column_names:
-        arr = table.column(name).to_numpy(zero_copy_only=False)
-        if arr.dtype.kind == "M":
-            arr = arr.astype("datetime64[D]")
-        elif arr.dtype == object and name.lower() != "asset":
-            try:
-                arr = np.array([np.nan if v is None else v for v in arr], dtype=np.float64)
-            except (TypeError, ValueError):
-                pass
+        try:
+            frame = pd.read_parquet(p)
+        except Exception as exc:  # any failure to decode these bytes: not valid Parquet
+            raise InvalidInputError(f"{p}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+        header = check_header([str(c) for c in frame.columns], str(p), case_sensitive=False)
+        return [h for h in header if h], {h: frame.iloc[:, j].to_numpy() for j, h in enumerate(header) if h}
+    data = read_bytes(p)
+    try:
+        # ParquetFile.read, not read_table: the dataset reader fails on a repeated column name
+        table = pq.ParquetFile(pa.BufferReader(data)).read()
+        names = list(table.column_names)  # decoding the names may fail too (bytes not UTF-8)
+    except Exception as exc:  # any failure to decode these bytes: not valid Parquet
+        msg = " ".join(str(exc).splitlines())[:200]
+        raise InvalidInputError(f"{p}: not a readable Parquet file ({type(exc).__name__}: {msg})") from None
+    header = check_header(names, str(p), case_sensitive=False)
+    cols: dict[str, Any] = {}
+    for j, name in enumerate(header):
+        if not name:
+            continue
+        col = table.column(j)
+        t = col.type
+        try:
+            if pa.types.is_timestamp(t) or pa.types.is_date(t):
+                arr = col.cast(pa.timestamp("s"), safe=False).to_numpy(zero_copy_only=False)
+                if np.isnat(arr).any():
+                    i = int(np.flatnonzero(np.isnat(arr))[0])
+                    raise InvalidInputError(f"{p}: {name} at row {i + 1} is missing")
+                arr = arr.astype("datetime64[D]")
+            elif pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+                arr = number_column(col, "parquet", name, str(p), required=False, finite=False)[0]
+            else:
+                arr = col.to_pylist()
+        except (pa.ArrowException, ValueError, OverflowError) as exc:
+            if isinstance(exc, InvalidInputError):
+                raise
+            raise InvalidInputError(f"{p}: {name}: cannot read the Parquet column of type {t} ({exc})") from None
         cols[name] = arr
-    return list(table.column_names), cols
+    return [h for h in header if h], cols
 
 
 @functools.lru_cache(maxsize=1)
 def _bundled() -> PriceHistory:
     path = _BUNDLED
     if not path.exists():  # pragma: no cover - a broken installation
-        raise FileNotFoundError(f"bundled history not found at {_BUNDLED}; reinstall dpm or pass a path")
+        raise MissingFileError(f"bundled history not found at {_BUNDLED}; reinstall dpm or pass a path")
     header, rows = _read_csv(path)
-    idx = {h: j for j, h in enumerate(header)}
+    idx = {h: j for j, h in enumerate(header)}  # the bundled file: known columns, validated below
     hist = history_from_long([r[idx["date"]] for r in rows], [r[idx["asset"]] for r in rows],
                              [float(r[idx["close"]]) for r in rows], source=str(path))
     return hist

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from dpm._util.validation import as_float_array
+from dpm._util.validation import as_float_array, first_bad_index
 from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError
 from dpm.market.surface import VolSurface
 
@@ -55,9 +55,8 @@ def _iso(ms: int) -> str:
 
 
 def _readonly(a: Any) -> np.ndarray:
-    """A read-only float64 array: an already read-only float64 array is shared, anything else copied."""
-    if isinstance(a, np.ndarray) and a.dtype == np.float64 and not a.flags.writeable and a.flags.c_contiguous:
-        return a
+    """A read-only float64 copy: never a view of the caller's array, which the caller could make
+    writeable again and change under the snapshot."""
     arr = np.array(a, dtype=np.float64, copy=True)
     arr.setflags(write=False)
     return arr
@@ -164,7 +163,16 @@ class ForwardCurve:
                 )
             keep[i + 1] = False
         t, F = t[keep], F[keep]
-        return cls(S, t, np.log(F / S) / t)
+        with np.errstate(over="ignore", divide="ignore", under="ignore"):
+            basis = np.log(F / S) / t
+        bad = ~np.isfinite(basis)
+        if bad.any():  # F / S overflows or underflows: prices on absurd scales
+            i = int(np.flatnonzero(bad)[0])
+            raise MarketDataError(
+                f"prices: the basis ln(F/S)/T of the mark {float(F[i])!r} at T={float(t[i])!r} with index "
+                f"{S!r} is not finite"
+            )
+        return cls(S, t, basis)
 
     @classmethod
     def from_rate(cls, index_price: float, rate: float = 0.0) -> ForwardCurve:
@@ -177,17 +185,43 @@ class ForwardCurve:
         return np.asarray(np.interp(T, self.times, self.basis), dtype=np.float64)
 
     def forward(self, T: Any) -> np.ndarray:
-        """Forward price at ``T`` years (vectorised; ``T = 0`` gives the index)."""
+        """Forward price at ``T`` years (vectorised; ``T = 0`` gives the index).
+
+        Raises
+        ------
+        MarketDataError
+            If ``S * exp(y(T) * T)`` overflows to infinity or underflows to 0 (an absurd basis or
+            time), naming the time and the basis.
+        """
         T = self._check_T(T)
+        F = self._forward_unchecked(T)
+        bad = ~((F > 0) & np.isfinite(F))
+        if bad.any():
+            i = first_bad_index(bad)
+            raise MarketDataError(
+                f"forward: S * exp(y * T) is {float(F[i])!r} at T={float(T[i])!r} (index {self.index_price!r}, "
+                f"basis {float(self.basis_at(T[i]))!r}); not a finite positive price"
+            )
+        return F
+
+    def _forward_unchecked(self, T: np.ndarray) -> np.ndarray:
         y = np.asarray(np.interp(T, self.times, self.basis), dtype=np.float64)
-        return self.index_price * np.exp(y * T)
+        with np.errstate(over="ignore", under="ignore"):
+            return self.index_price * np.exp(y * T)
 
     def __reduce__(self):
         return (ForwardCurve, (self.index_price, self.times, self.basis))
 
     def with_index(self, index_price: float) -> ForwardCurve:
-        """Same basis term structure, new spot (forwards move proportionally)."""
-        return ForwardCurve(index_price, self.times, self.basis)
+        """Same basis term structure, new spot (forwards move proportionally).
+
+        The new curve shares the (read-only, dpm-made) ``times`` and ``basis`` arrays of this one.
+        """
+        new = object.__new__(ForwardCurve)
+        object.__setattr__(new, "index_price", _positive_scalar(index_price, "index_price"))
+        object.__setattr__(new, "times", self.times)
+        object.__setattr__(new, "basis", self.basis)
+        return new
 
     @staticmethod
     def _check_T(T: Any) -> np.ndarray:
@@ -414,7 +448,16 @@ class MarketSnapshot:
             d = sel[dated]
             T = (expiry[d] - now).astype(np.float64) / MS_PER_YEAR
             time[d] = T
-            forward[d] = um.forward_curve.forward(T)
+            F = um.forward_curve._forward_unchecked(T)
+            bad = ~((F > 0) & np.isfinite(F))
+            if bad.any():
+                j = int(np.flatnonzero(bad)[0])
+                raise MarketDataError(
+                    f"instrument {names[d[j]]!r}: forward is {float(F[j])!r} (index {um.index_price!r} * "
+                    f"exp(basis {float(um.forward_curve.basis_at(T[j]))!r} * T {float(T[j])!r})); "
+                    f"the forward curve of {uname!r} gives no finite positive price at its expiry"
+                )
+            forward[d] = F
             forward[sel[k == _PERPETUAL]] = um.perpetual_price
             forward[sel[k == _SPOT]] = um.index_price
             opt = sel[k == _OPTION]
@@ -424,6 +467,14 @@ class MarketSnapshot:
                         f"instrument {names[opt[0]]!r}: underlying {uname!r} has no vol surface in the snapshot"
                     )
                 vol[opt] = um.vol_surface.implied_vol(strike[opt], time[opt], forward[opt])
+                bad = ~((vol[opt] > 0) & np.isfinite(vol[opt]))
+                if bad.any():
+                    j = opt[int(np.flatnonzero(bad)[0])]
+                    raise MarketDataError(
+                        f"instrument {names[j]!r}: implied vol is {float(vol[j])!r} (strike {float(strike[j])!r}, "
+                        f"T {float(time[j])!r}, forward {float(forward[j])!r}); the vol surface of {uname!r} "
+                        "gives no finite positive vol there"
+                    )
             unknown = ~np.isin(k, (_SPOT, _FUTURE, _PERPETUAL, _OPTION))
             if unknown.any():
                 i = sel[int(np.flatnonzero(unknown)[0])]

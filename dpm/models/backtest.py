@@ -81,7 +81,7 @@ def _as_breaches(breaches: Any) -> np.ndarray:
     bad = ~np.isin(arr, (0, 1))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise InvalidInputError(f"breaches: expected 0/1, index {i} is {arr[i]!r}")
+        raise InvalidInputError(f"breaches: expected 0/1, index {i} is {arr[i].item()!r}")
     return arr.astype(bool)
 
 
@@ -347,7 +347,7 @@ def es_backtest_z2(realized_pnl: Any, var: Any, es: Any, alpha: float = 0.025, *
     check_finite(e, "es")
     if (e <= 0).any():
         i = int(np.flatnonzero(e <= 0)[0])
-        raise InvalidInputError(f"es: must be > 0, index {i} is {e[i]!r}")
+        raise InvalidInputError(f"es: must be > 0, index {i} is {float(e[i])!r}")
     a = _check_p(alpha)
     if dist not in ("normal", "student_t"):
         raise InvalidInputError(f"dist: expected 'normal' or 'student_t', got {dist!r}")
@@ -708,7 +708,7 @@ def procyclicality_report(margin: Any, dates: Any, periods: Mapping[str, Sequenc
     check_finite(m, "margin")
     if np.any(m <= 0):
         i = int(np.flatnonzero(m <= 0)[0])
-        raise InvalidInputError(f"margin: must be > 0 for ratios, index {i} is {m[i]!r}")
+        raise InvalidInputError(f"margin: must be > 0 for ratios, index {i} is {float(m[i])!r}")
     lw = _check_int(long_window, "long_window", 1)
     inc1 = np.full(m.shape, np.nan)
     inc1[1:] = m[1:] / m[:-1] - 1.0

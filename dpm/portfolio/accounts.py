@@ -17,6 +17,7 @@ counting sort by account and a per-account stable sort/merge in a ``nogil`` Cyth
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,10 +26,16 @@ import numpy as np
 
 from dpm._core import _book as _kernel
 from dpm._util.parallel import run_chunked
+from dpm._util.validation import check_memory
 from dpm.errors import InvalidInputError, InvalidTypeError, UnknownAccountError
 from dpm.market.table import InstrumentTable
 
 __all__ = ["DEFAULT_CURRENCIES", "Account", "AccountBook", "UnknownAccountError"]
+
+#: Memory of a book per account (indptr, id string, collateral row, sort scratch) and per position
+#: (instrument id, quantity and the sort's copies), for the size check before building one.
+_BYTES_PER_ACCOUNT = 160
+_BYTES_PER_POSITION = 48
 
 #: Collateral currencies of a book unless ``currencies=`` says otherwise.
 DEFAULT_CURRENCIES: tuple[str, ...] = ("BTC", "ETH", "USDC", "USDT")
@@ -183,10 +190,19 @@ class AccountBook:
         if not _trusted:
             account_id = _as_id_array(account_id)
             n = len(account_id)
-            indptr = np.array(indptr, dtype=np.int64)
-            instrument_idx = np.array(instrument_idx, dtype=np.int64)
-            quantity = np.array(quantity, dtype=np.float64)
-            collateral = np.array(collateral, dtype=np.float64).reshape(n, len(currencies))
+            # copies (the book's arrays become read-only; the caller's stay as they are)
+            indptr = _as_index(indptr, "indptr").copy()
+            instrument_idx = _as_index(instrument_idx, "instrument_idx").copy()
+            quantity = _as_float(quantity, "quantity").copy()
+            coll = np.asarray(collateral)
+            if coll.dtype.kind not in "fiu" or coll.dtype.kind == "b":
+                raise InvalidTypeError(f"collateral: expected numbers, got dtype {coll.dtype}")
+            if coll.size != n * len(currencies):
+                raise InvalidInputError(
+                    f"collateral: expected {n} x {len(currencies)} amounts (accounts x currencies), got shape "
+                    f"{coll.shape}"
+                )
+            collateral = np.array(coll, dtype=np.float64).reshape(n, len(currencies))
             if indptr.shape != (n + 1,) or indptr[0] != 0 or np.any(np.diff(indptr) < 0):
                 raise InvalidInputError("indptr: must have N + 1 non-decreasing entries starting at 0")
             if indptr[-1] != len(instrument_idx) or len(quantity) != len(instrument_idx):
@@ -280,6 +296,10 @@ class AccountBook:
                 raise InvalidInputError(f"collateral: has {c_n} rows for {n} accounts")
             n = c_n if n is None else n
         if n_accounts is not None:
+            if isinstance(n_accounts, (bool, np.bool_)) or not isinstance(n_accounts, (int, np.integer)):
+                raise InvalidTypeError(f"n_accounts: expected an int, got {n_accounts!r}")
+            if n_accounts < 0:
+                raise InvalidInputError(f"n_accounts: must be >= 0, got {n_accounts}")
             if n is not None and n != n_accounts:
                 raise InvalidInputError(f"n_accounts: {n_accounts} disagrees with {n} account ids/rows")
             n = int(n_accounts)
@@ -291,6 +311,10 @@ class AccountBook:
             bad = (acc < 0) | (acc >= n)
             j = int(np.flatnonzero(bad)[0])
             raise InvalidInputError(f"account_index: position {j} has account {acc[j]}, not in [0, {n})")
+        # before any array of N is made: an account index of 10**12 would otherwise ask for terabytes
+        check_memory(n * _BYTES_PER_ACCOUNT + p * _BYTES_PER_POSITION,
+                     f"{n:,} accounts ({'account_index' if n_accounts is None and account_ids is None else 'n_accounts'}) "
+                     f"and {p:,} positions")
 
         if account_ids is None:
             ids = _default_ids(n)
@@ -314,6 +338,13 @@ class AccountBook:
         _check_collateral(coll, ids, currencies)
 
         indptr, out_inst, out_qty = _build_csr(acc, inst, qty, n, m, workers)
+        if not np.isfinite(out_qty).all():  # finite duplicates can sum beyond the float range
+            k = int(np.flatnonzero(~np.isfinite(out_qty))[0])
+            a = int(np.searchsorted(indptr, k, side="right") - 1)
+            raise InvalidInputError(
+                f"quantity: the positions of account {ids[a]!r} in instrument {table.name[out_inst[k]]!r} sum "
+                f"to {_v(out_qty[k])!r}, beyond the floating-point range"
+            )
         return cls(ids, indptr, out_inst, out_qty, coll, currencies, table, _trusted=True)
 
     @classmethod
@@ -662,28 +693,58 @@ def _as_list(values: Any) -> list[Any]:
 
 
 def _as_index(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x)
+    """int64 copy-or-view of integer ids; floats must be whole, and no value may leave the int64 range."""
+    arr = _as_array(x, name)
     if arr.ndim != 1:
         raise InvalidInputError(f"{name}: expected a 1-d array, got shape {arr.shape}")
-    if arr.dtype.kind in "iu":
+    kind = arr.dtype.kind
+    if kind == "i":
         return np.ascontiguousarray(arr, dtype=np.int64)
-    if arr.dtype.kind == "f" or (arr.dtype.kind == "O" and arr.size):
-        try:
-            f = arr.astype(np.float64)
-        except (TypeError, ValueError):
-            raise InvalidTypeError(f"{name}: expected integers, got dtype {arr.dtype}") from None
-        bad = ~np.isfinite(f) | (f != np.round(f))
+    if kind == "u":
+        if arr.size and int(arr.max()) > _INT64_MAX:  # would wrap to a negative id in the cast
+            j = int(np.argmax(arr))
+            raise InvalidInputError(f"{name}: position {j} is {_v(arr[j])!r}, outside the int64 range")
+        return np.ascontiguousarray(arr, dtype=np.int64)
+    if kind == "f":
+        bad = ~np.isfinite(arr) | (arr != np.round(arr))
         if bad.any():
             j = int(np.flatnonzero(bad)[0])
             raise InvalidInputError(f"{name}: expected integers, position {j} is {_v(arr[j])!r}")
-        return f.astype(np.int64)
+        big = np.abs(arr) >= 2.0**63  # would wrap to INT64_MIN in the cast
+        if big.any():
+            j = int(np.flatnonzero(big)[0])
+            raise InvalidInputError(f"{name}: position {j} is {_v(arr[j])!r}, outside the int64 range")
+        return arr.astype(np.int64)
+    if kind == "O":
+        out = []
+        for j, v in enumerate(arr.tolist()):
+            # exact ints (a float64 round trip would move ids above 2**53); no bools, no text
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
+                raise InvalidTypeError(f"{name}: expected integers, position {j} is {v!r}")
+            if isinstance(v, (float, np.floating)) and not (math.isfinite(v) and v == math.floor(v)):
+                raise InvalidInputError(f"{name}: expected integers, position {j} is {v!r}")
+            iv = int(v)
+            if not -_INT64_MAX - 1 <= iv <= _INT64_MAX:
+                raise InvalidInputError(f"{name}: position {j} is {v!r}, outside the int64 range")
+            out.append(iv)
+        return np.array(out, dtype=np.int64)
     if arr.size == 0:
         return np.zeros(0, dtype=np.int64)
     raise InvalidTypeError(f"{name}: expected integers, got dtype {arr.dtype}")
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _as_array(x: Any, name: str) -> np.ndarray:
+    try:
+        return np.asarray(x)
+    except (ValueError, TypeError) as exc:  # ragged nested lists, objects numpy cannot hold
+        raise InvalidInputError(f"{name}: cannot read as a 1-d array ({exc})") from None
+
+
 def _as_float(x: Any, name: str) -> np.ndarray:
-    arr = np.asarray(x)
+    arr = _as_array(x, name)
     if arr.ndim != 1:
         raise InvalidInputError(f"{name}: expected a 1-d array, got shape {arr.shape}")
     if arr.dtype.kind == "b" or (arr.dtype.kind not in "fiuO" and arr.size):
@@ -692,6 +753,8 @@ def _as_float(x: Any, name: str) -> np.ndarray:
         for j, v in enumerate(arr.tolist()):
             if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer, np.floating)):
                 raise InvalidTypeError(f"{name}: expected real numbers, position {j} is {v!r}")
+            if isinstance(v, int) and not -2.0**1023 < v < 2.0**1023:
+                raise InvalidInputError(f"{name}: position {j} is {v!r}, beyond the floating-point range")
     return np.ascontiguousarray(arr, dtype=np.float64)
 
 
@@ -709,6 +772,9 @@ def _collateral_matrix(collateral: Any, n: int, currencies: tuple[str, ...]) -> 
             arr = np.asarray(col)
             if arr.dtype.kind not in "fiu" or arr.dtype.kind == "b":
                 raise InvalidTypeError(f"collateral[{cur!r}]: expected numbers, got dtype {arr.dtype}")
+            if arr.shape not in ((), (n,), (1,)):
+                raise InvalidInputError(f"collateral[{cur!r}]: expected {n} amounts (one per account), got shape "
+                                        f"{arr.shape}")
             mat[:, currencies.index(cur)] = np.broadcast_to(arr.astype(np.float64), (n,))
         return mat
     arr = np.asarray(collateral)

@@ -17,18 +17,27 @@ The format follows the file suffix (``.csv``, ``.json``, ``.parquet``/``.pq``) u
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 from collections.abc import Mapping, Sequence
-from itertools import repeat
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from dpm.errors import InvalidInputError, InvalidTypeError
+from dpm._util.fields import (
+    FORMULA_START,
+    bool_column,
+    escape_text,
+    field_error,
+    int_column,
+    number_column,
+    row_label,
+    text_column,
+)
+from dpm._util.files import atomic_path, atomic_paths, check_header, load_json, read_bytes, read_csv
+from dpm.errors import DPMError, InvalidInputError, InvalidTypeError, UnknownInstrumentError
 from dpm.market.specs import NO_EXPIRY, Kind
 from dpm.market.table import INSTRUMENT_COLUMNS, InstrumentTable
 from dpm.portfolio.accounts import AccountBook
@@ -88,100 +97,74 @@ def _cell(v: Any) -> str:
         return "" if math.isnan(v) else repr(float(v))
     if isinstance(v, (int, np.integer)):
         return str(int(v))
-    return str(v)
-
-
-def _convert(values: list[str], dtype: str, column: str, path: PathLike) -> np.ndarray:
-    """Typed column from CSV strings; empty cells are missing (NaN / None)."""
-    if dtype == "str":
-        out = np.empty(len(values), dtype=object)
-        out[:] = [v if v != "" else None for v in values]
-        return out
-    if dtype == "float":
-        try:
-            if "" not in values:
-                return np.array(values, dtype=np.float64)  # numpy parses the strings in C
-            return np.array([float(v) if v != "" else np.nan for v in values], dtype=np.float64)
-        except ValueError:
-            bad = next(i for i, v in enumerate(values) if not _is_float(v))
-            raise InvalidInputError(
-                f"{os.fspath(path)}: column {column!r}, row {bad + 1} is {values[bad]!r}, not a number"
-            ) from None
-    if dtype in ("int", "int?"):
-        out = np.empty(len(values), dtype=object)
-        for i, v in enumerate(values):
-            if v == "":
-                if dtype == "int":
-                    raise InvalidInputError(f"{os.fspath(path)}: column {column!r}, row {i + 1} is empty")
-                out[i] = None
-                continue
-            try:
-                out[i] = int(v)
-            except ValueError:
-                raise InvalidInputError(
-                    f"{os.fspath(path)}: column {column!r}, row {i + 1} is {v!r}, not an integer"
-                ) from None
-        return out if dtype == "int?" else out.astype(np.int64)
-    if dtype == "bool":
-        m = {"true": True, "false": False, "1": True, "0": False}
-        try:
-            return np.array([m[v.strip().lower()] for v in values], dtype=bool)
-        except KeyError:
-            bad = next(i for i, v in enumerate(values) if v.strip().lower() not in m)
-            raise InvalidInputError(
-                f"{os.fspath(path)}: column {column!r}, row {bad + 1} is {values[bad]!r}, not true/false"
-            ) from None
-    raise InvalidInputError(f"dtypes: unknown dtype {dtype!r} for column {column!r}")
-
-
-def _is_float(v: str) -> bool:
-    try:
-        float(v)
-        return True
-    except ValueError:
-        return False
+    return escape_text(str(v))
 
 
 def write_columns(path: PathLike, columns: Mapping[str, Any], format: str | None = None) -> None:
     """Write equal-length columns to CSV (header + rows), JSON (``{"columns": {...}}``) or Parquet.
 
-    Missing values (``None``, NaN) are empty CSV cells, JSON ``null`` and Parquet nulls.
+    Missing values (``None``, NaN) are empty CSV cells, JSON ``null`` and Parquet nulls. JSON has no
+    infinity: an infinite value is an error naming the column and row (CSV writes ``inf``, Parquet
+    stores it). CSV text cells that a spreadsheet would run as a formula (starting with ``=``, ``+``,
+    ``-``, ``@``, tab or carriage return) get a leading ``'``, which :func:`read_columns` removes
+    again (see :func:`dpm._util.fields.escape_text`); numeric columns are written as numbers. The
+    file is written to a temporary file in the same directory and renamed when complete.
     """
     fmt = _format_of(path, format)
     names = list(columns)
+    for c in names:
+        if not isinstance(c, str) or not c:
+            raise InvalidInputError(f"columns: column names must be non-empty str, got {c!r}")
     cols = [columns[c] for c in names]
     lengths = {len(c) for c in cols}
     if len(lengths) > 1:
         raise InvalidInputError(f"columns: lengths differ ({dict(zip(names, map(len, cols)))})")
-    if fmt == "csv":
-        cells = [_csv_cells(c) for c in cols]
-        text_cells = "\x00".join("\x00".join(c) for c in cells)
-        with open(path, "w", newline="", encoding="utf-8") as fh:
-            if any(ch in text_cells for ch in ',"\n\r') or any(ch in "".join(names) for ch in ',"\n\r'):
-                # some cell needs quoting: let the csv module do it
-                w = csv.writer(fh, lineterminator="\n")
-                w.writerow(names)
-                w.writerows(zip(*cells))
-            else:  # plain cells: join in C, an order of magnitude faster than csv.writer
-                fh.write(",".join(names) + "\n")
-                if cells and cells[0]:
-                    fh.write("\n".join(map(",".join, zip(*cells))))
-                    fh.write("\n")
-    elif fmt == "json":
-        data = {
-            c: [_json_value(v) for v in (col.tolist() if isinstance(col, np.ndarray) else col)]
-            for c, col in zip(names, cols)
-        }
-        with open(path, "w", encoding="utf-8") as fh:
+    with atomic_path(path) as tmp:
+        if fmt == "csv":
+            _write_csv(tmp, names, cols)
+        elif fmt == "json":
+            data = {c: _json_list(col, c) for c, col in zip(names, cols)}
             # dumps (C encoder) then write: json.dump streams through the slow pure-Python encoder
-            fh.write(json.dumps({"columns": data}, allow_nan=False))
-    else:
-        pa = _require_pyarrow()
-        import pyarrow.parquet as pq
+            tmp.write_text(json.dumps({"columns": data}, allow_nan=False), encoding="utf-8")
+        else:
+            _write_parquet(tmp, names, cols)
 
-        arrays = {}
-        for c, col in zip(names, cols):
-            arr = np.asarray(col)
+
+def _write_csv(path: PathLike, names: list[str], cols: list[Any]) -> None:
+    cells = [_csv_cells(c) for c in cols]
+    header = [escape_text(h) for h in names]
+    text_cells = "\x01".join("\x01".join(c) for c in cells + [header])
+    if "\x00" in text_cells:
+        raise InvalidInputError("columns: a text cell contains a NUL character, which a CSV file cannot hold "
+                                "(readers refuse NUL bytes); write JSON or Parquet")
+    if any(ch in text_cells for ch in ',"\n\r'):
+        # RFC 4180 quoting of the cells that need it (the csv module would leave a lone \r unquoted
+        # with a \n line terminator, and a reader would then split the row there)
+        cells = [[_quote(v) for v in c] for c in cells]
+        header = [_quote(h) for h in header]
+    if len(cells) == 1:  # one column: an empty cell would be a blank line, which readers skip
+        cells = [['""' if v == "" else v for v in cells[0]]]
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        fh.write(",".join(header) + "\n")
+        if cells and cells[0]:
+            fh.write("\n".join(map(",".join, zip(*cells))))  # join in C: much faster than csv.writer
+            fh.write("\n")
+
+
+def _quote(v: str) -> str:
+    if any(ch in v for ch in ',"\n\r'):
+        return '"' + v.replace('"', '""') + '"'
+    return v
+
+
+def _write_parquet(path: PathLike, names: list[str], cols: list[Any]) -> None:
+    pa = _require_pyarrow()
+    import pyarrow.parquet as pq
+
+    arrays = {}
+    for c, col in zip(names, cols):
+        arr = np.asarray(col)
+        try:
             if arr.dtype.kind == "f":
                 arrays[c] = pa.array(arr, mask=np.isnan(arr))
             elif arr.dtype.kind == "O":
@@ -191,7 +174,9 @@ def write_columns(path: PathLike, columns: Mapping[str, Any], format: str | None
                 arrays[c] = pa.array(vals)
             else:
                 arrays[c] = pa.array(arr)
-        pq.write_table(pa.table(arrays), path)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
+            raise InvalidInputError(f"columns: column {c!r} cannot be stored in Parquet ({exc})") from None
+    pq.write_table(pa.table(arrays), path)
 
 
 def _csv_cells(col: Any) -> list[str]:
@@ -209,8 +194,11 @@ def _csv_cells(col: Any) -> list[str]:
         return list(map(str, arr.tolist()))
     vals = arr.tolist()
     if all(type(v) is str for v in vals):
-        return vals
+        return [escape_text(v) if v[:1] in _ESCAPE_FIRST else v for v in vals]
     return [_cell(v) for v in vals]
+
+
+_ESCAPE_FIRST = frozenset(FORMULA_START | {"'"})
 
 
 def _json_value(v: Any) -> Any:
@@ -223,6 +211,80 @@ def _json_value(v: Any) -> Any:
     return v
 
 
+def _json_list(col: Any, name: str) -> list[Any]:
+    vals = [_json_value(v) for v in (col.tolist() if isinstance(col, np.ndarray) else col)]
+    for i, v in enumerate(vals):
+        if isinstance(v, float) and math.isinf(v):
+            raise InvalidInputError(
+                f"columns: column {name!r}, row {i + 1} is {v!r}; JSON has no infinity (write CSV or Parquet, "
+                "or replace it)"
+            )
+    return vals
+
+
+_READERS = {"str": "text", "float": "number", "int": "int", "int?": "int", "bool": "bool"}
+
+
+def _typed(values: Any, fmt: str, dtype: str, column: str, source: str) -> np.ndarray:
+    """A column converted by the one rule of its type (see :mod:`dpm._util.fields`)."""
+    if dtype not in _READERS:
+        raise InvalidInputError(f"dtypes: unknown dtype {dtype!r} for column {column!r}")
+    if dtype == "str":
+        return text_column(values, fmt, column, source, required=False)
+    if dtype == "float":
+        return number_column(values, fmt, column, source, required=False, finite=False)[0]
+    if dtype == "bool":
+        return np.array(bool_column(values, fmt, column, source), dtype=bool)
+    ints = int_column(values, fmt, column, source, required=dtype == "int")
+    if dtype == "int":
+        return np.array(ints, dtype=np.int64)
+    out = np.empty(len(ints), dtype=object)
+    out[:] = ints
+    return out
+
+
+def _read_raw(path: PathLike, fmt: str) -> tuple[str, dict[str, Any]]:
+    """``(source, {column: raw values})``: CSV cell text, JSON values or pyarrow columns."""
+    source = os.fspath(path)
+    if fmt == "csv":
+        header, raw = read_csv(path)
+        return source, dict(zip(header, raw))
+    if fmt == "json":
+        data = load_json(path)
+        if not isinstance(data, dict) or not isinstance(data.get("columns"), dict):
+            raise InvalidInputError(f"{source}: expected a JSON object with a 'columns' object")
+        cols = data["columns"]
+        check_header(list(cols), source)
+        n = None
+        for c, vals in cols.items():
+            if not isinstance(vals, list):
+                raise InvalidInputError(f"{source}: column {c!r} is {type(vals).__name__}, expected a list")
+            if n is not None and len(vals) != n:
+                raise InvalidInputError(f"{source}: column {c!r} has {len(vals)} values, the others {n}")
+            n = len(vals)
+        return source, {c.strip(): v for c, v in cols.items() if c.strip()}
+    tbl = _read_parquet_table(path)
+    header = check_header(tbl.column_names, source)
+    return source, {h: tbl.column(j) for j, h in enumerate(header) if h}
+
+
+def _read_parquet_table(path: PathLike) -> Any:
+    pa = _require_pyarrow()
+    import pyarrow.parquet as pq
+
+    data = read_bytes(path)
+    try:
+        # ParquetFile.read, not read_table: the dataset reader fails on a repeated column name
+        # before check_header can name it
+        table = pq.ParquetFile(pa.BufferReader(data)).read()
+        table.column_names  # noqa: B018 - decoding the names may fail too (bytes not UTF-8)
+        return table
+    except Exception as exc:  # any failure to decode these bytes means the file is not valid Parquet
+        msg = " ".join(str(exc).splitlines())[:200]
+        raise InvalidInputError(f"{os.fspath(path)}: not a readable Parquet file ({type(exc).__name__}: {msg})") \
+            from None
+
+
 def read_columns(
     path: PathLike, dtypes: Mapping[str, str] | None = None, format: str | None = None
 ) -> dict[str, np.ndarray]:
@@ -232,96 +294,61 @@ def read_columns(
     ----------
     path : str or Path
     dtypes : mapping column -> {'str', 'float', 'int', 'int?', 'bool'}, optional
-        Types of CSV columns (CSV has none): ``float`` gives NaN for empty cells, ``int?`` None.
-        Columns not listed are kept as str (object arrays); JSON and Parquet keep their own types.
+        Types of columns, applied by the same rule in every format (see :mod:`dpm._util.fields`):
+        ``float`` gives NaN for a missing value, ``int?`` None. Columns not listed are text (object
+        arrays) in CSV and keep their own types in JSON and Parquet.
     format : {'csv', 'json', 'parquet'}, optional
 
     Returns
     -------
     dict of str to numpy array
+
+    Raises
+    ------
+    InvalidInputError
+        The file is missing, not UTF-8 (CSV/JSON), malformed, has a repeated or unnamed column, or a
+        value does not fit its type (naming the file, column and row).
     """
     fmt = _format_of(path, format)
     dtypes = dict(dtypes or {})
-    if fmt == "csv":
-        header, raw = _read_csv_raw(path)
-        return {h: _convert(col, dtypes.get(h, "str"), h, path) for h, col in zip(header, raw)}
-    if fmt == "json":
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        if not isinstance(data, dict) or not isinstance(data.get("columns"), dict):
-            raise InvalidInputError(f"{os.fspath(path)}: expected a JSON object with a 'columns' object")
-        out = {}
-        for c, vals in data["columns"].items():
-            out[c] = _json_column(vals, dtypes.get(c))
-        return out
-    pa = _require_pyarrow()
-    import pyarrow.parquet as pq
-
-    tbl = pq.read_table(path)
+    source, raw = _read_raw(path, fmt)
     out = {}
-    for c in tbl.column_names:
-        col = tbl.column(c)
+    for c, vals in raw.items():
         want = dtypes.get(c)
-        if pa.types.is_floating(col.type):
-            out[c] = col.to_numpy(zero_copy_only=False).astype(np.float64)
-        elif (pa.types.is_integer(col.type) or pa.types.is_boolean(col.type)) and col.null_count == 0:
-            out[c] = col.to_numpy(zero_copy_only=False)
-        elif pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            arr = col.to_numpy(zero_copy_only=False).astype(object)
-            out[c] = arr if want in (None, "str") else _json_column(arr.tolist(), want)
+        if want is not None or fmt == "csv":
+            out[c] = _typed(vals, fmt, want or "str", c, source)
+        elif fmt == "json":
+            out[c] = _json_column(vals)
         else:
-            out[c] = _json_column(col.to_pylist(), want)
+            out[c] = _arrow_column(vals, c, source)
     return out
 
 
-def _read_csv_raw(path: PathLike) -> tuple[list[str], list[list[str]]]:
-    """Header and columns (lists of str) of a CSV file."""
-    with open(path, newline="", encoding="utf-8") as fh:
-        text = fh.read()
-    if not text.strip():
-        raise InvalidInputError(f"{os.fspath(path)}: empty file (no header)")
-    if '"' not in text:
-        # no quoting anywhere: split in C instead of the csv module's per-field state machine
-        lines = text.splitlines()
-        while lines and lines[-1] == "":
-            lines.pop()
-        header = lines[0].split(",")
-        k = len(header)
-        counts = list(map(str.count, lines, repeat(",", len(lines))))
-        if any(c != k - 1 for c in counts):
-            i = next(i for i, c in enumerate(counts) if c != k - 1)
-            raise InvalidInputError(
-                f"{os.fspath(path)}: row {i} has {counts[i] + 1} fields, the header has {k}"
-            )
-        flat = ",".join(lines[1:]).split(",") if len(lines) > 1 else []
-        return header, [flat[j::k] for j in range(k)]
-    rows = list(csv.reader(text.splitlines()))
-    header = rows[0]
-    rows = [r for r in rows[1:]]
-    for i, r in enumerate(rows):
-        if len(r) != len(header):
-            raise InvalidInputError(
-                f"{os.fspath(path)}: row {i + 1} has {len(r)} fields, the header has {len(header)}"
-            )
-    return header, [[r[j] for r in rows] for j in range(len(header))]
+def _arrow_column(col: Any, name: str, source: str) -> np.ndarray:
+    import pyarrow as pa
+
+    if pa.types.is_floating(col.type):
+        return number_column(col, "parquet", name, source, required=False, finite=False)[0]
+    if (pa.types.is_integer(col.type) or pa.types.is_boolean(col.type)) and col.null_count == 0:
+        return col.to_numpy(zero_copy_only=False)
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
+        return text_column(col, "parquet", name, source, required=False)
+    try:
+        vals = col.to_pylist()
+    except Exception as exc:
+        raise InvalidInputError(f"{source}: {name}: cannot read the Parquet column of type {col.type} ({exc})") \
+            from None
+    return _json_column(vals)
 
 
-def _json_column(vals: list[Any], dtype: str | None) -> np.ndarray:
-    if dtype == "float" or (
-        dtype is None
-        and vals
-        and all(isinstance(v, float) or v is None for v in vals)
-        and any(isinstance(v, float) for v in vals)
-    ):
+def _json_column(vals: list[Any]) -> np.ndarray:
+    """A JSON column of undeclared type: float, bool or int array when every value is one, else objects."""
+    if vals and all(isinstance(v, float) or v is None for v in vals) and any(isinstance(v, float) for v in vals):
         return np.array([np.nan if v is None else v for v in vals], dtype=np.float64)
-    if dtype == "bool" or (dtype is None and vals and all(isinstance(v, bool) for v in vals)):
+    if vals and all(isinstance(v, bool) for v in vals):
         return np.array(vals, dtype=bool)
-    if dtype == "int" or (
-        dtype is None and vals and all(isinstance(v, int) and not isinstance(v, bool) for v in vals)
-    ):
+    if vals and all(isinstance(v, int) and not isinstance(v, bool) and -2**63 <= v < 2**63 for v in vals):
         return np.array(vals, dtype=np.int64)
-    if dtype == "float":
-        return np.array(vals, dtype=np.float64)
     out = np.empty(len(vals), dtype=object)
     out[:] = vals
     return out
@@ -331,19 +358,15 @@ def _json_column(vals: list[Any], dtype: str | None) -> np.ndarray:
 # instruments
 # ----------------------------------------------------------------------------------------------------
 def write_instruments(table: InstrumentTable, path: PathLike, format: str | None = None) -> None:
-    """Write an :class:`InstrumentTable` (CSV, JSON records or Parquet)."""
+    """Write an :class:`InstrumentTable` (CSV, JSON records or Parquet; atomically)."""
     if not isinstance(table, InstrumentTable):
         raise InvalidTypeError(f"table: expected an InstrumentTable, got {type(table).__name__}")
     fmt = _format_of(path, format)
     if fmt == "json":
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(
-                json.dumps(
-                    {"format": "dpm.market", "version": 1, "instruments": table.to_records()},
-                    indent=1,
-                    allow_nan=False,
-                )
-            )
+        text = json.dumps({"format": "dpm.market", "version": 1, "instruments": table.to_records()},
+                          indent=1, allow_nan=False)
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         return
     kinds = np.array([k.name.lower() for k in Kind], dtype=object)
     exp = np.empty(len(table), dtype=object)
@@ -370,9 +393,43 @@ def write_instruments(table: InstrumentTable, path: PathLike, format: str | None
             for c, v in cols.items()
         }
         arrays["expiry_ms"] = pa.array(exp.tolist(), type=pa.int64())
-        pq.write_table(pa.table(arrays), path)
+        with atomic_path(path) as tmp:
+            pq.write_table(pa.table(arrays), tmp)
         return
     write_columns(path, cols, "csv")
+
+
+#: Type of every instrument field in files (the same rule in CSV, JSON and Parquet).
+_INSTRUMENT_TYPES = {
+    "name": "str",
+    "kind": "str",
+    "underlying": "str",
+    "option_type": "str",
+    "strike": "float",
+    "expiry_ms": "int?",
+    "inverse": "bool?",
+    "contract_size": "float",
+    "settlement": "str",
+}
+
+
+def _instrument_columns(raw: Mapping[str, Any], fmt: str, source: str, where: Any) -> dict[str, list[Any]]:
+    """Typed instrument fields (None = missing) of raw columns, by :data:`_INSTRUMENT_TYPES`."""
+    out: dict[str, list[Any]] = {}
+    for c, t in _INSTRUMENT_TYPES.items():
+        if c not in raw:
+            continue
+        vals = raw[c]
+        if t == "str":
+            out[c] = text_column(vals, fmt, c, source, where, required=c == "name").tolist()
+        elif t == "float":
+            num, missing = number_column(vals, fmt, c, source, where, required=False)
+            out[c] = [None if m else v for v, m in zip(num.tolist(), missing.tolist())]
+        elif t == "int?":
+            out[c] = int_column(vals, fmt, c, source, where, required=False)
+        else:
+            out[c] = bool_column(vals, fmt, c, source, where, required=False)
+    return out
 
 
 def read_instruments(
@@ -382,35 +439,51 @@ def read_instruments(
 
     A CSV/Parquet file may leave columns out (only ``name`` is required) when the names are Deribit
     names the missing fields can be derived from; JSON may be ``{"instruments": [...]}`` or a bare list
-    of records, or of names.
+    of records, or of names. Every field has one type in every format (text, number, integer or
+    true/false; see :func:`read_columns`); an error names the file, the field and the row.
     """
     fmt = _format_of(path, format)
+    source = os.fspath(path)
     if fmt == "json":
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = load_json(path)
         recs = data.get("instruments") if isinstance(data, dict) else data
         if not isinstance(recs, list):
-            raise InvalidInputError(
-                f"{os.fspath(path)}: expected a list of instruments or {{'instruments': [...]}}"
-            )
-        if all(isinstance(r, str) for r in recs):
-            return InstrumentTable.from_names(recs, underlyings=underlyings)
-        return InstrumentTable.from_records(recs, underlyings=underlyings)
-    cols = read_columns(path, {"strike": "float", "expiry_ms": "int?", "contract_size": "float"}, fmt)
-    if "name" not in cols:
-        raise InvalidInputError(f"{os.fspath(path)}: no 'name' column")
-    n = len(cols["name"])
-    keys = [c for c in _INSTRUMENT_COLUMNS if c in cols]
-    records = [{c: _py(cols[c][i]) for c in keys} for i in range(n)]
-    return InstrumentTable.from_records(records, underlyings=underlyings)
+            raise InvalidInputError(f"{source}: expected a list of instruments or {{'instruments': [...]}}")
+        if recs and all(isinstance(r, str) for r in recs):
+            return _with_source(source, lambda: InstrumentTable.from_names(recs, underlyings=underlyings))
+        for i, r in enumerate(recs):
+            if not isinstance(r, dict):
+                raise InvalidInputError(
+                    f"{source}: instruments[{i}] is {type(r).__name__}, expected a record (object) or a name"
+                )
+        keys = [c for c in _INSTRUMENT_TYPES if any(c in r for r in recs)]
+        raw = {c: [r.get(c) for r in recs] for c in keys}
+        if "name" not in raw and recs:
+            raise InvalidInputError(f"{source}: instruments[0] has no 'name'")
+        typed = _instrument_columns(raw, "json", source, lambda i: f"instruments[{i}]")
+        records = [dict(r) for r in recs]
+        for c, vals in typed.items():
+            for rec, v in zip(records, vals):
+                rec[c] = v
+        return _with_source(source, lambda: InstrumentTable.from_records(records, underlyings=underlyings))
+    _, raw = _read_raw(path, fmt)
+    if "name" not in raw:
+        raise InvalidInputError(f"{source}: no 'name' column (columns: {', '.join(raw) or 'none'})")
+    typed = _instrument_columns(raw, fmt, source, row_label)
+    n = len(typed["name"])
+    records = [{c: typed[c][i] for c in typed} for i in range(n)]
+    return _with_source(source, lambda: InstrumentTable.from_records(records, underlyings=underlyings))
 
 
-def _py(v: Any) -> Any:
-    if isinstance(v, np.generic):
-        v = v.item()
-    if isinstance(v, float) and math.isnan(v):
-        return None
-    return v
+def _with_source(source: str, build: Any) -> Any:
+    """Run ``build()``; a dpm error it raises gets the file name in front of its message."""
+    try:
+        return build()
+    except DPMError as exc:
+        msg = str(exc)
+        if msg.startswith(source):
+            raise
+        raise type(exc)(f"{source}: {msg}") from None
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -428,8 +501,10 @@ def write_accounts(
     """Write an :class:`AccountBook`.
 
     CSV/Parquet: positions to ``path`` and collateral to ``collateral_path`` (default
-    :func:`collateral_path_for`). JSON: one file ``{"format": "dpm.portfolio.accounts", "currencies": [...],
-    "accounts": [{"account_id", "positions": [[name, qty], ...], "collateral": {cur: amount}}]}``.
+    :func:`collateral_path_for`); both files appear together or neither does. JSON: one file
+    ``{"format": "dpm.portfolio.accounts", "currencies": [...], "accounts": [{"account_id",
+    "positions": [[name, qty], ...], "collateral": {cur: amount}}]}``. CSV text cells are escaped
+    against spreadsheet formulas (see :func:`write_columns`).
     """
     if not isinstance(book, AccountBook):
         raise InvalidTypeError(f"book: expected an AccountBook, got {type(book).__name__}")
@@ -453,23 +528,48 @@ def write_accounts(
                     "collateral": {c: a for c, a in zip(book.currencies, coll[i]) if a != 0.0},
                 }
             )
-        with open(path, "w", encoding="utf-8") as fh:
-            # dumps (C encoder) then write: json.dump streams through the pure-Python encoder
-            fh.write(
-                json.dumps(
-                    {
-                        "format": "dpm.portfolio.accounts",
-                        "version": 1,
-                        "currencies": list(book.currencies),
-                        "accounts": accounts,
-                    },
-                    allow_nan=False,
-                )
-            )
+        # dumps (C encoder) then write: json.dump streams through the pure-Python encoder
+        text = json.dumps(
+            {"format": "dpm.portfolio.accounts", "version": 1, "currencies": list(book.currencies),
+             "accounts": accounts},
+            allow_nan=False,
+        )
+        with atomic_path(path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         return
     cpath = collateral_path if collateral_path is not None else collateral_path_for(path)
-    write_columns(path, book.to_columns(), fmt)
-    write_columns(cpath, book.collateral_columns(include_zero=True), fmt)
+    with atomic_paths([path, cpath]) as (tmp_pos, tmp_coll):
+        write_columns(tmp_pos, book.to_columns(), fmt)
+        write_columns(tmp_coll, book.collateral_columns(include_zero=True), fmt)
+
+
+def _check_positions(source: str, ids: np.ndarray, names: np.ndarray, table: InstrumentTable,
+                     where: Any) -> np.ndarray:
+    """Instrument ids of ``names``; an unknown name is an error naming the file and row."""
+    try:
+        return table.index_of(names)
+    except UnknownInstrumentError:
+        known = set(table.name.tolist())
+        i = next(i for i, n in enumerate(names.tolist()) if n not in known)
+        raise UnknownInstrumentError(
+            f"{source}: instrument at {where(i)} (account {ids[i]!r}) is {names[i]!r}, not in the instrument "
+            f"table ({len(table)} instruments)"
+        ) from None
+
+
+def _position_label(where: Any, ids: np.ndarray, names: np.ndarray, what: str = "instrument") -> Any:
+    """Row location that also names the account and the instrument (or currency) of the row."""
+    return lambda i: f"{where(i)} (account {ids[i]!r}, {what} {names[i]!r})"
+
+
+def _check_collateral_rows(source: str, currency: np.ndarray, currencies: Sequence[str] | None,
+                           where: Any) -> None:
+    for i, c in enumerate(currency.tolist()):
+        if not c.isascii() or not c.isalnum() or c.upper() != c:
+            raise field_error(source, "currency", where(i), c, "not an upper-case currency code like 'BTC'")
+        if currencies is not None and c not in currencies:
+            raise field_error(source, "currency", where(i), c,
+                              f"not one of the book's currencies {tuple(currencies)!r}")
 
 
 def read_accounts(
@@ -482,49 +582,113 @@ def read_accounts(
     """Read an :class:`AccountBook` written by :func:`write_accounts` (or hand-made files).
 
     The account order is the order of first appearance in the collateral file, then in the positions
-    file. A missing default collateral file means no collateral.
+    file (JSON: the order of ``accounts``). A missing default collateral file means no collateral.
+
+    Every field has one rule in every format: ``account_id``, ``instrument`` and ``currency`` are
+    text, ``quantity`` a finite number, ``amount`` a finite number >= 0, all required (see
+    :func:`read_columns`). An error names the file, the field and the row (JSON: the account and
+    position) and the value.
+
+    Raises
+    ------
+    InvalidInputError, InvalidTypeError, UnknownInstrumentError, MissingFileError
     """
+    if not isinstance(table, InstrumentTable):
+        raise InvalidTypeError(f"table: expected an InstrumentTable, got {type(table).__name__}")
     fmt = _format_of(path, format)
+    source = os.fspath(path)
     if fmt == "json":
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-        if not isinstance(data, dict) or not isinstance(data.get("accounts"), list):
-            raise InvalidInputError(f"{os.fspath(path)}: expected {{'accounts': [...]}}")
-        ids, acc_pos, names, qty = [], [], [], []
-        coll: dict[str, dict[str, float]] = {}
-        for i, a in enumerate(data["accounts"]):
-            if not isinstance(a, dict) or "account_id" not in a:
-                raise InvalidInputError(f"{os.fspath(path)}: account {i} has no 'account_id'")
-            aid = a["account_id"]
-            ids.append(aid)
-            for pos in a.get("positions", []):
-                if isinstance(pos, dict):
-                    pos = (pos.get("instrument"), pos.get("quantity"))
-                if len(pos) != 2:
-                    raise InvalidInputError(f"{os.fspath(path)}: account {aid!r} has a bad position {pos!r}")
-                acc_pos.append(aid)
-                names.append(pos[0])
-                qty.append(pos[1])
-            coll[aid] = dict(a.get("collateral", {}))
-        if currencies is None and isinstance(data.get("currencies"), list):
-            currencies = data["currencies"]
-        positions = {"account_id": acc_pos, "instrument": names, "quantity": np.array(qty, dtype=object)}
-        return AccountBook.from_positions(
-            positions, table, collateral=coll if coll else None, account_ids=ids, currencies=currencies
-        )
-    pos = read_columns(path, {"quantity": "float"}, fmt)
-    cpath = Path(collateral_path) if collateral_path is not None else collateral_path_for(path)
-    coll_cols = None
-    if cpath.exists():
-        coll_cols = read_columns(cpath, {"amount": "float"}, fmt)
-    elif collateral_path is not None:
-        raise FileNotFoundError(f"collateral file {os.fspath(cpath)!r} does not exist")
+        return _read_accounts_json(path, table, currencies)
+    _, pos = _read_raw(path, fmt)
     for c in ("account_id", "instrument", "quantity"):
         if c not in pos:
-            raise InvalidInputError(f"{os.fspath(path)}: no {c!r} column")
-    order = list(dict.fromkeys(coll_cols["account_id"].tolist())) if coll_cols is not None else []
-    order = list(dict.fromkeys(order + pos["account_id"].tolist()))
-    pos["quantity"] = np.asarray(pos["quantity"], dtype=np.float64)
-    return AccountBook.from_positions(
-        pos, table, collateral=coll_cols, account_ids=order, currencies=currencies
-    )
+            raise InvalidInputError(f"{source}: no {c!r} column (columns: {', '.join(pos) or 'none'})")
+    ids = text_column(pos["account_id"], fmt, "account_id", source)
+    names = text_column(pos["instrument"], fmt, "instrument", source)
+    inst = _check_positions(source, ids, names, table, row_label)
+    qty = number_column(pos["quantity"], fmt, "quantity", source, _position_label(row_label, ids, names))[0]
+
+    cpath = Path(collateral_path) if collateral_path is not None else collateral_path_for(path)
+    coll_cols = None
+    order: list[str] = []
+    if collateral_path is not None or cpath.exists():
+        csource, craw = _read_raw(cpath, fmt)
+        for c in ("account_id", "currency", "amount"):
+            if c not in craw:
+                raise InvalidInputError(f"{csource}: no {c!r} column (columns: {', '.join(craw) or 'none'})")
+        c_ids = text_column(craw["account_id"], fmt, "account_id", csource)
+        c_cur = text_column(craw["currency"], fmt, "currency", csource)
+        _check_collateral_rows(csource, c_cur, currencies, row_label)
+        c_amt = number_column(craw["amount"], fmt, "amount", csource,
+                              _position_label(row_label, c_ids, c_cur, "currency"), minimum=0.0)[0]
+        coll_cols = {"account_id": c_ids, "currency": c_cur, "amount": c_amt}
+        order = list(dict.fromkeys(c_ids.tolist()))
+    order = list(dict.fromkeys(order + ids.tolist()))
+    positions = {"account_id": ids, "instrument": table.name[inst], "quantity": qty}
+    return _with_source(source, lambda: AccountBook.from_positions(
+        positions, table, collateral=coll_cols, account_ids=order, currencies=currencies))
+
+
+def _read_accounts_json(path: PathLike, table: InstrumentTable, currencies: Sequence[str] | None) -> AccountBook:
+    source = os.fspath(path)
+    data = load_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("accounts"), list):
+        raise InvalidInputError(f"{source}: expected {{'accounts': [...]}}")
+    account_ids: list[Any] = []
+    p_ids: list[Any] = []
+    p_names: list[Any] = []
+    p_qty: list[Any] = []
+    p_where: list[str] = []
+    c_ids: list[Any] = []
+    c_cur: list[Any] = []
+    c_amt: list[Any] = []
+    c_where: list[str] = []
+    for i, a in enumerate(data["accounts"]):
+        if not isinstance(a, dict) or "account_id" not in a:
+            raise InvalidInputError(f"{source}: accounts[{i}] has no 'account_id'")
+        aid = a["account_id"]
+        account_ids.append(aid)
+        positions = a.get("positions", [])
+        if not isinstance(positions, list):
+            raise InvalidInputError(f"{source}: positions of accounts[{i}] is {type(positions).__name__}, "
+                                    "expected a list")
+        for j, p in enumerate(positions):
+            if isinstance(p, dict):
+                p = [p.get("instrument"), p.get("quantity")]
+            if not isinstance(p, list) or len(p) != 2:
+                raise InvalidInputError(
+                    f"{source}: accounts[{i}].positions[{j}] is {p!r}, expected [instrument, quantity] or "
+                    "{'instrument': ..., 'quantity': ...}"
+                )
+            p_ids.append(aid)
+            p_names.append(p[0])
+            p_qty.append(p[1])
+            p_where.append(f"accounts[{i}].positions[{j}]")
+        coll = a.get("collateral", {})
+        if not isinstance(coll, dict):
+            raise InvalidInputError(f"{source}: collateral of accounts[{i}] is {type(coll).__name__}, "
+                                    "expected an object {currency: amount}")
+        for cur, amt in coll.items():
+            c_ids.append(aid)
+            c_cur.append(cur)
+            c_amt.append(amt)
+            c_where.append(f"accounts[{i}].collateral[{cur!r}]")
+    ids_all = text_column(account_ids, "json", "account_id", source, lambda i: f"accounts[{i}]")
+    if currencies is None and "currencies" in data:
+        cur_list = data["currencies"]
+        if not isinstance(cur_list, list):
+            raise InvalidInputError(f"{source}: currencies is {type(cur_list).__name__}, expected a list")
+        currencies = tuple(text_column(cur_list, "json", "currencies", source, lambda i: f"currencies[{i}]"))
+    ids = text_column(p_ids, "json", "account_id", source, p_where.__getitem__)
+    names = text_column(p_names, "json", "instrument", source, p_where.__getitem__)
+    inst = _check_positions(source, ids, names, table, p_where.__getitem__)
+    qty = number_column(p_qty, "json", "quantity", source, _position_label(p_where.__getitem__, ids, names))[0]
+    cur = text_column(c_cur, "json", "currency", source, c_where.__getitem__)
+    _check_collateral_rows(source, cur, currencies, c_where.__getitem__)
+    c_id_arr = text_column(c_ids, "json", "account_id", source)
+    amt = number_column(c_amt, "json", "amount", source, _position_label(c_where.__getitem__, c_id_arr, cur,
+                        "currency"), minimum=0.0)[0]
+    coll = {"account_id": c_id_arr, "currency": cur, "amount": amt}
+    positions = {"account_id": ids, "instrument": table.name[inst], "quantity": qty}
+    return _with_source(source, lambda: AccountBook.from_positions(
+        positions, table, collateral=coll, account_ids=ids_all, currencies=currencies))

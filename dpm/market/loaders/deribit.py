@@ -7,14 +7,16 @@ into an :class:`~dpm.market.table.InstrumentTable` and aligned columnar marks.
 from __future__ import annotations
 
 import ast
-import csv
+import math
 import os
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from dpm.errors import MarketDataError
+from dpm._util.fields import field_error, int_column
+from dpm._util.files import read_csv
+from dpm.errors import DPMError, InvalidInputError, MarketDataError
 from dpm.market.specs import Kind
 from dpm.market.table import InstrumentTable
 
@@ -53,6 +55,13 @@ _CHAIN_FLOATS = {
     "best_ask_amount": "ask_amount",
 }
 _GREEKS = ("delta", "gamma", "vega", "theta", "rho")
+_MISSING = ("", "nan", "NaN", "None")
+#: Quantities and prices that cannot be negative (an option price, an amount, an implied vol).
+_NON_NEGATIVE = frozenset({
+    "mark_price", "best_bid_price", "best_ask_price", "best_bid_amount", "best_ask_amount", "open_interest",
+    "last_price", "settlement_price", "min_price", "max_price", "mark_iv", "bid_iv", "ask_iv",
+    "estimated_delivery_price",
+})
 
 
 def read_deribit_chain(path: PathLike | None = None) -> DeribitChain:
@@ -86,13 +95,19 @@ def read_deribit_chain(path: PathLike | None = None) -> DeribitChain:
     Raises
     ------
     MarketDataError
-        If a name's expiry disagrees with ``expiration_timestamp`` or a required column is missing.
+        If a name's expiry disagrees with ``expiration_timestamp``, a required column is missing, or
+        a field is not a finite number (or negative where a price, amount or vol cannot be), naming
+        the file, column, row and instrument.
+    InvalidInputError
+        If the file is missing, not UTF-8, malformed CSV or has a repeated column.
     """
     path = DERIBIT_SAMPLE_CHAIN if path is None else path
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    if not rows:
-        raise MarketDataError(f"{os.fspath(path)}: no rows")
+    source = os.fspath(path)
+    header, raw = read_csv(path)
+    cols = dict(zip(header, raw))
+    n = len(raw[0]) if raw else 0
+    if not n:
+        raise MarketDataError(f"{source}: no rows")
     required = (
         "instrument_name",
         "expiration_timestamp",
@@ -103,68 +118,94 @@ def read_deribit_chain(path: PathLike | None = None) -> DeribitChain:
         "index_price",
     )
     for c in required:
-        if c not in rows[0]:
-            raise MarketDataError(f"{os.fspath(path)}: no {c!r} column")
+        if c not in cols:
+            raise MarketDataError(f"{source}: no {c!r} column")
 
-    names = [r["instrument_name"] for r in rows]
-    table = InstrumentTable.from_names(names)
+    names = [v.strip() for v in cols["instrument_name"]]
+    try:
+        table = InstrumentTable.from_names(names)
+    except DPMError as exc:
+        raise MarketDataError(f"{source}: instrument_name: {exc}") from None
     if not (table.kind == Kind.OPTION).all():
         i = int(np.flatnonzero(table.kind != Kind.OPTION)[0])
-        raise MarketDataError(f"{os.fspath(path)}: row {i} ({names[i]!r}) is not an option")
+        raise MarketDataError(f"{source}: row {i + 1} ({names[i]!r}) is not an option")
+
+    def where(i: int) -> str:
+        return f"row {i + 1} ({names[i]!r})"
 
     def floats(col: str) -> np.ndarray:
-        out = np.full(len(rows), np.nan)
-        if col not in rows[0]:
+        out = np.full(n, np.nan)
+        if col not in cols:
             return out
-        for i, r in enumerate(rows):
-            v = r[col].strip()
-            if v not in ("", "nan", "NaN", "None"):
-                try:
-                    out[i] = float(v)
-                except ValueError:
-                    raise MarketDataError(
-                        f"{os.fspath(path)}: column {col!r}, row {i} ({names[i]!r}) is {v!r}, not a number"
-                    ) from None
+        for i, v in enumerate(cols[col]):
+            v = v.strip()
+            if v in _MISSING:
+                continue
+            try:
+                x = float(v)
+            except ValueError:
+                raise field_error(source, col, where(i), v, "not a number", MarketDataError) from None
+            if not math.isfinite(x):
+                raise field_error(source, col, where(i), v, "not a finite number", MarketDataError)
+            if col in _NON_NEGATIVE and x < 0:
+                raise field_error(source, col, where(i), v, "negative", MarketDataError)
+            out[i] = x
         return out
+
+    def ints(col: str) -> np.ndarray:
+        try:
+            vals = int_column(cols[col], "csv", col, source, where)
+        except InvalidInputError as exc:
+            raise MarketDataError(str(exc)) from None
+        return np.array(vals, dtype=np.int64)
 
     marks: dict[str, np.ndarray] = {}
     for src, dst in _CHAIN_FLOATS.items():
         marks[dst] = floats(src)
+    for c in ("underlying_price", "index_price"):
+        bad = ~(marks[c] > 0)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise field_error(source, c, where(i), cols[c][i], "must be a price > 0", MarketDataError)
     marks["mark_iv"] = floats("mark_iv") / 100.0
     for side in ("bid", "ask"):
         iv = floats(f"{side}_iv") / 100.0
         marks[f"{side}_iv"] = np.where(iv > 0, iv, np.nan)
         empty = ~(marks[f"{side}_amount"] > 0)
         marks[f"{side}_price"] = np.where(empty, np.nan, marks[f"{side}_price"])
-    greeks = {g: np.full(len(rows), np.nan) for g in _GREEKS}
-    if "greeks" in rows[0]:
-        for i, r in enumerate(rows):
-            text = r["greeks"].strip()
+    greeks = {g: np.full(n, np.nan) for g in _GREEKS}
+    if "greeks" in cols:
+        for i, text in enumerate(cols["greeks"]):
+            text = text.strip()
             if not text:
                 continue
             try:
                 d = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                raise MarketDataError(
-                    f"{os.fspath(path)}: greeks of row {i} ({names[i]!r}) unreadable: {text!r}"
-                ) from None
+            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+                raise field_error(source, "greeks", where(i), text, "unreadable (expected {'delta': ...})",
+                                  MarketDataError) from None
             if not isinstance(d, dict):
-                raise MarketDataError(f"{os.fspath(path)}: greeks of row {i} ({names[i]!r}) is not a dict")
+                raise field_error(source, "greeks", where(i), text, "not a dict", MarketDataError)
             for g in _GREEKS:
-                if g in d and d[g] is not None:
-                    greeks[g][i] = float(d[g])
+                v = d.get(g)
+                if v is None:
+                    continue
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise field_error(source, f"greeks[{g!r}]", where(i), v, "not a finite number",
+                                      MarketDataError)
+                greeks[g][i] = float(v)
     marks.update(greeks)
-    marks["timestamp_ms"] = np.array([int(r["timestamp"]) for r in rows], dtype=np.int64)
-    expiry = np.array([int(float(r["expiration_timestamp"])) for r in rows], dtype=np.int64)
+    marks["timestamp_ms"] = ints("timestamp")
+    expiry = ints("expiration_timestamp")
     bad = expiry != table.expiry_ms
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise MarketDataError(
-            f"{os.fspath(path)}: expiration_timestamp {expiry[i]} of row {i} disagrees with the name {names[i]!r}"
+            f"{source}: expiration_timestamp {expiry[i]} of {where(i)} disagrees with the name {names[i]!r}"
         )
     marks["expiry_ms"] = expiry
-    und_idx = np.empty(len(rows), dtype=object)
-    und_idx[:] = [r.get("underlying_index", "") for r in rows]
+    und_idx = np.empty(n, dtype=object)
+    und_idx[:] = cols["underlying_index"] if "underlying_index" in cols else [""] * n
     marks["underlying_index"] = und_idx
 
     strike = table.strike

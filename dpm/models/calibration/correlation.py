@@ -96,18 +96,18 @@ def check_correlation(matrix: Any, repair: bool = False, *, names: Sequence[str]
     if asym.any():
         i, j = (int(v) for v in np.argwhere(asym)[0])
         raise InvalidInputError(
-            f"correlation: not symmetric: [{lab(i)}, {lab(j)}] = {a[i, j]!r} but "
-            f"[{lab(j)}, {lab(i)}] = {a[j, i]!r}"
+            f"correlation: not symmetric: [{lab(i)}, {lab(j)}] = {float(a[i, j])!r} but "
+            f"[{lab(j)}, {lab(i)}] = {float(a[j, i])!r}"
         )
     bad_diag = np.abs(np.diag(a) - 1.0) > atol
     if bad_diag.any():
         i = int(np.flatnonzero(bad_diag)[0])
-        raise InvalidInputError(f"correlation: diagonal [{lab(i)}, {lab(i)}] is {a[i, i]!r}, not 1")
+        raise InvalidInputError(f"correlation: diagonal [{lab(i)}, {lab(i)}] is {float(a[i, i])!r}, not 1")
     out = np.abs(a) > 1.0 + atol
     if out.any():
         i, j = (int(v) for v in np.argwhere(out)[0])
         raise InvalidInputError(
-            f"correlation: entry [{lab(i)}, {lab(j)}] = {a[i, j]!r} is outside [-1, 1]"
+            f"correlation: entry [{lab(i)}, {lab(j)}] = {float(a[i, j])!r} is outside [-1, 1]"
         )
     w = np.linalg.eigvalsh(a)
     if w[0] < -atol:

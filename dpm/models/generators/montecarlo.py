@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from dpm._util.validation import as_float_array, check_finite
+from dpm._util.validation import as_float_array, check_finite, check_memory
 from dpm.errors import InvalidInputError
 from dpm.models.calibration._inputs import _check_int
 from dpm.models.calibration.correlation import check_correlation
@@ -91,6 +91,8 @@ def mc_scenarios(cov: Any = None, *, vols: Any = None, corr: Any = None, n_paths
             raise InvalidInputError(f"corr: shape {rho.shape} does not match {v.size} vols")
         c = rho * np.outer(v, v)
     u = c.shape[0]
+    # draws, correlated moves, price moves and vol shocks: about six (S, U) float64 arrays
+    check_memory(6 * 8 * n_paths * u, f"n_paths: {n_paths:,} paths of {u} underlyings")
     mu = np.zeros(u) if mean is None else np.broadcast_to(as_float_array(mean, "mean"), (u,))
     check_finite(np.asarray(mu), "mean")
     L = _psd_factor(c * h)
