@@ -87,6 +87,7 @@ EXIT_INTERRUPTED = 130
 
 #: Formats the readers understand, by file suffix.
 DATA_SUFFIXES = (".csv", ".json", ".parquet", ".pq")
+MARKET_SUFFIXES = DATA_SUFFIXES + (".arrow",)
 DEFAULT_ACCOUNTS = 10_000
 MAX_WORKERS = 1024
 
@@ -240,6 +241,19 @@ def input_file(suffixes: Sequence[str] = DATA_SUFFIXES) -> Callable[[str], str]:
     return parse
 
 
+def market_path(text: str) -> str:
+    """argparse type: a market file (``MARKET_SUFFIXES``) or a directory of venue payloads."""
+    try:
+        is_dir = Path(text).is_dir()
+    except (ValueError, OSError) as exc:
+        raise argparse.ArgumentTypeError(f"{_label(text)}: not a usable path ({exc})") from None
+    if is_dir:
+        if not os.access(text, os.R_OK | os.X_OK):
+            raise argparse.ArgumentTypeError(f"{_label(text)}: permission denied")
+        return text
+    return input_file(MARKET_SUFFIXES)(text)
+
+
 def output_file(text: str) -> str:
     """argparse type: a file path whose directory exists (the file itself is replaced)."""
     try:
@@ -278,7 +292,34 @@ def add_book_options(p: argparse.ArgumentParser, *, seed_help: str | None = None
                    help="collateral file (account_id,currency,amount); needs --accounts-file")
     g.add_argument("--instruments-file", type=input_file(), metavar="PATH",
                    help="instrument file (default: the bundled sample listing)")
+    m = p.add_argument_group("market")
+    m.add_argument("--market", type=market_path, nargs="+", metavar="PATH",
+                   help="market data: venue API payloads saved as JSON (Deribit, OKX), a marks table "
+                        "(CSV/Parquet) or a saved dpm snapshot; several payload files or a directory "
+                        "(default: the bundled generated market of 2026-11-27)")
+    m.add_argument("--max-age", type=_max_age, default=300.0, metavar="SECONDS",
+                   help="refuse marks older than this (default 300; 'none' for historical files)")
+    m.add_argument("--market-format", choices=("venue", "marks", "dpm-json", "dpm-parquet"), default=None,
+                   help="skip the detection of the market file's format")
     p.set_defaults(_seed_shared=seed_help is not None)
+
+
+def _max_age(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    return float_range(0.0, math.inf, lo_open=True, hi_open=True)(text)
+
+
+def load_market_option(args: argparse.Namespace) -> Any:
+    """The market of ``--market`` (loaded and checked), or the bundled generated market."""
+    if not getattr(args, "market", None):
+        from dpm.market.sample import default_market
+
+        return default_market()
+    from dpm.market.loaders import load_market
+
+    paths = args.market if len(args.market) > 1 else args.market[0]
+    return load_market(paths, max_age_s=args.max_age, format=args.market_format)
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -308,7 +349,7 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
 # ----------------------------------------------------------------------------------------------------
 def load_book(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
     """``(market, instruments, book, description)`` from the options of :func:`add_book_options`."""
-    from dpm.market.sample import default_instruments, default_market
+    from dpm.market.sample import default_instruments
     from dpm.portfolio import io
     from dpm.portfolio.sample import generate_accounts
 
@@ -320,7 +361,7 @@ def load_book(args: argparse.Namespace) -> tuple[Any, Any, Any, str]:
     elif args.collateral_file:
         raise UsageError("--collateral-file needs --accounts-file")
     _check_distinct_paths(args)
-    market = default_market()
+    market = load_market_option(args)
     table = io.read_instruments(args.instruments_file) if args.instruments_file else default_instruments()
     if args.accounts_file:
         book = io.read_accounts(args.accounts_file, table, collateral_path=args.collateral_file)
@@ -820,7 +861,7 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
 def _serve(args: argparse.Namespace) -> int:
     from dpm.engines.margin import MarginEngine
     from dpm.live.runner import LiveRunner
-    from dpm.market.sample import default_instruments, default_market
+    from dpm.market.sample import default_instruments
     from dpm.models.presets import preset
     from dpm.service.protocol import load
     from dpm.service.server import serve
@@ -836,7 +877,7 @@ def _serve(args: argparse.Namespace) -> int:
         from dpm.portfolio import io
 
         table = io.read_instruments(args.instruments_file) if args.instruments_file else default_instruments()
-        market, book, source = default_market(), None, f"recovered from {_label(args.journal)}"
+        market, book, source = load_market_option(args), None, f"recovered from {_label(args.journal)}"
     else:
         market, table, book, source = load_book(args)
     engine = MarginEngine(market, table, model, workers=args.workers)
