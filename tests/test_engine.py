@@ -274,8 +274,9 @@ def test_linear_perfect_hedge_has_only_contingency_charges(preset, market, table
     np.testing.assert_allclose(res.initial_margin[0], model.im_factor * res.floor[0, 0], rtol=1e-12, atol=1e-8)
     if preset == "span":  # SOM 2 % of one underlying per short option
         np.testing.assert_allclose(res.floor[0, 0], 0.02 * 2 * 92000.0, rtol=1e-12)
-    if preset == "okx":  # size charge on the gross notional of the three legs
-        np.testing.assert_allclose(res.floor[0, 0], 0.02 * 6 * 92000.0, rtol=1e-12)
+    if preset == "okx":  # size charge on the gross cash notional of the three legs, at their forward
+        T = float(market.year_fraction(table.expiry_ms[list(table.name).index("BTC_USDC-25DEC26")]))
+        np.testing.assert_allclose(res.floor[0, 0], 0.02 * 6 * float(market["BTC"].forward(T)), rtol=1e-12)
 
 
 def test_linear_perp_hedge_scaled_by_forward(market, table):

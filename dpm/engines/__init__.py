@@ -4,6 +4,8 @@ from __future__ import annotations
 from dpm._util.lazy import lazy_exports
 
 _EXPORTS = {
+    "okx_instrument_name": "dpm.engines.venues",
+    "okx_position_builder": "dpm.engines.venues",
     "AccountMargin": "dpm.engines.results",
     "AccountState": "dpm.engines.margin",
     "AccountVaRES": "dpm.engines.risk",

@@ -217,11 +217,8 @@ class MarginEngine:
     def _collateral_usd(self, book: AccountBook) -> np.ndarray:
         rates = np.empty(len(book.currencies))
         for j, ccy in enumerate(book.currencies):
-            if ccy in USD_LIKE:
-                price = 1.0
-            elif ccy in self.market:
-                price = float(self.market[ccy].index_price)
-            else:
+            price = self.market.usd_rate(ccy)
+            if price is None:
                 if book.collateral.shape[0] and np.any(book.collateral[:, j] != 0):
                     a = int(np.flatnonzero(book.collateral[:, j] != 0)[0])
                     raise MarketDataError(
@@ -283,6 +280,7 @@ class MarginEngine:
 
     def _usd_prices(self) -> dict[str, float]:
         prices = {c: 1.0 for c in USD_LIKE}
+        prices.update(self.market.usd_rates)
         prices.update({u: float(self.market[u].index_price) for u in self.market.underlyings})
         return prices
 
@@ -671,10 +669,17 @@ def _addon_inputs(rp: RevaluationPlan, model: RiskMatrixModel, coin: bool) -> di
         value[opt_idx] = cs[opt_idx] * g["price"] * np.where(inv, und_price[und[opt_idx]] / F[opt_idx], 1.0)
     lin = avail & (kind != Kind.OPTION)
     delta[lin] = np.where(inverse[lin], cs[lin] / F[lin], cs[lin])
+    if model.scenario_price == "index":
+        # OKX: linear cash deltas at the instrument's own mark / forward (the scenarios move the index)
+        cash = avail & ~inverse
+        delta[cash] *= rp.mark[cash] / und_price[und[cash]]
     is_spot = (kind == Kind.SPOT) & avail
     value[is_spot] = cs[is_spot] * F[is_spot]  # spot holdings count at their value; futures settle P&L
     index_of_inst = und_price[und] if M else np.zeros(0)
-    notional = np.where(inverse & (kind != Kind.OPTION), cs, cs * index_of_inst)
+    price_of_inst = index_of_inst
+    if model.scenario_price == "index":  # OKX: linear contracts at their own mark / forward
+        price_of_inst = np.where(~inverse, rp.mark, index_of_inst)
+    notional = np.where(inverse & (kind != Kind.OPTION), cs, cs * price_of_inst)
     notional[~avail] = 0.0
     som = np.zeros(M)
     now = rp.market.timestamp_ms
@@ -692,8 +697,10 @@ def _addon_inputs(rp: RevaluationPlan, model: RiskMatrixModel, coin: bool) -> di
             for kval in uniq:
                 if kval == -2:
                     rates.append(0.0)
+                elif kval == -1:
+                    rates.append(params.roll_shock.perpetual() * (1.0 if coin else und_price[j]))
                 else:
-                    tb = 0.0 if kval == -1 else max((int(kval) - now) / _MS_PER_YEAR, 0.0)
+                    tb = max((int(kval) - now) / _MS_PER_YEAR, 0.0)
                     rates.append(float(params.roll_shock.rate(tb)) * (1.0 if coin else und_price[j]))
             if params.short_option_minimum:
                 o = sel[kind[sel] == Kind.OPTION]
@@ -764,7 +771,8 @@ def _build_plan(market: MarketSnapshot, table: InstrumentTable, model: RiskMatri
     unds = tuple(table.underlyings)
     U = len(unds)
     coin = model.risk_currency == "coin"
-    rp = RevaluationPlan(market, table, currency=model.risk_currency, sticky=model.sticky)
+    rp = RevaluationPlan(market, table, currency=model.risk_currency, sticky=model.sticky,
+                         perpetual_basis=model.scenario_price)
     sset = _model_scenarios(model, unds) if U else None
     if sset is None:
         raise InvalidInputError("instruments: the table has no underlyings")

@@ -104,10 +104,14 @@ class RevaluationPlan:
         Base vols fixed per option, or read from the surface at each scenario's forward.
     default_term : VolTermStructure
         Term structure for scenario sets that carry none (Deribit's shape by default).
+    perpetual_basis : {"mark", "index"}
+        Price a scenario moves for perpetuals: their mark (Deribit) or the index (OKX shocks a
+        reference price); ``mark`` keeps each perpetual's own mark either way.
     """
 
     def __init__(self, market: MarketSnapshot, instruments: InstrumentTable, *, currency: str = "usd",
-                 sticky: str = "strike", default_term: VolTermStructure = DERIBIT_TERM) -> None:
+                 sticky: str = "strike", default_term: VolTermStructure = DERIBIT_TERM,
+                 perpetual_basis: str = "mark") -> None:
         if not isinstance(market, MarketSnapshot):
             raise InvalidTypeError(f"market: expected a MarketSnapshot, got {type(market).__name__}")
         if not isinstance(instruments, InstrumentTable):
@@ -118,6 +122,8 @@ class RevaluationPlan:
             raise InvalidInputError(f"sticky: expected 'strike' or 'moneyness', got {sticky!r}")
         if not isinstance(default_term, VolTermStructure):
             raise InvalidTypeError("default_term: expected a VolTermStructure")
+        if perpetual_basis not in ("mark", "index"):
+            raise InvalidInputError(f"perpetual_basis: expected 'mark' or 'index', got {perpetual_basis!r}")
         self.market = market
         self.instruments = instruments
         self.currency = currency
@@ -159,12 +165,22 @@ class RevaluationPlan:
         vol[~available] = 0.0
         T[~available] = 0.0
         self.available = _ro(available)
+        #: each instrument's own mark / forward (add-on deltas and notionals are taken at it)
+        self.mark = _ro(F.copy())
+        if perpetual_basis == "index":
+            perp = available & (self.kind == Kind.PERPETUAL)
+            F[perp] = self.index[self.und[perp]]
         self.F = _ro(F)
         self.T = _ro(T)
         self.vol = _ro(vol)
         self.K = _ro(np.where(is_opt, np.nan_to_num(np.asarray(t.strike, dtype=np.float64), nan=1.0), 1.0))
         self.cp = _ro(np.where(np.asarray(t.option_type) < 0, -1.0, 1.0))
-        self.cs = _ro(np.ascontiguousarray(t.contract_size, dtype=np.float64))
+        # a linear contract settled in a currency with a USD rate (USDT at 0.99954): its P&L and value
+        # are that many USD per unit of settlement currency, so its size in USD terms scales by the rate
+        cs = np.array(t.contract_size, dtype=np.float64)
+        for ccy, rate in market.usd_rates.items():
+            cs[(np.asarray(t.settlement) == ccy) & (self.inverse == 0)] *= rate
+        self.cs = _ro(cs)
         coin = currency == "coin"
         self.conv = _ro(np.where(self.inverse == 1, CONV_NONE if coin else CONV_MUL_PRICE,
                                  CONV_DIV_PRICE if coin else CONV_NONE).astype(np.int8))

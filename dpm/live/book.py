@@ -1172,7 +1172,7 @@ class LiveBook:
             if ev.timestamp_ms != ts:
                 moved = (1 << self._U) - 1
                 ts = ev.timestamp_ms
-        new_market = MarketSnapshot(ts, und)
+        new_market = MarketSnapshot(ts, und, dict(market.usd_rates))
         return self._prep_market(ev, new_market, moved)
 
     def _prep_market(self, ev: Event | None, new_market: MarketSnapshot, moved: int) -> _Change:
@@ -1500,7 +1500,7 @@ class LiveBook:
                 if u not in und:
                     raise MarketDataError(f"state: underlying {u!r} is not in the base market")
                 und[u] = und[u].with_updates(index_price=S, perpetual_price=perp, funding_rate=fr)
-            market = MarketSnapshot(int(ms["timestamp_ms"]), und)
+            market = MarketSnapshot(int(ms["timestamp_ms"]), und, dict(base.usd_rates))
             ids = [str(x) for x in meta["ids"]]
             cur = tuple(meta["currencies"])
             N = len(ids)

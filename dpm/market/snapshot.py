@@ -345,10 +345,15 @@ class MarketSnapshot:
         Valuation time.
     underlyings : Mapping[str, UnderlyingMarket]
         Read-only mapping from underlying code (``"BTC"``) to its market.
+    usd_rates : Mapping[str, float]
+        USD per unit of settlement currencies that are not underlyings (``{"USDT": 0.99954}``):
+        linear contracts settled in them, and collateral held in them, are valued at these rates.
+        A USD-like code (USD, USDC, USDT) missing here counts at 1.
     """
 
     timestamp_ms: int
     underlyings: Mapping[str, UnderlyingMarket] = field(default_factory=dict)
+    usd_rates: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         ts = self.timestamp_ms
@@ -366,12 +371,33 @@ class MarketSnapshot:
             if not isinstance(um, UnderlyingMarket):
                 raise InvalidTypeError(f"underlyings[{name!r}]: expected an UnderlyingMarket, got {type(um).__name__}")
             und[name] = um
+        if not isinstance(self.usd_rates, Mapping):
+            raise InvalidTypeError(f"usd_rates: expected a mapping currency -> USD rate, got {type(self.usd_rates).__name__}")
+        rates = {}
+        for ccy, r in self.usd_rates.items():
+            if not isinstance(ccy, str) or not ccy:
+                raise InvalidTypeError(f"usd_rates: keys must be non-empty str, got {ccy!r}")
+            if ccy in und:
+                raise InvalidInputError(f"usd_rates[{ccy!r}]: {ccy} is an underlying; its index is its USD price")
+            rates[ccy] = _positive_scalar(r, f"usd_rates[{ccy!r}]")
         object.__setattr__(self, "timestamp_ms", int(ts))
         object.__setattr__(self, "underlyings", MappingProxyType(und))
+        object.__setattr__(self, "usd_rates", MappingProxyType(rates))
+
+    def usd_rate(self, currency: str) -> float | None:
+        """USD per unit of ``currency``: its rate, its underlying's index, 1 for a USD-like code
+        without a rate, None when unknown."""
+        if currency in self.usd_rates:
+            return float(self.usd_rates[currency])
+        if currency in self.underlyings:
+            return float(self.underlyings[currency].index_price)
+        if currency in ("USD", "USDC", "USDT"):
+            return 1.0
+        return None
 
     def __reduce__(self):
         # a MappingProxyType cannot be pickled: rebuild from a plain dict
-        return (MarketSnapshot, (self.timestamp_ms, dict(self.underlyings)))
+        return (MarketSnapshot, (self.timestamp_ms, dict(self.underlyings), dict(self.usd_rates)))
 
     def __getitem__(self, name: str) -> UnderlyingMarket:
         try:
@@ -398,7 +424,7 @@ class MarketSnapshot:
         """A new snapshot with one underlying added or replaced; the others are shared by reference."""
         und = dict(self.underlyings)
         und[name] = market
-        return MarketSnapshot(self.timestamp_ms, und)
+        return MarketSnapshot(self.timestamp_ms, und, dict(self.usd_rates))
 
     def year_fraction(self, expiry_ms: Any) -> np.ndarray:
         """ACT/365 years from the snapshot's time to ``expiry_ms``."""

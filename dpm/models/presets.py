@@ -152,35 +152,43 @@ def deribit_pm_from_model_params(model_params: Mapping[str, Any], *, risk_curren
     )
 
 
-def okx_pm() -> RiskMatrixModel:
-    """OKX Portfolio Margin, BTC/ETH parameters effective January 2025.
+def okx_pm(*, risk_units: tuple[str, ...] = ("BTC", "ETH", "LTC")) -> RiskMatrixModel:
+    """OKX Portfolio Margin (risk units MR1-MR9), parameters effective January 2025.
 
-    Sources: OKX announcement "OKX will further adjust portfolio margin parameters" (Jan 2025
-    table), OKX API ``position-builder`` field definitions and worked example. MR1: spot 0, ±4, ±8,
-    ±12 % x 3 vol states; MR6 extreme move ±24 % counted at 50 % (the API example shows the
-    extreme loss counted at 50 %); MR4 basis with 5 % annualised move risk (modelled with the
-    roll-shock shape); MR7 minimum charge with the published size tiers; IMR = 1.3 x MMR. Not
-    published, so left as documented assumptions: the IV-shock table (Deribit's shape is used, up
-    0.5 / down 0.25) and the raw MR7 rate (``size_charge.rate`` 0 until you set it).
+    Sources [O1] OKX API ``POST /api/v5/account/position-builder`` (field definitions and the
+    response example of 2025-01-15) and [O2] "OKX will further adjust portfolio margin parameters"
+    (2025-01-02; shocks per tier). One risk unit per underlying, units summed (no offsets across
+    underlyings). MR1: the *reference* (index) price shocked by 0, ±4, ±8, ±12 % (BTC, ETH) or 0, ±6,
+    ±12, ±18 % (LTC tier) x 3 vol states; MR6: ±24 % / ±36 % counted at 50 %; MR4: futures 5 % / 15 %
+    annualised move risk, perpetual swaps 0.2 % / 0.8 % of the cash delta; MR7: 0.45 % / 0.7 % of the
+    cash delta times the published tier multiplier; ``mmr = max(max(MR1, MR6) + MR4, MR7)`` per unit,
+    IMR = 1.3 x MMR. Cash deltas are at each instrument's mark.
+
+    Values read off the API example because OKX does not print them (**assumptions** for other
+    accounts): the perpetual MR4 rates, the MR7 raw rates, the 50 % on MR6. Not published at all:
+    the IV-shock table (Deribit's shape is used, up 0.5 / down 0.25). MR8 (borrowing) is an account
+    figure: :func:`dpm.engines.venues.okx_position_builder`. MR2/3/5/9 are not modelled.
     """
-    p = UnderlyingParams(
-        price_range=0.12,
-        steps_per_side=3,
-        vol_shock=VolShock(up=0.5, down=0.25, short_power=0.30, long_power=0.13),
-        extreme_moves=(-0.24, 0.24),
-        extreme_cover=0.5,
-        extreme_vol_dir=0,
-        roll_shock=RollShock(annualised_move_risk=0.05, min_annualised_move=0.0),
-        size_charge=SizeCharge(
-            rate=0.0,
-            bounds_usd=(250e3, 500e3, 1e6, 2e6, 3e6, 4e6),
-            multipliers=(1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0),
-        ),
-    )
+    tiers = {  # price range, extreme move, futures MR4, perpetual MR4, MR7 raw rate
+        "BTC": (0.12, 0.24, 0.05, 0.002, 0.0045),
+        "ETH": (0.12, 0.24, 0.05, 0.002, 0.0045),
+        "LTC": (0.18, 0.36, 0.15, 0.008, 0.007),
+    }
+    size_tiers = dict(bounds_usd=(250e3, 500e3, 1e6, 2e6, 3e6, 4e6), multipliers=(1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0))
+    unds = {}
+    for u in risk_units:
+        rng, ext, mr4, perp, mr7 = tiers.get(u, tiers["LTC"])
+        unds[u] = UnderlyingParams(
+            price_range=rng, steps_per_side=3,
+            vol_shock=VolShock(up=0.5, down=0.25, short_power=0.30, long_power=0.13),
+            extreme_moves=(-ext, ext), extreme_cover=0.5, extreme_vol_dir=0,
+            roll_shock=RollShock(annualised_move_risk=mr4, min_annualised_move=0.0, perpetual_rate=perp),
+            size_charge=SizeCharge(rate=mr7, **size_tiers),
+        )
     return RiskMatrixModel(
-        name="okx_pm", underlyings={"BTC": p, "ETH": p}, default=p, risk_currency="usd",
-        im_factor=1.3, mm_factor=1.0,
-        source="OKX portfolio-margin parameters effective Jan 2025; position-builder API example",
+        name="okx_pm", underlyings=unds, default=unds.get("LTC", next(iter(unds.values()))), risk_currency="usd",
+        im_factor=1.3, mm_factor=1.0, scenario_price="index",
+        source="OKX portfolio-margin parameters effective Jan 2025; position-builder API example (2025-01-15)",
     )
 
 

@@ -221,7 +221,8 @@ def combine(model: Any, names: list[str], L: list[float]) -> float:
 class _Inst:
     """Plain-Python view of one instrument and its market inputs."""
 
-    __slots__ = ("name", "kind", "und", "cp", "K", "expiry", "inverse", "cs", "F", "S", "T", "vol", "surface")
+    __slots__ = ("name", "kind", "und", "cp", "K", "expiry", "inverse", "cs", "F", "S", "T", "vol", "surface",
+                 "mark")
 
 
 def instrument(table: Any, market: Any, i: int) -> _Inst:
@@ -246,6 +247,10 @@ def instrument(table: Any, market: Any, i: int) -> _Inst:
     else:
         x.T, x.F = 0.0, x.S
     x.vol = float(x.surface.implied_vol(x.K, x.T, x.F)) if x.kind == OPTION else 0.0
+    x.mark = x.F
+    settle = str(table.settlement[i])
+    if not x.inverse and settle in getattr(market, "usd_rates", {}):
+        x.cs *= float(market.usd_rates[settle])  # USD per unit of the settlement currency
     return x
 
 
@@ -286,6 +291,13 @@ def position_pnl(x: _Inst, model: Any, scen: list, coin: bool) -> list[float]:
                 pnl /= S1
             out.append(pnl)
     return out
+
+
+def cash_delta_factor(model: Any, x: _Inst) -> float:
+    """OKX (scenario_price "index"): linear deltas count at the instrument's own mark / forward."""
+    if model.scenario_price == "index" and not x.inverse:
+        return x.mark / x.S
+    return 1.0
 
 
 def position_delta(x: _Inst) -> float:
@@ -337,6 +349,8 @@ def margin_account(model: Any, market: Any, table: Any, positions: list[tuple[in
         key = ("inst", int(i))
         if key not in cache:
             cache[key] = instrument(table, market, int(i))
+            if model.scenario_price == "index" and cache[key].kind == PERPETUAL:
+                cache[key].F = cache[key].S  # OKX shocks the reference (index) price
         x = cache[key]
         by_und.setdefault(x.und, []).append((x, float(q)))
         value += float(q) * position_value_usd(x)
@@ -375,14 +389,16 @@ def margin_account(model: Any, market: Any, table: Any, positions: list[tuple[in
             if x.kind == SPOT:
                 continue
             b = "perp" if x.kind == PERPETUAL else x.expiry
-            buckets[b] = buckets.get(b, 0.0) + q * position_delta(x)
+            buckets[b] = buckets.get(b, 0.0) + q * position_delta(x) * cash_delta_factor(model, x)
         roll = 0.0
         for b, d in buckets.items():
             T = 0.0 if b == "perp" else max((b - market.timestamp_ms) / MS_PER_YEAR, 0.0)
             rate = max(p.roll_shock.min_annualised_move, math.expm1(p.roll_shock.annualised_move_risk * T))
+            if b == "perp" and p.roll_shock.perpetual_rate is not None:
+                rate = p.roll_shock.perpetual_rate
             roll += abs(d) * rate * (1.0 if coin else S)
         # delta shock on the net delta notional (USD), converted into the risk currency
-        net = sum(q * position_delta(x) for x, q in pos)
+        net = sum(q * position_delta(x) * cash_delta_factor(model, x) for x, q in pos)
         net_usd[u] = net * S
         N = abs(net) * S
         ds = p.delta_shock
@@ -396,7 +412,7 @@ def margin_account(model: Any, market: Any, table: Any, positions: list[tuple[in
         for x, q in pos:
             if x.kind == OPTION and q < 0:
                 som += -q * p.short_option_minimum * x.cs * (1.0 if coin else S)
-            notional = x.cs if (x.inverse and x.kind != OPTION) else x.cs * S
+            notional = x.cs if (x.inverse and x.kind != OPTION) else x.cs * S * cash_delta_factor(model, x)
             gross += abs(q) * notional
         sc = p.size_charge
         raw = sc.rate * gross

@@ -91,7 +91,7 @@ def snapshot_to_dict(snapshot: MarketSnapshot) -> dict[str, Any]:
                                        "basis": [float(b) for b in fc.basis]},
                      "vol_surface": surf}
     return {"format": _FORMAT_TAG, "version": _VERSION, "timestamp_ms": snapshot.timestamp_ms,
-            "timestamp": iso(snapshot.timestamp_ms), "underlyings": und}
+            "timestamp": iso(snapshot.timestamp_ms), "underlyings": und, "usd_rates": dict(snapshot.usd_rates)}
 
 
 def snapshot_from_dict(d: dict[str, Any], source: str = "snapshot") -> MarketSnapshot:
@@ -118,7 +118,8 @@ def snapshot_from_dict(d: dict[str, Any], source: str = "snapshot") -> MarketSna
                 vs = VolSurface([_slice_from_dict(x) for x in s["slices"]], report, [bool(x) for x in s["lifted"]])
             und[name] = UnderlyingMarket(float(u["index_price"]), curve, vs, perpetual_price=float(u["perpetual_price"]),
                                          funding_rate=float(u["funding_rate"]))
-        return MarketSnapshot(int(d["timestamp_ms"]), und)
+        rates = {str(k): float(v) for k, v in d.get("usd_rates", {}).items()}
+        return MarketSnapshot(int(d["timestamp_ms"]), und, rates)
     except (KeyError, TypeError, IndexError) as exc:
         raise MarketDataError(f"{source}: saved snapshot is incomplete or malformed ({type(exc).__name__}: {exc})") from None
     except (InvalidInputError, InvalidTypeError) as exc:
