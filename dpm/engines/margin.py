@@ -228,7 +228,8 @@ class MarginEngine:
             rates[j] = price * (1.0 - float(self.model.haircuts.get(ccy, 0.0)))
         if book.collateral.size == 0:
             return np.zeros(len(book))
-        return book.collateral @ rates
+        with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused by name afterwards
+            return book.collateral @ rates
 
     def margin_many(self, accounts: AccountBook, *, workers: int | None = None,
                     contributions: bool = False) -> MarginResults:

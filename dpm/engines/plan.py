@@ -44,6 +44,11 @@ CONV_NONE, CONV_MUL_PRICE, CONV_DIV_PRICE = 0, 1, 2
 _OPTION_COST, _LINEAR_COST = 1.0, 0.05
 # ranges of rows per thread, taken dynamically (evens out load from other processes)
 _PARTS_PER_WORKER = 4
+#: plausibility bounds of the bad-data policy: a forward or perpetual mark within this factor of its
+#: index, an option's strike within this factor of its forward, its vol in [VOL_MIN, VOL_MAX]
+PRICE_RATIO_MAX = 3.0
+STRIKE_RATIO_MAX = 1000.0
+VOL_MIN, VOL_MAX = 0.01, 25.0
 _MS_PER_YEAR = 365.0 * 86400.0 * 1000.0
 
 
@@ -147,6 +152,7 @@ class RevaluationPlan:
         F = np.ones(M)
         T = np.zeros(M)
         vol = np.zeros(M)
+        self.K_raw = np.where(self.kind == Kind.OPTION, np.asarray(t.strike, dtype=np.float64), 1.0) if M else np.zeros(0)
         idx = np.flatnonzero(available)
         if idx.size:
             sub = t if idx.size == M else t.subset(available)
@@ -157,9 +163,39 @@ class RevaluationPlan:
         is_opt = self.kind == Kind.OPTION
         # the bad-data policy: unusable market data make the instrument unavailable, reported by
         # name when something needs it; never priced with a substitute value
-        bad = available & ~(np.isfinite(F) & (F > 0.0) & np.isfinite(T) & (T >= 0.0)
-                            & (~is_opt | (np.isfinite(vol) & (vol > 0.0))))
-        self._bad_inputs = {int(j): (float(F[j]), float(vol[j])) for j in np.flatnonzero(bad)}
+        reasons: dict[int, str] = {}
+
+        def refuse(mask: np.ndarray, why) -> None:
+            for j in np.flatnonzero(mask & available):
+                reasons.setdefault(int(j), why(int(j)))
+
+        S_i = self.index[self.und] if M else np.zeros(0)
+        refuse(~(np.isfinite(F) & (F > 0.0)), lambda j: f"unusable market data: forward {float(F[j])!r}")
+        refuse(~(np.isfinite(T) & (T >= 0.0)), lambda j: f"unusable market data: time {float(T[j])!r}")
+        refuse(is_opt & ~(np.isfinite(vol) & (vol > 0.0)), lambda j: f"unusable market data: implied vol {float(vol[j])!r}")
+        # implausible values, checked against the rest of the market: one absurd number (a price off by
+        # a factor, a vol in percent) must stop the call instead of giving a margin that may be lower
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = F / S_i
+            moneyness = self.K_raw / F
+        refuse(~((ratio >= 1.0 / PRICE_RATIO_MAX) & (ratio <= PRICE_RATIO_MAX)),
+               lambda j: f"implausible market data: forward/mark {float(F[j])!r} against index {float(S_i[j])!r}")
+        refuse(is_opt & ~((vol >= VOL_MIN) & (vol <= VOL_MAX)),
+               lambda j: f"implausible market data: implied vol {float(vol[j])!r} outside [{VOL_MIN}, {VOL_MAX}]")
+        refuse(is_opt & ~((moneyness >= 1.0 / STRIKE_RATIO_MAX) & (moneyness <= STRIKE_RATIO_MAX)),
+               lambda j: f"implausible market data: strike {float(self.K_raw[j])!r} against forward {float(F[j])!r}")
+        # an underlying whose perpetual mark and index disagree: none of its prices can be trusted
+        for jj, u in enumerate(self.underlyings):
+            if not in_market[jj]:
+                continue
+            perp = float(market[u].perpetual_price)
+            r = perp / float(self.index[jj])
+            if not (1.0 / PRICE_RATIO_MAX <= r <= PRICE_RATIO_MAX):
+                refuse(self.und == jj, lambda j, perp=perp, u=u: (
+                    f"implausible market data: {u} perpetual mark {perp!r} against index {float(self.index[jj])!r}"))
+        bad = np.zeros(M, dtype=bool)
+        bad[list(reasons)] = True
+        self._bad_inputs = reasons
         available &= ~bad
         F[~available] = 1.0
         vol[~available] = 0.0
@@ -203,9 +239,7 @@ class RevaluationPlan:
             return (f"it has expired: expiry {_iso(e)} is not after the snapshot time "
                     f"{_iso(self.market.timestamp_ms)}")
         if i in self._bad_inputs:
-            f, v = self._bad_inputs[i]
-            what = "forward" if not (np.isfinite(f) and f > 0) else "implied vol"
-            return f"unusable market data: {what} {f if what == 'forward' else v!r}"
+            return self._bad_inputs[i]
         if covered is not None and not covered[int(self.und[i])]:
             return f"the scenarios have no moves for its underlying {u!r}"
         return "its scenario P&L is not finite"

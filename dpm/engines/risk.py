@@ -317,6 +317,7 @@ class ScenarioRiskEngine:
         es = np.empty((len(lv), N))
         for r, x in enumerate(lv):
             var[r], es[r] = _var_es_from_worst(losses, S, x)
+        _check_finite(accounts, es, "ES", 1)
         return AccountVaRES(accounts.account_id, lv, var, es, idx, losses, S)
 
     def component_es(self, accounts: AccountBook, index: int, scenarios: MarketScenarios | np.ndarray,
@@ -412,6 +413,7 @@ class ScenarioRiskEngine:
             _gather.gather_rows(a, b, indptr, inst, qty, P, out)
 
         _parallel.run_bounds(run, balanced_bounds(np.diff(indptr).astype(np.float64) + 1.0, _PARTS_PER_WORKER * w), w)
+        _check_finite(accounts, out[:, :S], "scenario P&L", 0)
         return out[:, :S]
 
     def stress(self, accounts: AccountBook, scenarios: MarketScenarios, *, workers: int | None = None) -> StressResult:
@@ -426,6 +428,15 @@ class ScenarioRiskEngine:
         worst = np.argmax(loss, axis=1) if N else np.zeros(0, dtype=np.int64)
         worst_loss = loss[np.arange(N), worst] if N else np.zeros(0)
         return StressResult(accounts.account_id, tuple(scenarios.names), loss, worst, worst_loss)
+
+
+def _check_finite(book: AccountBook, values: np.ndarray, what: str, account_axis: int) -> None:
+    """Fail closed: a loss figure is finite, or the call fails naming the account."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        a = int(np.argwhere(bad)[0][account_axis])
+        raise InvalidInputError(f"account {book.account_id[a]!r}: its {what} is not finite; a quantity is too "
+                                "large to measure")
 
 
 def _var_es_from_worst(losses: np.ndarray, n: int, level: float) -> tuple[np.ndarray, np.ndarray]:
