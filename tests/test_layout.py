@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import re
 import importlib
 from pathlib import Path
 
@@ -79,3 +80,16 @@ def test_old_module_paths_still_import(old, name):
 def test_top_level_names():
     for name in dpm.__all__:
         assert getattr(dpm, name) is not None
+
+
+def test_the_product_stands_alone():
+    """No code or doc of the repository points at files outside it (notes of the developers, machine paths)."""
+    repo = ROOT.parent
+    pattern = re.compile(r"/work/|\.\./shared|shared/data|METHODOLOGY\.md")
+    hits = []
+    for path in [*ROOT.rglob("*.py"), *ROOT.rglob("*.pyx"), *ROOT.rglob("*.h"), *(repo / "docs").glob("*.md"),
+                 repo / "README.md", *(repo / "benchmarks").glob("*.py")]:
+        for k, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if pattern.search(line):
+                hits.append(f"{path.relative_to(repo)}:{k}: {line.strip()[:100]}")
+    assert not hits, "\n".join(hits)
