@@ -35,7 +35,6 @@ import sys
 import numpy as np
 import pytest
 
-from dpm._core import _risk
 from dpm._util import parallel as _parallel
 from dpm.engines import margin as _engine
 from dpm.engines.margin import MarginEngine
@@ -64,7 +63,8 @@ def market():
 
 @pytest.fixture(scope="module")
 def model():
-    return dpm_default()
+    # the combination the numpy reference implements (sqrt(L'CL)); the joint default is timed below
+    return dpm_default(aggregation="sqrt_corr")
 
 
 @pytest.fixture(scope="module")
@@ -80,29 +80,6 @@ def books(table):
 @pytest.fixture(scope="module")
 def reference(market, table, model):
     return scipy_reference.ScipyReference(market, table, model)
-
-
-@pytest.fixture(scope="module")
-def revalue_args(market, table, model):
-    """The exact arguments MarginEngine passes to the revaluation kernel (captured once)."""
-    captured = []
-    kernel = _risk.revalue_rows
-
-    def spy(*args):
-        captured.append(args)
-        return kernel(*args)
-
-    _risk.revalue_rows = spy
-    try:
-        MarginEngine(market, table, model, workers=1)
-    finally:
-        _risk.revalue_rows = kernel
-    args = list(captured[0])
-    M = args[-1].shape[0]
-    args[0], args[1] = 0, M  # all rows in one call
-    args[-2] = np.zeros_like(args[-2])  # writable outputs (the engine's are read-only)
-    args[-1] = np.zeros_like(args[-1])
-    return tuple(args)
 
 
 def _info(benchmark, n, unit, **extra):
@@ -136,10 +113,12 @@ def test_engine_with_market(benchmark, engine, market, table):
     _info(benchmark, len(table), "instrument", impl="engine.with_market (market update)", workers=1)
 
 
-def test_revalue_kernel(benchmark, table, revalue_args):
+def test_revalue_kernel(benchmark, table, engine):
+    """The one revaluation kernel (RevaluationPlan.revalue) on the engine's scenario set."""
     benchmark.group = "revaluation"
-    benchmark(_risk.revalue_rows, *revalue_args)
-    S = revalue_args[2]
+    plan, sset = engine.revaluation_plan, engine.scenarios
+    benchmark(plan.revalue, sset, workers=1, padded=True, unavailable=0.0)
+    S = len(sset)
     _info(benchmark, len(table), "instrument", impl="revaluation kernel alone", workers=1, scenarios=S,
           pricings=len(table) * S)
 
@@ -162,6 +141,20 @@ def test_margin_many(benchmark, engine, books, n, workers):
     res = benchmark(engine.margin_many, book, workers=workers)
     assert np.isfinite(res.initial_margin).all()
     _info(benchmark, n, "account", impl="dpm margin_many", workers=workers, positions=book.n_positions)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("n", SIZES)
+def test_margin_many_joint(benchmark, market, table, books, n, workers):
+    """The default joint (direction-aware) aggregation: its cost over sqrt(L'CL) on the same book."""
+    benchmark.group = f"margin-{n}"
+    engine = MarginEngine(market, table, dpm_default(), workers=workers)
+    book = books[n]
+    engine.margin_many(book, workers=workers)
+    res = benchmark(engine.margin_many, book, workers=workers)
+    assert np.isfinite(res.initial_margin).all()
+    _info(benchmark, n, "account", impl="dpm margin_many, joint aggregation (default)", workers=workers,
+          positions=book.n_positions)
 
 
 @pytest.mark.parametrize("n", SIZES)
