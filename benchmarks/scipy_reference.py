@@ -128,7 +128,7 @@ def prepare(market: MarketSnapshot, table: InstrumentTable, model: RiskMatrixMod
             continue
         p = model.params(u)
         dts.add(p.time_shift_days)
-        sset = model.scenario_set(u)
+        sset = model.scenario_grid(u)
         move = np.asarray(sset.price_move, dtype=np.float64)
         px = float(market[u].index_price)
         damp = np.asarray(sset.dampener_usd, dtype=np.float64)
