@@ -150,6 +150,7 @@ def _verify_decision(ref, ev, accepted):
     assert accepted == expect, ev
 
 
+@pytest.mark.slow  # runs in the main CI pass; the -O0 sanitizer pass skips it (minutes there)
 def test_random_stream_100k_events_10k_accounts_bit_for_bit(engine):
     """100,000 random events (fills, transfers, orders, ticks, funding, settlements) on 10,000
     accounts: margins, equity, positions, balances and orders equal a full recompute exactly."""
