@@ -43,7 +43,6 @@ Adding a subcommand takes a function that adds its options and a function that r
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -85,8 +84,8 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
 EXIT_INTERRUPTED = 130
 
-#: Formats the readers understand, by file suffix.
-DATA_SUFFIXES = (".csv", ".json", ".parquet", ".pq")
+#: Formats the readers and writers understand, by file suffix (Arrow IPC: ``.arrow``, ``.feather``, ``.ipc``).
+DATA_SUFFIXES = (".csv", ".json", ".parquet", ".pq", ".arrow", ".feather", ".ipc")
 DEFAULT_ACCOUNTS = 10_000
 MAX_WORKERS = 1024
 
@@ -290,13 +289,18 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 #: Output options: argparse dest -> file format, or None for the format of the file's suffix
-#: (``.csv``, ``.json``, ``.parquet``); an option ``--out PATH`` would be ``"out": None``.
-OUTPUT_FORMATS: dict[str, str | None] = {"csv": "csv", "json": "json"}
+#: (``.csv``, ``.json``, ``.parquet``/``.pq``, ``.arrow``/``.feather``/``.ipc``).
+OUTPUT_FORMATS: dict[str, str | None] = {"csv": "csv", "json": "json", "out": None}
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
-    """``--csv PATH`` and ``--json PATH`` (written atomically; see :func:`write_results`)."""
+    """``--out PATH`` (format from the suffix), ``--csv PATH`` and ``--json PATH`` (written
+    atomically; see :func:`write_results`)."""
     g = p.add_argument_group("output")
+    g.add_argument("--out", type=output_file, metavar="PATH",
+                   help="write per-account results to this file, in the format of its suffix: .csv, .json, "
+                        ".parquet (or .pq), .arrow (Arrow IPC; also .feather, .ipc); Parquet and Arrow "
+                        "need pyarrow and are the fastest for large books")
     g.add_argument("--csv", type=output_file, metavar="PATH", help="write per-account results to this CSV file")
     g.add_argument("--json", type=output_file, metavar="PATH",
                    help="write per-account results to this JSON file ({column: [values]}; "
@@ -363,17 +367,10 @@ def require_finite(columns: Mapping[str, Any], account_id: Any, allow_infinite: 
 
 
 def _json_text(columns: Mapping[str, Any]) -> str:
-    data = {}
-    for name, col in columns.items():
-        arr = np.asarray(col)
-        if arr.dtype.kind == "f":
-            vals = arr.astype(np.float64).tolist()
-            if not np.isfinite(arr).all():
-                vals = [v if math.isfinite(v) else None for v in vals]
-        else:
-            vals = arr.tolist()
-        data[name] = vals
-    return json.dumps(data, allow_nan=False)  # strict JSON: never NaN / Infinity
+    """``{column: [values]}``, strict JSON: a value that is not a finite number is null."""
+    from dpm.portfolio.io import json_columns_text
+
+    return json_columns_text({k: np.asarray(v) for k, v in columns.items()}, nonfinite="null")
 
 
 def write_results(args: argparse.Namespace, columns: Mapping[str, Any]) -> list[str]:
@@ -395,7 +392,7 @@ def write_results(args: argparse.Namespace, columns: Mapping[str, Any]) -> list[
                              f"use one of {', '.join(DATA_SUFFIXES)}")
     with atomic_paths([p for p, _ in targets]) as temps:
         for tmp, (path, fmt) in zip(temps, targets):
-            fmt = fmt or {".csv": "csv", ".json": "json"}.get(Path(path).suffix.lower(), "parquet")
+            fmt = fmt or io.format_of(path)
             if fmt == "json":
                 tmp.write_text(_json_text(columns), encoding="utf-8")
             else:

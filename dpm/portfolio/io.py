@@ -59,7 +59,10 @@ from dpm.market.table import INSTRUMENT_COLUMNS, InstrumentTable
 from dpm.portfolio.accounts import DEFAULT_CURRENCIES, AccountBook
 
 __all__ = [
+    "SUFFIXES",
     "collateral_path_for",
+    "format_of",
+    "json_columns_text",
     "read_accounts",
     "read_columns",
     "read_instruments",
@@ -96,6 +99,11 @@ def _format_of(path: PathLike, format: str | None) -> str:
             "format='csv'|'json'|'parquet'|'arrow'"
         )
     return _FORMATS[suffix]
+
+
+def format_of(path: PathLike) -> str:
+    """File format of ``path`` by its suffix: ``"csv"``, ``"json"``, ``"parquet"`` or ``"arrow"``."""
+    return _format_of(path, None)
 
 
 def _rules(fmt: str) -> str:
@@ -183,8 +191,18 @@ def _write_csv(path: PathLike, names: list[str], cols: list[Any]) -> None:
     _write_csv_python(path, names, cols)
 
 
+def _plain(col: Any) -> Any:
+    """A pyarrow column as a numpy object array of Python values (other columns unchanged)."""
+    if hasattr(col, "dictionary_decode") or type(col).__module__.startswith("pyarrow"):
+        values = col.dictionary_decode() if hasattr(col, "dictionary_decode") else col
+        out = np.empty(len(values), dtype=object)
+        out[:] = values.to_pylist()
+        return out
+    return col
+
+
 def _write_csv_python(path: PathLike, names: list[str], cols: list[Any]) -> None:
-    cells = [_csv_cells(c) for c in cols]
+    cells = [_csv_cells(_plain(c)) for c in cols]
     header = [escape_text(h) for h in names]
     text_cells = "\x01".join("\x01".join(c) for c in cells + [header])
     if "\x00" in text_cells:
@@ -211,15 +229,24 @@ _BLOCK_ROWS = 1 << 18
 
 def _arrow_text_cells(col: Any, *, csv: bool) -> Any:
     """pyarrow text of a column's CSV cells (``csv``) or JSON values, exactly as the standard-library
-    writers print them; None = missing (empty CSV cell, JSON null). Text cells are escaped for CSV."""
+    writers print them; None = missing (empty CSV cell, JSON null). Text cells are escaped for CSV;
+    for CSV, also RFC 4180-quoted where needed and a NUL character is an error."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    if isinstance(col, (pa.Array, pa.ChunkedArray)):  # dictionary-encoded text from write_accounts
-        if pa.types.is_dictionary(col.type):
-            cells = _arrow.text_cells(col.dictionary, csv=csv)
-            return pa.DictionaryArray.from_arrays(col.indices, cells).dictionary_decode()
-        return _arrow.text_cells(col, csv=csv)
+    def text(values: Any, escaped: bool = False) -> Any:
+        if not csv:
+            return values
+        if not escaped:
+            values = _arrow.text_cells(values, csv=True)
+        if pc.any(pc.match_substring(values, "\x00")).as_py():
+            raise InvalidInputError(_NUL_MESSAGE)
+        return _arrow.csv_quote(values)
+
+    if isinstance(col, (pa.Array, pa.ChunkedArray)):
+        if pa.types.is_dictionary(col.type):  # ids and names of write_accounts: work on the few distinct values
+            return pa.DictionaryArray.from_arrays(col.indices, text(col.dictionary)).dictionary_decode()
+        return text(col)
     arr = col if isinstance(col, np.ndarray) else None
     kind = arr.dtype.kind if arr is not None else "O"
     if kind == "f":
@@ -229,10 +256,10 @@ def _arrow_text_cells(col: Any, *, csv: bool) -> Any:
     if kind in "iu":
         return pc.cast(pa.array(arr), pa.string())
     if kind in "OU" and arr is not None and (kind == "U" or set(map(type, arr.tolist())) <= {str}):
-        return _arrow.text_cells(pa.array(arr, type=pa.string()), csv=csv)
+        return text(pa.array(arr, type=pa.string()))
     if not csv:
         return None  # mixed Python values: the JSON encoder writes them
-    return pa.array(_csv_cells(col), type=pa.string())
+    return text(pa.array(_csv_cells(col), type=pa.string()), escaped=True)
 
 
 def _write_csv_arrow(path: PathLike, names: list[str], cols: list[Any]) -> None:
@@ -240,17 +267,14 @@ def _write_csv_arrow(path: PathLike, names: list[str], cols: list[Any]) -> None:
     import pyarrow.compute as pc
 
     header = [escape_text(h) for h in names]
-    n = len(cols[0]) if cols else 0
-    blocks = [_arrow_text_cells(c, csv=True) for c in cols]
-    if any("\x00" in h for h in header) or any(pc.any(pc.match_substring(b, "\x00")).as_py() for b in blocks):
+    if any("\x00" in h for h in header):
         raise InvalidInputError(_NUL_MESSAGE)
-    blocks = [_arrow.csv_quote(pc.fill_null(b, "")) for b in blocks]
-    header = [_quote(h) for h in header]
+    n = len(cols[0]) if cols else 0
+    blocks = [pc.fill_null(_arrow_text_cells(c, csv=True), "") for c in cols]
     with open(path, "wb") as fh:
-        fh.write((",".join(header) + "\n").encode("utf-8"))
+        fh.write((",".join(map(_quote, header)) + "\n").encode("utf-8"))
         for s in range(0, n, _BLOCK_ROWS):
-            part = [b.slice(s, _BLOCK_ROWS) for b in blocks]
-            fh.write(_arrow.joined_rows(part, ",", "\n"))
+            fh.write(_arrow.joined_rows([b.slice(s, _BLOCK_ROWS) for b in blocks], ",", "\n"))
 
 
 def _write_arrow_file(path: PathLike, fmt: str, names: list[str], cols: list[Any]) -> None:
@@ -308,7 +332,7 @@ def json_columns_text(columns: Mapping[str, Any], *, wrap: str | None = None, no
             except Exception:  # noqa: BLE001 - ImportError or a value pyarrow will not hold
                 text = None
         if text is None:
-            text = json.dumps(_json_list(col, name, nonfinite), allow_nan=False)
+            text = json.dumps(_json_list(_plain(col), name, nonfinite), allow_nan=False)
         parts.append(f"{json.dumps(name)}: {text}")
     body = "{" + ", ".join(parts) + "}"
     return '{"columns": ' + body + "}" if wrap == "columns" else body
@@ -720,9 +744,44 @@ def write_accounts(
             tmp.write_text(text, encoding="utf-8")
         return
     cpath = collateral_path if collateral_path is not None else collateral_path_for(path)
+    cells = 3 * (book.n_positions + book.collateral.size)
+    fast = fmt != "csv" and _arrow.ENABLED or _arrow.prefer_arrow(cells, _arrow.FAST_PATH_MIN_CELLS)
+    columns = _book_columns_arrow(book) if fast else None
     with atomic_paths([path, cpath]) as (tmp_pos, tmp_coll):
-        write_columns(tmp_pos, book.to_columns(), fmt)
-        write_columns(tmp_coll, book.collateral_columns(include_zero=True), fmt)
+        if columns is not None:
+            write_columns(tmp_pos, columns[0], fmt)
+            write_columns(tmp_coll, columns[1], fmt)
+        else:
+            write_columns(tmp_pos, book.to_columns(), fmt)
+            write_columns(tmp_coll, book.collateral_columns(include_zero=True), fmt)
+
+
+def _book_columns_arrow(book: AccountBook) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """Positions and collateral columns of a book with the ids, instrument names and currencies as
+    pyarrow dictionary arrays over the book's codes (no per-row strings; Parquet stores them
+    dictionary-encoded); None without pyarrow."""
+    try:
+        import pyarrow as pa
+    except ImportError:
+        return None
+    n, c = book.collateral.shape
+    ids = pa.array(book.account_id, type=pa.string())
+    code = np.int32 if max(n, len(book.table)) < 2**31 else np.int64
+
+    def text(codes: np.ndarray, values: Any) -> Any:
+        return pa.DictionaryArray.from_arrays(pa.array(np.asarray(codes, dtype=code)), values)
+
+    positions = {
+        "account_id": text(np.repeat(np.arange(n, dtype=code), np.diff(book.indptr)), ids),
+        "instrument": text(book.instrument_idx, pa.array(book.table.name, type=pa.string())),
+        "quantity": book.quantity,
+    }
+    collateral = {
+        "account_id": text(np.repeat(np.arange(n, dtype=code), c), ids),
+        "currency": text(np.tile(np.arange(c, dtype=code), n), pa.array(list(book.currencies), type=pa.string())),
+        "amount": book.collateral.ravel(),
+    }
+    return positions, collateral
 
 
 def _check_positions(source: str, ids: np.ndarray, names: np.ndarray, table: InstrumentTable,
