@@ -90,6 +90,8 @@ def read_csv_table(data: bytes, source: str, *, dictionary: Sequence[str] = (),
     # the standard-library reader's quoting and blank-line rules are its own: leave such files to it
     if b'"' in data or b"\x00" in data or data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return None
+    if b"\n\n" in data or b"\r\r" in data or b"\n\r" in data:  # a blank line (pyarrow fills it with nulls)
+        return None
     try:
         raw = _first_line(data, start).decode("utf-8").split(",")
         names = check_header(raw, source)

@@ -256,7 +256,8 @@ def _arrow_text_cells(col: Any, *, csv: bool) -> Any:
     if kind in "iu":
         return pc.cast(pa.array(arr), pa.string())
     if kind in "OU" and arr is not None and (kind == "U" or set(map(type, arr.tolist())) <= {str}):
-        return text(pa.array(arr, type=pa.string()))
+        # from Python str, not numpy's fixed-width buffer (pyarrow reads a NUL there as the end of the text)
+        return text(pa.array(arr.tolist() if kind == "U" else arr, type=pa.string()))
     if not csv:
         return None  # mixed Python values: the JSON encoder writes them
     return text(pa.array(_csv_cells(col), type=pa.string()), escaped=True)
