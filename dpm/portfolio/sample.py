@@ -445,7 +445,12 @@ def generate_accounts(
     unit_usd = np.where(
         t.inverse & (t.kind != Kind.OPTION), t.contract_size, t.contract_size * uv.price[t.underlying]
     )
-    gross = np.bincount(acc, weights=np.abs(qty) * unit_usd[inst], minlength=n) if n else np.zeros(0)
+    # |q| * u as |q * u| (the same bits: u >= 0 and rounding is sign-symmetric) in one buffer, not three
+    w = np.take(unit_usd, inst)
+    np.multiply(w, qty, out=w)
+    np.abs(w, out=w)
+    gross = np.bincount(acc, weights=w, minlength=n) if n else np.zeros(0)
+    del w
     ratio = np.exp(rng.normal(math.log(0.35), 0.4, size=n))
     under = rng.random(n) < 0.05
     ratio = np.where(under, rng.uniform(0.005, 0.05, size=n), ratio)
