@@ -3,4 +3,5 @@ import sys
 
 from dpm.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not in the worker processes a local Dask cluster spawns (they import __main__)
+    sys.exit(main())

@@ -43,10 +43,11 @@ Adding a subcommand takes a function that adds its options and a function that r
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import math
 import os
 import sys
+import threading
 import time
 import traceback
 import unicodedata
@@ -79,15 +80,19 @@ __all__ = [
     "write_results",
 ]
 
+#: When this module was imported (the start of ``python -m dpm`` after the interpreter and numpy).
+_T_IMPORT = time.perf_counter()
+
 EXIT_OK = 0
 EXIT_DATA = 1
 EXIT_USAGE = 2
 EXIT_INTERNAL = 70  # sysexits.h EX_SOFTWARE
 EXIT_INTERRUPTED = 130
 
-#: Formats the readers understand, by file suffix.
-DATA_SUFFIXES = (".csv", ".json", ".parquet", ".pq")
-MARKET_SUFFIXES = DATA_SUFFIXES + (".arrow",)
+#: Formats the readers and writers understand, by file suffix (Arrow IPC: ``.arrow``, ``.feather``, ``.ipc``).
+DATA_SUFFIXES = (".csv", ".json", ".parquet", ".pq", ".arrow", ".feather", ".ipc")
+#: Formats a ``--market`` file may have (a saved snapshot or a marks table).
+MARKET_SUFFIXES = DATA_SUFFIXES
 DEFAULT_ACCOUNTS = 10_000
 MAX_WORKERS = 1024
 
@@ -271,6 +276,25 @@ def output_file(text: str) -> str:
     return text
 
 
+def output_target(text: str) -> str:
+    """argparse type of ``--out``: a file path whose directory exists, or a directory (the results of
+    a partitioned book, one file per partition; see :func:`add_partition_options`)."""
+    try:
+        p = Path(text)
+        if text and p.is_dir():
+            return text
+    except (ValueError, OSError) as exc:
+        raise argparse.ArgumentTypeError(f"{_label(text)}: not a usable path ({exc})") from None
+    return output_file(text)
+
+
+def scheduler_address(text: str) -> str:
+    """argparse type of ``--scheduler``: ``local`` or a scheduler address such as ``tcp://host:8786``."""
+    if text != "local" and (not text or any(ch.isspace() for ch in text)):
+        raise argparse.ArgumentTypeError(f"expected 'local' or an address like tcp://host:8786, got {_label(text)!r}")
+    return text
+
+
 # ----------------------------------------------------------------------------------------------------
 # option groups shared by subcommands
 # ----------------------------------------------------------------------------------------------------
@@ -322,22 +346,49 @@ def load_market_option(args: argparse.Namespace) -> Any:
     return load_market(paths, max_age_s=args.max_age, format=args.market_format)
 
 
+def add_partition_options(p: argparse.ArgumentParser) -> None:
+    """``--partitions DIR``, ``--scheduler ADDRESS|local`` and ``--cluster-workers K`` (see
+    :mod:`dpm.engines.distributed`)."""
+    g = p.add_argument_group("partitioned books (Dask)")
+    g.add_argument("--partitions", metavar="DIR",
+                   help="a partitioned book: a directory of part-NNNNN.parquet positions files (with "
+                        "part-NNNNN.collateral.parquet), whole accounts per file; margined partition by "
+                        "partition, results into --out DIR (not with --accounts or --accounts-file)")
+    g.add_argument("--scheduler", type=scheduler_address, metavar="ADDRESS",
+                   help="run the partitions on a Dask cluster: 'local' starts one on this machine "
+                        "(--cluster-workers processes), or the address of a running scheduler "
+                        "(tcp://host:8786); needs dask[distributed] (pip install dpm[dask]). Without it, "
+                        "--partitions run one after another in this process")
+    g.add_argument("--cluster-workers", type=int_range(1, MAX_WORKERS), default=2, metavar="K",
+                   help="worker processes of --scheduler local (default 2; each runs --workers threads, "
+                        "default 1)")
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    """``--workers`` and ``--top``."""
+    """``--workers``, ``--top`` and ``--timings``."""
     p.add_argument("--workers", type=int_range(1, MAX_WORKERS), default=None, metavar="K",
                    help="threads (default: all cores)")
     p.add_argument("--top", type=int_range(0), default=10, metavar="ROWS",
                    help="rows of the largest-figures table (default 10)")
+    p.add_argument("--timings", action="store_true",
+                   help="print the time of each phase (read or generate the book, engine, margin, results, "
+                        "print) on standard error")
 
 
 #: Output options: argparse dest -> file format, or None for the format of the file's suffix
-#: (``.csv``, ``.json``, ``.parquet``); an option ``--out PATH`` would be ``"out": None``.
-OUTPUT_FORMATS: dict[str, str | None] = {"csv": "csv", "json": "json"}
+#: (``.csv``, ``.json``, ``.parquet``/``.pq``, ``.arrow``/``.feather``/``.ipc``).
+OUTPUT_FORMATS: dict[str, str | None] = {"csv": "csv", "json": "json", "out": None}
 
 
 def add_output_options(p: argparse.ArgumentParser) -> None:
-    """``--csv PATH`` and ``--json PATH`` (written atomically; see :func:`write_results`)."""
+    """``--out PATH`` (format from the suffix), ``--csv PATH`` and ``--json PATH`` (written
+    atomically; see :func:`write_results`)."""
     g = p.add_argument_group("output")
+    g.add_argument("--out", type=output_target, metavar="PATH",
+                   help="write per-account results to this file, in the format of its suffix: .csv, .json, "
+                        ".parquet (or .pq), .arrow (Arrow IPC; also .feather, .ipc); Parquet and Arrow "
+                        "need pyarrow and are the fastest for large books. With --partitions: a directory, "
+                        "one part-NNNNN.parquet per partition")
     g.add_argument("--csv", type=output_file, metavar="PATH", help="write per-account results to this CSV file")
     g.add_argument("--json", type=output_file, metavar="PATH",
                    help="write per-account results to this JSON file ({column: [values]}; "
@@ -404,17 +455,10 @@ def require_finite(columns: Mapping[str, Any], account_id: Any, allow_infinite: 
 
 
 def _json_text(columns: Mapping[str, Any]) -> str:
-    data = {}
-    for name, col in columns.items():
-        arr = np.asarray(col)
-        if arr.dtype.kind == "f":
-            vals = arr.astype(np.float64).tolist()
-            if not np.isfinite(arr).all():
-                vals = [v if math.isfinite(v) else None for v in vals]
-        else:
-            vals = arr.tolist()
-        data[name] = vals
-    return json.dumps(data, allow_nan=False)  # strict JSON: never NaN / Infinity
+    """``{column: [values]}``, strict JSON: a value that is not a finite number is null."""
+    from dpm.portfolio.io import json_columns_text
+
+    return json_columns_text({k: np.asarray(v) for k, v in columns.items()}, nonfinite="null")
 
 
 def write_results(args: argparse.Namespace, columns: Mapping[str, Any]) -> list[str]:
@@ -431,12 +475,15 @@ def write_results(args: argparse.Namespace, columns: Mapping[str, Any]) -> list[
     if not targets:
         return []
     for path, fmt in targets:
+        if Path(path).is_dir():
+            raise UsageError(f"output {_label(path)}: is a directory, not a file (a directory takes the results "
+                             "of --partitions)")
         if fmt is None and Path(path).suffix.lower() not in DATA_SUFFIXES:
             raise UsageError(f"output {_label(path)}: cannot tell the format from the suffix; "
                              f"use one of {', '.join(DATA_SUFFIXES)}")
     with atomic_paths([p for p, _ in targets]) as temps:
         for tmp, (path, fmt) in zip(temps, targets):
-            fmt = fmt or {".csv": "csv", ".json": "json"}.get(Path(path).suffix.lower(), "parquet")
+            fmt = fmt or io.format_of(path)
             if fmt == "json":
                 tmp.write_text(_json_text(columns), encoding="utf-8")
             else:
@@ -480,6 +527,7 @@ def _margin_arguments(p: argparse.ArgumentParser) -> None:
                    help="margin model preset (default: dpm's 63-scenario model)")
     add_book_options(p)
     add_run_options(p)
+    add_partition_options(p)
     add_output_options(p)
 
 
@@ -488,6 +536,9 @@ def _margin(args: argparse.Namespace) -> int:
     from dpm.engines.margin import MarginEngine
     from dpm.models.presets import preset
 
+    if args.partitions or args.scheduler:
+        return _run_partitions(args, "margin", model=preset(args.model))
+    t_start = time.perf_counter()
     market, table, book, source = load_book(args)
     model = preset(args.model)
     t0 = time.perf_counter()
@@ -499,6 +550,7 @@ def _margin(args: argparse.Namespace) -> int:
     # margin_ratio = MM / equity is +inf for an account with equity <= 0 and a positive MM
     require_finite(cols, res.account_id, allow_infinite=("margin_ratio",))
     written = write_results(args, cols)
+    t3 = time.perf_counter()
 
     s = res.summary()
     print(f"dpm portfolio margin — model {model.name!r} ({model.source})")
@@ -535,6 +587,12 @@ def _margin(args: argparse.Namespace) -> int:
     if written:
         print()
     _print_written(written)
+    if args.timings:
+        sys.stdout.flush()
+        phases = {"startup": t_start - _T_IMPORT, "book": t0 - t_start, "engine": t1 - t0, "margin": t2 - t1,
+                  "results": t3 - t2, "print": time.perf_counter() - t3}
+        print("timings: " + ", ".join(f"{k} {1e3 * v:.1f} ms" for k, v in phases.items())
+              + " (startup: from importing dpm.cli to the subcommand)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -544,6 +602,7 @@ def _margin(args: argparse.Namespace) -> int:
 def _stress_arguments(p: argparse.ArgumentParser) -> None:
     add_book_options(p)
     add_run_options(p)
+    add_partition_options(p)
     add_output_options(p)
 
 
@@ -562,6 +621,10 @@ def _stress(args: argparse.Namespace) -> int:
     from dpm.engines.risk import ScenarioRiskEngine
     from dpm.models.generators.stress import historical_stress_scenarios
 
+    if args.partitions or args.scheduler:
+        table = _partition_table(args)
+        scen = historical_stress_scenarios(underlyings=_bundled_underlyings(table, "stress"))
+        return _run_partitions(args, "stress", scenarios=scen)
     market, table, book, source = load_book(args)
     scen = historical_stress_scenarios(underlyings=_bundled_underlyings(table, "stress"))
     t0 = time.perf_counter()
@@ -608,6 +671,7 @@ def _var_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--horizon", type=int_range(1, 3650), default=1, help="horizon in days (default 1)")
     g.add_argument("--student-t", type=float_range(2.0, math.inf), default=None, metavar="DOF",
                    help="Student-t copula with DOF > 2 degrees of freedom (default normal)")
+    add_partition_options(p)
     add_output_options(p)
 
 
@@ -623,7 +687,11 @@ def _var(args: argparse.Namespace) -> int:
             f"--paths {args.paths} leaves no path beyond the {args.level:g} quantile; "
             f"use at least {math.ceil(1.0 / (1.0 - args.level))} paths"
         )
-    market, table, book, source = load_book(args)
+    partitioned = bool(args.partitions or args.scheduler)
+    if partitioned:
+        table = _partition_table(args)
+    else:
+        market, table, book, source = load_book(args)
     unds = list(_bundled_underlyings(table, "var"))
     lr = load_history().log_returns(unds)
     cov = ewma_covariance(lr.values)  # the EWMA (lambda 0.94) forecast for the day after the history
@@ -631,6 +699,8 @@ def _var(args: argparse.Namespace) -> int:
     seed = 0 if args.seed is None else args.seed
     scen = mc_scenarios(cov, n_paths=args.paths, horizon=args.horizon, dist=dist, dof=args.student_t,
                         seed=seed, underlyings=unds)
+    if partitioned:
+        return _run_partitions(args, "var_es", scenarios=scen, levels=(args.level,))
     t0 = time.perf_counter()
     res = ScenarioRiskEngine(market, table, workers=args.workers).var_es(book, scen, (args.level,),
                                                                         workers=args.workers)
@@ -657,6 +727,79 @@ def _var(args: argparse.Namespace) -> int:
     if written:
         print()
     _print_written(written)
+    return EXIT_OK
+
+
+# ----------------------------------------------------------------------------------------------------
+# partitioned books (margin, stress and var with --partitions / --scheduler)
+# ----------------------------------------------------------------------------------------------------
+def _partition_table(args: argparse.Namespace) -> Any:
+    from dpm.market.sample import default_instruments
+    from dpm.portfolio import io
+
+    if not args.partitions:
+        raise UsageError("--scheduler needs --partitions DIR (a partitioned book)")
+    for opt, dest in (("--accounts", "accounts"), ("--accounts-file", "accounts_file"),
+                      ("--collateral-file", "collateral_file")):
+        if getattr(args, dest, None) is not None:
+            raise UsageError(f"{opt} cannot be combined with --partitions (the directory gives the accounts)")
+    if args.seed is not None and not args._seed_shared:
+        raise UsageError("--seed cannot be combined with --partitions (it seeds the account generator)")
+    for opt in ("csv", "json"):
+        if getattr(args, opt, None):
+            raise UsageError(f"--{opt} cannot be combined with --partitions: results are written per partition, "
+                             "use --out DIR")
+    p = Path(args.partitions)
+    if not p.is_dir():
+        raise UsageError(f"--partitions {_label(args.partitions)}: not a directory")
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {_label(args.out)}: with --partitions, a directory (one file per partition)")
+        if os.path.realpath(out) == os.path.realpath(p):
+            raise UsageError("--out is the --partitions directory; choose another directory for the results")
+    return io.read_instruments(args.instruments_file) if args.instruments_file else default_instruments()
+
+
+def _run_partitions(args: argparse.Namespace, kind: str, **kw: Any) -> int:
+    from dpm.engines import distributed
+
+    table = _partition_table(args)
+    market = load_market_option(args)
+    threads = args.workers if args.workers is not None else (1 if args.scheduler else None)
+    run_fn = {"margin": distributed.margin_partitions, "var_es": distributed.var_es_partitions,
+              "stress": distributed.stress_partitions}[kind]
+    t0 = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        client = None
+        if args.scheduler:
+            # one task at a time per worker process (memory: one partition), each on ``threads`` threads
+            client = stack.enter_context(distributed.cluster(args.scheduler, n_workers=args.cluster_workers,
+                                                             threads_per_worker=1))
+        t1 = time.perf_counter()
+        if kind == "margin":
+            run = run_fn(args.partitions, market, table, kw["model"], out=args.out, client=client, threads=threads,
+                         top=args.top)
+        else:
+            extra = (kw["levels"],) if kind == "var_es" else ()
+            run = run_fn(args.partitions, market, table, kw["scenarios"], *extra, out=args.out, client=client,
+                         threads=threads, top=args.top)
+    where = f"Dask scheduler {_label(args.scheduler)}" if args.scheduler else "this process"
+    print(f"dpm {kind.replace('_', '/')} — partitioned book {_label(args.partitions)}: {len(run.partitions):,} "
+          f"partitions, {run.accounts:,} accounts, {run.positions:,} positions; on {where}")
+    tasks = [p.seconds["task"] for p in run.partitions]
+    print(f"time: cluster {1e3 * (t1 - t0):.0f} ms, run {1e3 * run.seconds:.0f} ms (inputs to workers "
+          f"{1e3 * run.setup_seconds:.0f} ms, tasks {1e3 * sum(tasks):.0f} ms)\n")
+    rows = [[k, _fmt(v)] for k, v in run.totals.items()] + [[k, f"{v:,}"] for k, v in run.counts.items()]
+    print(_table(rows, ["summary", "value"]))
+    top = run.top(args.top)
+    if top.get(run.rank):
+        cols = list(top)
+        print(f"\nlargest {len(top[run.rank])} by {run.rank}:")
+        print(_table([[_label(v) if isinstance(v, str) else _fmt(v) for v in row] for row in zip(*top.values())],
+                     cols))
+    if run.outputs:
+        print(f"\nwrote {len(run.outputs)} files into {_label(args.out)}")
     return EXIT_OK
 
 
@@ -905,6 +1048,27 @@ def _serve(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------------------------------
 # entry point
 # ----------------------------------------------------------------------------------------------------
+def _preload_pyarrow(args: argparse.Namespace) -> None:
+    """Import pyarrow on a background thread when this run will read or write a Parquet or Arrow
+    file: its 0.2-0.3 s import then overlaps building the book and margining instead of adding to them."""
+    paths = [getattr(args, k, None) for k in ("accounts_file", "instruments_file", *OUTPUT_FORMATS)]
+    arrow_suffixes = (".parquet", ".pq", ".arrow", ".feather", ".ipc")
+    if getattr(args, "partitions", None) is None and not any(
+            p and Path(p).suffix.lower() in arrow_suffixes for p in paths):
+        return
+    if "pyarrow" in sys.modules:
+        return
+
+    def load() -> None:
+        try:
+            import pyarrow.compute  # noqa: F401
+            import pyarrow.parquet  # noqa: F401
+        except Exception:  # noqa: BLE001 - missing or broken: the reader or writer reports it when it runs
+            pass
+
+    threading.Thread(target=load, name="dpm-preload", daemon=True).start()
+
+
 def _error(message: str) -> None:
     try:
         print(f"dpm: error: {_label(' '.join(str(message).splitlines()))}", file=sys.stderr)
@@ -940,6 +1104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UsageError(f"unrecognized arguments: {' '.join(extra)} (the {args.command!r} subcommand "
                              f"does not take them; see 'dpm {args.command} --help')")
         debug = bool(getattr(args, "debug", False))
+        _preload_pyarrow(args)
         status = COMMANDS[args.command].run(args)
         sys.stdout.flush()
         return status

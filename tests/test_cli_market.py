@@ -122,3 +122,25 @@ def test_market_option_errors(files, tmp_path, capsys):
         rc = cli.main(["--market", *argv])
         err = capsys.readouterr().err
         assert rc in (1, 2) and "Traceback" not in err and needle in err
+
+
+def test_partitioned_book_at_a_loaded_market(files, tmp_path):
+    """``--partitions DIR --market FILE``: each partition is margined at the user's market, not the bundled one."""
+    pytest.importorskip("pyarrow")
+    from dpm.portfolio.partitions import write_partitions
+
+    d, market, table = files
+    book = io.read_accounts(d / "positions.csv", table)
+    write_partitions(book, tmp_path / "parts", 2)
+    out = tmp_path / "results"
+    rc = cli.main(["--market", str(d / "snapshot.json"), "--max-age", "none", "--instruments-file",
+                   str(d / "instruments.csv"), "--partitions", str(tmp_path / "parts"), "--out", str(out)])
+    assert rc == 0
+    import pyarrow.parquet as pq
+
+    got = {}
+    for f in sorted(out.glob("*.parquet")):
+        t = pq.read_table(f).to_pydict()
+        got.update(zip(t["account_id"], t["initial_margin"]))
+    res = MarginEngine(market, table, dpm_default()).margin_many(book)
+    assert got == pytest.approx(dict(zip(book.account_id, res.initial_margin)), rel=1e-15, abs=0)

@@ -214,7 +214,7 @@ def test_read_columns_refusals(tmp_path) -> None:
     with pytest.raises(InvalidInputError, match="dtypes: unknown dtype 'complex' for column 'a'"):
         p.write_text('{"columns": {"a": [1]}}')
         read_columns(p, {"a": "complex"})
-    with pytest.raises(InvalidInputError, match="format: expected 'csv', 'json' or 'parquet', got 'xml'"):
+    with pytest.raises(InvalidInputError, match="format: expected 'csv', 'json', 'parquet' or 'arrow', got 'xml'"):
         read_columns(p, format="xml")
     assert read_columns(tmp_path / "c.json", format=".JSON")["a"].tolist() == [1]
     with pytest.raises(InvalidInputError, match=r"cannot tell the format of .*c.txt"):

@@ -290,8 +290,8 @@ def text_column(values: Any, fmt: str, field: str, source: str, where: Where = r
             import pyarrow as pa
 
             vals = _pylist(values, fmt, source, field)
-            if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)
-                    or pa.types.is_null(values.type)):
+            t = values.type.value_type if pa.types.is_dictionary(values.type) else values.type  # categorical text
+            if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_null(t)):
                 i = next((i for i, v in enumerate(vals) if v is not None), None)
                 if i is not None:
                     raise field_error(source, field, where(i), vals[i], "not text (store it as a string)")

@@ -12,10 +12,12 @@ _EXPORTS = {
     "CONV_DIV_PRICE": "dpm.engines.plan",
     "CONV_MUL_PRICE": "dpm.engines.plan",
     "CONV_NONE": "dpm.engines.plan",
+    "DistributedRun": "dpm.engines.distributed",
     "JOINT_MAX_HELD": "dpm.engines.margin",
     "MarginEngine": "dpm.engines.margin",
     "MarginResults": "dpm.engines.results",
     "PackedScenarios": "dpm.engines.plan",
+    "PartitionResult": "dpm.engines.distributed",
     "PositionContribution": "dpm.engines.results",
     "RevaluationPlan": "dpm.engines.plan",
     "RiskVectors": "dpm.engines.results",
@@ -28,6 +30,9 @@ _EXPORTS = {
     "USD_LIKE": "dpm.engines.margin",
     "WhatIfResult": "dpm.engines.results",
     "balanced_bounds": "dpm.engines.plan",
+    "margin_partitions": "dpm.engines.distributed",
+    "stress_partitions": "dpm.engines.distributed",
+    "var_es_partitions": "dpm.engines.distributed",
 }
 
 __all__ = sorted(_EXPORTS)

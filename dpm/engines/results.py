@@ -110,9 +110,12 @@ class MarginResults:
             cols[f"{u}_delta_shock"] = self.delta_shock[:, j]
             cols[f"{u}_floor"] = self.floor[:, j]
             labels = self.scenario_labels.get(u, ())
-            cols[f"{u}_worst_scenario"] = np.array(
-                [labels[k] if 0 <= k < len(labels) else "" for k in self.worst_scenario[:, j]], dtype=object
-            )
+            # label lookup by index (no Python loop over accounts); "" for no binding scenario
+            lookup = np.empty(len(labels) + 1, dtype=object)
+            lookup[: len(labels)] = labels
+            lookup[len(labels)] = ""
+            k = self.worst_scenario[:, j]
+            cols[f"{u}_worst_scenario"] = lookup[np.where((k >= 0) & (k < len(labels)), k, len(labels))]
         return cols
 
     def summary(self) -> dict[str, float]:

@@ -28,11 +28,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.optimize import least_squares
 
 from dpm._util.validation import as_float_array
 from dpm.errors import InvalidInputError, MarketDataError
 from dpm.market.spline import SplineSlice, fit_spline_slice
+
+
+def least_squares(*args: Any, **kwargs: Any) -> Any:
+    """:func:`scipy.optimize.least_squares`, imported on first use: importing ``scipy.optimize`` takes
+    about 0.5 s, which every ``import dpm.engines.margin`` (and the CLI) would otherwise pay without
+    ever fitting a smile."""
+    from scipy.optimize import least_squares as _least_squares
+
+    return _least_squares(*args, **kwargs)
 
 __all__ = [
     "LEE_MAX_SLOPE",

@@ -84,13 +84,16 @@ def _as_id_array(ids: Any, n: int | None = None) -> np.ndarray:
     vals = ids.tolist() if isinstance(ids, np.ndarray) else list(ids)  # tolist gives Python str
     if n is not None and len(vals) != n:
         raise InvalidInputError(f"account_ids: expected {n} ids, got {len(vals)}")
-    # fast path first (all plain non-empty str); the slow loop only runs to name the bad one
-    if not all(type(v) is str and v for v in vals):
+    # fast path first (all plain str, checked by type in C, none empty); the slow loop only runs to
+    # name the bad one
+    unique = set(vals) if set(map(type, vals)) <= {str} else None
+    if unique is None or "" in unique:
         vals = [str(v) if isinstance(v, np.str_) else v for v in vals]
         for i, v in enumerate(vals):
             if not isinstance(v, str) or not v:
                 raise InvalidInputError(f"account_id: expected non-empty str ids, index {i} is {v!r}")
-    if len(set(vals)) != len(vals):
+        unique = set(vals)
+    if len(unique) != len(vals):
         seen: dict[str, int] = {}
         for i, v in enumerate(vals):
             if v in seen:

@@ -1,0 +1,296 @@
+"""pyarrow fast paths of the readers and writers (optional: every function here has a standard-library
+twin in :mod:`dpm.portfolio.io`, and the two give the same results).
+
+* **Reading** — :func:`read_csv_table`, :func:`read_parquet_table` and :func:`read_ipc_table` return the
+  columns of a file as pyarrow columns, or ``None`` when the file is anything but plainly valid for
+  the fast path (a quote character, a NUL byte, a UTF-16 byte-order mark, a repeated column, a row
+  pyarrow cannot parse, ...). The caller then reads the file with the standard-library path, which
+  names the exact problem (file, column, row); so both paths accept the same files and refuse them
+  with the same message, and a bad file only costs a second read. :func:`factorize` turns a text
+  column into its distinct values in order of first appearance and int64 codes, without a Python
+  loop over rows.
+* **Writing** — :func:`float_text` formats floats exactly as Python's ``repr`` (the shortest text
+  that reads back to the same bits; pyarrow's formatter gives the same digits, and the few values
+  whose layout differs are formatted by ``repr``), so the fast CSV and JSON writers produce the
+  same bytes as the standard-library ones.
+
+pyarrow is imported inside the functions (about 0.2 s), so importing this module costs nothing.
+"""
+from __future__ import annotations
+
+import codecs
+import importlib.util
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from dpm._util.files import check_header
+from dpm.errors import InvalidInputError
+
+__all__ = [
+    "append_index",
+    "arrow_available",
+    "factorize",
+    "float_text",
+    "prefer_arrow",
+    "read_csv_table",
+    "read_ipc_table",
+    "read_parquet_table",
+    "text_cells",
+    "to_numpy",
+]
+
+#: Below this many bytes (reading) or cells (writing) the standard-library path is faster than
+#: importing pyarrow (about 0.2 s) unless pyarrow is imported already.
+FAST_PATH_MIN_BYTES = 4_000_000
+FAST_PATH_MIN_CELLS = 200_000
+
+_AVAILABLE: bool | None = None
+#: Off: every reader and writer takes its standard-library path (tests compare the two paths).
+ENABLED = True
+
+
+def arrow_available() -> bool:
+    """Whether pyarrow can be imported (checked once, without importing it)."""
+    global _AVAILABLE
+    if _AVAILABLE is None:
+        _AVAILABLE = importlib.util.find_spec("pyarrow") is not None
+    return _AVAILABLE
+
+
+def prefer_arrow(size: int, threshold: int) -> bool:
+    """Use the pyarrow path for ``size`` bytes/cells: pyarrow is installed, and it is imported already
+    or the input is large enough to pay for the import."""
+    return ENABLED and arrow_available() and ("pyarrow" in sys.modules or size >= threshold)
+
+
+# ----------------------------------------------------------------------------------------------------
+# reading
+# ----------------------------------------------------------------------------------------------------
+def _first_line(data: bytes, start: int) -> bytes:
+    ends = [i for i in (data.find(b"\n", start), data.find(b"\r", start)) if i >= 0]
+    return data[start: min(ends)] if ends else data[start:]
+
+
+def read_csv_table(data: bytes, source: str, *, dictionary: Sequence[str] = (),
+                   numbers: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Named columns of CSV ``data`` read by pyarrow, or None (see the module docs).
+
+    Columns named in ``dictionary`` come back as dictionary-encoded text, in ``numbers`` as float64
+    (a cell pyarrow cannot parse as a number, or reads as null, makes the caller fall back), all
+    others as text; every column is checked to be UTF-8. Header names are stripped of surrounding
+    white space and unnamed columns dropped, as :func:`dpm._util.files.parse_csv` does.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    start = len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0
+    # the standard-library reader's quoting and blank-line rules are its own: leave such files to it
+    if b'"' in data or b"\x00" in data or data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return None
+    if b"\n\n" in data or b"\r\r" in data or b"\n\r" in data:  # a blank line (pyarrow fills it with nulls)
+        return None
+    try:
+        raw = _first_line(data, start).decode("utf-8").split(",")
+        names = check_header(raw, source)
+    except (UnicodeDecodeError, InvalidInputError):
+        return None
+    if len(raw) < 2 or not any(names):  # one column: blank lines are rows there; leave it to the other path
+        return None
+    types = {}
+    for r, n in zip(raw, names):
+        types[r] = (pa.dictionary(pa.int32(), pa.string()) if n in dictionary
+                    else pa.float64() if n in numbers else pa.string())
+    try:
+        table = pacsv.read_csv(
+            pa.py_buffer(data)[start:] if start else pa.py_buffer(data),
+            read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 22),
+            parse_options=pacsv.ParseOptions(delimiter=",", quote_char=False, double_quote=False,
+                                             escape_char=False, newlines_in_values=False,
+                                             ignore_empty_lines=False),
+            convert_options=pacsv.ConvertOptions(column_types=types, check_utf8=True, strings_can_be_null=False,
+                                                 quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        return None
+    if table.num_columns != len(raw):
+        return None
+    return {n: table.column(j) for j, n in enumerate(names) if n}
+
+
+def read_parquet_table(data: bytes, source: str, *, dictionary: Sequence[str] = ()) -> dict[str, Any] | None:
+    """Named columns of Parquet ``data`` (text columns in ``dictionary`` read dictionary-encoded when
+    the file stores them so), or None when pyarrow cannot read the file or a column name repeats."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.ParquetFile(pa.BufferReader(data)).schema_arrow.names
+        stripped = check_header(names, source)
+        want = [n for n, s in zip(names, stripped) if s in dictionary]
+        table = pq.ParquetFile(pa.BufferReader(data), read_dictionary=want or None).read(use_threads=True)
+    except Exception:  # noqa: BLE001 - any failure: the standard-library path names it
+        return None
+    if table.column_names != names:
+        return None
+    return {s: table.column(j) for j, s in enumerate(stripped) if s}
+
+
+def read_ipc_table(data: bytes, source: str) -> Any:
+    """pyarrow table of Arrow IPC ``data`` (the file format, also written as Feather v2, or the stream
+    format); an unreadable file raises :class:`InvalidInputError` naming it."""
+    import pyarrow as pa
+
+    try:
+        try:
+            table = pa.ipc.open_file(pa.BufferReader(data)).read_all()
+        except pa.ArrowInvalid:
+            table = pa.ipc.open_stream(pa.BufferReader(data)).read_all()
+        table.column_names  # noqa: B018 - decoding the names may fail too
+    except Exception as exc:  # noqa: BLE001 - any failure to decode these bytes: not valid Arrow IPC
+        msg = " ".join(str(exc).splitlines())[:200]
+        raise InvalidInputError(f"{source}: not a readable Arrow IPC file ({type(exc).__name__}: {msg})") from None
+    return table
+
+
+def is_text_type(t: Any) -> bool:
+    """A string column, or a dictionary of strings."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return bool(pa.types.is_string(t) or pa.types.is_large_string(t))
+
+
+def factorize(col: Any) -> tuple[Any, np.ndarray]:
+    """``(distinct values in order of first appearance as a pyarrow array, int64 code of every row)``
+    of a pyarrow text column (plain or dictionary-encoded, any chunking; a null is a value too)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if col.num_chunks == 0 or len(col) == 0:
+        return pa.array([], type=pa.string()), np.zeros(0, dtype=np.int64)
+    if not pa.types.is_dictionary(col.type):
+        # one hash table over all chunks: its dictionary is already in order of first appearance
+        enc = col.dictionary_encode(null_encoding="encode")
+        values = enc.chunk(enc.num_chunks - 1).dictionary
+        return values, to_numpy(pa.chunked_array([c.indices for c in enc.chunks]), np.int64)
+    unified = pa.table({"c": col}).unify_dictionaries().column(0)
+    values = unified.chunk(0).dictionary
+    indices = pa.chunked_array([c.indices for c in unified.chunks])
+    if indices.null_count:  # a null in a dictionary column: code it after the dictionary's values
+        indices = pc.fill_null(indices, len(values))
+        values = pa.concat_arrays([values, pa.nulls(1, values.type)])
+    # the dictionary a file stores need not be in order of appearance: renumber by first appearance
+    order = pc.unique(indices)
+    codes = to_numpy(indices, np.int64)
+    if len(order) == len(values) and (to_numpy(order, np.int64) == np.arange(len(values))).all():
+        return values, codes
+    lut = np.empty(len(values), dtype=np.int64)
+    lut[to_numpy(order, np.int64)] = np.arange(len(order), dtype=np.int64)
+    return values.take(order), lut[codes]
+
+
+def append_index(first: Any, then: Any) -> tuple[Any, np.ndarray]:
+    """``(first followed by the values of then not in first, index of every value of then in it)``
+    for two pyarrow arrays of distinct values."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    idx = to_numpy(pc.fill_null(pc.index_in(then, value_set=first), -1), np.int64)
+    new = idx < 0
+    if not new.any():
+        return first, idx
+    idx[new] = len(first) + np.arange(int(new.sum()), dtype=np.int64)
+    return pa.concat_arrays([first.cast(pa.string()), then.filter(pa.array(new)).cast(pa.string())]), idx
+
+
+def to_numpy(col: Any, dtype: Any) -> np.ndarray:
+    """A pyarrow column without nulls as one numpy array of ``dtype`` (zero-copy when it can be)."""
+    import pyarrow as pa
+
+    if isinstance(col, pa.ChunkedArray):
+        if col.num_chunks == 1:
+            col = col.chunk(0)
+        elif col.num_chunks == 0:
+            return np.zeros(0, dtype=dtype)
+        else:
+            return np.concatenate([np.asarray(c.to_numpy(zero_copy_only=False), dtype=dtype) for c in col.chunks])
+    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+# ----------------------------------------------------------------------------------------------------
+# writing
+# ----------------------------------------------------------------------------------------------------
+def float_text(arr: np.ndarray) -> Any:
+    """pyarrow string array of ``repr(float(v))`` for every value, null for NaN.
+
+    pyarrow prints the same shortest round-trip digits as ``repr`` but switches to exponent notation
+    at other magnitudes (below about 1e-6 and from 1e10 on; ``repr`` below 1e-4 and from 1e16 on)
+    and leaves ``.0`` off whole numbers. Values in the magnitude bands where the two layouts can
+    differ are formatted by ``repr`` (outside them every exponent has two digits, as ``repr`` writes
+    it) and whole numbers get their ``.0``: the result is ``repr``'s, byte for byte (tests compare
+    millions of values across every magnitude).
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = np.ascontiguousarray(arr, dtype=np.float64)
+    nan = np.isnan(arr)
+    text = pc.cast(pa.array(arr, mask=nan if nan.any() else None), pa.string())
+    a = np.abs(arr)
+    with np.errstate(invalid="ignore"):
+        odd = ((a >= 1e-9) & (a < 1e-4)) | ((a >= 1e9) & (a < 1e17))
+        whole = (a < 1e9) & (arr == np.trunc(arr))  # NaN and inf compare False
+    if whole.any():
+        mask = pa.array(whole)
+        text = pc.replace_with_mask(text, mask, pc.binary_join_element_wise(text.filter(mask), ".0", ""))
+    if odd.any():
+        text = pc.replace_with_mask(text, pa.array(odd), pa.array([repr(v) for v in arr[odd].tolist()]))
+    return text
+
+
+_FORMULA_CELL = r"^'*[=+\-@\t\r]"  # dpm._util.fields.escape_text: a spreadsheet would evaluate it
+_NEEDS_QUOTES = '[,"\n\r]'
+
+
+def text_cells(col: Any, *, csv: bool) -> Any:
+    """pyarrow string array of text cells: for CSV with the formula escape of
+    :func:`dpm._util.fields.escape_text` (a leading ``'``); nulls stay null."""
+    import pyarrow.compute as pc
+
+    if not csv:
+        return col
+    hit = pc.match_substring_regex(col, _FORMULA_CELL)
+    if pc.any(hit).as_py():
+        col = pc.if_else(hit, pc.binary_join_element_wise("'", col, ""), col)
+    return col
+
+
+def csv_quote(col: Any) -> Any:
+    """RFC 4180 quoting of the cells that need it (a comma, quote or line break)."""
+    import pyarrow.compute as pc
+
+    need = pc.match_substring_regex(col, _NEEDS_QUOTES)
+    if not pc.any(need).as_py():
+        return col
+    quoted = pc.binary_join_element_wise('"', pc.replace_substring(col, '"', '""'), '"', "")
+    return pc.if_else(need, quoted, col)
+
+
+def joined_rows(cells: Sequence[Any], sep: str, end: str) -> Any:
+    """``sep``-joined cells of every row, each row followed by ``end``, as one pyarrow buffer
+    (``cells`` are string arrays without nulls, short enough for 32-bit offsets)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = pc.binary_join_element_wise(*cells, sep) if len(cells) > 1 else cells[0]
+    rows = pc.binary_join_element_wise(rows, "", end)  # appends ``end`` to every row
+    if isinstance(rows, pa.ChunkedArray):
+        rows = rows.combine_chunks()
+    buffers = rows.buffers()
+    offsets = np.frombuffer(buffers[1], dtype=np.int32 if rows.type == pa.string() else np.int64)
+    lo, hi = int(offsets[rows.offset]), int(offsets[rows.offset + len(rows)])
+    return buffers[2].slice(lo, hi - lo) if len(rows) and hi > lo else pa.py_buffer(b"")
