@@ -441,17 +441,15 @@ def _check_distinct_paths(args: argparse.Namespace) -> None:
 
 def require_finite(columns: Mapping[str, Any], account_id: Any, allow_infinite: Sequence[str] = ()) -> None:
     """Raise unless every float result is finite (``allow_infinite`` columns may hold ±inf, not NaN)."""
-    for name, col in columns.items():
-        arr = np.asarray(col)
-        if arr.dtype.kind != "f":
-            continue
-        bad = np.isnan(arr) if name in allow_infinite else ~np.isfinite(arr)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise DPMError(
-                f"results: column {name!r} of account {_label(repr(str(account_id[i])))} is {float(arr[i])!r}; "
-                "dpm does not write or print a figure that is not a finite number (no file written)"
-            )
+    from dpm.engines.results import first_non_finite
+
+    bad = first_non_finite(columns, allow_infinite)
+    if bad is not None:
+        name, i, value = bad
+        raise DPMError(
+            f"results: column {name!r} of account {_label(repr(str(account_id[i])))} is {value!r}; "
+            "dpm does not write or print a figure that is not a finite number (no file written)"
+        )
 
 
 def _json_text(columns: Mapping[str, Any]) -> str:

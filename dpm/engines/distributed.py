@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from dpm.engines.results import first_non_finite
 from dpm.errors import DPMError, InvalidInputError, InvalidTypeError
 from dpm.portfolio.partitions import partition_files
 
@@ -241,16 +242,11 @@ def _top_rows(order_by: np.ndarray, cols: dict[str, np.ndarray], n: int) -> dict
 
 
 def _check_finite(columns: dict[str, Any], ids: np.ndarray, source: str, allow_infinite: Sequence[str] = ()) -> None:
-    for name, col in columns.items():
-        arr = np.asarray(col)
-        if arr.dtype.kind != "f":
-            continue
-        bad = np.isnan(arr) if name in allow_infinite else ~np.isfinite(arr)
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise InvalidInputError(f"{source}: results: column {name!r} of account {str(ids[i])!r} is "
-                                    f"{float(arr[i])!r}; no result file is written for a figure that is not a "
-                                    "finite number")
+    bad = first_non_finite(columns, allow_infinite)
+    if bad is not None:
+        name, i, value = bad
+        raise InvalidInputError(f"{source}: results: column {name!r} of account {str(ids[i])!r} is "
+                                f"{value!r}; no result file is written for a figure that is not a finite number")
 
 
 def _run_partition(path: str, out: str, token: str, inputs: _Inputs) -> PartitionResult:

@@ -8,7 +8,25 @@ import numpy as np
 
 from dpm.errors import InvalidInputError
 
-__all__ = ["MarginResults", "AccountMargin", "PositionContribution", "RiskVectors", "WhatIfResult"]
+__all__ = ["MarginResults", "AccountMargin", "PositionContribution", "RiskVectors", "WhatIfResult",
+           "first_non_finite"]
+
+
+def first_non_finite(columns: Any, allow_infinite: Sequence[str] = ()) -> tuple[str, int, float] | None:
+    """``(column, row, value)`` of the first float result that is not finite, or ``None``.
+
+    Columns named in ``allow_infinite`` may hold ±inf (a margin ratio at zero equity), not NaN.
+    Writers refuse such a figure rather than print it as a number.
+    """
+    for name, col in columns.items():
+        arr = np.asarray(col)
+        if arr.dtype.kind != "f":
+            continue
+        bad = np.isnan(arr) if name in allow_infinite else ~np.isfinite(arr)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            return name, i, float(arr[i])
+    return None
 
 
 def _usd_price(usd_prices: dict[str, float], currency: str) -> float:

@@ -161,6 +161,15 @@ def _resolve_settlement(settlement: Any, underlying: str, inverse: bool) -> str:
 # ----------------------------------------------------------------------------------------------------
 # specs
 # ----------------------------------------------------------------------------------------------------
+def _set_contract_terms(spec: Any, kind: int) -> None:
+    """Normalise the terms every contract has: ``inverse``, ``contract_size`` (the venue default for the
+    kind when not given) and ``settlement`` (the coin for inverse, USDC for linear when not given)."""
+    object.__setattr__(spec, "inverse", bool(spec.inverse))
+    object.__setattr__(spec, "contract_size",
+                       _resolve_size(spec.contract_size, kind, spec.underlying, spec.inverse))
+    object.__setattr__(spec, "settlement", _resolve_settlement(spec.settlement, spec.underlying, spec.inverse))
+
+
 @dataclass(frozen=True)
 class Option:
     """European option on ``underlying`` expiring at ``expiry`` (ms since epoch UTC or a datetime).
@@ -204,15 +213,7 @@ class Option:
             raise InvalidInputError(f"strike: must be finite and > 0, got {strike!r}")
         object.__setattr__(self, "strike", strike)
         object.__setattr__(self, "option_type", _norm_option_type(self.option_type))
-        object.__setattr__(self, "inverse", bool(self.inverse))
-        object.__setattr__(
-            self,
-            "contract_size",
-            _resolve_size(self.contract_size, Kind.OPTION, self.underlying, self.inverse),
-        )
-        object.__setattr__(
-            self, "settlement", _resolve_settlement(self.settlement, self.underlying, self.inverse)
-        )
+        _set_contract_terms(self, Kind.OPTION)
 
     kind = Kind.OPTION
 
@@ -249,15 +250,7 @@ class Future:
     def __post_init__(self) -> None:
         _check_code(self.underlying, "underlying")
         object.__setattr__(self, "expiry", to_ms(self.expiry))
-        object.__setattr__(self, "inverse", bool(self.inverse))
-        object.__setattr__(
-            self,
-            "contract_size",
-            _resolve_size(self.contract_size, Kind.FUTURE, self.underlying, self.inverse),
-        )
-        object.__setattr__(
-            self, "settlement", _resolve_settlement(self.settlement, self.underlying, self.inverse)
-        )
+        _set_contract_terms(self, Kind.FUTURE)
 
     kind = Kind.FUTURE
 
@@ -285,15 +278,7 @@ class Perpetual:
 
     def __post_init__(self) -> None:
         _check_code(self.underlying, "underlying")
-        object.__setattr__(self, "inverse", bool(self.inverse))
-        object.__setattr__(
-            self,
-            "contract_size",
-            _resolve_size(self.contract_size, Kind.PERPETUAL, self.underlying, self.inverse),
-        )
-        object.__setattr__(
-            self, "settlement", _resolve_settlement(self.settlement, self.underlying, self.inverse)
-        )
+        _set_contract_terms(self, Kind.PERPETUAL)
 
     kind = Kind.PERPETUAL
     expiry_ms = NO_EXPIRY
