@@ -59,43 +59,47 @@ DPM_INLINE void dpm_addon_step(const dpm_inst_info *restrict f, double q, double
 #  define DPM_HAVE_VEC 1
 /* 8 doubles; aligned(8) allows unaligned rows, may_alias lets it view double arrays */
 typedef double dpm_v8d __attribute__((vector_size(64), aligned(8), may_alias));
+/* 4 doubles: the native width of AVX2. GCC lowers 8-double vectors on a 256-bit target through the
+ * stack (store-forwarding stalls on every position: 4x slower than scipy's sparse product on a Zen 3
+ * host), so CPUs without AVX-512 accumulate in these. */
+typedef double dpm_v4d __attribute__((vector_size(32), aligned(8), may_alias));
 
 /* acc[0:W] (+)= sum_j q[j] * P[inst[j] * ld + s0 : + W], in the order of j, with the W/8
  * accumulators held in vector registers for the whole run; with `addons` (a compile-time constant
  * after inlining) also the add-on sums of the positions, fused into the pass where they overlap the
  * row loads. */
-#  define DPM_DEFINE_GATHER(W)                                                                     \
-DPM_INLINE void dpm_gather_##W(const double *restrict P, dpm_index ld, dpm_index s0,                \
+#  define DPM_DEFINE_GATHER(W, VT, VL, NAME)                                                        \
+DPM_INLINE void NAME##_##W(const double *restrict P, dpm_index ld, dpm_index s0,                    \
                                const int64_t *restrict inst, const double *restrict qty, int64_t n, \
                                double *restrict acc, int first, int addons,                         \
                                const dpm_inst_info *restrict info, double *restrict bucket,         \
                                dpm_addon_acc *restrict ad)                                          \
 {                                                                                                   \
-    enum { NV = (W) / 8 };                                                                          \
-    dpm_v8d a[NV];                                                                                  \
+    enum { NV = (W) / (VL) };                                                                       \
+    VT a[NV];                                                                                       \
     _Pragma("GCC unroll 8")                                                                         \
     for (int v = 0; v < NV; v++)                                                                    \
-        a[v] = first ? (dpm_v8d){0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0} : ((const dpm_v8d *)acc)[v]; \
+        a[v] = first ? (VT){0.0} : ((const VT *)acc)[v];                                            \
     dpm_addon_acc r;                                                                                \
     if (addons) r = *ad;                                                                            \
     for (int64_t j = 0; j < n; j++) {                                                               \
         const int64_t i = inst[j];                                                                  \
-        const dpm_v8d *row = (const dpm_v8d *)(P + i * ld + s0);                                    \
+        const VT *row = (const VT *)(P + i * ld + s0);                                              \
         const double qj = qty[j];                                                                   \
-        const dpm_v8d q = {qj, qj, qj, qj, qj, qj, qj, qj};                                         \
+        const VT q = qj - (VT){0.0};  /* broadcast */                                               \
         _Pragma("GCC unroll 8")                                                                     \
         for (int v = 0; v < NV; v++) a[v] += q * row[v];                                            \
         if (addons) dpm_addon_step(info + i, qj, bucket, &r);                                       \
     }                                                                                               \
     if (addons) *ad = r;                                                                            \
     _Pragma("GCC unroll 8")                                                                         \
-    for (int v = 0; v < NV; v++) ((dpm_v8d *)acc)[v] = a[v];                                        \
+    for (int v = 0; v < NV; v++) ((VT *)acc)[v] = a[v];                                             \
 }
 #else
 #  define DPM_HAVE_VEC 0
 /* portable fallback: the same sums in the same order, without vector extensions */
-#  define DPM_DEFINE_GATHER(W)                                                                     \
-DPM_INLINE void dpm_gather_##W(const double *restrict P, dpm_index ld, dpm_index s0,                \
+#  define DPM_DEFINE_GATHER(W, VT, VL, NAME)                                                        \
+DPM_INLINE void NAME##_##W(const double *restrict P, dpm_index ld, dpm_index s0,                    \
                                const int64_t *restrict inst, const double *restrict qty, int64_t n, \
                                double *restrict acc, int first, int addons,                         \
                                const dpm_inst_info *restrict info, double *restrict bucket,         \
@@ -109,10 +113,37 @@ DPM_INLINE void dpm_gather_##W(const double *restrict P, dpm_index ld, dpm_index
     }                                                                                               \
 }
 #endif
-DPM_DEFINE_GATHER(8)
-DPM_DEFINE_GATHER(16)
-DPM_DEFINE_GATHER(32)
-DPM_DEFINE_GATHER(64)
+/* 1 when the running CPU has 32 vector registers (AVX-512F): the gather then keeps 64 scenario
+ * accumulators in registers (8 zmm); narrower CPUs use blocks of 32 (no spills). */
+static int dpm_cpu_wide(void)
+{
+#if DPM_HAVE_VEC && defined(__x86_64__) && !defined(__clang__)
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") ? 1 : 0;
+#else
+    return 0;
+#endif
+}
+
+/* dpm_gather_W: 8-double vectors (AVX-512); dpm_gather_n_W: 4-double vectors (AVX2 and narrower).
+ * Every lane runs the same operations in the same order, so both give the same bits. */
+#if DPM_HAVE_VEC
+DPM_DEFINE_GATHER(8, dpm_v8d, 8, dpm_gather)
+DPM_DEFINE_GATHER(16, dpm_v8d, 8, dpm_gather)
+DPM_DEFINE_GATHER(32, dpm_v8d, 8, dpm_gather)
+DPM_DEFINE_GATHER(64, dpm_v8d, 8, dpm_gather)
+DPM_DEFINE_GATHER(8, dpm_v4d, 4, dpm_gather_n)
+DPM_DEFINE_GATHER(16, dpm_v4d, 4, dpm_gather_n)
+DPM_DEFINE_GATHER(32, dpm_v4d, 4, dpm_gather_n)
+#else
+DPM_DEFINE_GATHER(8, double, 1, dpm_gather)
+DPM_DEFINE_GATHER(16, double, 1, dpm_gather)
+DPM_DEFINE_GATHER(32, double, 1, dpm_gather)
+DPM_DEFINE_GATHER(64, double, 1, dpm_gather)
+DPM_DEFINE_GATHER(8, double, 1, dpm_gather_n)
+DPM_DEFINE_GATHER(16, double, 1, dpm_gather_n)
+DPM_DEFINE_GATHER(32, double, 1, dpm_gather_n)
+#endif
 
 /* acc[0:ld] (+)= positions' rows (ld a multiple of 8), in blocks of 64 (wide CPUs) / 32, then 8; the
  * add-on sums are fused into the first block's pass. */
@@ -128,16 +159,27 @@ DPM_INLINE void dpm_gather_run(const double *restrict P, dpm_index ld, const int
             else dpm_gather_64(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
             addons = 0;
         }
-    }
-    for (; s0 + 32 <= ld; s0 += 32) {
-        if (addons) dpm_gather_32(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
-        else dpm_gather_32(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
-        addons = 0;
-    }
-    for (; s0 < ld; s0 += 8) {
-        if (addons) dpm_gather_8(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
-        else dpm_gather_8(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
-        addons = 0;
+        for (; s0 + 32 <= ld; s0 += 32) {
+            if (addons) dpm_gather_32(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
+            else dpm_gather_32(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
+            addons = 0;
+        }
+        for (; s0 < ld; s0 += 8) {
+            if (addons) dpm_gather_8(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
+            else dpm_gather_8(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
+            addons = 0;
+        }
+    } else {  /* 16 vector registers: 8 accumulators of 4 */
+        for (; s0 + 32 <= ld; s0 += 32) {
+            if (addons) dpm_gather_n_32(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
+            else dpm_gather_n_32(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
+            addons = 0;
+        }
+        for (; s0 < ld; s0 += 8) {
+            if (addons) dpm_gather_n_8(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
+            else dpm_gather_n_8(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
+            addons = 0;
+        }
     }
     if (addons) { /* no scenarios at all: the add-ons still count */
         for (int64_t j = 0; j < n; j++) dpm_addon_step(info + inst[j], qty[j], bucket, ad);
@@ -605,17 +647,6 @@ static void dpm_account_state(const dpm_agg_params *p, const int64_t *inst, cons
     for (int64_t k = 0; k < n; k++) dpm_state_add(p, st, inst[k], qty[k]);
 }
 
-/* 1 when the running CPU has 32 vector registers (AVX-512F): the gather then keeps 64 scenario
- * accumulators in registers (8 zmm); narrower CPUs use blocks of 32 (no spills). */
-static int dpm_cpu_wide(void)
-{
-#if DPM_HAVE_VEC && defined(__x86_64__) && !defined(__clang__)
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") ? 1 : 0;
-#else
-    return 0;
-#endif
-}
 
 /* ---------------------------------------------------------------------------------------------
  * Per-account tail: the k largest losses, ranked by (loss descending, scenario index ascending) -
@@ -760,17 +791,23 @@ static void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, con
                           double *cval, int32_t *cidx, int32_t *cn, double *thr, double *sv,
                           int32_t *si)
 {
+    const int wide = dpm_cpu_wide();
     for (dpm_index s0 = 0; s0 < nsc; s0 += B) {
         const dpm_index nb = nsc - s0 < B ? nsc - s0 : B;
         const double *blk = P + (s0 / B) * M * B;
         for (dpm_index a = a0; a < a1; a++) {
             const int64_t p0 = indptr[a], np = indptr[a + 1] - p0;
-            switch (B) {  /* the register-resident widths; any other width in steps of 8 */
-            case 16: dpm_gather_16(blk, 16, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL); break;
-            case 32: dpm_gather_32(blk, 32, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL); break;
-            case 64: dpm_gather_64(blk, 64, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL); break;
-            default: dpm_gather_run(blk, B, inst + p0, qty + p0, np, acc, 1, 0, 0, NULL, NULL, NULL);
-            }
+            /* the register-resident widths; any other width in steps of 8 */
+            if (wide && B == 64)
+                dpm_gather_64(blk, 64, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL);
+            else if (wide && B == 32)
+                dpm_gather_32(blk, 32, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL);
+            else if (B == 32)
+                dpm_gather_n_32(blk, 32, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL);
+            else if (B == 16)
+                dpm_gather_n_16(blk, 16, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL);
+            else
+                dpm_gather_run(blk, B, inst + p0, qty + p0, np, acc, 1, wide, 0, NULL, NULL, NULL);
             double mn = acc[0];
             for (dpm_index j = 1; j < nb; j++) mn = acc[j] < mn ? acc[j] : mn;
             dpm_tail_block(acc, nb, mn, cval + a * cap, cidx + a * cap, cn + a, thr + a, k, cap,
@@ -785,9 +822,11 @@ DPM_CLONES
 static void dpm_gather_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
                             const double *qty, const double *P, dpm_index ld, double *out, dpm_index ldo)
 {
+    const int wide = dpm_cpu_wide();
     for (dpm_index a = a0; a < a1; a++) {
         const int64_t p0 = indptr[a];
-        dpm_gather_run(P, ld, inst + p0, qty + p0, indptr[a + 1] - p0, out + a * ldo, 1, 0, 0, NULL, NULL, NULL);
+        dpm_gather_run(P, ld, inst + p0, qty + p0, indptr[a + 1] - p0, out + a * ldo, 1, wide, 0, NULL, NULL,
+                       NULL);
     }
 }
 
