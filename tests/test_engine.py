@@ -626,6 +626,29 @@ def test_missing_underlying_market_names_account_and_instrument(market):
         engine.what_if(ok, {"SOL-PERPETUAL": 1.0})
 
 
+@pytest.mark.parametrize("dtypes", [(np.int64, np.float64), (np.int32, np.float32)])
+def test_what_if_ids_refuses_every_bad_order(market, dtypes):
+    """The array fast path: a bad id, a quantity that is not finite, an instrument that cannot be revalued
+    each raise naming the order (one C pass for good orders, the numpy checks for the message)."""
+    tab = InstrumentTable.from_names(["BTC-PERPETUAL", "SOL-PERPETUAL", "ETH-PERPETUAL"])
+    engine = MarginEngine(market, tab, dpm_default())
+    st = engine.prepare(AccountBook.from_arrays([0], [0], [10.0], tab, account_ids=["a"]), 0)
+    it, ft = dtypes
+    good = st.what_if_ids(np.array([0, 2], it), np.array([1.0, -3.0], ft))
+    assert good == pytest.approx(st.what_if({"BTC-PERPETUAL": 1.0, "ETH-PERPETUAL": -3.0}).initial_margin,
+                                 rel=1e-15)
+    cases = [([0, 3], [1.0, 1.0], UnknownInstrumentError, "id 3 at index 1"),
+             ([-1], [1.0], UnknownInstrumentError, "id -1 at index 0"),
+             ([0, 2], [1.0, np.nan], InvalidInputError, r"index 1 \('ETH-PERPETUAL'\) is nan"),
+             ([2], [np.inf], InvalidInputError, r"index 0 \('ETH-PERPETUAL'\) is inf"),
+             ([0, 1], [1.0, 1.0], MarketDataError, "SOL-PERPETUAL")]
+    for ids, qty, err, msg in cases:
+        with pytest.raises(err, match=msg):
+            st.what_if_ids(np.array(ids, it), np.array(qty, ft))
+    with pytest.raises(MarketDataError, match="SOL-PERPETUAL"):
+        st.what_if([("SOL-PERPETUAL", 1.0)])
+
+
 def test_expired_instrument_is_rejected(market):
     tab = InstrumentTable.from_names(["BTC-PERPETUAL", "BTC-28NOV26-92000-C"])
     later = market.with_updates(timestamp_ms=market.timestamp_ms + 2 * 86_400_000)

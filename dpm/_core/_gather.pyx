@@ -7,6 +7,7 @@ the functions here check only what protects memory, take pointers and release th
 from libc.stdint cimport int32_t, int64_t, uintptr_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memset
+from libc.math cimport isfinite
 from dpm._core._black cimport dpm_index
 import numpy as np
 
@@ -309,6 +310,8 @@ cdef class WhatIf:
     cdef AggregationPlan plan
     cdef object state_ref
     cdef const double *state
+    cdef object available_ref
+    cdef const unsigned char *available
     cdef double *work
     cdef double *outs
     cdef void *raw_work
@@ -341,6 +344,28 @@ cdef class WhatIf:
     def __dealloc__(self):
         free(self.raw_work)
         free(self.raw_outs)
+
+    def bind_available(self, const unsigned char[::1] available):
+        """The instruments orders may name (1: revaluable), one byte per instrument of the table."""
+        if available.shape[0] != self.plan.n_instruments:
+            raise ValueError(f"available: expected {self.plan.n_instruments} flags, got {available.shape[0]}")
+        self.available_ref = available.base if available.base is not None else available
+        self.available = &available[0]
+
+    def first_bad_order(self, const int64_t[::1] inst, const double[::1] qty):
+        """Index of the first order with an id outside the table, a quantity that is not finite or an
+        instrument that cannot be revalued (see ``bind_available``); -1 when every order is good.
+        One C pass, so that a checked what-if costs no numpy calls; the engine reports the detail."""
+        cdef Py_ssize_t k, n = inst.shape[0]
+        cdef int64_t M = self.plan.n_instruments
+        if qty.shape[0] != n:
+            return 0
+        for k in range(n):
+            if inst[k] < 0 or inst[k] >= M or not isfinite(qty[k]):
+                return k
+            if self.available != NULL and not self.available[inst[k]]:
+                return k
+        return -1
 
     def total(self, const int64_t[::1] inst, const double[::1] qty):
         """``(risk, position value)`` after orders ``(inst, qty)`` (validated int64 ids in the

@@ -577,6 +577,7 @@ class AccountState:
         self.state.setflags(write=False)
         # C-level evaluator with its own work buffers: a what-if call allocates nothing
         self._wi = _gather.WhatIf(agg, self.state)
+        self._wi.bind_available(engine._plan.revaluation.available.view(np.uint8))
         self.collateral_usd = float(engine._collateral_usd(book)[0])
         r, v = self._wi.total(np.zeros(0, dtype=np.int64), np.zeros(0))
         self._check(r, v)
@@ -633,7 +634,8 @@ class AccountState:
                 raise InvalidInputError(f"orders: quantity of {inst!r} must be finite, got {qf!r}")
             ids[k] = i
             qty[k] = qf
-        self.engine._plan.revaluation.check_orders(ids)
+        if self._wi.first_bad_order(ids, qty) >= 0:  # ids and quantities are checked above: availability
+            self.engine._plan.revaluation.check_orders(ids)
         return ids, qty
 
     def _evaluate(self, ids: np.ndarray, qty: np.ndarray) -> tuple[float, float, float]:
@@ -662,6 +664,12 @@ class AccountState:
     def _checked_arrays(self, instrument_ids: Any, quantities: Any) -> tuple[np.ndarray, np.ndarray]:
         ids = np.asarray(instrument_ids)
         qty = np.asarray(quantities)
+        # the common case in one C pass (ids in the table, finite quantities, revaluable instruments);
+        # anything else goes through the checks below, which name the problem
+        if (ids.dtype == np.int64 and qty.dtype == np.float64 and ids.ndim == 1 and ids.shape == qty.shape
+                and ids.flags.c_contiguous and qty.flags.c_contiguous
+                and self._wi.first_bad_order(ids, qty) < 0):
+            return ids, qty
         if ids.ndim != 1 or qty.ndim != 1 or ids.shape != qty.shape:
             raise InvalidInputError(
                 f"orders: instrument_ids and quantities must be 1-d of the same length, got shapes "
@@ -680,7 +688,8 @@ class AccountState:
         bad = ~np.isfinite(qty)
         if bad.any():
             k = int(np.flatnonzero(bad)[0])
-            raise InvalidInputError(f"quantities: index {k} ({self.engine.instruments.name[ids[k]]!r}) is {qty[k]!r}, "
+            raise InvalidInputError(f"quantities: index {k} ({str(self.engine.instruments.name[ids[k]])!r}) is "
+                                    f"{float(qty[k])!r}, "
                                     "must be finite")
         self.engine._plan.revaluation.check_orders(ids)
         return ids, qty
