@@ -375,9 +375,36 @@ def _grid_for(T: float, w_atm: float, k_lo: float = math.nan, k_hi: float = math
     return grid
 
 
+def _refine_minima(params: Sequence[float], grid: np.ndarray, g: np.ndarray, n_min: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """``g`` between grid points around its lowest local minima (``n_min`` of them), zoomed in twice.
+
+    Without it a repair can tune a slice until the grid points just pass while the density dips below
+    zero between two of them (a bisection on ``b`` lands exactly there)."""
+    n = g.size
+    if n < 3 or not np.isfinite(g).all():
+        return np.zeros(0), np.zeros(0)
+    inner = np.flatnonzero((g[1:-1] <= g[:-2]) & (g[1:-1] <= g[2:])) + 1
+    cand = np.concatenate([inner, [0, n - 1]])
+    cand = cand[np.argsort(g[cand])[:n_min]]
+    ks, gs = [], []
+    for i in cand:
+        lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, n - 1)]
+        for _ in range(2):
+            kf = np.linspace(lo, hi, 33)
+            gf = svi_density(kf, *params)
+            ks.append(kf)
+            gs.append(gf)
+            j = int(np.argmin(gf))
+            lo, hi = kf[max(j - 1, 0)], kf[min(j + 1, 32)]
+    return np.concatenate(ks), np.concatenate(gs)
+
+
 def _max_neg_density(params: Sequence[float], grid: np.ndarray) -> tuple[float, float, float]:
-    """Largest ``-g`` on the grid and the ``k`` range where ``g < 0``."""
+    """Largest ``-g`` on the grid (refined around its minima) and the ``k`` range where ``g < 0``."""
     g = svi_density(grid, *params)
+    kr, gr = _refine_minima(params, grid, g)
+    if kr.size:
+        grid, g = np.concatenate([grid, kr]), np.concatenate([g, gr])
     bad = g < -BUTTERFLY_TOL
     if not bad.any():
         return float(max(-g.min(), 0.0) if np.isfinite(g).all() else 0.0), math.nan, math.nan
