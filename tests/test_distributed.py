@@ -138,6 +138,7 @@ def _deadline(seconds: int):
         signal.signal(signal.SIGALRM, old)
 
 
+@pytest.mark.slow  # worker processes: in the main CI pass, not the sanitizer pass
 def test_local_dask_cluster_equals_one_process(setup, tmp_path) -> None:
     pytest.importorskip("distributed")
     table, market, book, d = setup
