@@ -254,19 +254,23 @@ class LiveRunner:
         return "the live book is shutting down"
 
     # ------------------------------------------------------------------ the writer
+    def _refuse_queued(self) -> None:
+        """Empty the queue, finishing every waiting submission with ``RunnerStopped``."""
+        while True:
+            try:
+                p = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(p, (_Pending, _SnapshotRequest)):
+                p.finish(error=RunnerStopped(self._stopped_reason()))
+
     def _run(self) -> None:
         try:
             self._loop()
         except BaseException as exc:  # noqa: BLE001 - a bug in the writer: stop, never hang submitters
             self.failed = RuntimeError(f"internal error in the writer: {type(exc).__name__}: {exc}")
             self._accepting = False
-            while True:
-                try:
-                    p = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(p, (_Pending, _SnapshotRequest)):
-                    p.finish(error=RunnerStopped(self._stopped_reason()))
+            self._refuse_queued()
 
     def _loop(self) -> None:
         book, journal = self.book, self.journal
@@ -390,13 +394,7 @@ class LiveRunner:
         except queue.Full:  # the writer is gone and the queue full: nothing will take the marker
             pass
         self._thread.join(timeout)
-        while True:  # events queued after the stop marker: refused, never left waiting
-            try:
-                p = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(p, (_Pending, _SnapshotRequest)):
-                p.finish(error=RunnerStopped(self._stopped_reason()))
+        self._refuse_queued()  # events queued after the stop marker: refused, never left waiting
         if self._snap_thread is not None:
             self._snap_thread.join(timeout)
         if self.journal is not None:
