@@ -166,3 +166,26 @@ class StreamGenerator:
         if self._uniform() < 0.05:
             ts = int(ref.market.timestamp_ms + (1 + self._int(119)) * 1000)
         return MarketTick(tuple(ticks), ts)
+
+
+def recorded_stream(engine, book, n, seed, tick_rate=0.01):
+    """``n`` events of a :class:`StreamGenerator` on ``book``, each applied (when accepted) to a live
+    book and to the reference as it is drawn, so later events follow the state earlier ones left."""
+    from reference.live_ref import LiveReference
+
+    from dpm.live import LiveBook
+    from dpm.live.events import EventRejected
+
+    ref = LiveReference(engine.market, engine.instruments, engine.model, book, book.currencies)
+    live = LiveBook(engine, book, workers=1)
+    gen = StreamGenerator(ref, seed=seed, tick_rate=tick_rate, n_events=n)
+    out = []
+    for _ in range(n):
+        ev = next(gen)
+        out.append(ev)
+        try:
+            live.apply(ev)
+            ref.apply(ev)
+        except EventRejected:
+            pass
+    return out

@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 import pytest
-from live_stream import StreamGenerator
+from live_stream import StreamGenerator, recorded_stream
 from reference.live_ref import LiveReference
 
 from dpm.engines.margin import MarginEngine
@@ -180,19 +180,7 @@ def test_layout_does_not_change_results(engine, book300):
 
 
 def _events(engine, book, n, seed, tick_rate=0.01):
-    ref = LiveReference(engine.market, engine.instruments, engine.model, book, book.currencies)
-    live = LiveBook(engine, book, workers=1)
-    gen = StreamGenerator(ref, seed=seed, tick_rate=tick_rate, n_events=n)
-    out = []
-    for _ in range(n):
-        ev = next(gen)
-        out.append(ev)
-        try:
-            live.apply(ev)
-            ref.apply(ev)
-        except EventRejected:
-            pass
-    return out
+    return recorded_stream(engine, book, n, seed, tick_rate)
 
 
 # ----------------------------------------------------------------------------- money rules

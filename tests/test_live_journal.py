@@ -7,8 +7,7 @@ import threading
 
 import numpy as np
 import pytest
-from live_stream import StreamGenerator
-from reference.live_ref import LiveReference
+from live_stream import recorded_stream
 
 from dpm.engines.margin import MarginEngine
 from dpm.errors import InvalidInputError
@@ -33,19 +32,7 @@ def book(engine):
 
 @pytest.fixture(scope="module")
 def events(engine, book):
-    ref = LiveReference(engine.market, engine.instruments, engine.model, book, book.currencies)
-    probe = LiveBook(engine, book, workers=1)
-    gen = StreamGenerator(ref, seed=6, tick_rate=0.01, n_events=1200)
-    out = []
-    for _ in range(1200):
-        ev = next(gen)
-        out.append(ev)
-        try:
-            probe.apply(ev)
-            ref.apply(ev)
-        except EventRejected:
-            pass
-    return out
+    return recorded_stream(engine, book, 1200, seed=6)
 
 
 def _in_process(engine, book, events):

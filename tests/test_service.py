@@ -18,8 +18,7 @@ import pytest
 grpc = pytest.importorskip("grpc")
 pytest.importorskip("grpc_tools")
 
-from live_stream import StreamGenerator  # noqa: E402
-from reference.live_ref import LiveReference  # noqa: E402
+from live_stream import recorded_stream  # noqa: E402
 
 from dpm.engines.margin import MarginEngine  # noqa: E402
 from dpm.live import EventRejected, Fill, LiveBook, MarketTick, OpenAccount, Transfer, UnderlyingTick  # noqa: E402
@@ -102,22 +101,6 @@ def server(tmp_path_factory):
     s.close()
 
 
-def _stream_events(engine, book, n, seed):
-    ref = LiveReference(engine.market, engine.instruments, engine.model, book, book.currencies)
-    probe = LiveBook(engine, book, workers=1)
-    gen = StreamGenerator(ref, seed=seed, tick_rate=0.01, n_events=n)
-    out = []
-    for _ in range(n):
-        ev = next(gen)
-        out.append(ev)
-        try:
-            probe.apply(ev)
-            ref.apply(ev)
-        except EventRejected:
-            pass
-    return out
-
-
 def _replay(engine, book, events, until_seq=None):
     """The uninterrupted run in process: ``(book, index of the first event not evaluated)``."""
     live = LiveBook(engine, book, workers=1)
@@ -134,7 +117,7 @@ def _replay(engine, book, events, until_seq=None):
 
 # ----------------------------------------------------------------------------- crash and recovery
 def test_sigkill_mid_stream_then_restart_loses_nothing(tmp_path, engine, book):
-    events = _stream_events(engine, book, 1500, seed=17)
+    events = recorded_stream(engine, book, 1500, seed=17)
     journal = tmp_path / "live.sqlite"
     srv = Server(journal, "--snapshot-every", "300")
     acked: dict[str, int] = {}
