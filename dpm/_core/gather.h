@@ -114,7 +114,7 @@ DPM_INLINE void NAME##_##W(const double *restrict P, dpm_index ld, dpm_index s0,
 }
 #endif
 /* 1 when the running CPU has 32 vector registers (AVX-512F): the gather then keeps 64 scenario
- * accumulators in registers (8 zmm); narrower CPUs use blocks of 32 (no spills). */
+ * accumulators in registers (8 zmm); narrower CPUs use blocks of 32 in 4-double vectors (8 ymm). */
 static int dpm_cpu_wide(void)
 {
 #if DPM_HAVE_VEC && defined(__x86_64__) && !defined(__clang__)
@@ -129,7 +129,6 @@ static int dpm_cpu_wide(void)
  * Every lane runs the same operations in the same order, so both give the same bits. */
 #if DPM_HAVE_VEC
 DPM_DEFINE_GATHER(8, dpm_v8d, 8, dpm_gather)
-DPM_DEFINE_GATHER(16, dpm_v8d, 8, dpm_gather)
 DPM_DEFINE_GATHER(32, dpm_v8d, 8, dpm_gather)
 DPM_DEFINE_GATHER(64, dpm_v8d, 8, dpm_gather)
 DPM_DEFINE_GATHER(8, dpm_v4d, 4, dpm_gather_n)
@@ -137,7 +136,6 @@ DPM_DEFINE_GATHER(16, dpm_v4d, 4, dpm_gather_n)
 DPM_DEFINE_GATHER(32, dpm_v4d, 4, dpm_gather_n)
 #else
 DPM_DEFINE_GATHER(8, double, 1, dpm_gather)
-DPM_DEFINE_GATHER(16, double, 1, dpm_gather)
 DPM_DEFINE_GATHER(32, double, 1, dpm_gather)
 DPM_DEFINE_GATHER(64, double, 1, dpm_gather)
 DPM_DEFINE_GATHER(8, double, 1, dpm_gather_n)
@@ -153,34 +151,23 @@ DPM_INLINE void dpm_gather_run(const double *restrict P, dpm_index ld, const int
                                double *restrict bucket, dpm_addon_acc *restrict ad)
 {
     dpm_index s0 = 0;
-    if (wide) {
-        for (; s0 + 64 <= ld; s0 += 64) {
-            if (addons) dpm_gather_64(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
-            else dpm_gather_64(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
-            addons = 0;
-        }
-        for (; s0 + 32 <= ld; s0 += 32) {
-            if (addons) dpm_gather_32(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
-            else dpm_gather_32(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
-            addons = 0;
-        }
-        for (; s0 < ld; s0 += 8) {
-            if (addons) dpm_gather_8(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
-            else dpm_gather_8(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
-            addons = 0;
-        }
-    } else {  /* 16 vector registers: 8 accumulators of 4 */
-        for (; s0 + 32 <= ld; s0 += 32) {
-            if (addons) dpm_gather_n_32(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
-            else dpm_gather_n_32(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
-            addons = 0;
-        }
-        for (; s0 < ld; s0 += 8) {
-            if (addons) dpm_gather_n_8(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);
-            else dpm_gather_n_8(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);
-            addons = 0;
-        }
+    /* one pass per block of W scenarios; the add-ons ride on the first pass (`addons` stays a
+     * compile-time constant in each call) */
+#define DPM_GATHER_PASSES(FN, W)                                                                    \
+    for (; s0 + (W) <= ld; s0 += (W)) {                                                             \
+        if (addons) FN(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);              \
+        else FN(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);                     \
+        addons = 0;                                                                                 \
     }
+    if (wide) {
+        DPM_GATHER_PASSES(dpm_gather_64, 64)
+        DPM_GATHER_PASSES(dpm_gather_32, 32)
+        DPM_GATHER_PASSES(dpm_gather_8, 8)
+    } else {  /* 16 vector registers: 8 accumulators of 4 */
+        DPM_GATHER_PASSES(dpm_gather_n_32, 32)
+        DPM_GATHER_PASSES(dpm_gather_n_8, 8)
+    }
+#undef DPM_GATHER_PASSES
     if (addons) { /* no scenarios at all: the add-ons still count */
         for (int64_t j = 0; j < n; j++) dpm_addon_step(info + inst[j], qty[j], bucket, ad);
     }
