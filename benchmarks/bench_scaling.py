@@ -12,8 +12,8 @@ process's peak RSS after the book is built and after margining (``ru_maxrss``), 
 
 ``--threads`` splits ``margin_many`` into its parts at 1 and 2 workers: the gather kernel over the
 pool (``run_chunked``), with fresh outputs and with outputs already written once (the first write
-of a fresh page costs a page fault), and the serial numpy passes (book check, collateral value,
-finite-results check, result assembly), with the CPU time of the kernel's threads (``thread_time``)
+of a fresh page costs a page fault), and the numpy passes around it (book check, collateral value,
+the finish — IM/MM/equity/ratio and the finite-results check —, result assembly), with the CPU time of the kernel's threads (``thread_time``)
 next to the wall time. The SHA-256 ceiling (two 16 MB buffers, 1 vs 2 threads) is measured in the
 same run: on a shared machine it tells how much of the second core was there.
 
@@ -85,13 +85,18 @@ if threads:
     outs = M._result_arrays(N, U); kernel(2, outs)
     total, value, joint, L, scan, worst, roll, dshock, floor = outs
     t0 = time.perf_counter(); coll = engine._collateral_usd(book); collateral = time.perf_counter() - t0
-    t0 = time.perf_counter(); M._check_finite_results(book, total, value, coll); finite = time.perf_counter() - t0
+    # IM/MM/equity/ratio/excess and the finite check (in margin_many: per chunk, in the kernel's threads)
     t0 = time.perf_counter()
-    engine._results(book.account_id, total, value, joint, coll, L, scan, worst, roll, dshock, floor, None, book)
+    fin = M._RowFinish(N, total, value, coll, engine.model.im_factor, engine.model.mm_factor)
+    fin(0, N); fin.check(book)
+    finish = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    engine._results(book.account_id, total, value, joint, coll, L, scan, worst, roll, dshock, floor, None, book,
+                    fin.arrays)
     results = time.perf_counter() - t0
     t0 = time.perf_counter(); M._result_arrays(N, U); alloc = time.perf_counter() - t0
     out["threads"] = {"kernel": parts, "serial": {"check_book": check, "alloc_outputs": alloc,
-                      "collateral": collateral, "finite_check": finite, "results": results}}
+                      "collateral": collateral, "finish": finish, "results": results}}
 print(json.dumps(out))
 """
 

@@ -534,24 +534,13 @@ class _RowFinish:
             out[start:stop] = part
 
     def check(self, book: AccountBook) -> None:
-        """Fail closed like :func:`_check_finite_results` (the same account, the same message)."""
+        """Fail closed: a margin figure is finite or the call fails naming the first such account."""
         for (arr, what), a in zip(((self.inputs[0], "margin"), (self.inputs[1], "position value"),
                                    (self.inputs[2], "collateral value")), self.first_bad):
             if a < len(arr):
                 raise InvalidInputError(
                     f"account {book.account_id[a]!r}: the {what} is not finite ({float(arr[a])!r}); a quantity or "
                     f"collateral amount is too large to margin")
-
-
-def _check_finite_results(book: AccountBook, total: np.ndarray, value: np.ndarray, coll: np.ndarray) -> None:
-    """Fail closed: a margin figure is finite or the call fails naming the account."""
-    for arr, what in ((total, "margin"), (value, "position value"), (coll, "collateral value")):
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            a = int(np.flatnonzero(bad)[0])
-            raise InvalidInputError(
-                f"account {book.account_id[a]!r}: the {what} is not finite ({float(arr[a])!r}); a quantity or "
-                f"collateral amount is too large to margin")
 
 
 class AccountState:
