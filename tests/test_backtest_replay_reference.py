@@ -93,11 +93,9 @@ def _reference(hist, model, measure, h, window, lam=0.94, warmup=30):
                 pnl.append(tot)
             out[ret.dates[t]] = max(_hs_measure(pnl, LEVEL, measure), 0.0)
         elif model == "ewma_normal":
-            if t + 1 < warmup:
+            if t + 1 < warmup:  # no forecast before the warm-up window is full
                 continue
-            c = _ewma_cov_next(r, t, lam, warmup) if t >= warmup - 1 else None
-            if c is None:
-                continue
+            c = _ewma_cov_next(r, t, lam, warmup)
             sp = math.sqrt(max(float(expo @ c @ expo), 0.0) * h)
             z = stats.norm.ppf(LEVEL)
             out[ret.dates[t]] = sp * (stats.norm.pdf(z) / (1 - LEVEL) if measure == "es" else z)
