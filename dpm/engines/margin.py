@@ -215,18 +215,30 @@ class MarginEngine:
         rp = self._plan.revaluation
         rp.check_held(book, rp.available)
 
-    def _collateral_usd(self, book: AccountBook) -> np.ndarray:
-        rates = np.empty(len(book.currencies))
-        for j, ccy in enumerate(book.currencies):
-            price = self.market.usd_rate(ccy)
-            if price is None:
-                if book.collateral.shape[0] and np.any(book.collateral[:, j] != 0):
+    def collateral_rates(self, currencies: Any, book: AccountBook | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(price, rate)`` per currency: USD per unit (:meth:`MarketSnapshot.usd_rate`; 0 without a
+        price) and the same after the model's haircut, the value one unit counts for in equity.
+
+        With ``book`` (holding ``currencies`` in that order), a currency without a price that an
+        account holds raises ``MarketDataError`` naming the account.
+        """
+        price = np.zeros(len(currencies))
+        rate = np.zeros(len(currencies))
+        for j, ccy in enumerate(currencies):
+            p = self.market.usd_rate(ccy)
+            if p is None:
+                if book is not None and book.collateral.shape[0] and np.any(book.collateral[:, j] != 0):
                     a = int(np.flatnonzero(book.collateral[:, j] != 0)[0])
                     raise MarketDataError(
                         f"account {book.account_id[a]!r}: collateral currency {ccy!r} has no price in the market"
                     )
-                price = 0.0
-            rates[j] = price * (1.0 - float(self.model.haircuts.get(ccy, 0.0)))
+                continue
+            price[j] = p
+            rate[j] = p * (1.0 - float(self.model.haircuts.get(ccy, 0.0)))
+        return price, rate
+
+    def _collateral_usd(self, book: AccountBook) -> np.ndarray:
+        _, rates = self.collateral_rates(book.currencies, book)
         if book.collateral.size == 0:
             return np.zeros(len(book))
         with np.errstate(over="ignore", invalid="ignore"):  # an overflow is refused by name afterwards

@@ -51,7 +51,7 @@ import numpy as np
 
 from dpm._core import _gather
 from dpm._util import parallel as _parallel
-from dpm.engines.margin import USD_LIKE, MarginEngine
+from dpm.engines.margin import MarginEngine
 from dpm.errors import (
     DPMError,
     InvalidInputError,
@@ -178,18 +178,8 @@ class _Generation:
         self.F = rp.F
         self.value = engine.position_value
         self.available = rp.available
-        price = np.zeros(len(currencies))
-        haircut = engine.model.haircuts
-        rate_pos = np.zeros(len(currencies))
-        for c, ccy in enumerate(currencies):
-            if ccy in USD_LIKE:
-                p = 1.0
-            elif ccy in engine.market:
-                p = float(engine.market[ccy].index_price)
-            else:
-                p = 0.0  # no price: a balance in it is refused (deposit) or fails the book (init)
-            price[c] = p
-            rate_pos[c] = p * (1.0 - float(haircut.get(ccy, 0.0)))
+        # no price: 0, and a balance in it is refused (deposit) or fails the book (init)
+        price, rate_pos = engine.collateral_rates(currencies)
         self.price = price
         self.rate_pos = rate_pos
         # plain lists for the one-account paths (scalar reads of a list are several times cheaper)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from dpm.engines.margin import USD_LIKE, MarginEngine
-from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError
+from dpm.errors import InvalidInputError, InvalidTypeError
 from dpm.market.specs import Kind
 from dpm.portfolio.accounts import AccountBook
 
@@ -82,21 +82,7 @@ def book_exposure(engine: MarginEngine, book: AccountBook, *, workers: int | Non
     if not isinstance(book, AccountBook):
         raise InvalidTypeError(f"accounts: expected an AccountBook, got {type(book).__name__}")
     res = engine.margin_many(book, workers=workers)
-    market = engine.market
-    rates = np.empty(len(book.currencies))
-    for j, ccy in enumerate(book.currencies):
-        if ccy in USD_LIKE:
-            price = 1.0
-        elif ccy in market:
-            price = float(market[ccy].index_price)
-        else:
-            held = book.collateral[:, j] != 0 if book.collateral.size else np.zeros(0, dtype=bool)
-            if held.any():
-                a = int(np.flatnonzero(held)[0])
-                raise MarketDataError(f"account {book.account_id[a]!r}: collateral currency {ccy!r} has no "
-                                      "price in the market")
-            price = 0.0
-        rates[j] = price * (1.0 - float(engine.model.haircuts.get(ccy, 0.0)))
+    _, rates = engine.collateral_rates(book.currencies, book)
     coll = book.collateral * rates[None, :] if book.collateral.size else np.zeros((len(book), len(rates)))
     return BookExposure(book, _ro(np.array(res.equity, dtype=np.float64)),
                         _ro(np.array(res.maintenance_margin, dtype=np.float64)),
