@@ -86,6 +86,12 @@ cdef extern from "gather.h" nogil:
     void dpm_gather_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
                          const double *qty, const double *P, dpm_index ld, double *out,
                          dpm_index ldo) noexcept
+    void dpm_gather_select(const int64_t *acc, dpm_index n, const int64_t *indptr, const int64_t *inst,
+                           const double *qty, const double *P, dpm_index ld, double *out,
+                           dpm_index ldo) noexcept
+    void dpm_gather_own(const int64_t *acc, const int64_t *col, dpm_index n, const int64_t *indptr,
+                        const int64_t *inst, const int64_t *imap, dpm_index nmap, const double *qty,
+                        const double *Pt, dpm_index ldt, double *out) noexcept
 
 
 cdef inline void *_malloc64(size_t nbytes, void **raw) noexcept nogil:
@@ -453,3 +459,52 @@ def gather_rows(Py_ssize_t a0, Py_ssize_t a1, const int64_t[::1] indptr, const i
     cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
     with nogil:
         dpm_gather_rows(a0, a1, &indptr[0], ip, qp, &P[0, 0], ld, &out[0, 0], out.shape[1])
+
+
+def gather_select(const int64_t[::1] acc, const int64_t[::1] indptr, const int64_t[::1] inst,
+                  const double[::1] qty, const double[:, ::1] P, double[:, ::1] out):
+    """Scenario P&L of the listed accounts ``acc`` (indices into ``indptr``) into the rows of ``out``
+    (len(acc) x ld at least; P is M x ld, ld a multiple of 8). The callers pass account indices
+    of the book and instrument ids of P's table: checked here only where a read would leave the
+    arrays."""
+    cdef Py_ssize_t n = acc.shape[0], ld = P.shape[1], N = indptr.shape[0] - 1
+    if n == 0:
+        return
+    if out.shape[0] < n or out.shape[1] < ld or ld % 8 != 0 or N < 0:
+        raise IndexError("gather_select: buffers out of range")
+    cdef Py_ssize_t i
+    for i in range(n):
+        if acc[i] < 0 or acc[i] >= N:
+            raise IndexError(f"gather_select: account {acc[i]} out of range")
+    if indptr[N] > inst.shape[0] or indptr[N] > qty.shape[0]:
+        raise IndexError("gather_select: indptr points outside the position arrays")
+    cdef const int64_t *ip = &inst[0] if inst.shape[0] > 0 else NULL
+    cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
+    with nogil:
+        dpm_gather_select(&acc[0], n, &indptr[0], ip, qp, &P[0, 0], ld, &out[0, 0], out.shape[1])
+
+
+def gather_own(const int64_t[::1] acc, const int64_t[::1] col, const int64_t[::1] indptr,
+               const int64_t[::1] inst, const int64_t[::1] imap, const double[::1] qty,
+               const double[:, ::1] Pt, double[::1] out):
+    """``out[i]``: P&L of account ``acc[i]`` in scenario ``col[i]`` (row of ``Pt``, scenarios x
+    sub-table instruments; ``imap`` maps the book's instrument ids to its columns, -1 outside it,
+    which gives NaN)."""
+    cdef Py_ssize_t n = acc.shape[0], N = indptr.shape[0] - 1, i
+    if n == 0:
+        return
+    if Pt.shape[0] == 0 or Pt.shape[1] == 0:
+        raise IndexError("gather_own: empty scenario matrix")
+    if col.shape[0] != n or out.shape[0] < n or N < 0:
+        raise IndexError("gather_own: buffers out of range")
+    for i in range(n):
+        if acc[i] < 0 or acc[i] >= N or col[i] < 0 or col[i] >= Pt.shape[0]:
+            raise IndexError(f"gather_own: account {acc[i]} or scenario {col[i]} out of range")
+    if indptr[N] > inst.shape[0] or indptr[N] > qty.shape[0]:
+        raise IndexError("gather_own: indptr points outside the position arrays")
+    cdef const int64_t *ip = &inst[0] if inst.shape[0] > 0 else NULL
+    cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
+    cdef const int64_t *mp = &imap[0] if imap.shape[0] > 0 else NULL
+    with nogil:
+        dpm_gather_own(&acc[0], &col[0], n, &indptr[0], ip, mp, imap.shape[0], qp, &Pt[0, 0], Pt.shape[1],
+                       &out[0])

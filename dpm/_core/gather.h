@@ -817,4 +817,40 @@ static void dpm_gather_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, c
     }
 }
 
+/* The full P&L of the listed accounts acc[0..n) (rows of out, N x ldo) from the whole book: a
+ * group of accounts margined without building its sub-book. */
+DPM_CLONES
+static void dpm_gather_select(const int64_t *acc, dpm_index n, const int64_t *indptr, const int64_t *inst,
+                              const double *qty, const double *P, dpm_index ld, double *out, dpm_index ldo)
+{
+    const int wide = dpm_cpu_wide();
+    for (dpm_index i = 0; i < n; i++) {
+        const int64_t a = acc[i], p0 = indptr[a];
+        dpm_gather_run(P, ld, inst + p0, qty + p0, indptr[a + 1] - p0, out + i * ldo, 1, wide, 0, NULL, NULL,
+                       NULL);
+    }
+}
+
+/* Each listed account at its own scenario: out[i] = sum over the positions p of account acc[i] of
+ * qty[p] * Pt[col[i] * ldt + imap[inst[p]]] (Pt: scenarios x ldt instruments of a sub-table, imap:
+ * the book's nmap instrument ids to that sub-table's rows). Positions are summed in book order. An
+ * instrument outside the map or the sub-table gives NaN, which the caller's finiteness check
+ * reports: never an out-of-range read. */
+static void dpm_gather_own(const int64_t *acc, const int64_t *col, dpm_index n, const int64_t *indptr,
+                           const int64_t *inst, const int64_t *imap, dpm_index nmap, const double *qty,
+                           const double *Pt, dpm_index ldt, double *out)
+{
+    for (dpm_index i = 0; i < n; i++) {
+        const int64_t a = acc[i];
+        const double *row = Pt + col[i] * ldt;
+        double s = 0.0;
+        for (int64_t p = indptr[a]; p < indptr[a + 1]; p++) {
+            const uint64_t id = (uint64_t)inst[p];
+            const int64_t m = id < (uint64_t)nmap ? imap[id] : -1;
+            s += (m >= 0 && m < ldt) ? qty[p] * row[m] : NAN;
+        }
+        out[i] = s;
+    }
+}
+
 #endif /* DPM_GATHER_H */

@@ -314,23 +314,28 @@ def liquidate(engine: MarginEngine, book: AccountBook, equity: np.ndarray, costs
     req_now = np.zeros(n)
     req_now[search] = res.maintenance_margin if target == "mm" else res.initial_margin
 
-    def evaluate(frac_closed: np.ndarray, accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Requirement, cost and fee of ``accounts`` with ``frac_closed`` of every position closed."""
+    def evaluate(frac_pos: np.ndarray, accounts: np.ndarray, pos: np.ndarray,
+                 owner: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Requirement, cost and fee of ``accounts`` with ``frac_pos`` of each of their positions
+        ``pos`` closed (``owner``: the index in ``accounts`` of each position)."""
         nonlocal rounds
-        pos = _positions_of(indptr, accounts)
         c_acc = cnt[accounts]
         sub_ptr = np.zeros(accounts.size + 1, dtype=np.int64)
         np.cumsum(c_acc, out=sub_ptr[1:])
-        variant = AccountBook(book.account_id[accounts], sub_ptr, inst[pos], q[pos] * (1.0 - frac_closed[pos]),
-                              book.collateral[accounts], book.currencies, book.table)
+        qp = q[pos]
+        # trusted: the book's own accounts, instruments and order, quantities scaled by [0, 1]
+        variant = AccountBook(book.account_id[accounts], sub_ptr, inst[pos], qp * (1.0 - frac_pos),
+                              book.collateral[accounts], book.currencies, book.table, _trusted=True)
         r = engine.margin_many(variant, workers=workers)
         rounds += 1
         req = r.maintenance_margin if target == "mm" else r.initial_margin
-        cq = q[pos] * frac_closed[pos]
-        sub_acc = np.repeat(np.arange(accounts.size), c_acc)
-        c = np.bincount(sub_acc, weights=costs.cost(inst[pos], cq), minlength=accounts.size)
-        f = np.bincount(sub_acc, weights=fee_rate * np.abs(cq) * costs.notional[inst[pos]], minlength=accounts.size)
+        cq = qp * frac_pos
+        c = np.bincount(owner, weights=costs.cost(inst[pos], cq), minlength=accounts.size)
+        f = np.bincount(owner, weights=fee_rate * np.abs(cq) * costs.notional[inst[pos]], minlength=accounts.size)
         return req, c, f
+
+    def positions(accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _positions_of(indptr, accounts), np.repeat(np.arange(accounts.size), cnt[accounts])
 
     def meets(req: np.ndarray, c: np.ndarray, f: np.ndarray, accounts: np.ndarray) -> np.ndarray:
         return req <= target_ratio * (eq[accounts] - c - f)
@@ -342,16 +347,16 @@ def liquidate(engine: MarginEngine, book: AccountBook, equity: np.ndarray, costs
     hi[search[ok0]] = 0
     active = search[~ok0]
     # galloping (1, 2, 4, ... positions: most accounts are restored by closing their largest
-    # contributors), then bisection once a count that meets the target is found
+    # contributors), then bisection once a count that meets the target is found; each round
+    # touches only the positions of the accounts still searched
     gallop = np.ones(n, dtype=bool)
     while active.size:
         la, ha = lo[active], hi[active]
         mid = np.where(gallop[active], np.maximum(1, 2 * la), la + (ha - la) // 2)
         mid = np.minimum(mid, ha - 1)
-        kmid = np.zeros(n, dtype=np.int64)
-        kmid[active] = mid
-        frac = (rank < kmid[acc]).astype(np.float64)
-        req, c, f = evaluate(frac, active)
+        pos, owner = positions(active)
+        frac_pos = (rank[pos] < mid[owner]).astype(np.float64)
+        req, c, f = evaluate(frac_pos, active, pos, owner)
         good = meets(req, c, f, active)
         hi[active[good]] = mid[good]
         gallop[active[good]] = False
@@ -362,16 +367,16 @@ def liquidate(engine: MarginEngine, book: AccountBook, equity: np.ndarray, costs
     flo = np.zeros(n)
     fhi = np.ones(n)
     frac_acc = search[k[search] > 0]
+    if frac_acc.size:
+        pos, owner = positions(frac_acc)
+        r_pos = rank[pos]
+        k_pos = k[frac_acc][owner]
     for _ in range(int(fraction_rounds)):
         if not frac_acc.size:
             break
         fm = 0.5 * (flo[frac_acc] + fhi[frac_acc])
-        fmid = np.zeros(n)
-        fmid[frac_acc] = fm
-        kk = np.zeros(n, dtype=np.int64)
-        kk[frac_acc] = k[frac_acc]
-        frac = np.where(rank < kk[acc] - 1, 1.0, np.where(rank == kk[acc] - 1, fmid[acc], 0.0))
-        req, c, f = evaluate(frac, frac_acc)
+        frac_pos = np.where(r_pos < k_pos - 1, 1.0, np.where(r_pos == k_pos - 1, fm[owner], 0.0))
+        req, c, f = evaluate(frac_pos, frac_acc, pos, owner)
         good = meets(req, c, f, frac_acc)
         fhi[frac_acc[good]] = fm[good]
         flo[frac_acc[~good]] = fm[~good]
@@ -382,7 +387,8 @@ def liquidate(engine: MarginEngine, book: AccountBook, equity: np.ndarray, costs
     is_search = np.zeros(n, dtype=bool)
     is_search[search] = True
     frac = np.where(is_search[acc], frac, 1.0)
-    req, c, f = evaluate(frac, search)
+    pos, owner = positions(search)
+    req, c, f = evaluate(frac[pos], search, pos, owner)
     closed = q * frac
     cost[search] = c
     fee[search] = f

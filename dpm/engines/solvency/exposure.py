@@ -106,19 +106,23 @@ def factor_masks(exposure: BookExposure, underlyings: Sequence[str], vol: bool) 
                      dtype=np.int64)
     inst = book.instrument_idx
     live = book.quantity != 0.0
-    code = t_und[np.asarray(table.underlying, dtype=np.int64)[inst]] if inst.size else np.zeros(0, np.int64)
-    missing = live & (code < 0)
-    if missing.any():
-        p = int(np.flatnonzero(missing)[0])
-        a = int(np.searchsorted(book.indptr, p, side="right") - 1)
-        raise InvalidInputError(
-            f"account {book.account_id[a]!r}: instrument {table.name[inst[p]]!r} is on an underlying that "
-            f"the stress space does not move (space: {tuple(underlyings)})")
+    # per instrument first (M rows), then one lookup per position
+    code_i = t_und[np.asarray(table.underlying, dtype=np.int64)] if len(table) else np.zeros(0, np.int64)
+    bits_i = np.where(code_i >= 0, np.left_shift(np.int64(1), np.maximum(code_i, 0)), 0).astype(np.int64)
+    if vol and len(table):
+        opt = (np.asarray(table.kind) == Kind.OPTION) & (code_i >= 0)
+        bits_i |= np.where(opt, np.left_shift(np.int64(1), U + np.maximum(code_i, 0)), 0)
+    missing_i = code_i < 0
+    if missing_i.any() and inst.size:
+        bad = live & missing_i[inst]
+        if bad.any():
+            p = int(np.flatnonzero(bad)[0])
+            a = int(np.searchsorted(book.indptr, p, side="right") - 1)
+            raise InvalidInputError(
+                f"account {book.account_id[a]!r}: instrument {table.name[inst[p]]!r} is on an underlying that "
+                f"the stress space does not move (space: {tuple(underlyings)})")
     mask = np.zeros(len(book), dtype=np.int64)
-    bits = np.where(live, np.left_shift(np.int64(1), np.maximum(code, 0)), 0).astype(np.int64)
-    if vol and inst.size:
-        opt = live & (np.asarray(table.kind)[inst] == Kind.OPTION)
-        bits |= np.where(opt, np.left_shift(np.int64(1), U + np.maximum(code, 0)), 0)
+    bits = np.where(live, bits_i[inst], 0) if inst.size else np.zeros(0, np.int64)
     # positions are grouped by account (CSR): one reduction per non-empty account
     nonempty = np.flatnonzero(np.diff(book.indptr) > 0)
     if nonempty.size:

@@ -42,8 +42,9 @@ from typing import Any
 
 import numpy as np
 
+from dpm._core import _gather
 from dpm._util import parallel as _parallel
-from dpm.engines.plan import RevaluationPlan
+from dpm.engines.plan import RevaluationPlan, balanced_bounds
 from dpm.engines.risk import ScenarioRiskEngine
 from dpm.engines.solvency.exposure import BookExposure, factor_masks
 from dpm.engines.solvency.space import StressSpace
@@ -54,8 +55,6 @@ __all__ = ["ReverseStressResult", "VenueReverseStress", "reverse_stress", "venue
 
 #: accounts revalued per account_pnl call in the coarse pass (memory: chunk x scenarios doubles)
 CHUNK_ACCOUNTS = 8192
-#: positions gathered at a time in the certification rounds
-_GATHER_POSITIONS = 1 << 20
 
 
 def _ro(a: np.ndarray) -> np.ndarray:
@@ -263,43 +262,59 @@ def _z_full(space: StressSpace, factors: np.ndarray, zH: np.ndarray) -> np.ndarr
     return out
 
 
+def _check_losses(exposure: BookExposure, accounts: np.ndarray, values: np.ndarray) -> None:
+    """Fail closed: every loss is finite, or the call fails naming the account."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        a = int(accounts[np.argwhere(bad)[0][0]])
+        raise InvalidInputError(f"account {exposure.book.account_id[a]!r}: its loss in a reverse-stress move is "
+                                "not finite; a quantity is too large to measure")
+
+
 def _losses(engine: ScenarioRiskEngine, exposure: BookExposure, space: StressSpace, accounts: np.ndarray,
-            sset: ScenarioSet, workers: int) -> np.ndarray:
-    """``(n, S)`` losses of ``accounts`` (positions by full revaluation, plus collateral)."""
-    out = np.empty((accounts.size, len(sset)))
+            sset: ScenarioSet, P: np.ndarray, workers: int) -> np.ndarray:
+    """``(n, S)`` losses of ``accounts`` (indices into the book) under ``sset``, whose padded ``M x Sp``
+    revaluation of the engine's table is ``P``: positions gathered straight from the whole book (no
+    sub-book), plus collateral."""
     book = exposure.book
-    for c0 in range(0, accounts.size, CHUNK_ACCOUNTS):
-        idx = accounts[c0:c0 + CHUNK_ACCOUNTS]
-        sub = book.subset(idx)
-        pnl = engine.account_pnl(sub, sset, workers=workers)
-        pnl += exposure.collateral_pnl(space.underlyings, sset.price_move, idx)
-        np.negative(pnl, out=out[c0:c0 + idx.size])
-    return out
+    S = len(sset)
+    out = np.empty((accounts.size, P.shape[1]))
+    counts = (book.indptr[accounts + 1] - book.indptr[accounts]).astype(np.float64) + 1.0
+
+    def run(a: int, b: int) -> None:
+        _gather.gather_select(accounts[a:b], book.indptr, book.instrument_idx, book.quantity, P, out[a:b])
+
+    _parallel.run_bounds(run, balanced_bounds(counts, 4 * workers), workers)
+    loss = out[:, :S]
+    # collateral moves with its coin: (n, U) coin values times (U, S) price moves
+    loss += exposure.collateral_by_underlying(space.underlyings)[accounts] @ sset.price_move.T
+    np.negative(loss, out=loss)
+    _check_losses(exposure, accounts, loss)
+    return loss
 
 
 class _ProbeGather:
     """Exact loss of each account at its own candidate move: the moves are revalued once
-    (``RevaluationPlan`` over the group's instruments) and each account gathers one column."""
+    (``RevaluationPlan`` over the instruments the accounts hold) and each account gathers one row,
+    straight from the whole book (:func:`dpm._core._gather.gather_own`)."""
 
     def __init__(self, engine: ScenarioRiskEngine, exposure: BookExposure, space: StressSpace,
-                 accounts: np.ndarray) -> None:
-        book = exposure.book.subset(accounts)
-        held = np.unique(book.instrument_idx)
-        self.row = np.full(len(book.table), -1, dtype=np.int64)
-        self.row[held] = np.arange(held.size)
-        table = book.table.subset(held)
-        self.plan = RevaluationPlan(engine.market, table, currency="usd", sticky="strike",
+                 accounts: np.ndarray, held: np.ndarray) -> None:
+        book = exposure.book
+        self.imap = np.full(len(book.table), -1, dtype=np.int64)
+        self.imap[held] = np.arange(held.size)
+        self.plan = RevaluationPlan(engine.market, book.table.subset(held), currency="usd", sticky="strike",
                                     default_term=engine.vol_term_structure)
-        self.indptr = book.indptr
-        self.inst = self.row[book.instrument_idx]
-        self.qty = book.quantity
+        self.book = book
+        self.exposure = exposure
+        self.accounts = accounts
         self.coll = exposure.collateral_by_underlying(space.underlyings)[accounts]
         self.space = space
         self.M = held.size
 
     def losses(self, acc: np.ndarray, z: np.ndarray, workers: int, keys: np.ndarray | None = None) -> np.ndarray:
-        """Loss of local account ``acc[i]`` under full move ``z[i]`` (rows may repeat moves; ``keys``,
-        one integer per distinct move, makes finding the distinct moves cheap)."""
+        """Loss of account ``accounts[acc[i]]`` under full move ``z[i]`` (rows may repeat moves;
+        ``keys``, one integer per distinct move, makes finding the distinct moves cheap)."""
         space = self.space
         U = len(space.underlyings)
         if keys is None:
@@ -307,33 +322,25 @@ class _ProbeGather:
         else:
             _, first, col = np.unique(keys, return_index=True, return_inverse=True)
             moves = z[first]
-        col = col.ravel()
+        col = np.ascontiguousarray(col.ravel(), dtype=np.int64)
         self.last_count = moves.shape[0]
         sset = space.scenario_set(moves, [f"probe_{i}" for i in range(moves.shape[0])])
         out = -(self.coll[acc] * z[:, :U]).sum(axis=1)
         if self.M == 0:
             return out
-        P = self.plan.revalue(sset, workers=workers)  # M x S
-        Pt = np.ascontiguousarray(P.T)  # S x M: an account's move is one contiguous row
-        counts = self.indptr[acc + 1] - self.indptr[acc]
-        starts = self.indptr[acc]
-        # positions in chunks (bounded temporaries)
-        bounds = np.searchsorted(np.cumsum(counts), np.arange(_GATHER_POSITIONS, counts.sum() + _GATHER_POSITIONS,
-                                                               _GATHER_POSITIONS), side="right")
-        lo = 0
-        for hi in np.unique(np.append(bounds, acc.size)):
-            hi = int(min(hi, acc.size))
-            if hi <= lo:
-                continue
-            c = counts[lo:hi]
-            tot = int(c.sum())
-            if tot:
-                owner = np.repeat(np.arange(hi - lo), c)
-                first = np.cumsum(c) - c
-                pidx = np.repeat(starts[lo:hi] - first, c) + np.arange(tot)
-                vals = Pt[col[lo:hi][owner], self.inst[pidx]] * self.qty[pidx]
-                out[lo:hi] -= np.bincount(owner, weights=vals, minlength=hi - lo)
-            lo = hi
+        Pt = np.ascontiguousarray(self.plan.revalue(sset, workers=workers).T)  # S x M: one row per move
+        glob = np.ascontiguousarray(self.accounts[acc], dtype=np.int64)
+        pnl = np.empty(acc.size)
+        book = self.book
+
+        def run(a: int, b: int) -> None:
+            _gather.gather_own(glob[a:b], col[a:b], book.indptr, book.instrument_idx, self.imap, book.quantity,
+                               Pt, pnl[a:b])
+
+        counts = (book.indptr[glob + 1] - book.indptr[glob]).astype(np.float64) + 1.0
+        _parallel.run_bounds(run, balanced_bounds(counts, 4 * workers), workers)
+        out -= pnl
+        _check_losses(self.exposure, glob, out)
         return out
 
 
@@ -372,9 +379,10 @@ def _coarse_pass(engine: ScenarioRiskEngine, exposure: BookExposure, space: Stre
     j1 = np.empty((n, K), dtype=np.int64)
     Lhit = np.empty((n, K))
     kk = np.arange(K)[None, :]
+    P = engine.plan.revalue(sset, workers=workers, padded=True, unavailable=0.0)
     for c0 in range(0, n, CHUNK_ACCOUNTS):
         c1 = min(n, c0 + CHUNK_ACCOUNTS)
-        L = _losses(engine, exposure, space, accounts[c0:c1], sset, workers)
+        L = _losses(engine, exposure, space, accounts[c0:c1], sset, P, workers)
         ec = e[c0:c1]
         l0 = L[:, 0]
         Lk = L[:, 1:].reshape(-1, K, J)
@@ -453,6 +461,11 @@ def reverse_stress(engine: ScenarioRiskEngine, exposure: BookExposure, space: St
     book.require_table(engine.instruments)
     N, F = len(book), space.n_factors
     masks = factor_masks(exposure, space.underlyings, space.vol)
+    # fail closed once for the whole book: every held instrument can be revalued under the space's
+    # moves (the gathers below read the book directly)
+    packed = engine.plan.pack(space.scenario_set(np.zeros((1, F)), ["zero"]))
+    engine.plan.check_held(book, engine.plan.usable(packed.covered), packed.covered)
+    counts = np.diff(book.indptr)
     eq = exposure.equity
     dist = np.full(N, np.inf)
     lower = np.full(N, np.inf)
@@ -533,7 +546,10 @@ def reverse_stress(engine: ScenarioRiskEngine, exposure: BookExposure, space: St
             cand_f.append(f0[other])
         crow = np.concatenate(cand_rows)
         cf = np.concatenate(cand_f)
-        res = _certify(engine, exposure, space, factors, accounts[sel], crow, e[sel], L0[sel], fdirs, fcaps, cf,
+        chosen = np.zeros(N, dtype=bool)
+        chosen[accounts[sel]] = True
+        held = np.flatnonzero(np.bincount(book.instrument_idx[np.repeat(chosen, counts)], minlength=len(book.table)))
+        res = _certify(engine, exposure, space, factors, accounts[sel], held, crow, e[sel], L0[sel], fdirs, fcaps, cf,
                        rbest[sel][crow], R[0], rho, lr, max_rounds, w)
         n_scen += res["scenarios"]
         # per account the candidate with the smallest certified distance
@@ -571,7 +587,7 @@ def reverse_stress(engine: ScenarioRiskEngine, exposure: BookExposure, space: St
 
 
 def _certify(engine: ScenarioRiskEngine, exposure: BookExposure, space: StressSpace, factors: np.ndarray,
-             accounts: np.ndarray, rows: np.ndarray, e_acc: np.ndarray, L0_acc: np.ndarray, fdirs: np.ndarray,
+             accounts: np.ndarray, held: np.ndarray, rows: np.ndarray, e_acc: np.ndarray, L0_acc: np.ndarray, fdirs: np.ndarray,
              fcaps: np.ndarray, fidx: np.ndarray, rguess: np.ndarray, r_ref: float, rho: float, lr: float,
              max_rounds: int, workers: int) -> dict[str, Any]:
     """Lattice bracketing of the exhausting radius of each account along its direction ``fidx``.
@@ -584,7 +600,7 @@ def _certify(engine: ScenarioRiskEngine, exposure: BookExposure, space: StressSp
     ``rguess``) to its account in ``accounts`` (an account may have several candidates).
     """
     n = rows.size
-    gather = _ProbeGather(engine, exposure, space, accounts)
+    gather = _ProbeGather(engine, exposure, space, accounts, held)
     e = e_acc[rows]
     NEG, POS = -(1 << 40), 1 << 40
     lo = np.full(n, NEG, dtype=np.int64)
