@@ -220,6 +220,23 @@ def test_reverse_stress_rejects_bad_input(table, solv, space):
         solv.venue_reverse_stress(book, -5.0, space)
 
 
+def test_reverse_stress_names_the_account_holding_an_instrument_it_cannot_revalue(market, space):
+    """The gathers read the whole book directly, so the revaluability check runs once up front: an
+    option expired in the engine's market is refused, naming account and instrument."""
+    from dpm.engines.margin import MarginEngine
+    from dpm.engines.solvency.exposure import book_exposure
+    from dpm.errors import MarketDataError
+    from dpm.models.presets import dpm_default
+    from dpm.market.table import InstrumentTable
+
+    tab = InstrumentTable.from_names(["BTC-PERPETUAL", "BTC-28NOV26-92000-C"])
+    book = AccountBook.from_arrays([0, 1, 1], [0, 0, 1], [1000.0, -500.0, 2.0], tab, account_ids=["ok", "late"])
+    ex = book_exposure(MarginEngine(market, tab, dpm_default()), book)
+    later = ScenarioRiskEngine(market.with_updates(timestamp_ms=market.timestamp_ms + 2 * 86_400_000), tab)
+    with pytest.raises(MarketDataError, match=r"'late'.*BTC-28NOV26-92000-C.*expired"):
+        reverse_stress(later, ex, space)
+
+
 # ---------------------------------------------------------------------------------------------
 # venue-wide: brute force on a small book
 # ---------------------------------------------------------------------------------------------

@@ -15,8 +15,9 @@ BTC price and vol, the other factors at their conditional expectation):
 
 1. **Coarse grid, one revaluation.** ``K`` directions on the unit sphere of the metric times a
    geometric radius ladder (plus the zero move: options age by the horizon) form one
-   :class:`~dpm.models.scenarios.ScenarioSet`; :meth:`ScenarioRiskEngine.account_pnl` revalues and
-   gathers every account in every candidate move (chunks of accounts bound the memory). Along each
+   :class:`~dpm.models.scenarios.ScenarioSet`, revalued once per group; every account of the group
+   is gathered in every candidate move straight from the whole book (chunks of accounts bound the
+   memory). Along each
    direction the first ladder step where the loss reaches the equity brackets the exhausting
    radius; linear interpolation gives an estimate, the best direction is the one of smallest
    estimate, and (two factors) a parabola through it and its neighbours refines the angle.
