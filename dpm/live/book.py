@@ -159,8 +159,14 @@ def _bad_rows(outs: tuple, rows: Any) -> np.ndarray:
     """Rows whose figures are not all finite. The kernel turns a NaN charge of an underlying into
     its floor (``lu > floor ? lu : floor`` is false for NaN), so a finite total can hide a
     non-finite scan or add-on: every per-underlying figure is checked (fail closed)."""
-    blk = outs[9][:, rows, :]
-    ok = np.isfinite(blk).all(axis=(0, 2)) & np.isfinite(outs[0][rows]) & np.isfinite(outs[1][rows])
+    fin = np.isfinite(outs[9][:, rows, :])
+    # plane by plane (an .all over axes (0, 2) is a strided reduction, 8x slower)
+    both = fin[0]
+    for k in range(1, fin.shape[0]):
+        both &= fin[k]
+    ok = np.isfinite(outs[0][rows]) & np.isfinite(outs[1][rows])
+    for u in range(fin.shape[2]):
+        ok &= both[:, u]
     return np.flatnonzero(~ok)
 
 
@@ -1194,10 +1200,11 @@ class LiveBook:
             chunk = max(256, total_rows // (4 * w) + 1)
             bounds = [(s, min(s + chunk, r1)) for r0, r1 in ranges for s in range(r0, r1, chunk)]
             _parallel.run_bounds(job.run, bounds, self.workers)
-            rows = np.concatenate([np.arange(r0, r1) for r0, r1 in ranges])
-            tot = outs[0][rows]
-            tot[_bad_rows(outs, rows)] = math.nan
-            exposed_parts.append(self._assign_rows(rows, tot, outs[1][rows], tp, tb, ta, val))
+            # per range by slices (views, no gathered copies of the (5, rows, U) block)
+            for r0, r1 in ranges:
+                tot = outs[0][r0:r1].copy()
+                tot[_bad_rows(outs, slice(r0, r1))] = math.nan
+                exposed_parts.append(self._assign_rows(np.arange(r0, r1), tot, outs[1][r0:r1], tp, tb, ta, val))
         # 2. dirty accounts exposed: their rows as one mini-CSR, one kernel call
         d_all = np.fromiter(self._over.keys(), dtype=np.int64, count=len(self._over))
         dirty_exposed = d_all[(self._mask[d_all] & moved) != 0] if d_all.size else _EMPTY_I
