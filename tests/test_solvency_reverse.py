@@ -226,8 +226,8 @@ def test_reverse_stress_names_the_account_holding_an_instrument_it_cannot_revalu
     from dpm.engines.margin import MarginEngine
     from dpm.engines.solvency.exposure import book_exposure
     from dpm.errors import MarketDataError
-    from dpm.models.presets import dpm_default
     from dpm.market.table import InstrumentTable
+    from dpm.models.presets import dpm_default
 
     tab = InstrumentTable.from_names(["BTC-PERPETUAL", "BTC-28NOV26-92000-C"])
     book = AccountBook.from_arrays([0, 1, 1], [0, 0, 1], [1000.0, -500.0, 2.0], tab, account_ids=["ok", "late"])
@@ -235,6 +235,8 @@ def test_reverse_stress_names_the_account_holding_an_instrument_it_cannot_revalu
     later = ScenarioRiskEngine(market.with_updates(timestamp_ms=market.timestamp_ms + 2 * 86_400_000), tab)
     with pytest.raises(MarketDataError, match=r"'late'.*BTC-28NOV26-92000-C.*expired"):
         reverse_stress(later, ex, space)
+    with pytest.raises(MarketDataError, match=r"'late'.*BTC-28NOV26-92000-C.*expired"):
+        venue_reverse_stress(later, ex, space, 1e6)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -67,11 +67,19 @@ class BookExposure:
         return out
 
     def collateral_by_underlying(self, underlyings: Sequence[str]) -> np.ndarray:
-        """``(N, U)`` collateral value moving with each of ``underlyings``."""
-        out = np.zeros((len(self.book), len(underlyings)))
+        """``(N, U)`` collateral value moving with each of ``underlyings`` (read-only; computed once
+        per tuple of underlyings: the searches ask for it on every evaluation)."""
+        key = tuple(underlyings)
+        cache = self.__dict__.setdefault("_by_underlying", {})
+        hit = cache.get(key)
+        if hit is not None:
+            return hit
+        out = np.zeros((len(self.book), len(key)))
         for j, c in enumerate(self.currencies):
-            if c in underlyings:
-                out[:, underlyings.index(c)] += self.collateral_usd[:, j]
+            if c in key:
+                out[:, key.index(c)] += self.collateral_usd[:, j]
+        out.setflags(write=False)
+        cache[key] = out
         return out
 
 

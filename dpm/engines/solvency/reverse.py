@@ -287,8 +287,12 @@ def _losses(engine: ScenarioRiskEngine, exposure: BookExposure, space: StressSpa
 
     _parallel.run_bounds(run, balanced_bounds(counts, 4 * workers), workers)
     loss = out[:, :S]
-    # collateral moves with its coin: (n, U) coin values times (U, S) price moves
-    loss += exposure.collateral_by_underlying(space.underlyings)[accounts] @ sset.price_move.T
+    # collateral moves with its coin (a loop over the few coins, not a BLAS product: its threads
+    # would spin against the gather's)
+    coll = exposure.collateral_by_underlying(space.underlyings)[accounts]
+    for u in range(coll.shape[1]):
+        if coll[:, u].any():
+            loss += coll[:, u:u + 1] * sset.price_move[None, :, u]
     np.negative(loss, out=loss)
     _check_losses(exposure, accounts, loss)
     return loss
@@ -462,10 +466,7 @@ def reverse_stress(engine: ScenarioRiskEngine, exposure: BookExposure, space: St
     book.require_table(engine.instruments)
     N, F = len(book), space.n_factors
     masks = factor_masks(exposure, space.underlyings, space.vol)
-    # fail closed once for the whole book: every held instrument can be revalued under the space's
-    # moves (the gathers below read the book directly)
-    packed = engine.plan.pack(space.scenario_set(np.zeros((1, F)), ["zero"]))
-    engine.plan.check_held(book, engine.plan.usable(packed.covered), packed.covered)
+    _check_revaluable(engine, exposure, space)
     counts = np.diff(book.indptr)
     eq = exposure.equity
     dist = np.full(N, np.inf)
@@ -683,29 +684,31 @@ def _certify(engine: ScenarioRiskEngine, exposure: BookExposure, space: StressSp
 VENUE_CHUNK_ACCOUNTS = 32768
 
 
-def _chunks(exposure: BookExposure) -> list[tuple[np.ndarray, Any]]:
-    N = len(exposure.book)
-    if N <= VENUE_CHUNK_ACCOUNTS:
-        return [(np.arange(N), exposure.book)]
-    return [(np.arange(c0, min(N, c0 + VENUE_CHUNK_ACCOUNTS)),
-             exposure.book.subset(np.arange(c0, min(N, c0 + VENUE_CHUNK_ACCOUNTS))))
-            for c0 in range(0, N, VENUE_CHUNK_ACCOUNTS)]
+def _check_revaluable(engine: ScenarioRiskEngine, exposure: BookExposure, space: StressSpace) -> None:
+    """Fail closed once for the whole book: every held instrument can be revalued under the space's
+    moves (the gathers read the book directly and count an unusable row as 0)."""
+    packed = engine.plan.pack(space.scenario_set(np.zeros((1, space.n_factors)), ["zero"]))
+    engine.plan.check_held(exposure.book, engine.plan.usable(packed.covered), packed.covered)
 
 
 def _uncovered(engine: ScenarioRiskEngine, exposure: BookExposure, space: StressSpace, z: np.ndarray,
-               workers: int, chunks: list[tuple[np.ndarray, Any]] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Uncovered loss and bankrupt count of the whole book under each full move ``z`` (S, F)."""
+               workers: int) -> tuple[np.ndarray, np.ndarray]:
+    """Uncovered loss and bankrupt count of the whole book under each full move ``z`` (S, F): the
+    moves revalued once, the accounts gathered in chunks (bounded memory)."""
     sset = space.scenario_set(z, [f"v{i}" for i in range(z.shape[0])])
     unc = np.zeros(len(sset))
     cnt = np.zeros(len(sset), dtype=np.int64)
-    for idx, sub in (chunks if chunks is not None else _chunks(exposure)):
-        if not idx.size:
-            continue
-        pnl = engine.account_pnl(sub, sset, workers=workers)
-        pnl += exposure.collateral_pnl(space.underlyings, sset.price_move, idx)
-        short = -pnl - exposure.equity[idx, None]
-        unc += np.maximum(short, 0.0).sum(axis=0)
-        cnt += (short > 0).sum(axis=0)
+    N = len(exposure.book)
+    if not N:
+        return unc, cnt
+    P = engine.plan.revalue(sset, workers=workers, padded=True, unavailable=0.0)
+    for c0 in range(0, N, VENUE_CHUNK_ACCOUNTS):
+        idx = np.arange(c0, min(N, c0 + VENUE_CHUNK_ACCOUNTS), dtype=np.int64)
+        short = _losses(engine, exposure, space, idx, sset, P, workers)
+        short -= exposure.equity[idx, None]
+        cnt += np.count_nonzero(short > 0.0, axis=0)
+        np.maximum(short, 0.0, out=short)
+        unc += short.sum(axis=0)
     return unc, cnt
 
 
@@ -752,6 +755,7 @@ def venue_reverse_stress(engine: ScenarioRiskEngine, exposure: BookExposure, spa
     w = _parallel.resolve_workers(engine.workers if workers is None else workers)
     exposure.book.require_table(engine.instruments)
     masks = factor_masks(exposure, space.underlyings, space.vol)
+    _check_revaluable(engine, exposure, space)
     used = int(np.bitwise_or.reduce(masks)) if masks.size else 0
     F = space.n_factors
     factors = np.array([f for f in range(F) if (used >> f) & 1], dtype=np.int64)
@@ -834,7 +838,6 @@ class _VenueSearch:
         self.engine, self.exposure, self.space = engine, exposure, space
         self.factors, self.fund, self.workers = factors, fund, workers
         self.evals = 0
-        self.chunks = _chunks(exposure)
 
     def moves(self, u: np.ndarray, r: np.ndarray) -> tuple[np.ndarray, float]:
         """Full moves at radii ``r`` (capped at the direction's edge) along unit vector ``u``."""
@@ -845,7 +848,7 @@ class _VenueSearch:
 
     def evaluate(self, Z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         self.evals += Z.shape[0]
-        return _uncovered(self.engine, self.exposure, self.space, Z, self.workers, self.chunks)
+        return _uncovered(self.engine, self.exposure, self.space, Z, self.workers)
 
     def crossing(self, u: np.ndarray, guess_lo: float, guess_hi: float, rho: float,
                  max_rounds: int) -> tuple[float, float, float, float, int, np.ndarray]:
