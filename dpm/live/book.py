@@ -495,6 +495,7 @@ class LiveBook:
         self._classes: list[tuple[int, int, int]] = []
         self._fut_pos = _EMPTY_I
         self._fut_acc = _EMPTY_I
+        self._fut_inst = _EMPTY_I
         for aid, oid, i, q, p in orders:
             a = self._index.get(aid)
             if a is None:
@@ -607,7 +608,8 @@ class LiveBook:
         lin_pos = np.flatnonzero(self._lin[inst_new] & (row_var[row_of_pos] == 0)) if P else _EMPTY_I
         fut_acc = row_acc[row_of_pos[lin_pos]] if P else _EMPTY_I
         return dict(indptr=indptr, inst=inst_new, qty=qty_new, row_acc=row_acc, row_var=row_var,
-                    acc_first=acc_first, classes=classes, fut_pos=lin_pos, fut_acc=fut_acc)
+                    acc_first=acc_first, classes=classes, fut_pos=lin_pos, fut_acc=fut_acc,
+                    fut_inst=inst_new[lin_pos] if P else _EMPTY_I)
 
     def _compact_swap(self, new: dict[str, Any]) -> None:
         N = self._n
@@ -615,7 +617,9 @@ class LiveBook:
         self._row_acc, self._row_var = new["row_acc"], new["row_var"]
         self._acc_row[:N] = new["acc_first"]
         self._classes = new["classes"]
-        self._fut_pos, self._fut_acc = new["fut_pos"], new["fut_acc"]
+        # instrument ids of the CSR never change between compactions (fills on the same positions
+        # change quantities in place): the ids of the futures positions are kept with them
+        self._fut_pos, self._fut_acc, self._fut_inst = new["fut_pos"], new["fut_acc"], new["fut_inst"]
         self._dirty[:N] = False
         self._over.clear()
         self._rebuild_tick_buffers()
@@ -1245,7 +1249,7 @@ class LiveBook:
         dF[li] = np.where(self._inverse[li], self._cs[li] * (1.0 / Fo[li] - 1.0 / Fn[li]),
                           self._cs[li] * (Fn[li] - Fo[li]))
         if li.size:
-            fi = self._inst[self._fut_pos]
+            fi = self._fut_inst
             sel = lin_moved[fi] & ~self._dirty[self._fut_acc]
             dsel = lin_moved[d_inst]
             acc = np.concatenate([self._fut_acc[sel], d_acc[dsel]])
@@ -1256,7 +1260,9 @@ class LiveBook:
                 key = acc * C + self._settle_ccy[ins]
                 n_bins = self._cap * C
                 s = np.bincount(key, weights=q * dF[ins], minlength=n_bins)
-                uk = np.flatnonzero(np.bincount(key, minlength=n_bins))
+                touched = np.zeros(n_bins, dtype=bool)  # only the balances with a position move
+                touched[key] = True
+                uk = np.flatnonzero(touched)
                 bal.reshape(-1)[uk] += s[uk]
         # 4. equity, margins, levels of every account (collateral prices moved too)
         coll = self._collateral(bal[:N], gen)
