@@ -64,10 +64,6 @@ typedef double dpm_v8d __attribute__((vector_size(64), aligned(8), may_alias));
  * host), so CPUs without AVX-512 accumulate in these. */
 typedef double dpm_v4d __attribute__((vector_size(32), aligned(8), may_alias));
 
-/* positions ahead whose rows are prefetched (L3 latency over the time of one row's FMAs) */
-#  ifndef DPM_GATHER_AHEAD
-#    define DPM_GATHER_AHEAD 4
-#  endif
 /* acc[0:W] (+)= sum_j q[j] * P[inst[j] * ld + s0 : + W], in the order of j, with the W/8
  * accumulators held in vector registers for the whole run; with `addons` (a compile-time constant
  * after inlining) also the add-on sums of the positions, fused into the pass where they overlap the
@@ -89,11 +85,6 @@ DPM_INLINE void NAME##_##W(const double *restrict P, dpm_index ld, dpm_index s0,
     for (int64_t j = 0; j < n; j++) {                                                               \
         const int64_t i = inst[j];                                                                  \
         const VT *row = (const VT *)(P + i * ld + s0);                                              \
-        if (j + DPM_GATHER_AHEAD < n) {  /* rows are picked by id: no hardware prefetcher sees them */ \
-            const char *nx = (const char *)(P + inst[j + DPM_GATHER_AHEAD] * ld + s0);              \
-            _Pragma("GCC unroll 8")                                                                 \
-            for (int c = 0; c < (W) * 8; c += 64) __builtin_prefetch(nx + c, 0, 3);                 \
-        }                                                                                           \
         const double qj = qty[j];                                                                   \
         const VT q = qj - (VT){0.0};  /* broadcast */                                               \
         _Pragma("GCC unroll 8")                                                                     \
