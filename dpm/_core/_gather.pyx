@@ -107,6 +107,18 @@ cdef const double *_dp(const double[::1] a):
     return &a[0] if a.shape[0] > 0 else NULL
 
 
+cdef const int64_t *_ip(const int64_t[::1] a):
+    return &a[0] if a.shape[0] > 0 else NULL
+
+
+cdef int _check_positions(str what, const int64_t[::1] indptr, Py_ssize_t last, const int64_t[::1] inst,
+                          const double[::1] qty) except -1:
+    """The positions of the accounts up to ``last`` lie inside the position arrays."""
+    if indptr[last] > inst.shape[0] or indptr[last] > qty.shape[0]:
+        raise IndexError(f"{what}: indptr points outside the position arrays")
+    return 0
+
+
 cdef class AggregationPlan:
     """The read-only data every account's aggregation needs, bound into one C struct.
 
@@ -453,10 +465,9 @@ def gather_rows(Py_ssize_t a0, Py_ssize_t a1, const int64_t[::1] indptr, const i
     if (a0 < 0 or a1 + 1 > indptr.shape[0] or out.shape[0] < a1 or out.shape[1] < ld
             or ld % 8 != 0):
         raise IndexError(f"gather_rows: accounts [{a0}, {a1}) or buffers out of range")
-    if indptr[a1] > inst.shape[0] or indptr[a1] > qty.shape[0]:
-        raise IndexError("gather_rows: indptr points outside the position arrays")
-    cdef const int64_t *ip = &inst[0] if inst.shape[0] > 0 else NULL
-    cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
+    _check_positions("gather_rows", indptr, a1, inst, qty)
+    cdef const int64_t *ip = _ip(inst)
+    cdef const double *qp = _dp(qty)
     with nogil:
         dpm_gather_rows(a0, a1, &indptr[0], ip, qp, &P[0, 0], ld, &out[0, 0], out.shape[1])
 
@@ -476,10 +487,9 @@ def gather_select(const int64_t[::1] acc, const int64_t[::1] indptr, const int64
     for i in range(n):
         if acc[i] < 0 or acc[i] >= N:
             raise IndexError(f"gather_select: account {acc[i]} out of range")
-    if indptr[N] > inst.shape[0] or indptr[N] > qty.shape[0]:
-        raise IndexError("gather_select: indptr points outside the position arrays")
-    cdef const int64_t *ip = &inst[0] if inst.shape[0] > 0 else NULL
-    cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
+    _check_positions("gather_select", indptr, N, inst, qty)
+    cdef const int64_t *ip = _ip(inst)
+    cdef const double *qp = _dp(qty)
     with nogil:
         dpm_gather_select(&acc[0], n, &indptr[0], ip, qp, &P[0, 0], ld, &out[0, 0], out.shape[1])
 
@@ -500,11 +510,10 @@ def gather_own(const int64_t[::1] acc, const int64_t[::1] col, const int64_t[::1
     for i in range(n):
         if acc[i] < 0 or acc[i] >= N or col[i] < 0 or col[i] >= Pt.shape[0]:
             raise IndexError(f"gather_own: account {acc[i]} or scenario {col[i]} out of range")
-    if indptr[N] > inst.shape[0] or indptr[N] > qty.shape[0]:
-        raise IndexError("gather_own: indptr points outside the position arrays")
-    cdef const int64_t *ip = &inst[0] if inst.shape[0] > 0 else NULL
-    cdef const double *qp = &qty[0] if qty.shape[0] > 0 else NULL
-    cdef const int64_t *mp = &imap[0] if imap.shape[0] > 0 else NULL
+    _check_positions("gather_own", indptr, N, inst, qty)
+    cdef const int64_t *ip = _ip(inst)
+    cdef const double *qp = _dp(qty)
+    cdef const int64_t *mp = _ip(imap)
     with nogil:
         dpm_gather_own(&acc[0], &col[0], n, &indptr[0], ip, mp, imap.shape[0], qp, &Pt[0, 0], Pt.shape[1],
                        &out[0])
