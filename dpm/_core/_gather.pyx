@@ -410,6 +410,16 @@ cdef class WhatIf:
             dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.work, &self.o)
         return self.outs[0], self.outs[1]
 
+    def risk_one(self, int64_t inst, double qty):
+        """The risk of ``total_one`` alone, as a float, keeping the GIL: for the pre-trade hot path,
+        where releasing and re-taking the GIL and building a tuple cost a sizeable part of the
+        microsecond the evaluation takes."""
+        cdef int64_t M = self.plan.n_instruments
+        if inst < 0 or inst >= M:
+            raise IndexError(f"instrument id {inst} is not in the table (0..{M - 1})")
+        dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.work, &self.o)
+        return self.outs[0]
+
 
 def tail_rows(Py_ssize_t a0, Py_ssize_t a1, const int64_t[::1] indptr, const int64_t[::1] inst,
               const double[::1] qty, const double[:, :, ::1] P, Py_ssize_t nsc, Py_ssize_t s_base,

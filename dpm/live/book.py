@@ -1369,7 +1369,7 @@ class LiveBook:
     # ------------------------------------------------------------------ pre-trade checks
     def _what_if_states(self, a: int) -> tuple:
         """Cached what-if evaluators of account ``a``: ``(version, market generation, positions + buys,
-        positions + sells, R(positions), R(+ buys), R(+ sells), im_factor)``."""
+        positions + sells, R(positions), R(+ buys), R(+ sells), im_factor, initial margin now)``."""
         e = self._check_cache.get(a)
         gen = self._gen
         if e is not None and e[0] == self._ver[a] and e[1] == gen.number:
@@ -1384,8 +1384,9 @@ class LiveBook:
             agg.account_state(np.ascontiguousarray(inst, dtype=np.int64), np.ascontiguousarray(qty), st)
             st.setflags(write=False)
             wis.append(_gather.WhatIf(agg, st))
-        e = (int(self._ver[a]), gen.number, wis[0], wis[-1], float(self._tp[a]), float(self._tb[a]),
-             float(self._ta[a]), gen.im_factor)
+        tp, tb, ta = float(self._tp[a]), float(self._tb[a]), float(self._ta[a])
+        e = (int(self._ver[a]), gen.number, wis[0], wis[-1], tp, tb, ta, gen.im_factor,
+             gen.im_factor * max(tp, tb, ta))
         self._check_cache[a] = e
         if len(self._check_cache) > self._check_cache_size:
             self._check_cache.popitem(last=False)
@@ -1446,13 +1447,17 @@ class LiveBook:
             e = self._check_cache.get(a)  # inlined hit path of _what_if_states (no LRU touch)
             if e is None or e[1] != self._gen.number or e[0] != self._ver.item(a):
                 e = self._what_if_states(a)
-            _, _, wb, wa, tp, tb, ta, f = e
+            _, _, wb, wa, tp, tb, ta, f, im_now = e
             if q > 0.0:
-                t = max(wb.total_one(i, q)[0], ta)
+                r, other = wb.risk_one(i, q), ta
             else:
-                t = max(wa.total_one(i, q)[0], tb)
-            im2 = f * max(t, tp)
-            return self._eq.item(a) >= im2 or im2 <= f * max(tp, max(tb, ta)), im2
+                r, other = wa.risk_one(i, q), tb
+            if r != r:  # a NaN risk is refused (the selects below would drop it)
+                return False, r
+            # conditional expressions, not max(): this path is a few microseconds in all
+            t = r if r > other else other
+            im2 = f * (t if t > tp else tp)
+            return self._eq.item(a) >= im2 or im2 <= im_now, im2
 
     # ================================================================== state (snapshots)
     def market_state(self) -> dict[str, Any]:
