@@ -802,3 +802,26 @@ def test_plain_reference_kernel_is_the_textbook_formula():
     g = greeks(F, K, sig, T, cp)
     for got, name in zip(outs, ("price", "delta", "gamma", "vega", "theta")):
         np.testing.assert_allclose(got, g[name], rtol=1e-9, atol=1e-12 * F.max(), err_msg=name)
+
+
+# ---------------------------------------------------------------------------------------------
+# results that do not fit in a double: an error naming the element, never inf or NaN
+# (found by the long fuzz profile: a put on a denormal forward, inverse, priced +inf)
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fn, args, kw, what, where", [
+    (price, (5e-324, 1.0, 0.0, 0.0, "put"), dict(inverse=True), "price", "row 0"),
+    (price, ([1.0, 2.0, 1e-310], 1.0, 0.5, 1.0, "put"), dict(inverse=True), "price", "row 2"),
+    (greeks, ([1.0, 1e-200], 1.0, 0.5, 1.0, "call"), dict(inverse=True), "delta", "row 1"),
+    (greeks, ([[100.0, 1e-310]], 1.0, 1e-300, 1.0, "call"), {}, "gamma", r"element \(0, 1\)"),
+])
+def test_results_that_overflow_raise_naming_the_element(fn, args, kw, what, where):
+    with pytest.raises(InvalidInputError, match=rf"forward/strike: {where}: the {what} is not finite"):
+        fn(*args, **kw)
+
+
+def test_results_in_range_are_unaffected_by_the_finiteness_check():
+    F = np.array([1e-100, 1.0, 1e100])
+    p = price(F, F, 0.5, 1.0, "put", inverse=True)
+    assert np.isfinite(p).all() and np.all(p > 0)
+    g = greeks(F, F, 0.5, 1.0, "put")
+    assert all(np.isfinite(v).all() for v in g.values())

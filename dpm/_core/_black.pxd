@@ -35,6 +35,7 @@ cdef extern from "black_math.h" nogil:
                          const double *cp, int greeks, double *price, double *delta, double *gamma,
                          double *vega, double *theta, dpm_index n) noexcept
     double dpm_erfcx_fast(double u) noexcept
+    double dpm_fp_probe(long long iterations) noexcept
     # the array kernels with the input check fused in: -1, or the offset of the first bad block
     dpm_index dpm_price_checked(const double *F, const double *K, const double *sigma,
                                 const double *T, const double *cp, const double *r, const double *q,

@@ -679,6 +679,26 @@ static void dpm_plain_black(const double *restrict F, const double *restrict K,
     }
 }
 
+/* Benchmark probe only (benchmarks/host_probe.py): `iterations` rounds of 16 independent 4-wide
+ * multiply-adds, enough chains to keep every FMA unit of one core busy and nothing else (no memory
+ * traffic).  Run on 1 and on 2 threads it measures how much floating-point throughput the host
+ * really gives a second thread (on a VM whose two vCPUs land on one physical core's two hardware
+ * threads, about none).  Returns a checksum so the loop is not optimised away. */
+DPM_CLONES
+static double dpm_fp_probe(long long iterations)
+{
+    double a[64];
+    for (int k = 0; k < 64; k++) a[k] = 1.0 + 1e-3 * k;
+    const double m = 0.9999999, c = 1e-9;
+    for (long long i = 0; i < iterations; i++) {
+        DPM_SIMD
+        for (int k = 0; k < 64; k++) a[k] = a[k] * m + c;
+    }
+    double sum = 0.0;
+    for (int k = 0; k < 64; k++) sum += a[k];
+    return sum;
+}
+
 /* Scalar entry points of the pieces above, for the tests. */
 static inline double dpm_erfcx_fast(double u) { return dpm_hw_fma() ? dpm_erfcx_poly(u, 1) : dpm_erfcx_poly(u, 0); }
 static inline double dpm_black_otm(double F, double K, double s)

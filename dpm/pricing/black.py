@@ -211,6 +211,18 @@ class _Prepared:
         # the kernel check and the numpy checks disagree (should not happen): still fail closed
         raise InvalidInputError("inputs outside the pricing domain")  # pragma: no cover
 
+    def raise_non_finite(self, i: int, what: str) -> None:
+        """Fail closed on a result that is not finite (flat element ``i``): inputs inside the domain
+        whose price or greek overflows a double (a strike 1e300 times the forward of an inverse
+        option, a denormal forward, ...). Names the element and its inputs."""
+        idx = np.unravel_index(i, self.shape) if self.shape else ()
+        where = f"element {tuple(int(j) for j in idx)}" if len(idx) > 1 else f"row {int(idx[0]) if idx else 0}"
+        name = "forward" if self.model == 0 else "spot"
+        inputs = (f"{name} {float(self.F[i])!r}, strike {float(self.K[i])!r}, vol {float(self.sigma[i])!r}, "
+                  f"time {float(self.T[i])!r}{', inverse' if self.inverse else ''}")
+        raise InvalidInputError(f"{name}/strike: {where}: the {what} is not finite ({inputs}): the inputs are "
+                                "outside the range where it fits in a double")
+
     def dealias(self, outputs: Sequence[np.ndarray]) -> bool:
         """Copy every flat input that may share memory with an output (``out=`` being one of the
         inputs, or a view of one).  The kernels read each block of inputs before writing its
@@ -239,6 +251,22 @@ def _output(out: np.ndarray | None, shape: tuple[int, ...], name: str) -> np.nda
 
 def _result(arr: np.ndarray) -> np.ndarray:
     return arr[()] if arr.ndim == 0 else arr
+
+
+def _first_non_finite(arrays: Sequence[np.ndarray], start: int, stop: int) -> tuple[int, int]:
+    """``(flat index, array number)`` of the first non-finite value of ``arrays[k][start:stop]``, or
+    ``(-1, -1)``; run per chunk in the workers, while the chunk is still in cache."""
+    for k, a in enumerate(arrays):
+        if a.size and not np.isfinite(a[start:stop]).all():
+            return start + int(np.flatnonzero(~np.isfinite(a[start:stop]))[0]), k
+    return -1, -1
+
+
+def _raise_first_non_finite(p: _Prepared, found: list[tuple[int, int]], names: Sequence[str]) -> None:
+    hits = [f for f in found if f[0] >= 0]
+    if hits:
+        i, k = min(hits)
+        p.raise_non_finite(i, names[k])
 
 
 def price(
@@ -305,13 +333,15 @@ def price(
     if not check:
         p.validate(workers)
 
-    def run(start: int, stop: int) -> object:
-        return _black.price_chunk(p.F, p.K, p.sigma, p.T, p.cp, p.r, p.q, p.model, p.inverse,
-                                  flat, _NO_FIX, start, stop, check)
+    def run(start: int, stop: int) -> tuple[int, tuple[int, int]]:
+        bad = _black.price_chunk(p.F, p.K, p.sigma, p.T, p.cp, p.r, p.q, p.model, p.inverse,
+                                 flat, _NO_FIX, start, stop, check)
+        return bad, _first_non_finite((flat,), start, stop)
 
-    bad = _parallel.run_chunked(run, p.n, workers, min_chunk=_MIN_CHUNK)
-    if check and any(b >= 0 for b in bad):
+    done = _parallel.run_chunked(run, p.n, workers, min_chunk=_MIN_CHUNK)
+    if check and any(b >= 0 for b, _ in done):
         p.raise_invalid()
+    _raise_first_non_finite(p, [f for _, f in done], ("price",))
     return _result(res)
 
 
@@ -383,13 +413,17 @@ def greeks(
     if not check:
         p.validate(workers)
 
-    def run(start: int, stop: int) -> object:
-        return _black.greeks_chunk(p.F, p.K, p.sigma, p.T, p.cp, p.r, p.q, p.model, p.inverse,
-                                   *flats, _NO_FIX, start, stop, check)
+    produced = [res[g].reshape(-1) for g in computed]
 
-    bad = _parallel.run_chunked(run, p.n, workers, min_chunk=_MIN_CHUNK)
-    if check and any(b >= 0 for b in bad):
+    def run(start: int, stop: int) -> tuple[int, tuple[int, int]]:
+        bad = _black.greeks_chunk(p.F, p.K, p.sigma, p.T, p.cp, p.r, p.q, p.model, p.inverse,
+                                  *flats, _NO_FIX, start, stop, check)
+        return bad, _first_non_finite(produced, start, stop)
+
+    done = _parallel.run_chunked(run, p.n, workers, min_chunk=_MIN_CHUNK)
+    if check and any(b >= 0 for b, _ in done):
         p.raise_invalid()
+    _raise_first_non_finite(p, [f for _, f in done], computed)
     return {g: _result(res[g]) for g in wanted}
 
 
