@@ -31,6 +31,9 @@ vectorised kernel without accuracy safeguards costs).  Implied vols: dpm on ``--
 the chain book, against py_vollib (Jaeckel's "Let's be rational", per option) on 2,000 of them.
 Times are per option, through the public API on preallocated outputs (``out=``), best of
 ``--rounds`` calls (the machine may be shared; the best run is the least disturbed one).
+Next to each mix's "2 vs 1" the script prints the host's floating-point 2-thread ceiling measured
+just before that mix (``benchmarks/host_probe.py``: an FMA-saturating loop on 1 and 2 threads): a
+kernel cannot scale past what the host gives the second thread at that moment.
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from host_probe import fp_ceiling
 from scipy.special import ndtr
 
 from dpm._core import _black
@@ -296,6 +300,7 @@ def main(argv=None) -> int:
                "gn": lambda: numpy_greeks(F, K, sig, T, cp)}
         for f in fns.values():
             f()
+        ceiling = fp_ceiling()  # what the host gives a second thread right now
         for i in range(r):
             for k, f in fns.items():
                 if k in ("pn", "gn") and i >= max(2, r // 2):
@@ -304,18 +309,18 @@ def main(argv=None) -> int:
                 f()
                 t[k].append(time.perf_counter() - t0)
         b = {k: min(v) / n * 1e9 for k, v in t.items()}
-        rows["price"].append((mix, b["p1"], b["p2"], b["pp"], b["pn"]))
-        rows["greeks"].append((mix, b["g1"], b["g2"], b["gp"], b["gn"]))
+        rows["price"].append((mix, b["p1"], b["p2"], b["pp"], b["pn"], ceiling))
+        rows["greeks"].append((mix, b["g1"], b["g2"], b["gp"], b["gn"], ceiling))
     for what, title in (("price", "price"), ("greeks", "price, delta, gamma, vega, theta")):
         worst = max(rows[what], key=lambda x: x[1])
         fastest = min(rows[what], key=lambda x: x[1])
         print(f"\n**{title}** (ns/option, best of {r}; worst mix: {worst[0]} {worst[1]:.1f} ns, "
               f"slowest/fastest mix {worst[1] / fastest[1]:.2f}x)\n")
-        print("| mix | dpm 1 worker | dpm 2 workers | 2 vs 1 | plain SIMD loop | dpm / plain | "
+        print("| mix | dpm 1 worker | dpm 2 workers | 2 vs 1 | host FP ceiling | plain SIMD loop | dpm / plain | "
               "numpy + ndtr | numpy / dpm |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for mix, d1, d2, pl, npy in rows[what]:
-            print(f"| {mix} | {d1:.1f} | {d2:.1f} | {d1 / d2:.2f}x | {pl:.1f} | {d1 / pl:.2f} | "
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for mix, d1, d2, pl, npy, ceil in rows[what]:
+            print(f"| {mix} | {d1:.1f} | {d2:.1f} | {d1 / d2:.2f}x | {ceil:.2f}x | {pl:.1f} | {d1 / pl:.2f} | "
                   f"{npy:.1f} | {npy / d1:.1f}x |")
     # why 2 workers do (not) scale here: CPU time against wall time.  If the 2-worker run uses the
     # same CPU time as the 1-worker run but does not halve the wall time, its threads waited for a

@@ -73,7 +73,8 @@ cdef extern from "gather.h" nogil:
                          const int64_t *indptr, const int64_t *inst, const double *qty,
                          double *scratch, const dpm_agg_out *o) noexcept
     void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
-                     const double *qty, int64_t n, double *work, const dpm_agg_out *o) noexcept
+                     const double *qty, int64_t n, const int64_t *held_ids, const double *held_qty,
+                     int64_t n_held, double *work, const dpm_agg_out *o) noexcept
     void dpm_account_state(const dpm_agg_params *p, const int64_t *inst, const double *qty,
                            int64_t n, double *st) noexcept
     void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
@@ -328,6 +329,10 @@ cdef class WhatIf:
     cdef AggregationPlan plan
     cdef object state_ref
     cdef const double *state
+    cdef object held_ref
+    cdef const int64_t *held_ids
+    cdef const double *held_qty
+    cdef int64_t n_held
     cdef object available_ref
     cdef const unsigned char *available
     cdef double *work
@@ -336,10 +341,31 @@ cdef class WhatIf:
     cdef void *raw_outs
     cdef dpm_agg_out o
 
-    def __cinit__(self, AggregationPlan plan, const double[::1] state):
+    def __cinit__(self, AggregationPlan plan, const double[::1] state, held_ids=None, held_qty=None):
         cdef Py_ssize_t U = plan.p.U
         if state.shape[0] != plan.state_size:
             raise ValueError(f"state: expected {plan.state_size} values, got {state.shape[0]}")
+        # the account's positions behind the state (ids increasing): an order on a held instrument
+        # then moves the gross notional and short-option sums as the merged position would
+        self.held_ids = NULL
+        self.held_qty = NULL
+        self.n_held = 0
+        cdef const int64_t[::1] hv
+        cdef const double[::1] qv
+        if held_ids is not None:
+            ids = np.array(held_ids, dtype=np.int64, copy=True).reshape(-1)
+            qs = np.array(held_qty, dtype=np.float64, copy=True).reshape(-1)
+            if ids.shape != qs.shape:
+                raise ValueError("held_ids/held_qty: expected one quantity per instrument id")
+            if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
+                raise ValueError("held_ids: instrument ids must be strictly increasing")
+            if ids.size:
+                hv = ids
+                qv = qs
+                self.held_ref = (ids, qs)
+                self.held_ids = &hv[0]
+                self.held_qty = &qv[0]
+                self.n_held = ids.size
         self.plan = plan
         self.state_ref = state.base if state.base is not None else state
         self.state = &state[0]
@@ -398,7 +424,8 @@ cdef class WhatIf:
         cdef const int64_t *ip = &inst[0] if n > 0 else NULL
         cdef const double *qp = &qty[0] if n > 0 else NULL
         with nogil:
-            dpm_what_if(&self.plan.p, self.state, ip, qp, n, self.work, &self.o)
+            dpm_what_if(&self.plan.p, self.state, ip, qp, n, self.held_ids, self.held_qty, self.n_held,
+                        self.work, &self.o)
         return self.outs[0], self.outs[1]
 
     def total_one(self, int64_t inst, double qty):
@@ -407,7 +434,8 @@ cdef class WhatIf:
         if inst < 0 or inst >= M:
             raise IndexError(f"instrument id {inst} is not in the table (0..{M - 1})")
         with nogil:
-            dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.work, &self.o)
+            dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.held_ids, self.held_qty, self.n_held,
+                        self.work, &self.o)
         return self.outs[0], self.outs[1]
 
     def risk_one(self, int64_t inst, double qty):
@@ -417,7 +445,8 @@ cdef class WhatIf:
         cdef int64_t M = self.plan.n_instruments
         if inst < 0 or inst >= M:
             raise IndexError(f"instrument id {inst} is not in the table (0..{M - 1})")
-        dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.work, &self.o)
+        dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.held_ids, self.held_qty, self.n_held,
+                    self.work, &self.o)
         return self.outs[0]
 
 

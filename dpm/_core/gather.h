@@ -242,7 +242,14 @@ static inline void dpm_state_clear(const dpm_agg_params *p, double *st)
 }
 
 /* Add q contracts of instrument i to the state: S multiply-adds plus the add-on accumulators. */
-DPM_INLINE void dpm_state_add(const dpm_agg_params *restrict p, double *restrict st, int64_t i, double q)
+/* Add q contracts of instrument i to an account state in which the account already holds `cur` of
+ * it. The scenario P&L, deltas and value are linear in q; the gross notional and the short-option
+ * sums are not: they move by |cur + q| - |cur| and min(cur + q, 0) - min(cur, 0), so that adding
+ * an order to a held instrument gives the same state as margining the merged position (a sell
+ * that closes a long lowers the gross notional instead of adding to it). cur = 0 is the plain
+ * sum, bit for bit. */
+DPM_INLINE void dpm_state_add_to(const dpm_agg_params *restrict p, double *restrict st, int64_t i, double q,
+                                 double cur)
 {
     const dpm_index Sp = p->Sp, U = p->U, NB = p->NB;
     const dpm_inst_info *f = p->info + i;
@@ -257,11 +264,29 @@ DPM_INLINE void dpm_state_add(const dpm_agg_params *restrict p, double *restrict
     const double d = q * f->delta;
     bucket[f->bucket] += d;
     net[u] += d;
-    const double qs = q < 0.0 ? q : 0.0;
+    const double after = cur + q;
+    const double qs = (after < 0.0 ? after : 0.0) - (cur < 0.0 ? cur : 0.0);
     som[u] -= qs * f->som;
-    gross[u] += fabs(q) * f->notional;
+    gross[u] += (fabs(after) - fabs(cur)) * f->notional;
     present[u] = 1.0;
     value[0] += q * f->value;
+}
+
+DPM_INLINE void dpm_state_add(const dpm_agg_params *restrict p, double *restrict st, int64_t i, double q)
+{
+    dpm_state_add_to(p, st, i, q, 0.0);
+}
+
+/* The quantity of instrument i among an account's positions (ids[0:n] increasing), 0 if none. */
+static inline double dpm_held_qty(const int64_t *ids, const double *qty, int64_t n, int64_t i)
+{
+    int64_t lo = 0, hi = n;
+    while (lo < hi) {
+        const int64_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] < i) lo = mid + 1;
+        else hi = mid;
+    }
+    return (lo < n && ids[lo] == i) ? qty[lo] : 0.0;
 }
 
 /* The state of positions (inst, qty)[0:n] of one account (sorted by instrument id), built with the
@@ -618,10 +643,18 @@ static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index 
  * `work` receives the state plus the orders (and the finish scratch after it). */
 DPM_CLONES
 static void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
-                        const double *qty, int64_t n, double *work, const dpm_agg_out *o)
+                        const double *qty, int64_t n, const int64_t *held_ids, const double *held_qty,
+                        int64_t n_held, double *work, const dpm_agg_out *o)
 {
     memcpy(work, st, sizeof(double) * (size_t)dpm_state_size(p));
-    for (int64_t k = 0; k < n; k++) dpm_state_add(p, work, inst[k], qty[k]);
+    for (int64_t k = 0; k < n; k++) {
+        /* what the account holds of this instrument before order k: its position (held_ids may be
+         * NULL: none known) plus the earlier orders on the same instrument, summed left to right */
+        double cur = held_ids ? dpm_held_qty(held_ids, held_qty, n_held, inst[k]) : 0.0;
+        for (int64_t j = 0; j < k; j++)
+            if (inst[j] == inst[k]) cur += qty[j];
+        dpm_state_add_to(p, work, inst[k], qty[k], cur);
+    }
     dpm_state_finish(p, work, o, 0, work + dpm_state_size(p));
 }
 

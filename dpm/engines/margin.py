@@ -576,8 +576,9 @@ class AccountState:
         agg.account_state(np.ascontiguousarray(book.instrument_idx, dtype=np.int64),
                           np.ascontiguousarray(book.quantity, dtype=np.float64), self.state)
         self.state.setflags(write=False)
-        # C-level evaluator with its own work buffers: a what-if call allocates nothing
-        self._wi = _gather.WhatIf(agg, self.state)
+        # C-level evaluator with its own work buffers: a what-if call allocates nothing; it knows the
+        # positions, so an order on a held instrument is margined as the merged position
+        self._wi = _gather.WhatIf(agg, self.state, book.instrument_idx, book.quantity)
         self._wi.bind_available(engine._plan.revaluation.available.view(np.uint8))
         self.collateral_usd = float(engine._collateral_usd(book)[0])
         r, v = self._wi.total(np.zeros(0, dtype=np.int64), np.zeros(0))

@@ -1383,7 +1383,7 @@ class LiveBook:
             st = np.empty(agg.state_size)
             agg.account_state(np.ascontiguousarray(inst, dtype=np.int64), np.ascontiguousarray(qty), st)
             st.setflags(write=False)
-            wis.append(_gather.WhatIf(agg, st))
+            wis.append(_gather.WhatIf(agg, st, inst, qty))  # the positions: orders on held instruments
         tp, tb, ta = float(self._tp[a]), float(self._tb[a]), float(self._ta[a])
         e = (int(self._ver[a]), gen.number, wis[0], wis[-1], tp, tb, ta, gen.im_factor,
              gen.im_factor * max(tp, tb, ta))
