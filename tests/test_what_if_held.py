@@ -24,6 +24,9 @@ CASES = [
     ([(0, 3.0), (1, -2.0)], [(1, 2.5), (0, -1.0), (1, -0.5)]),   # two orders on one held option
     ([(1, -2.0)], [(1, 1.0)]),                                   # buying back half a short call
     ([(2, 5.0), (3, -100.0)], [(2, -7.5), (3, 250.0)]),          # flips of both signs
+    ([(0, -1e12), (1, 3.0)], [(0, 1e12)]),                        # closing the largest position a
+    ([(0, -1e300), (2, 1.0)], [(0, 1e300)]),                      # live book takes, and beyond: no
+    ([(1, 1.0)], [(0, 1e12), (0, -1e12)]),                        # cancellation of q P[i] - q P[i]
 ]
 
 

@@ -73,8 +73,8 @@ cdef extern from "gather.h" nogil:
                          const int64_t *indptr, const int64_t *inst, const double *qty,
                          double *scratch, const dpm_agg_out *o) noexcept
     void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
-                     const double *qty, int64_t n, const int64_t *held_ids, const double *held_qty,
-                     int64_t n_held, double *work, const dpm_agg_out *o) noexcept
+                     const double *qty, int64_t n, int held_known, const int64_t *held_ids,
+                     const double *held_qty, int64_t n_held, double *work, const dpm_agg_out *o) noexcept
     void dpm_account_state(const dpm_agg_params *p, const int64_t *inst, const double *qty,
                            int64_t n, double *st) noexcept
     void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
@@ -333,6 +333,7 @@ cdef class WhatIf:
     cdef const int64_t *held_ids
     cdef const double *held_qty
     cdef int64_t n_held
+    cdef int held_known
     cdef object available_ref
     cdef const unsigned char *available
     cdef double *work
@@ -345,11 +346,12 @@ cdef class WhatIf:
         cdef Py_ssize_t U = plan.p.U
         if state.shape[0] != plan.state_size:
             raise ValueError(f"state: expected {plan.state_size} values, got {state.shape[0]}")
-        # the account's positions behind the state (ids increasing): an order on a held instrument
-        # then moves the gross notional and short-option sums as the merged position would
+        # the account's positions behind the state (ids increasing): orders on held instruments (or
+        # several on one) are then margined from the merged positions, exactly as a full recompute
         self.held_ids = NULL
         self.held_qty = NULL
         self.n_held = 0
+        self.held_known = held_ids is not None
         cdef const int64_t[::1] hv
         cdef const double[::1] qv
         if held_ids is not None:
@@ -424,7 +426,7 @@ cdef class WhatIf:
         cdef const int64_t *ip = &inst[0] if n > 0 else NULL
         cdef const double *qp = &qty[0] if n > 0 else NULL
         with nogil:
-            dpm_what_if(&self.plan.p, self.state, ip, qp, n, self.held_ids, self.held_qty, self.n_held,
+            dpm_what_if(&self.plan.p, self.state, ip, qp, n, self.held_known, self.held_ids, self.held_qty, self.n_held,
                         self.work, &self.o)
         return self.outs[0], self.outs[1]
 
@@ -434,7 +436,7 @@ cdef class WhatIf:
         if inst < 0 or inst >= M:
             raise IndexError(f"instrument id {inst} is not in the table (0..{M - 1})")
         with nogil:
-            dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.held_ids, self.held_qty, self.n_held,
+            dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.held_known, self.held_ids, self.held_qty, self.n_held,
                         self.work, &self.o)
         return self.outs[0], self.outs[1]
 
@@ -445,7 +447,7 @@ cdef class WhatIf:
         cdef int64_t M = self.plan.n_instruments
         if inst < 0 or inst >= M:
             raise IndexError(f"instrument id {inst} is not in the table (0..{M - 1})")
-        dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.held_ids, self.held_qty, self.n_held,
+        dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.held_known, self.held_ids, self.held_qty, self.n_held,
                     self.work, &self.o)
         return self.outs[0]
 

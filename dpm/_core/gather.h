@@ -242,14 +242,7 @@ static inline void dpm_state_clear(const dpm_agg_params *p, double *st)
 }
 
 /* Add q contracts of instrument i to the state: S multiply-adds plus the add-on accumulators. */
-/* Add q contracts of instrument i to an account state in which the account already holds `cur` of
- * it. The scenario P&L, deltas and value are linear in q; the gross notional and the short-option
- * sums are not: they move by |cur + q| - |cur| and min(cur + q, 0) - min(cur, 0), so that adding
- * an order to a held instrument gives the same state as margining the merged position (a sell
- * that closes a long lowers the gross notional instead of adding to it). cur = 0 is the plain
- * sum, bit for bit. */
-DPM_INLINE void dpm_state_add_to(const dpm_agg_params *restrict p, double *restrict st, int64_t i, double q,
-                                 double cur)
+DPM_INLINE void dpm_state_add(const dpm_agg_params *restrict p, double *restrict st, int64_t i, double q)
 {
     const dpm_index Sp = p->Sp, U = p->U, NB = p->NB;
     const dpm_inst_info *f = p->info + i;
@@ -264,21 +257,15 @@ DPM_INLINE void dpm_state_add_to(const dpm_agg_params *restrict p, double *restr
     const double d = q * f->delta;
     bucket[f->bucket] += d;
     net[u] += d;
-    const double after = cur + q;
-    const double qs = (after < 0.0 ? after : 0.0) - (cur < 0.0 ? cur : 0.0);
+    const double qs = q < 0.0 ? q : 0.0;
     som[u] -= qs * f->som;
-    gross[u] += (fabs(after) - fabs(cur)) * f->notional;
+    gross[u] += fabs(q) * f->notional;
     present[u] = 1.0;
     value[0] += q * f->value;
 }
 
-DPM_INLINE void dpm_state_add(const dpm_agg_params *restrict p, double *restrict st, int64_t i, double q)
-{
-    dpm_state_add_to(p, st, i, q, 0.0);
-}
-
-/* The quantity of instrument i among an account's positions (ids[0:n] increasing), 0 if none. */
-static inline double dpm_held_qty(const int64_t *ids, const double *qty, int64_t n, int64_t i)
+/* Index of instrument i among an account's positions (ids[0:n] increasing), -1 if not held. */
+static inline int64_t dpm_held_index(const int64_t *ids, int64_t n, int64_t i)
 {
     int64_t lo = 0, hi = n;
     while (lo < hi) {
@@ -286,7 +273,7 @@ static inline double dpm_held_qty(const int64_t *ids, const double *qty, int64_t
         if (ids[mid] < i) lo = mid + 1;
         else hi = mid;
     }
-    return (lo < n && ids[lo] == i) ? qty[lo] : 0.0;
+    return (lo < n && ids[lo] == i) ? lo : -1;
 }
 
 /* The state of positions (inst, qty)[0:n] of one account (sorted by instrument id), built with the
@@ -643,18 +630,43 @@ static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index 
  * `work` receives the state plus the orders (and the finish scratch after it). */
 DPM_CLONES
 static void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
-                        const double *qty, int64_t n, const int64_t *held_ids, const double *held_qty,
-                        int64_t n_held, double *work, const dpm_agg_out *o)
+                        const double *qty, int64_t n, int held_known, const int64_t *held_ids,
+                        const double *held_qty, int64_t n_held, double *work, const dpm_agg_out *o)
 {
-    memcpy(work, st, sizeof(double) * (size_t)dpm_state_size(p));
-    for (int64_t k = 0; k < n; k++) {
-        /* what the account holds of this instrument before order k: its position (held_ids may be
-         * NULL: none known) plus the earlier orders on the same instrument, summed left to right */
-        double cur = held_ids ? dpm_held_qty(held_ids, held_qty, n_held, inst[k]) : 0.0;
+    /* orders on instruments the account holds, or several orders on one instrument: the gross
+     * notional and short-option sums are not linear in the quantity, and adding q P[i] to a state
+     * holding -q P[i] cancels catastrophically for large q. Then the state is rebuilt from the
+     * merged positions in instrument order, as a full recompute sums them (exact). */
+    int rebuild = 0;
+    for (int64_t k = 0; k < n && !rebuild; k++) {
+        if (held_known && dpm_held_index(held_ids, n_held, inst[k]) >= 0) rebuild = 1;
         for (int64_t j = 0; j < k; j++)
-            if (inst[j] == inst[k]) cur += qty[j];
-        dpm_state_add_to(p, work, inst[k], qty[k], cur);
+            if (inst[j] == inst[k]) rebuild = 1;
     }
+    if (!rebuild) {
+        memcpy(work, st, sizeof(double) * (size_t)dpm_state_size(p));
+        for (int64_t k = 0; k < n; k++) dpm_state_add(p, work, inst[k], qty[k]);
+        dpm_state_finish(p, work, o, 0, work + dpm_state_size(p));
+        return;
+    }
+    dpm_state_clear(p, work);
+    int64_t h = 0, last = INT64_MIN;
+    for (;;) {
+        /* the next order instrument (ids increasing; a few orders: a scan per distinct id) */
+        int64_t next = INT64_MAX;
+        int any = 0;
+        for (int64_t k = 0; k < n; k++)
+            if (inst[k] > last && inst[k] <= next) { next = inst[k]; any = 1; }
+        if (!any) break;
+        while (h < n_held && held_ids[h] < next) { dpm_state_add(p, work, held_ids[h], held_qty[h]); h++; }
+        double q = 0.0;
+        if (h < n_held && held_ids[h] == next) { q = held_qty[h]; h++; }
+        for (int64_t k = 0; k < n; k++)  /* the position, then the orders left to right */
+            if (inst[k] == next) q += qty[k];
+        dpm_state_add(p, work, next, q);
+        last = next;
+    }
+    while (h < n_held) { dpm_state_add(p, work, held_ids[h], held_qty[h]); h++; }
     dpm_state_finish(p, work, o, 0, work + dpm_state_size(p));
 }
 
