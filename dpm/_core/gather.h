@@ -241,8 +241,12 @@ static inline void dpm_state_clear(const dpm_agg_params *p, double *st)
     memset(st, 0, sizeof(double) * (size_t)dpm_state_size(p));
 }
 
-/* Add q contracts of instrument i to the state: S multiply-adds plus the add-on accumulators. */
-DPM_INLINE void dpm_state_add(const dpm_agg_params *restrict p, double *restrict st, int64_t i, double q)
+/* Add q contracts of instrument i to the state: S multiply-adds plus the add-on accumulators. The
+ * account already holds `cur` of i: the scenario P&L, deltas and value are linear in q, the gross
+ * notional and the short-option sums move by |cur + q| - |cur| and min(cur + q, 0) - min(cur, 0)
+ * (cur = 0: the plain sum, bit for bit). */
+DPM_INLINE void dpm_state_add_to(const dpm_agg_params *restrict p, double *restrict st, int64_t i, double q,
+                                 double cur)
 {
     const dpm_index Sp = p->Sp, U = p->U, NB = p->NB;
     const dpm_inst_info *f = p->info + i;
@@ -257,11 +261,17 @@ DPM_INLINE void dpm_state_add(const dpm_agg_params *restrict p, double *restrict
     const double d = q * f->delta;
     bucket[f->bucket] += d;
     net[u] += d;
-    const double qs = q < 0.0 ? q : 0.0;
+    const double after = cur + q;
+    const double qs = (after < 0.0 ? after : 0.0) - (cur < 0.0 ? cur : 0.0);
     som[u] -= qs * f->som;
-    gross[u] += fabs(q) * f->notional;
+    gross[u] += (fabs(after) - fabs(cur)) * f->notional;
     present[u] = 1.0;
     value[0] += q * f->value;
+}
+
+DPM_INLINE void dpm_state_add(const dpm_agg_params *restrict p, double *restrict st, int64_t i, double q)
+{
+    dpm_state_add_to(p, st, i, q, 0.0);
 }
 
 /* Index of instrument i among an account's positions (ids[0:n] increasing), -1 if not held. */
@@ -629,23 +639,45 @@ static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index 
 /* What-if: margin after adding orders (inst, qty)[0:n] to a cached state `st` (left unchanged);
  * `work` receives the state plus the orders (and the finish scratch after it). */
 DPM_CLONES
+/* an order larger than this times the gross notional left in its underlying is margined from the
+ * merged positions (the incremental sum would keep rounding of about this many ulps of the result) */
+#define DPM_WHATIF_REBUILD 1024.0
+
 static void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
                         const double *qty, int64_t n, int held_known, const int64_t *held_ids,
                         const double *held_qty, int64_t n_held, double *work, const dpm_agg_out *o)
 {
-    /* orders on instruments the account holds, or several orders on one instrument: the gross
-     * notional and short-option sums are not linear in the quantity, and adding q P[i] to a state
-     * holding -q P[i] cancels catastrophically for large q. Then the state is rebuilt from the
-     * merged positions in instrument order, as a full recompute sums them (exact). */
-    int rebuild = 0;
-    for (int64_t k = 0; k < n && !rebuild; k++) {
-        if (held_known && dpm_held_index(held_ids, n_held, inst[k]) >= 0) rebuild = 1;
+    /* Orders are added to the cached state, with the held quantity of their instrument (the
+     * position, then the earlier orders on it) for the non-linear add-on sums. Adding q P[i] to a
+     * state that holds about -q P[i] cancels, leaving rounding of the order of eps |q P[i]|: when an
+     * order (with what it meets) is large against what the underlying keeps in gross notional, the
+     * state is rebuilt instead from the merged positions in instrument order, exactly as a full
+     * recompute sums them. */
+    memcpy(work, st, sizeof(double) * (size_t)dpm_state_size(p));
+    for (int64_t k = 0; k < n; k++) {
+        double cur = 0.0;
+        if (held_known) {
+            const int64_t h = dpm_held_index(held_ids, n_held, inst[k]);
+            cur = h >= 0 ? held_qty[h] : 0.0;
+        }
         for (int64_t j = 0; j < k; j++)
-            if (inst[j] == inst[k]) rebuild = 1;
+            if (inst[j] == inst[k]) cur += qty[j];
+        dpm_state_add_to(p, work, inst[k], qty[k], cur);
+    }
+    int rebuild = 0;
+    if (held_known) {
+        const double *gross = work + p->U * p->Sp + p->NB + 2 * p->U;
+        for (int64_t k = 0; k < n && !rebuild; k++) {
+            const int64_t h = dpm_held_index(held_ids, n_held, inst[k]);
+            double cur = h >= 0 ? held_qty[h] : 0.0;
+            for (int64_t j = 0; j < k; j++)
+                if (inst[j] == inst[k]) cur += qty[j];
+            const dpm_inst_info *f = p->info + inst[k];
+            const double met = (fabs(cur) + fabs(qty[k])) * f->notional;
+            if (met > DPM_WHATIF_REBUILD * gross[f->und]) rebuild = 1;
+        }
     }
     if (!rebuild) {
-        memcpy(work, st, sizeof(double) * (size_t)dpm_state_size(p));
-        for (int64_t k = 0; k < n; k++) dpm_state_add(p, work, inst[k], qty[k]);
         dpm_state_finish(p, work, o, 0, work + dpm_state_size(p));
         return;
     }
