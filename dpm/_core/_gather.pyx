@@ -391,6 +391,11 @@ cdef class WhatIf:
         free(self.raw_work)
         free(self.raw_outs)
 
+    cdef void _run(self, const int64_t *ip, const double *qp, int64_t n) noexcept nogil:
+        """The C what-if of orders (ip, qp)[0:n] on this state, into ``outs``."""
+        dpm_what_if(&self.plan.p, self.state, ip, qp, n, self.held_known, self.held_ids, self.held_qty,
+                    self.n_held, self.work, &self.o)
+
     def bind_available(self, const unsigned char[::1] available):
         """The instruments orders may name (1: revaluable), one byte per instrument of the table."""
         if available.shape[0] != self.plan.n_instruments:
@@ -426,8 +431,7 @@ cdef class WhatIf:
         cdef const int64_t *ip = &inst[0] if n > 0 else NULL
         cdef const double *qp = &qty[0] if n > 0 else NULL
         with nogil:
-            dpm_what_if(&self.plan.p, self.state, ip, qp, n, self.held_known, self.held_ids, self.held_qty, self.n_held,
-                        self.work, &self.o)
+            self._run(ip, qp, n)
         return self.outs[0], self.outs[1]
 
     def total_one(self, int64_t inst, double qty):
@@ -436,8 +440,7 @@ cdef class WhatIf:
         if inst < 0 or inst >= M:
             raise IndexError(f"instrument id {inst} is not in the table (0..{M - 1})")
         with nogil:
-            dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.held_known, self.held_ids, self.held_qty, self.n_held,
-                        self.work, &self.o)
+            self._run(&inst, &qty, 1)
         return self.outs[0], self.outs[1]
 
     def risk_one(self, int64_t inst, double qty):
@@ -447,8 +450,7 @@ cdef class WhatIf:
         cdef int64_t M = self.plan.n_instruments
         if inst < 0 or inst >= M:
             raise IndexError(f"instrument id {inst} is not in the table (0..{M - 1})")
-        dpm_what_if(&self.plan.p, self.state, &inst, &qty, 1, self.held_known, self.held_ids, self.held_qty, self.n_held,
-                    self.work, &self.o)
+        self._run(&inst, &qty, 1)
         return self.outs[0]
 
 

@@ -636,13 +636,28 @@ static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index 
     }
 }
 
-/* What-if: margin after adding orders (inst, qty)[0:n] to a cached state `st` (left unchanged);
- * `work` receives the state plus the orders (and the finish scratch after it). */
-DPM_CLONES
 /* an order larger than this times the gross notional left in its underlying is margined from the
  * merged positions (the incremental sum would keep rounding of about this many ulps of the result) */
 #define DPM_WHATIF_REBUILD 1024.0
 
+/* What the account holds of inst[k] before order k: its position (when the positions are known),
+ * then the earlier orders on the same instrument, summed left to right. */
+static inline double dpm_held_before(int held_known, const int64_t *held_ids, const double *held_qty,
+                                     int64_t n_held, const int64_t *inst, const double *qty, int64_t k)
+{
+    double cur = 0.0;
+    if (held_known) {
+        const int64_t h = dpm_held_index(held_ids, n_held, inst[k]);
+        cur = h >= 0 ? held_qty[h] : 0.0;
+    }
+    for (int64_t j = 0; j < k; j++)
+        if (inst[j] == inst[k]) cur += qty[j];
+    return cur;
+}
+
+/* What-if: margin after adding orders (inst, qty)[0:n] to a cached state `st` (left unchanged);
+ * `work` receives the state plus the orders (and the finish scratch after it). */
+DPM_CLONES
 static void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
                         const double *qty, int64_t n, int held_known, const int64_t *held_ids,
                         const double *held_qty, int64_t n_held, double *work, const dpm_agg_out *o)
@@ -654,24 +669,13 @@ static void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t
      * state is rebuilt instead from the merged positions in instrument order, exactly as a full
      * recompute sums them. */
     memcpy(work, st, sizeof(double) * (size_t)dpm_state_size(p));
-    for (int64_t k = 0; k < n; k++) {
-        double cur = 0.0;
-        if (held_known) {
-            const int64_t h = dpm_held_index(held_ids, n_held, inst[k]);
-            cur = h >= 0 ? held_qty[h] : 0.0;
-        }
-        for (int64_t j = 0; j < k; j++)
-            if (inst[j] == inst[k]) cur += qty[j];
-        dpm_state_add_to(p, work, inst[k], qty[k], cur);
-    }
+    for (int64_t k = 0; k < n; k++)
+        dpm_state_add_to(p, work, inst[k], qty[k], dpm_held_before(held_known, held_ids, held_qty, n_held, inst, qty, k));
     int rebuild = 0;
     if (held_known) {
         const double *gross = work + p->U * p->Sp + p->NB + 2 * p->U;
         for (int64_t k = 0; k < n && !rebuild; k++) {
-            const int64_t h = dpm_held_index(held_ids, n_held, inst[k]);
-            double cur = h >= 0 ? held_qty[h] : 0.0;
-            for (int64_t j = 0; j < k; j++)
-                if (inst[j] == inst[k]) cur += qty[j];
+            const double cur = dpm_held_before(held_known, held_ids, held_qty, n_held, inst, qty, k);
             const dpm_inst_info *f = p->info + inst[k];
             const double met = (fabs(cur) + fabs(qty[k])) * f->notional;
             if (met > DPM_WHATIF_REBUILD * gross[f->und]) rebuild = 1;

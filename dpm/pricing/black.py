@@ -413,7 +413,7 @@ def greeks(
     if not check:
         p.validate(workers)
 
-    produced = [res[g].reshape(-1) for g in computed]
+    produced = flats[:len(computed)]  # the outputs written (flats pads the unused second order)
 
     def run(start: int, stop: int) -> tuple[int, tuple[int, int]]:
         bad = _black.greeks_chunk(p.F, p.K, p.sigma, p.T, p.cp, p.r, p.q, p.model, p.inverse,

@@ -56,14 +56,16 @@ class BookExposure:
         return len(self.book)
 
     def collateral_pnl(self, underlyings: Sequence[str], price_move: np.ndarray,
-                       accounts: Any = slice(None)) -> np.ndarray:
+                       accounts: Any = slice(None), out: np.ndarray | None = None) -> np.ndarray:
         """``(n, S)`` USD P&L of the collateral of ``accounts`` under price moves ``(S, len(underlyings))``
-        (a currency moves when it is one of ``underlyings``)."""
+        (a currency moves when it is one of ``underlyings``); with ``out`` (n, S), added into it."""
         cols = [(j, underlyings.index(c)) for j, c in enumerate(self.currencies) if c in underlyings]
         coll = self.collateral_usd[accounts]
-        out = np.zeros((coll.shape[0], price_move.shape[0]))
+        if out is None:
+            out = np.zeros((coll.shape[0], price_move.shape[0]))
         for j, k in cols:
-            out += coll[:, j:j + 1] * price_move[None, :, k]
+            if coll[:, j].any():  # most books hold only some coins
+                out += coll[:, j:j + 1] * price_move[None, :, k]
         return out
 
     def collateral_by_underlying(self, underlyings: Sequence[str]) -> np.ndarray:

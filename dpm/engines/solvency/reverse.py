@@ -287,12 +287,9 @@ def _losses(engine: ScenarioRiskEngine, exposure: BookExposure, space: StressSpa
 
     _parallel.run_bounds(run, balanced_bounds(counts, 4 * workers), workers)
     loss = out[:, :S]
-    # collateral moves with its coin (a loop over the few coins, not a BLAS product: its threads
-    # would spin against the gather's)
-    coll = exposure.collateral_by_underlying(space.underlyings)[accounts]
-    for u in range(coll.shape[1]):
-        if coll[:, u].any():
-            loss += coll[:, u:u + 1] * sset.price_move[None, :, u]
+    # collateral moves with its coin, added in place (a loop over the few coins, not a BLAS product
+    # whose threads would spin against the gather's)
+    exposure.collateral_pnl(space.underlyings, sset.price_move, accounts, out=loss)
     np.negative(loss, out=loss)
     _check_losses(exposure, accounts, loss)
     return loss
