@@ -312,6 +312,8 @@ def main(argv=None) -> int:
         rows["price"].append((mix, b["p1"], b["p2"], b["pp"], b["pn"], ceiling))
         rows["greeks"].append((mix, b["g1"], b["g2"], b["gp"], b["gn"], ceiling))
     for what, title in (("price", "price"), ("greeks", "price, delta, gamma, vega, theta")):
+        if not rows[what]:  # --mixes with no mix: implied vol only
+            continue
         worst = max(rows[what], key=lambda x: x[1])
         fastest = min(rows[what], key=lambda x: x[1])
         print(f"\n**{title}** (ns/option, best of {r}; worst mix: {worst[0]} {worst[1]:.1f} ns, "
