@@ -107,3 +107,19 @@ def test_subset_negative_index_bounds():
     for bad in (-6, 5):
         with pytest.raises(UnknownAccountError, match=str(bad)):
             book.subset([bad])
+
+
+def test_margin_ratio_beyond_the_double_range_is_inf_without_a_warning():
+    """MM / equity can overflow (a huge MM on a sliver of equity; found by the long fuzz run): the
+    ratio is inf, as for equity <= 0, and no RuntimeWarning reaches the user."""
+    import warnings
+
+    from dpm.engines.margin import _finish_arrays
+
+    total = np.array([1e300, 1e300, 0.0, 2.0])
+    coll = np.array([1e-10, -5.0, 1.0, 4.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        im, mm, equity, ratio, excess = _finish_arrays(total, np.zeros(4), coll, 1.0, 0.5)
+    assert ratio[0] == np.inf and ratio[1] == np.inf  # overflow / equity <= 0: both inf
+    assert ratio[2] == 0.0 and ratio[3] == 0.25

@@ -401,15 +401,16 @@ DPM_INLINE void dpm_iv_block_setup(const double *restrict P, const double *restr
     }
 }
 
-/* One vectorised step on every lane of a block; returns 1 if every lane is done. */
-DPM_INLINE int dpm_iv_block_step(const double *restrict xs, const double *restrict tgt,
+/* One vectorised step on lanes [0, n) (n = DPM_IV_BLOCK, or a multiple of DPM_IV_PACK of packed
+ * lanes); returns 1 if every lane is done. */
+DPM_INLINE int dpm_iv_lanes_step(const double *restrict xs, const double *restrict tgt,
                                  const int *restrict up, double *restrict s, double *restrict lo,
                                  double *restrict hi, int *restrict done, int *restrict evals,
-                                 const int hw)
+                                 int n, const int hw)
 {
     int all = 1;
     DPM_SIMD
-    for (int j = 0; j < DPM_IV_BLOCK; j++) {
+    for (int j = 0; j < n; j++) {
         double sj = s[j], loj = lo[j], hij = hi[j];
         int dj = done[j], ej = evals[j];
         dpm_iv_step(xs[j], up[j], tgt[j], &sj, &loj, &hij, &dj, &ej, hw);
@@ -417,21 +418,6 @@ DPM_INLINE int dpm_iv_block_step(const double *restrict xs, const double *restri
         all &= dj;
     }
     return all;
-}
-
-/* One vectorised step on n packed lanes (n a multiple of DPM_IV_PACK, none done on entry). */
-DPM_INLINE void dpm_iv_packed_step(const double *restrict xs, const double *restrict tgt,
-                                   const int *restrict up, double *restrict s, double *restrict lo,
-                                   double *restrict hi, int *restrict done, int *restrict evals,
-                                   int n, const int hw)
-{
-    DPM_SIMD
-    for (int j = 0; j < n; j++) {
-        double sj = s[j], loj = lo[j], hij = hi[j];
-        int dj = done[j], ej = evals[j];
-        dpm_iv_step(xs[j], up[j], tgt[j], &sj, &loj, &hij, &dj, &ej, hw);
-        s[j] = sj; lo[j] = loj; hi[j] = hij; done[j] = dj; evals[j] = ej;
-    }
 }
 
 /* Steps DPM_IV_FULL_STEPS.. of a block on its unconverged lanes, packed into the front of local
@@ -454,7 +440,7 @@ DPM_INLINE void dpm_iv_finish_lanes(const double *restrict xs, const double *res
             px[i] = xs[j]; pt[i] = tgt[j]; pu[i] = up[j];
             ps[i] = s[j]; pl[i] = lo[j]; ph[i] = hi[j]; pd[i] = 0; pe[i] = evals[j];
         }
-        dpm_iv_packed_step(px, pt, pu, ps, pl, ph, pd, pe, np, hw);
+        dpm_iv_lanes_step(px, pt, pu, ps, pl, ph, pd, pe, np, hw);
         int m = 0;
         for (int i = 0; i < nl; i++) {
             const int j = lane[i];
@@ -499,7 +485,7 @@ DPM_INLINE dpm_iv_index dpm_implied_blocks(const double *P, const double *F_in, 
         if (simd) {
             int all = 0;
             for (int k = 0; k < DPM_IV_FULL_STEPS && !all; k++)
-                all = dpm_iv_block_step(xs, tgt, up, s, lo, hi, done, evals, hw);
+                all = dpm_iv_lanes_step(xs, tgt, up, s, lo, hi, done, evals, DPM_IV_BLOCK, hw);
             if (!all) dpm_iv_finish_lanes(xs, tgt, up, s, lo, hi, done, evals, hw);
         }
         for (int j = 0; j < m; j++) {

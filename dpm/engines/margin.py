@@ -515,7 +515,9 @@ def _finish_arrays(total: np.ndarray, value: np.ndarray, coll: np.ndarray, im_fa
     im = im_factor * total
     mm = mm_factor * total
     equity = coll + value
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # over: MM / equity beyond the double range (a huge MM on a sliver of equity) is the same inf
+    # ratio as equity <= 0, not a condition to warn about
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = np.where(mm > 0, np.where(equity > 0, mm / np.where(equity > 0, equity, 1.0), np.inf), 0.0)
     return im, mm, equity, ratio, equity - im
 
