@@ -451,6 +451,25 @@ DPM_INLINE void dpm_iv_finish_lanes(const double *restrict xs, const double *res
     }
 }
 
+/* The vectorised steps of one set-up block: DPM_IV_FULL_STEPS on every lane, then the packed ones.
+ * A function of its own (called once per block), so that the step code is compiled once per
+ * target and FMA mode instead of being inlined into each of the kernel's six input variants. */
+DPM_CLONES
+static void dpm_iv_block_steps(const double *xs, const double *tgt, const int *up, double *s, double *lo,
+                               double *hi, int *done, int *evals, int hw)
+{
+#define DPM_IV_STEPS(HW)                                                                          \
+    do {                                                                                          \
+        int all = 0;                                                                              \
+        for (int k = 0; k < DPM_IV_FULL_STEPS && !all; k++)                                       \
+            all = dpm_iv_lanes_step(xs, tgt, up, s, lo, hi, done, evals, DPM_IV_BLOCK, HW);      \
+        if (!all) dpm_iv_finish_lanes(xs, tgt, up, s, lo, hi, done, evals, HW);                  \
+    } while (0)
+    if (hw) DPM_IV_STEPS(1);
+    else DPM_IV_STEPS(0);
+#undef DPM_IV_STEPS
+}
+
 /* Implied vols of n options.  P: prices (discounted; in coin when inverse), F: forward (Black-76)
  * or spot (BSM), K, T, cp = +-1, r/q: rate and carry arrays or NULL for zero.  Inputs are finite
  * and F, K > 0, T >= 0 (checked by the caller).  out: vols, flags: status codes, iters: evaluation
@@ -482,12 +501,7 @@ DPM_INLINE dpm_iv_index dpm_implied_blocks(const double *P, const double *F_in, 
         dpm_iv_block_setup(tP, tF, tK, tT, tc, tr, tq, has_rq, model, inverse, hw, vol0, flag,
                            active, xs, betas, gams, sq, s, lo, hi, tgt, up);
         for (int j = 0; j < DPM_IV_BLOCK; j++) { done[j] = 0; evals[j] = 1; }
-        if (simd) {
-            int all = 0;
-            for (int k = 0; k < DPM_IV_FULL_STEPS && !all; k++)
-                all = dpm_iv_lanes_step(xs, tgt, up, s, lo, hi, done, evals, DPM_IV_BLOCK, hw);
-            if (!all) dpm_iv_finish_lanes(xs, tgt, up, s, lo, hi, done, evals, hw);
-        }
+        if (simd) dpm_iv_block_steps(xs, tgt, up, s, lo, hi, done, evals, hw);
         for (int j = 0; j < m; j++) {
             const dpm_iv_index i = b + j;
             int f = flag[j], it = 0;
