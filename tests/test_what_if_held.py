@@ -76,3 +76,19 @@ def test_live_check_of_a_reducing_order_uses_the_merged_position():
         if checked == 5:
             break
     assert checked == 5
+
+
+@pytest.mark.parametrize("held_ids, held_qty, message", [
+    ([0], None, "quantities of held_ids"),    # an id without its quantity (would read as NaN)
+    ([0, 1], [1.0], "one quantity"),          # lengths differ
+    ([1, 0], [1.0, 2.0], "strictly increasing"),
+    ([1, 1], [1.0, 2.0], "strictly increasing"),
+])
+def test_what_if_refuses_held_positions_it_cannot_use(held_ids, held_qty, message):
+    from dpm._core import _gather
+
+    engine = MarginEngine(default_market(), TAB, workers=1)
+    agg = engine._plan.agg
+    st = np.zeros(agg.state_size)
+    with pytest.raises(ValueError, match=message):
+        _gather.WhatIf(agg, st, held_ids, held_qty)

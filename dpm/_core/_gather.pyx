@@ -355,6 +355,8 @@ cdef class WhatIf:
         cdef const int64_t[::1] hv
         cdef const double[::1] qv
         if held_ids is not None:
+            if held_qty is None:
+                raise ValueError("held_qty: the quantities of held_ids are needed")
             ids = np.array(held_ids, dtype=np.int64, copy=True).reshape(-1)
             qs = np.array(held_qty, dtype=np.float64, copy=True).reshape(-1)
             if ids.shape != qs.shape:

@@ -22,9 +22,10 @@
  *    s_c (the root may be s_c itself).  For small t the lower objective uses the series of
  *    black_math.h instead of the cancelling erfcx difference.  Householder steps of order 3
  *    (quartic convergence) follow from asymptotic guesses, safeguarded by a bracket that every
- *    evaluation narrows; a step leaving it is replaced by bisection.  The loop stops once a step is
- *    below 1e-9 relative or after DPM_IV_MAX_ITER evaluations: a fixed bound, no data-dependent
- *    hang; a lane that has not converged gets NaN and DPM_IV_NO_CONVERGENCE.
+ *    evaluation narrows; a step leaving it is replaced by bisection.  The loop stops once a
+ *    Householder step inside the bracket is below DPM_IV_QUARTIC_STOP relative (a Newton fallback
+ *    or bisection step: below 1e-9), or after DPM_IV_MAX_ITER evaluations: a fixed bound, no
+ *    data-dependent hang; a lane that has not converged gets NaN and DPM_IV_NO_CONVERGENCE.
  *
  * Accuracy: see docs/pricing.md (worst measured 4e-15 relative in s on a 40-digit grid).
  *
@@ -53,9 +54,7 @@ typedef ptrdiff_t dpm_iv_index;
 /* A safeguarded Householder(3) step leaves an error of about C d^4 after a step of relative size d.
  * Stopping once d <= 1e-5 keeps the worst error on a 5,776-point mpmath grid (x down to -12, s
  * 1e-4..12) at the 6.4e-15 of the old 1e-9 stop; 1e-3 gave 3.4e-13, so the margin is C d^4 ~ 1e-18. */
-#ifndef DPM_IV_QUARTIC_STOP
 #define DPM_IV_QUARTIC_STOP 1e-5
-#endif
 /* prices within this many ulps of the intrinsic value / upper bound are taken to be on it */
 #define DPM_IV_BOUND_ULPS 8.0
 
@@ -227,8 +226,9 @@ DPM_INLINE dpm_iv_start dpm_iv_setup(double x, double beta, double gam, const in
 /* One safeguarded Householder(3) step of lane state (s, lo, hi, done, evals, ok).  Householder's
  * method of order 3 in the variable u = 1/s^2 (lower objectives, where ln b ~ -x^2 u/2 - 3/2 ln u)
  * or w = s^2 (upper, ~ -w/8 - 1/2 ln w), inside a bracket that every evaluation narrows; a step
- * leaving it is replaced by bisection.  A lane is done when a step is below 1e-9 relative (the
- * next error is then ~1e-30) or f == 0. */
+ * leaving it is replaced by bisection.  A lane is done when a Householder step inside the bracket
+ * is below DPM_IV_QUARTIC_STOP relative (the error left is about its fourth power), any other step
+ * below 1e-9, or f == 0. */
 DPM_INLINE void dpm_iv_step(double x, const int up, double ln_target, double *s_, double *lo_,
                             double *hi_, int *done_, int *evals_, const int hw)
 {
