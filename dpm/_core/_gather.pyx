@@ -17,8 +17,9 @@ cdef extern from "gather.h" nogil:
         int32_t und, bucket
 
     ctypedef struct dpm_agg_params:
-        dpm_index S, Sp, U, NB, NT
+        dpm_index S, Sp, U, NB, NT, M
         const double *pnl
+        const double *pnl_blk
         const dpm_inst_info *info
         int und_sorted
         int wide
@@ -67,8 +68,11 @@ cdef extern from "gather.h" nogil:
     int dpm_cpu_wide() noexcept
     dpm_index dpm_state_size(const dpm_agg_params *p) noexcept
     dpm_index dpm_finish_scratch_size(const dpm_agg_params *p) noexcept
+    dpm_index dpm_margin_scratch_size(const dpm_agg_params *p, dpm_index n) noexcept
+    void dpm_block_copy(const double *P, dpm_index M, dpm_index Sp, int wide, double *out) noexcept
     void dpm_state_finish(const dpm_agg_params *p, const double *st, const dpm_agg_out *o,
                           dpm_index a, double *fs) noexcept
+    void dpm_finish_one(const dpm_agg_params *p, const double *st, const dpm_agg_out *o, double *fs) noexcept
     void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index stop,
                          const int64_t *indptr, const int64_t *inst, const double *qty,
                          double *scratch, const dpm_agg_out *o) noexcept
@@ -129,6 +133,7 @@ cdef class AggregationPlan:
     cdef dpm_agg_params p
     cdef object _keep
     cdef void *_info_raw
+    cdef void *_blk_raw
     cdef readonly Py_ssize_t n_underlyings, n_scenarios, n_instruments, state_size, scratch_size
 
     def __init__(self, *, Py_ssize_t S, const double[:, ::1] pnl, const int32_t[::1] inst_und,
@@ -214,6 +219,15 @@ cdef class AggregationPlan:
             info[i].bucket = inst_bucket[i]
         self.p.info = info
         self.p.wide = dpm_cpu_wide()
+        # the gather's copy of the P&L, blocked by scenarios (see dpm_block_copy)
+        self.p.M = M
+        cdef double *blk = <double *>_malloc64(<size_t>(M * self.p.Sp if M * self.p.Sp > 0 else 1) * sizeof(double),
+                                               &self._blk_raw)
+        if blk == NULL:
+            raise MemoryError()
+        if M > 0 and self.p.Sp > 0:
+            dpm_block_copy(&pnl[0, 0], M, self.p.Sp, self.p.wide, blk)
+        self.p.pnl_blk = blk
         self.p.und_sorted = 1
         for i in range(1, M):
             if inst_und[i] < inst_und[i - 1]:
@@ -222,6 +236,7 @@ cdef class AggregationPlan:
 
     def __dealloc__(self):
         free(self._info_raw)
+        free(self._blk_raw)
 
     cdef int _bind(self, outs, Py_ssize_t n, dpm_agg_out *o) except -1:
         """Point ``o`` at ``outs = (total, value, joint, L, scan, worst, roll, dshock, floor)``."""
@@ -285,7 +300,7 @@ cdef class AggregationPlan:
         scratch = np.empty(self.scratch_size)
         cdef double[::1] fs = scratch
         with nogil:
-            dpm_state_finish(&self.p, &state[0], &o, 0, &fs[0])
+            dpm_finish_one(&self.p, &state[0], &o, &fs[0])
 
 
 cdef class MarginJob:
@@ -309,7 +324,7 @@ cdef class MarginJob:
         if start < 0 or stop > self.n:
             raise IndexError(f"accounts [{start}, {stop}) outside [0, {self.n})")
         cdef void *raw = NULL
-        cdef size_t nd = <size_t>(self.plan.state_size + self.plan.scratch_size)
+        cdef size_t nd = <size_t>dpm_margin_scratch_size(&self.plan.p, stop - start)
         cdef double *scratch = <double *>_malloc64(nd * sizeof(double), &raw)
         if scratch == NULL:
             raise MemoryError()

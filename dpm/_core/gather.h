@@ -182,8 +182,9 @@ DPM_INLINE void dpm_gather_run(const double *restrict P, dpm_index ld, const int
 /* Market/model data shared by every account (read-only). Arrays indexed by instrument (M),
  * underlying (U), scenario (Sp = S padded to a multiple of 8), expiry bucket (NB) or tier (NT). */
 typedef struct {
-    dpm_index S, Sp, U, NB, NT;
+    dpm_index S, Sp, U, NB, NT, M;
     const double *pnl;          /* M x Sp P&L per contract in the risk currency */
+    const double *pnl_blk;      /* the same, blocked by scenarios (dpm_block_copy) for the gather */
     const dpm_inst_info *info;  /* M: packed add-on inputs */
     int und_sorted;             /* inst_und is non-decreasing in the instrument id */
     int wide;                   /* gather 64 scenarios per pass (the CPU has 32 vector registers) */
@@ -286,18 +287,70 @@ static inline int64_t dpm_held_index(const int64_t *ids, int64_t n, int64_t i)
     return (lo < n && ids[lo] == i) ? lo : -1;
 }
 
-/* The state of positions (inst, qty)[0:n] of one account (sorted by instrument id), built with the
- * register-blocked gather: each run of same-underlying positions in one pass per block of
- * scenarios.  Accumulator rows of underlyings the account does not hold are left as they are:
- * dpm_state_finish never reads them (present[u] == 0). */
-DPM_INLINE void dpm_state_build(const dpm_agg_params *restrict p, double *restrict st,
-                                const int64_t *restrict inst, const double *restrict qty, int64_t n)
+/* Width of the scenario block that starts at s0: the passes of dpm_gather_run (64s on wide CPUs,
+ * then 32s, then 8s), which is also how the plan's blocked copy of the P&L is laid out. */
+static inline dpm_index dpm_block_width(dpm_index Sp, dpm_index s0, int wide)
+{
+    if (wide && s0 + 64 <= Sp) return 64;
+    if (s0 + 32 <= Sp) return 32;
+    return 8;
+}
+
+/* The blocked copy of the M x Sp P&L: the block of scenarios [s0, s0 + w) is an M x w matrix at
+ * out + s0 * M, so one block of every instrument is a contiguous array that stays in L2 while a
+ * group of accounts gathers from it (the rows of a 1,652 x 64 matrix do not fit in 512 KB). */
+static void dpm_block_copy(const double *P, dpm_index M, dpm_index Sp, int wide, double *out)
+{
+    for (dpm_index s0 = 0; s0 < Sp;) {
+        const dpm_index w = dpm_block_width(Sp, s0, wide);
+        for (dpm_index i = 0; i < M; i++) memcpy(out + s0 * M + i * w, P + i * Sp + s0, sizeof(double) * (size_t)w);
+        s0 += w;
+    }
+}
+
+/* acc[0:w] (+)= the run's rows of one block (w from dpm_block_width); `addons` a literal at each
+ * call site, so the fused add-on sums stay a compile-time choice. */
+DPM_INLINE void dpm_gather_block(const double *restrict blk, dpm_index w, int wide, const int64_t *restrict inst,
+                                 const double *restrict qty, int64_t n, double *restrict acc, int first,
+                                 int addons, const dpm_inst_info *restrict info, double *restrict bucket,
+                                 dpm_addon_acc *restrict ad)
+{
+    if (w == 0) { /* no scenarios at all: the add-ons still count */
+        if (addons)
+            for (int64_t j = 0; j < n; j++) dpm_addon_step(info + inst[j], qty[j], bucket, ad);
+        return;
+    }
+    if (wide) {
+        if (w == 64) dpm_gather_64(blk, 64, 0, inst, qty, n, acc, first, addons, info, bucket, ad);
+        else if (w == 32) dpm_gather_32(blk, 32, 0, inst, qty, n, acc, first, addons, info, bucket, ad);
+        else dpm_gather_8(blk, 8, 0, inst, qty, n, acc, first, addons, info, bucket, ad);
+    } else {
+        if (w == 32) dpm_gather_n_32(blk, 32, 0, inst, qty, n, acc, first, addons, info, bucket, ad);
+        else dpm_gather_n_8(blk, 8, 0, inst, qty, n, acc, first, addons, info, bucket, ad);
+    }
+}
+
+/* The scenarios [s0, s0 + w) of the state of positions (inst, qty)[0:n] of one account (sorted by
+ * instrument id) from the blocked P&L: each run of same-underlying positions in one register-blocked
+ * pass. The first block (s0 = 0) also sets the add-on sums and the held underlyings; later blocks
+ * start the held underlyings' slices from zero, which gives the bits of the first pass's
+ * zero-initialised registers. Accumulator rows of underlyings the account does not hold are left as
+ * they are: dpm_state_finish never reads them (present[u] == 0). */
+DPM_INLINE void dpm_state_block(const dpm_agg_params *restrict p, double *restrict st,
+                                const int64_t *restrict inst, const double *restrict qty, int64_t n,
+                                dpm_index s0, dpm_index w)
 {
     const dpm_index Sp = p->Sp, U = p->U, NB = p->NB;
     const dpm_inst_info *restrict info = p->info;
+    const double *restrict blk = w > 0 ? p->pnl_blk + s0 * p->M : p->pnl_blk;
     double *bucket = st + U * Sp;
     double *net = bucket + NB, *som = net + U, *gross = som + U, *present = gross + U;
-    for (dpm_index j = 0; j < NB + 4 * U + 1; j++) bucket[j] = 0.0;
+    if (s0 == 0) {
+        for (dpm_index j = 0; j < NB + 4 * U + 1; j++) bucket[j] = 0.0;
+    } else {
+        for (dpm_index u = 0; u < U; u++)
+            if (present[u] != 0.0) memset(st + u * Sp + s0, 0, sizeof(double) * (size_t)w);
+    }
     double value = 0.0;
     int64_t k = 0;
     while (k < n) {
@@ -308,19 +361,22 @@ DPM_INLINE void dpm_state_build(const dpm_agg_params *restrict p, double *restri
             e = k + 1;
             while (e < n && info[inst[e]].und == u) e++;
         }
-        const int first = present[u] == 0.0;
-        dpm_addon_acc ad;
-        ad.net = net[u]; ad.som = som[u]; ad.gross = gross[u]; ad.value = value;
-        ad.bcur = info[inst[k]].bucket;
-        ad.bsum = bucket[ad.bcur];
-        dpm_gather_run(p->pnl, Sp, inst + k, qty + k, e - k, st + u * Sp, first, p->wide, 1, info,
-                       bucket, &ad);
-        bucket[ad.bcur] = ad.bsum;
-        net[u] = ad.net; som[u] = ad.som; gross[u] = ad.gross; value = ad.value;
-        present[u] = 1.0;
+        if (s0 == 0) {
+            const int first = present[u] == 0.0;
+            dpm_addon_acc ad;
+            ad.net = net[u]; ad.som = som[u]; ad.gross = gross[u]; ad.value = value;
+            ad.bcur = info[inst[k]].bucket;
+            ad.bsum = bucket[ad.bcur];
+            dpm_gather_block(blk, w, p->wide, inst + k, qty + k, e - k, st + u * Sp, first, 1, info, bucket, &ad);
+            bucket[ad.bcur] = ad.bsum;
+            net[u] = ad.net; som[u] = ad.som; gross[u] = ad.gross; value = ad.value;
+            present[u] = 1.0;
+        } else {
+            dpm_gather_block(blk, w, p->wide, inst + k, qty + k, e - k, st + u * Sp + s0, 0, 0, NULL, NULL, NULL);
+        }
         k = e;
     }
-    present[U] = value;
+    if (s0 == 0) present[U] = value;
 }
 
 /* Outputs of one account, all in USD; per-underlying arrays have length U. */
@@ -622,17 +678,42 @@ DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double 
     o->value[a] = value[0];
 }
 
-/* Margin of accounts [start, stop) of a CSR book; `scratch` holds one state plus the finish scratch. */
+/* Accounts margined together, block of scenarios by block: the group's states (DPM_MARGIN_GROUP x
+ * 1.3 KB with two underlyings) and one block of the blocked P&L stay in L2 together. */
+#define DPM_MARGIN_GROUP 64
+
+/* Scratch (doubles) of dpm_margin_rows for n accounts: the group's states plus the finish scratch. */
+static inline dpm_index dpm_margin_scratch_size(const dpm_agg_params *p, dpm_index n)
+{
+    const dpm_index g = n < DPM_MARGIN_GROUP ? (n > 0 ? n : 1) : DPM_MARGIN_GROUP;
+    return g * dpm_state_size(p) + dpm_finish_scratch_size(p);
+}
+
+/* Margin of accounts [start, stop) of a CSR book; `scratch` holds dpm_margin_scratch_size(p, stop -
+ * start) doubles. Accounts go by groups, and each group block of scenarios by block, so every row
+ * read hits a block of the P&L that the group has just used; each scenario of each account still
+ * sums its positions in CSR order, so the bits do not depend on the grouping. */
 DPM_CLONES
 static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index stop,
                             const int64_t *indptr, const int64_t *inst, const double *qty,
                             double *scratch, const dpm_agg_out *o)
 {
-    double *fs = scratch + dpm_state_size(p);
-    for (dpm_index a = start; a < stop; a++) {
-        const int64_t k0 = indptr[a];
-        dpm_state_build(p, scratch, inst + k0, qty + k0, indptr[a + 1] - k0);
-        dpm_state_finish(p, scratch, o, a, fs);
+    const dpm_index ss = dpm_state_size(p), Sp = p->Sp;
+    const dpm_index g_max = stop - start < DPM_MARGIN_GROUP ? stop - start : DPM_MARGIN_GROUP;
+    double *fs = scratch + g_max * ss;
+    for (dpm_index g0 = start; g0 < stop; g0 += DPM_MARGIN_GROUP) {
+        const dpm_index g1 = stop - g0 < DPM_MARGIN_GROUP ? stop : g0 + DPM_MARGIN_GROUP;
+        dpm_index s0 = 0;
+        do {  /* at least one pass: with no scenarios the add-ons still count */
+            const dpm_index w = dpm_block_width(Sp, s0, p->wide);
+            for (dpm_index a = g0; a < g1; a++) {
+                const int64_t k0 = indptr[a];
+                dpm_state_block(p, scratch + (a - g0) * ss, inst + k0, qty + k0, indptr[a + 1] - k0, s0,
+                                s0 < Sp ? w : 0);
+            }
+            s0 += w;
+        } while (s0 < Sp);
+        for (dpm_index a = g0; a < g1; a++) dpm_state_finish(p, scratch + (a - g0) * ss, o, a, fs);
     }
 }
 
@@ -704,6 +785,15 @@ static void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t
     }
     while (h < n_held) { dpm_state_add(p, work, held_ids[h], held_qty[h]); h++; }
     dpm_state_finish(p, work, o, 0, work + dpm_state_size(p));
+}
+
+/* dpm_state_finish of one state into row 0 of o, in the clones of dpm_margin_rows and dpm_what_if
+ * (inlined into code compiled for the default target it would contract no multiply-adds and could
+ * differ from them in the last bit). */
+DPM_CLONES
+static void dpm_finish_one(const dpm_agg_params *p, const double *st, const dpm_agg_out *o, double *fs)
+{
+    dpm_state_finish(p, st, o, 0, fs);
 }
 
 /* The state of one account's positions (dpm_state_clear + dpm_state_add), same clones as above. */
