@@ -1,11 +1,12 @@
 """The margin kernel's grouped, scenario-blocked gather gives the bits of the one-account path.
 
-``margin_job`` margins accounts by groups, one block of scenarios at a time, from a blocked copy of
-the P&L matrix (``dpm_block_copy``); ``account_state`` + ``finish`` build one account's state from
-the row-major matrix with plain per-position adds (the what-if path). Both sum every scenario of
-every account over its positions in CSR order, so they must agree bit for bit whatever the number
-of scenarios (blocks of 32 / 64 and a remainder of 8s), the group boundaries (groups of 64
-accounts), the chunk a thread is given, empty accounts, and instrument tables whose underlyings are
+``margin_job`` margins accounts by groups (``AggregationPlan.set_group``, 64 by default), one block
+of scenarios at a time, from a blocked copy of the P&L matrix (``dpm_block_copy``), or with group 1
+one account at a time from the row-major matrix; ``account_state`` + ``finish`` build one account's
+state from the row-major matrix with plain per-position adds (the what-if path). All sum every
+scenario of every account over its positions in CSR order, so they must agree bit for bit whatever
+the number of scenarios (blocks of 32 / 64 and a remainder of 8s), the group size and boundaries,
+the chunk a thread is given, empty accounts, and instrument tables whose underlyings are
 interleaved (one underlying in several runs of an account's positions).
 """
 from __future__ import annotations
@@ -65,10 +66,13 @@ def _outs(N: int, U: int):
 
 @pytest.mark.parametrize("S", [1, 8, 9, 31, 32, 33, 40, 63, 64, 65, 100, 136])
 @pytest.mark.parametrize("interleaved", [False, True])
-def test_grouped_blocks_equal_one_account_path(S, interleaved):
+@pytest.mark.parametrize("group", [64, 1, 5])
+def test_grouped_blocks_equal_one_account_path(S, interleaved, group):
     rng = np.random.default_rng(1000 * S + interleaved)
-    M, U, N = 90, 3, 203  # three full groups of 64 and a partial one
+    M, U, N = 90, 3, 203  # with 64: three full groups and a partial one
     plan = _plan(rng, S, M, U, interleaved, "sum")
+    assert plan.group == 64
+    plan.set_group(group)
     indptr, inst, qty = _book(rng, N, M)
     outs = _outs(N, U)
     job = plan.margin_job(indptr, inst, qty, outs)
@@ -101,8 +105,20 @@ def test_grouping_does_not_change_bits(agg):
     job = plan.margin_job(indptr, inst, qty, odd)
     for s in range(0, N, 37):
         job.run(s, min(s + 37, N))
-    for x, y, z in zip(whole, single, odd):
+    rows = _outs(N, U)  # one account at a time from the row-major matrix
+    plan.set_group(1)
+    plan.margin_job(indptr, inst, qty, rows).run(0, N)
+    for x, y, z, r in zip(whole, single, odd, rows):
         assert np.array_equal(x.view(np.uint8), y.view(np.uint8))
         assert np.array_equal(x.view(np.uint8), z.view(np.uint8))
+        assert np.array_equal(x.view(np.uint8), r.view(np.uint8))
         if x.dtype == np.float64:
             assert not np.isnan(x).any()
+
+
+def test_set_group_refuses_nonsense():
+    plan = _plan(np.random.default_rng(3), 8, 10, 1, False, "sum")
+    for bad in (0, -1, 4097):
+        with pytest.raises(ValueError, match="group"):
+            plan.set_group(bad)
+    assert plan.group == 64

@@ -8,6 +8,9 @@ class AggregationPlan:
     n_instruments: int
     state_size: int
     scratch_size: int
+    @property
+    def group(self) -> int: ...
+    def set_group(self, group: int) -> None: ...
     def __init__(self, *, S: int, pnl: np.ndarray, inst_und: np.ndarray, inst_bucket: np.ndarray,
                  inst_delta: np.ndarray, inst_som: np.ndarray, inst_notional: np.ndarray,
                  inst_value: np.ndarray, weight: np.ndarray, damp: np.ndarray, bucket_ptr: np.ndarray,

@@ -20,6 +20,7 @@ cdef extern from "gather.h" nogil:
         dpm_index S, Sp, U, NB, NT, M
         const double *pnl
         const double *pnl_blk
+        dpm_index group
         const dpm_inst_info *info
         int und_sorted
         int wide
@@ -219,15 +220,12 @@ cdef class AggregationPlan:
             info[i].bucket = inst_bucket[i]
         self.p.info = info
         self.p.wide = dpm_cpu_wide()
-        # the gather's copy of the P&L, blocked by scenarios (see dpm_block_copy)
         self.p.M = M
-        cdef double *blk = <double *>_malloc64(<size_t>(M * self.p.Sp if M * self.p.Sp > 0 else 1) * sizeof(double),
-                                               &self._blk_raw)
-        if blk == NULL:
-            raise MemoryError()
-        if M > 0 and self.p.Sp > 0:
-            dpm_block_copy(&pnl[0, 0], M, self.p.Sp, self.p.wide, blk)
-        self.p.pnl_blk = blk
+        self.p.pnl_blk = NULL
+        self._blk_raw = NULL
+        # margin_many reads a copy of the P&L blocked by scenarios, accounts by groups of 64
+        # (gather.h, dpm_margin_rows): one block stays in L2 while the group gathers from it
+        self.set_group(64)
         self.p.und_sorted = 1
         for i in range(1, M):
             if inst_und[i] < inst_und[i - 1]:
@@ -237,6 +235,28 @@ cdef class AggregationPlan:
     def __dealloc__(self):
         free(self._info_raw)
         free(self._blk_raw)
+
+    @property
+    def group(self):
+        """Accounts per group of the margin kernel (1: one account at a time, row by row)."""
+        return self.p.group
+
+    def set_group(self, Py_ssize_t group):
+        """Accounts per group of the margin kernel: 1 reads the row-major P&L one account at a time;
+        more reads a copy blocked by scenarios (made on first use; the default is 64). Results are the
+        same bits either way: this is a tuning and testing knob. Not to be called while a job runs."""
+        if group < 1 or group > 4096:
+            raise ValueError(f"group: expected 1 to 4096 accounts, got {group}")
+        cdef Py_ssize_t M = self.p.M, Sp = self.p.Sp
+        cdef double *blk
+        if group > 1 and self.p.pnl_blk == NULL:
+            blk = <double *>_malloc64(<size_t>(M * Sp if M * Sp > 0 else 1) * sizeof(double), &self._blk_raw)
+            if blk == NULL:
+                raise MemoryError()
+            if M > 0 and Sp > 0:
+                dpm_block_copy(self.p.pnl, M, Sp, self.p.wide, blk)
+            self.p.pnl_blk = blk
+        self.p.group = group
 
     cdef int _bind(self, outs, Py_ssize_t n, dpm_agg_out *o) except -1:
         """Point ``o`` at ``outs = (total, value, joint, L, scan, worst, roll, dshock, floor)``."""

@@ -184,7 +184,8 @@ DPM_INLINE void dpm_gather_run(const double *restrict P, dpm_index ld, const int
 typedef struct {
     dpm_index S, Sp, U, NB, NT, M;
     const double *pnl;          /* M x Sp P&L per contract in the risk currency */
-    const double *pnl_blk;      /* the same, blocked by scenarios (dpm_block_copy) for the gather */
+    const double *pnl_blk;      /* the same, blocked by scenarios (dpm_block_copy), or NULL */
+    dpm_index group;            /* accounts per group of dpm_margin_rows (1: row by row from pnl) */
     const dpm_inst_info *info;  /* M: packed add-on inputs */
     int und_sorted;             /* inst_und is non-decreasing in the instrument id */
     int wide;                   /* gather 64 scenarios per pass (the CPU has 32 vector registers) */
@@ -308,9 +309,10 @@ static void dpm_block_copy(const double *P, dpm_index M, dpm_index Sp, int wide,
     }
 }
 
-/* acc[0:w] (+)= the run's rows of one block (w from dpm_block_width); `addons` a literal at each
- * call site, so the fused add-on sums stay a compile-time choice. */
-DPM_INLINE void dpm_gather_block(const double *restrict blk, dpm_index w, int wide, const int64_t *restrict inst,
+/* acc[0:w] (+)= the run's rows P[inst[j] * ld + s0 : + w] (w from dpm_block_width); `addons` a
+ * literal at each call site, so the fused add-on sums stay a compile-time choice. */
+DPM_INLINE void dpm_gather_block(const double *restrict P, dpm_index ld, dpm_index s0, dpm_index w, int wide,
+                                 const int64_t *restrict inst,
                                  const double *restrict qty, int64_t n, double *restrict acc, int first,
                                  int addons, const dpm_inst_info *restrict info, double *restrict bucket,
                                  dpm_addon_acc *restrict ad)
@@ -321,28 +323,29 @@ DPM_INLINE void dpm_gather_block(const double *restrict blk, dpm_index w, int wi
         return;
     }
     if (wide) {
-        if (w == 64) dpm_gather_64(blk, 64, 0, inst, qty, n, acc, first, addons, info, bucket, ad);
-        else if (w == 32) dpm_gather_32(blk, 32, 0, inst, qty, n, acc, first, addons, info, bucket, ad);
-        else dpm_gather_8(blk, 8, 0, inst, qty, n, acc, first, addons, info, bucket, ad);
+        if (w == 64) dpm_gather_64(P, ld, s0, inst, qty, n, acc, first, addons, info, bucket, ad);
+        else if (w == 32) dpm_gather_32(P, ld, s0, inst, qty, n, acc, first, addons, info, bucket, ad);
+        else dpm_gather_8(P, ld, s0, inst, qty, n, acc, first, addons, info, bucket, ad);
     } else {
-        if (w == 32) dpm_gather_n_32(blk, 32, 0, inst, qty, n, acc, first, addons, info, bucket, ad);
-        else dpm_gather_n_8(blk, 8, 0, inst, qty, n, acc, first, addons, info, bucket, ad);
+        if (w == 32) dpm_gather_n_32(P, ld, s0, inst, qty, n, acc, first, addons, info, bucket, ad);
+        else dpm_gather_n_8(P, ld, s0, inst, qty, n, acc, first, addons, info, bucket, ad);
     }
 }
 
 /* The scenarios [s0, s0 + w) of the state of positions (inst, qty)[0:n] of one account (sorted by
- * instrument id) from the blocked P&L: each run of same-underlying positions in one register-blocked
- * pass. The first block (s0 = 0) also sets the add-on sums and the held underlyings; later blocks
- * start the held underlyings' slices from zero, which gives the bits of the first pass's
- * zero-initialised registers. Accumulator rows of underlyings the account does not hold are left as
- * they are: dpm_state_finish never reads them (present[u] == 0). */
+ * instrument id), read from P[i * ld + off : + w] (the plan's row-major P&L with ld = Sp, off = s0,
+ * or its blocked copy: the block at s0 with ld = w, off = 0): each run of same-underlying positions
+ * in one register-blocked pass. The first block (s0 = 0) also sets the add-on sums and the held
+ * underlyings; later blocks start the held underlyings' slices from zero, which gives the bits of
+ * the first pass's zero-initialised registers. Accumulator rows of underlyings the account does not
+ * hold are left as they are: dpm_state_finish never reads them (present[u] == 0). */
 DPM_INLINE void dpm_state_block(const dpm_agg_params *restrict p, double *restrict st,
                                 const int64_t *restrict inst, const double *restrict qty, int64_t n,
-                                dpm_index s0, dpm_index w)
+                                dpm_index s0, dpm_index w, const double *restrict P, dpm_index ld,
+                                dpm_index off)
 {
     const dpm_index Sp = p->Sp, U = p->U, NB = p->NB;
     const dpm_inst_info *restrict info = p->info;
-    const double *restrict blk = w > 0 ? p->pnl_blk + s0 * p->M : p->pnl_blk;
     double *bucket = st + U * Sp;
     double *net = bucket + NB, *som = net + U, *gross = som + U, *present = gross + U;
     if (s0 == 0) {
@@ -367,12 +370,12 @@ DPM_INLINE void dpm_state_block(const dpm_agg_params *restrict p, double *restri
             ad.net = net[u]; ad.som = som[u]; ad.gross = gross[u]; ad.value = value;
             ad.bcur = info[inst[k]].bucket;
             ad.bsum = bucket[ad.bcur];
-            dpm_gather_block(blk, w, p->wide, inst + k, qty + k, e - k, st + u * Sp, first, 1, info, bucket, &ad);
+            dpm_gather_block(P, ld, off, w, p->wide, inst + k, qty + k, e - k, st + u * Sp, first, 1, info, bucket, &ad);
             bucket[ad.bcur] = ad.bsum;
             net[u] = ad.net; som[u] = ad.som; gross[u] = ad.gross; value = ad.value;
             present[u] = 1.0;
         } else {
-            dpm_gather_block(blk, w, p->wide, inst + k, qty + k, e - k, st + u * Sp + s0, 0, 0, NULL, NULL, NULL);
+            dpm_gather_block(P, ld, off, w, p->wide, inst + k, qty + k, e - k, st + u * Sp + s0, 0, 0, NULL, NULL, NULL);
         }
         k = e;
     }
@@ -678,40 +681,45 @@ DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double 
     o->value[a] = value[0];
 }
 
-/* Accounts margined together, block of scenarios by block: the group's states (DPM_MARGIN_GROUP x
- * 1.3 KB with two underlyings) and one block of the blocked P&L stay in L2 together. */
-#define DPM_MARGIN_GROUP 64
-
+/* Accounts margined together (p->group, 64 by default), block of scenarios by block: the group's
+ * states (64 x 1.3 KB with two underlyings) and one block of the blocked P&L stay in L2 together.
+ * On a 512 KB-L2 host this was 10-30 % faster than one account at a time even for matrices of 136
+ * KB; p->group = 1 reads the row-major matrix one account at a time (the what-if's layout). */
 /* Scratch (doubles) of dpm_margin_rows for n accounts: the group's states plus the finish scratch. */
 static inline dpm_index dpm_margin_scratch_size(const dpm_agg_params *p, dpm_index n)
 {
-    const dpm_index g = n < DPM_MARGIN_GROUP ? (n > 0 ? n : 1) : DPM_MARGIN_GROUP;
+    const dpm_index G = p->group > 0 ? p->group : 1;
+    const dpm_index g = n < G ? (n > 0 ? n : 1) : G;
     return g * dpm_state_size(p) + dpm_finish_scratch_size(p);
 }
 
 /* Margin of accounts [start, stop) of a CSR book; `scratch` holds dpm_margin_scratch_size(p, stop -
- * start) doubles. Accounts go by groups, and each group block of scenarios by block, so every row
- * read hits a block of the P&L that the group has just used; each scenario of each account still
- * sums its positions in CSR order, so the bits do not depend on the grouping. */
+ * start) doubles. Accounts go by groups of p->group, and each group block of scenarios by block;
+ * every scenario of every account still sums its positions in CSR order, so the bits depend neither
+ * on the grouping nor on the layout read. */
 DPM_CLONES
 static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index stop,
                             const int64_t *indptr, const int64_t *inst, const double *qty,
                             double *scratch, const dpm_agg_out *o)
 {
-    const dpm_index ss = dpm_state_size(p), Sp = p->Sp;
-    const dpm_index g_max = stop - start < DPM_MARGIN_GROUP ? stop - start : DPM_MARGIN_GROUP;
+    const dpm_index ss = dpm_state_size(p), Sp = p->Sp, M = p->M;
+    const dpm_index G = p->group > 0 ? p->group : 1;
+    const int blocked = G > 1;
+    const dpm_index g_max = stop - start < G ? stop - start : G;
     double *fs = scratch + g_max * ss;
-    for (dpm_index g0 = start; g0 < stop; g0 += DPM_MARGIN_GROUP) {
-        const dpm_index g1 = stop - g0 < DPM_MARGIN_GROUP ? stop : g0 + DPM_MARGIN_GROUP;
+    for (dpm_index g0 = start; g0 < stop; g0 += G) {
+        const dpm_index g1 = stop - g0 < G ? stop : g0 + G;
         dpm_index s0 = 0;
         do {  /* at least one pass: with no scenarios the add-ons still count */
-            const dpm_index w = dpm_block_width(Sp, s0, p->wide);
+            const dpm_index w = s0 < Sp ? dpm_block_width(Sp, s0, p->wide) : 0;
+            const double *P = blocked ? (w > 0 ? p->pnl_blk + s0 * M : p->pnl_blk) : p->pnl;
+            const dpm_index ld = blocked ? w : Sp, off = blocked ? 0 : s0;
             for (dpm_index a = g0; a < g1; a++) {
                 const int64_t k0 = indptr[a];
-                dpm_state_block(p, scratch + (a - g0) * ss, inst + k0, qty + k0, indptr[a + 1] - k0, s0,
-                                s0 < Sp ? w : 0);
+                dpm_state_block(p, scratch + (a - g0) * ss, inst + k0, qty + k0, indptr[a + 1] - k0, s0, w, P,
+                                ld, off);
             }
-            s0 += w;
+            s0 += w > 0 ? w : 8;
         } while (s0 < Sp);
         for (dpm_index a = g0; a < g1; a++) dpm_state_finish(p, scratch + (a - g0) * ss, o, a, fs);
     }
