@@ -565,3 +565,42 @@ def test_readers_during_writes_see_consistent_state(engine, book300):
         except EventRejected:
             pass
     assert solo.digest() == live.digest()
+
+
+def test_tick_passes_in_c_equal_the_per_account_python():
+    """The tick's one-pass C kernels (collateral value of balance rows, the alert-level state
+    machine) against the plain-Python per-account functions the fill path uses, bit for bit,
+    on random values with ties at the thresholds, zeros of both signs, debts, inf and NaN."""
+    from dpm.live.alerts import next_level, next_levels
+    from dpm.live.book import LiveBook
+
+    rng = np.random.default_rng(11)
+    n, C = 5000, 4
+    bal = rng.standard_normal((n, C)) * 10.0 ** rng.integers(-3, 8, (n, C))
+    bal[rng.random((n, C)) < 0.1] = 0.0
+    bal[rng.random((n, C)) < 0.05] = -0.0
+    bal[rng.random((n, C)) < 0.01] = np.inf
+    bal[rng.random((n, C)) < 0.01] = np.nan
+
+    class Gen:
+        rate_pos = np.array([1.0, 0.97 * 91234.5, 0.95 * 3101.25, 0.9 * 1.0001])
+        price = np.array([1.0, 91234.5, 3101.25, 1.0001])
+        rate_pos_l = rate_pos.tolist()
+        price_l = price.tolist()
+
+    got = LiveBook._collateral(bal, Gen)
+    want = np.array([LiveBook._collateral_one(bal[i].tolist(), Gen) for i in range(n)])
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))
+
+    level = rng.integers(0, 3, n).astype(np.int8)
+    mm = rng.uniform(0, 100, n)
+    im = mm * rng.uniform(1.0, 2.0, n)
+    eq = rng.uniform(0, 250, n)
+    h = 0.02
+    tie = rng.integers(0, 5, n)  # equity exactly on a line or on a band edge
+    eq = np.where(tie == 1, im, np.where(tie == 2, mm, np.where(tie == 3, im * (1 + h), eq)))
+    eq[rng.random(n) < 0.01] = np.nan
+    new = next_levels(level, eq, im, mm, h)
+    assert new.dtype == np.int8
+    want = [next_level(int(lv), float(e), float(i), float(m), h) for lv, e, i, m in zip(level, eq, im, mm)]
+    assert new.tolist() == want

@@ -27,6 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
+from dpm._core import _live
 from dpm.errors import DPMError, InvalidInputError
 
 __all__ = ["Alert", "AlertBus", "AlertPolicy", "LEVELS", "Subscription", "SubscriberOverflow", "next_level",
@@ -69,21 +70,14 @@ class AlertPolicy:
 
 def next_levels(level: np.ndarray, equity: np.ndarray, im: np.ndarray, mm: np.ndarray,
                 hysteresis: float) -> np.ndarray:
-    """The new level of each account (vectorised state machine of the module docstring)."""
-    up = 1.0 + hysteresis
-    below_mm = equity < mm
-    below_im = equity < im
-    clear_im = equity >= im * up
-    clear_mm = equity >= mm * up
-    new = level.copy()
-    # going down: immediately
-    new = np.where(below_mm, LIQUIDATION, np.where(below_im & (level == OK), CALL, new))
-    # going up: only past the band
-    from_call = (level == CALL) & ~below_mm
-    new = np.where(from_call & clear_im, OK, new)
-    from_liq = (level == LIQUIDATION) & ~below_mm
-    new = np.where(from_liq & clear_im, OK, np.where(from_liq & ~clear_im & clear_mm, CALL, new))
-    return new.astype(np.int8)
+    """The new level of each account (vectorised state machine of the module docstring; one C
+    pass, the same decisions as :func:`next_level` account by account)."""
+    level = np.ascontiguousarray(level, dtype=np.int8)
+    out = np.empty(level.shape[0], dtype=np.int8)
+    _live.next_levels(level, np.ascontiguousarray(equity, dtype=np.float64),
+                      np.ascontiguousarray(im, dtype=np.float64), np.ascontiguousarray(mm, dtype=np.float64),
+                      float(hysteresis), out)
+    return out
 
 
 def next_level(level: int, equity: float, im: float, mm: float, hysteresis: float) -> int:

@@ -49,7 +49,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dpm._core import _gather
+from dpm._core import _gather, _live
 from dpm._util import parallel as _parallel
 from dpm.engines.margin import MarginEngine
 from dpm.errors import (
@@ -703,11 +703,10 @@ class LiveBook:
 
     @staticmethod
     def _collateral(bal: np.ndarray, gen: _Generation) -> np.ndarray:
-        """Collateral value (USD) of balance rows: currencies summed in order, debts at full price."""
-        out = np.zeros(bal.shape[0])
-        for c in range(bal.shape[1]):
-            b = bal[:, c]
-            out = out + np.where(b > 0.0, b * gen.rate_pos[c], b * gen.price[c])
+        """Collateral value (USD) of balance rows: currencies summed in order, debts at full price
+        (one C pass; the same bits as :meth:`_collateral_one` account by account)."""
+        out = np.empty(bal.shape[0])
+        _live.collateral_rows(np.ascontiguousarray(bal, dtype=np.float64), gen.rate_pos, gen.price, out)
         return out
 
     @staticmethod
