@@ -604,3 +604,48 @@ def test_tick_passes_in_c_equal_the_per_account_python():
     assert new.dtype == np.int8
     want = [next_level(int(lv), float(e), float(i), float(m), h) for lv, e, i, m in zip(level, eq, im, mm)]
     assert new.tolist() == want
+
+
+def test_settle_futures_equals_the_bincount_sums():
+    """The tick's C pass over futures positions against the numpy reference it replaced (per account
+    and currency np.bincount of q * dF in position order, added once to touched balances), bit for
+    bit; skipped positions (instrument not moved, dirty account) change nothing; an out-of-range
+    settlement currency is refused before anything is written."""
+    from dpm._core import _live
+
+    rng = np.random.default_rng(5)
+    n_acc, C, M = 400, 3, 50
+    sizes = rng.integers(0, 6, n_acc)
+    acc = np.repeat(np.arange(n_acc), sizes).astype(np.int64)
+    n = acc.size
+    inst = rng.integers(0, M, n).astype(np.int64)
+    pos = rng.permutation(n + 10)[:n].astype(np.int64)
+    qty = rng.standard_normal(n + 10) * 10.0 ** rng.integers(-2, 4, n + 10)
+    moved = rng.random(M) < 0.7
+    dirty = rng.random(n_acc) < 0.1
+    ccy = rng.integers(0, C, M).astype(np.int64)
+    dF = np.where(moved, rng.standard_normal(M) * 100.0, 0.0)
+    bal = rng.standard_normal((n_acc, C)) * 1e4
+    bal[0] = -0.0
+
+    want = bal.copy()
+    sel = moved[inst] & ~dirty[acc]
+    key = acc[sel] * C + ccy[inst[sel]]
+    s = np.bincount(key, weights=qty[pos[sel]] * dF[inst[sel]], minlength=n_acc * C)
+    touched = np.zeros(n_acc * C, dtype=bool)
+    touched[key] = True
+    want.reshape(-1)[touched] += s[touched]
+
+    got = bal.copy()
+    _live.settle_futures(pos, acc, inst, qty, moved.view(np.uint8), dirty.view(np.uint8), ccy, dF, got)
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))
+
+    bad_ccy = ccy.copy()
+    bad_ccy[inst[np.flatnonzero(sel)[0]]] = C
+    before = bal.copy()
+    with pytest.raises(ValueError, match="settlement currency"):
+        _live.settle_futures(pos, acc, inst, qty, moved.view(np.uint8), dirty.view(np.uint8), bad_ccy, dF, before)
+    assert np.array_equal(before.view(np.int64), bal.view(np.int64))
+    with pytest.raises(ValueError, match="outside the book"):
+        _live.settle_futures(pos + n + 10, acc, inst, qty, moved.view(np.uint8), dirty.view(np.uint8), ccy, dF,
+                             bal.copy())

@@ -1,12 +1,15 @@
 # cython: language_level=3
 """Per-account passes of the live book's tick (``dpm.live.book``): the collateral value of balance
-rows and the alert-level state machine, one C pass each over the accounts instead of five to ten
-numpy passes with temporaries (about 6 ms of a 100,000-account tick on a 2-vCPU Zen 3 host).
+rows, the variation margin of futures positions and the alert-level state machine, one C pass each
+instead of five to ten numpy passes with temporaries (about 13 ms of a 100,000-account tick on a
+2-vCPU Zen 3 host).
 
 ``dpm.live`` owns and validates the arrays; these functions check only what protects memory
 (lengths, contiguity) and release the GIL.
 """
-from libc.stdint cimport int8_t
+from libc.stdint cimport int8_t, int64_t, uint8_t
+
+import numpy as np
 
 cdef extern from *:
     """
@@ -29,6 +32,45 @@ cdef extern from *:
             }
             out[i] = acc;
         }
+    }
+
+    /* Variation margin of futures and perpetual positions at a tick: for each position k (grouped by
+     * account, in CSR order) whose instrument moved and whose account is clean, q * dF[inst] summed
+     * per (account, settlement currency) from 0 in position order, then added to the balance once
+     * (np.bincount's order, so the same bits as the numpy path of the dirty accounts). Returns -1,
+     * or the first position whose settlement currency is out of range (nothing is changed then). */
+    #if defined(__GNUC__) && !defined(__clang__)
+    __attribute__((optimize("fp-contract=off")))
+    #endif
+    static Py_ssize_t dpm_settle_futures(const int64_t *pos, const int64_t *acc, const int64_t *inst,
+                                         Py_ssize_t n, const double *qty, const unsigned char *moved,
+                                         const unsigned char *dirty, const int64_t *ccy, Py_ssize_t C,
+                                         const double *dF, double *bal, double *sum, unsigned char *hit)
+    {
+        for (Py_ssize_t k = 0; k < n; k++) {
+            const int64_t c = ccy[inst[k]];
+            if (moved[inst[k]] && !dirty[acc[k]] && (c < 0 || c >= C)) return k;
+        }
+        Py_ssize_t k = 0;
+        while (k < n) {
+            const int64_t a = acc[k];
+            Py_ssize_t e = k;
+            for (Py_ssize_t c = 0; c < C; c++) { sum[c] = 0.0; hit[c] = 0; }
+            int any = 0;
+            for (; e < n && acc[e] == a; e++) {
+                const int64_t i = inst[e];
+                if (!moved[i] || dirty[a]) continue;
+                const double w = qty[pos[e]] * dF[i];
+                sum[ccy[i]] = sum[ccy[i]] + w;
+                hit[ccy[i]] = 1;
+                any = 1;
+            }
+            if (any)
+                for (Py_ssize_t c = 0; c < C; c++)
+                    if (hit[c]) bal[a * C + c] = bal[a * C + c] + sum[c];
+            k = e;
+        }
+        return -1;
     }
 
     /* dpm.live.alerts.next_levels, account by account (levels 0 ok, 1 margin call, 2 liquidation) */
@@ -55,6 +97,10 @@ cdef extern from *:
     """
     void dpm_collateral_rows(const double *bal, Py_ssize_t n, Py_ssize_t C, const double *rate_pos,
                              const double *price, double *out) noexcept nogil
+    Py_ssize_t dpm_settle_futures(const int64_t *pos, const int64_t *acc, const int64_t *inst, Py_ssize_t n,
+                                  const double *qty, const uint8_t *moved, const uint8_t *dirty,
+                                  const int64_t *ccy, Py_ssize_t C, const double *dF, double *bal, double *sum,
+                                  uint8_t *hit) noexcept nogil
     void dpm_next_levels(const int8_t *level, const double *eq, const double *im, const double *mm,
                          Py_ssize_t n, double hysteresis, int8_t *out) noexcept nogil
 
@@ -84,3 +130,29 @@ def next_levels(const int8_t[::1] level, const double[::1] eq, const double[::1]
         return
     with nogil:
         dpm_next_levels(&level[0], &eq[0], &im[0], &mm[0], n, hysteresis, &out[0])
+
+
+def settle_futures(const int64_t[::1] pos, const int64_t[::1] acc, const int64_t[::1] inst, const double[::1] qty,
+                   const uint8_t[::1] moved, const uint8_t[::1] dirty, const int64_t[::1] ccy,
+                   const double[::1] dF, double[:, ::1] bal):
+    """Add the variation margin ``qty[pos[k]] * dF[inst[k]]`` of the futures positions ``k`` (grouped
+    by account ``acc[k]``) whose instrument moved and whose account is not dirty to ``bal[acc,
+    ccy[inst]]``: per account and currency summed from 0 in position order, then added once."""
+    cdef Py_ssize_t n = pos.shape[0], C = bal.shape[1], M = moved.shape[0], k, bad
+    if acc.shape[0] != n or inst.shape[0] != n or ccy.shape[0] != M or dF.shape[0] != M:
+        raise ValueError("settle_futures: inconsistent array lengths")
+    for k in range(n):  # what protects memory (ids come from the book's own CSR)
+        if (pos[k] < 0 or pos[k] >= qty.shape[0] or inst[k] < 0 or inst[k] >= M or acc[k] < 0
+                or acc[k] >= bal.shape[0] or acc[k] >= dirty.shape[0]):
+            raise ValueError(f"settle_futures: position {k} points outside the book")
+    if n == 0 or C == 0:
+        return
+    sums = np.zeros(C)
+    hits = np.zeros(C, dtype=np.uint8)
+    cdef double[::1] sv = sums
+    cdef uint8_t[::1] hv = hits
+    with nogil:
+        bad = dpm_settle_futures(&pos[0], &acc[0], &inst[0], n, &qty[0], &moved[0], &dirty[0], &ccy[0], C, &dF[0],
+                                 &bal[0, 0], &sv[0], &hv[0])
+    if bad >= 0:
+        raise ValueError(f"settle_futures: position {bad}: settlement currency {ccy[inst[bad]]} out of range")

@@ -1248,13 +1248,13 @@ class LiveBook:
         dF[li] = np.where(self._inverse[li], self._cs[li] * (1.0 / Fo[li] - 1.0 / Fn[li]),
                           self._cs[li] * (Fn[li] - Fo[li]))
         if li.size:
-            fi = self._fut_inst
-            sel = lin_moved[fi] & ~self._dirty[self._fut_acc]
+            # clean accounts: one C pass over the CSR's futures positions (grouped by account)
+            _live.settle_futures(self._fut_pos, self._fut_acc, self._fut_inst, self._qty, lin_moved.view(np.uint8),
+                                 self._dirty.view(np.uint8), self._settle_ccy, dF, bal)
+            # dirty accounts (their positions are in the overlay): the same sums with numpy
             dsel = lin_moved[d_inst]
-            acc = np.concatenate([self._fut_acc[sel], d_acc[dsel]])
-            if acc.size:
-                ins = np.concatenate([fi[sel], d_inst[dsel]])
-                q = np.concatenate([self._qty[self._fut_pos[sel]], d_qty[dsel]])
+            if dsel.any():
+                acc, ins, q = d_acc[dsel], d_inst[dsel], d_qty[dsel]
                 C = len(self.currencies)
                 key = acc * C + self._settle_ccy[ins]
                 n_bins = self._cap * C
