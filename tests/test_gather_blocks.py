@@ -67,11 +67,15 @@ def _outs(N: int, U: int):
 @pytest.mark.parametrize("S", [1, 8, 9, 31, 32, 33, 40, 63, 64, 65, 100, 136])
 @pytest.mark.parametrize("interleaved", [False, True])
 @pytest.mark.parametrize("group", [64, 1, 5])
-def test_grouped_blocks_equal_one_account_path(S, interleaved, group):
+@pytest.mark.parametrize("wide", [False, True])
+def test_grouped_blocks_equal_one_account_path(S, interleaved, group, wide):
+    """``wide``: the passes of CPUs with 32 vector registers (blocks of 64 scenarios, 8-double
+    vectors), forced on any CPU so that a host without AVX-512 tests them too."""
     rng = np.random.default_rng(1000 * S + interleaved)
     M, U, N = 90, 3, 203  # with 64: three full groups and a partial one
     plan = _plan(rng, S, M, U, interleaved, "sum")
     assert plan.group == 64
+    plan._set_wide(wide)
     plan.set_group(group)
     indptr, inst, qty = _book(rng, N, M)
     outs = _outs(N, U)

@@ -247,15 +247,32 @@ cdef class AggregationPlan:
         same bits either way: this is a tuning and testing knob. Not to be called while a job runs."""
         if group < 1 or group > 4096:
             raise ValueError(f"group: expected 1 to 4096 accounts, got {group}")
+        self._set_layout(group, self.p.wide)
+
+    def _set_wide(self, int wide):
+        """Tests only: run the 8-double-vector passes of CPUs with 32 vector registers (blocks of 64)
+        whatever this CPU has (GCC lowers them through memory on AVX2: slow, the same bits)."""
+        self._set_layout(self.p.group, 1 if wide else 0)
+
+    cdef _set_layout(self, Py_ssize_t group, int wide):
         cdef Py_ssize_t M = self.p.M, Sp = self.p.Sp
         cdef double *blk
-        if group > 1 and self.p.pnl_blk == NULL:
-            blk = <double *>_malloc64(<size_t>(M * Sp if M * Sp > 0 else 1) * sizeof(double), &self._blk_raw)
+        cdef void *raw = NULL
+        if group > 1 and (self.p.pnl_blk == NULL or wide != self.p.wide):
+            # the block widths follow the vector width: a new copy (the old one is freed after)
+            blk = <double *>_malloc64(<size_t>(M * Sp if M * Sp > 0 else 1) * sizeof(double), &raw)
             if blk == NULL:
                 raise MemoryError()
             if M > 0 and Sp > 0:
-                dpm_block_copy(self.p.pnl, M, Sp, self.p.wide, blk)
+                dpm_block_copy(self.p.pnl, M, Sp, wide, blk)
+            free(self._blk_raw)
+            self._blk_raw = raw
             self.p.pnl_blk = blk
+        elif wide != self.p.wide:
+            free(self._blk_raw)  # made again for the new widths when groups are used again
+            self._blk_raw = NULL
+            self.p.pnl_blk = NULL
+        self.p.wide = wide
         self.p.group = group
 
     cdef int _bind(self, outs, Py_ssize_t n, dpm_agg_out *o) except -1:
