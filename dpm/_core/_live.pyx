@@ -8,6 +8,7 @@ instead of five to ten numpy passes with temporaries (about 13 ms of a 100,000-a
 (lengths, contiguity) and release the GIL.
 """
 from libc.stdint cimport int8_t, int64_t, uint8_t
+from libc.math cimport isfinite
 
 import numpy as np
 
@@ -78,6 +79,42 @@ cdef extern from *:
         return -1;
     }
 
+    /* The kernel's rows [r0, r1) into per-account arrays (clean accounts only): a row whose total,
+     * value or any per-underlying figure (per: 5 planes of n x U) is not finite gives a NaN total
+     * (the caller's check names the account: fail closed); variant 0 (the positions) sets the
+     * three margins and the value and is listed in acc_out, variants 1 / 2 (with open buy / sell
+     * orders) set their own margin. An account's rows are contiguous, variant 0 first: one pass
+     * gives what three masked numpy scatters gave. Returns the number of accounts listed. */
+    static Py_ssize_t dpm_assign_rows(Py_ssize_t r0, Py_ssize_t r1, const int64_t *row_acc,
+                                      const signed char *row_var, const unsigned char *dirty,
+                                      const double *total, const double *value, const double *per,
+                                      Py_ssize_t n, Py_ssize_t U, double *tp, double *tb, double *ta,
+                                      double *val, int64_t *acc_out)
+    {
+        Py_ssize_t m = 0;
+        for (Py_ssize_t r = r0; r < r1; r++) {
+            const int64_t a = row_acc[r];
+            if (dirty[a]) continue;
+            double t = total[r];
+            int ok = isfinite(t) && isfinite(value[r]);
+            for (Py_ssize_t k = 0; k < 5 && ok; k++)
+                for (Py_ssize_t u = 0; u < U; u++)
+                    if (!isfinite(per[(k * n + r) * U + u])) { ok = 0; break; }
+            if (!ok) t = NAN;
+            const signed char v = row_var[r];
+            if (v == 0) {
+                tp[a] = t; tb[a] = t; ta[a] = t;
+                val[a] = value[r];
+                acc_out[m++] = a;
+            } else if (v == 1) {
+                tb[a] = t;
+            } else {
+                ta[a] = t;
+            }
+        }
+        return m;
+    }
+
     /* dpm.live.alerts.next_levels, account by account (levels 0 ok, 1 margin call, 2 liquidation) */
     static void dpm_next_levels(const signed char *level, const double *eq, const double *im,
                                 const double *mm, Py_ssize_t n, double hysteresis, signed char *out)
@@ -106,6 +143,10 @@ cdef extern from *:
                                   const double *qty, const uint8_t *moved, const uint8_t *dirty,
                                   const int64_t *ccy, Py_ssize_t C, const double *dF, double *bal, double *sum,
                                   uint8_t *hit) noexcept nogil
+    Py_ssize_t dpm_assign_rows(Py_ssize_t r0, Py_ssize_t r1, const int64_t *row_acc, const int8_t *row_var,
+                               const uint8_t *dirty, const double *total, const double *value, const double *per,
+                               Py_ssize_t n, Py_ssize_t U, double *tp, double *tb, double *ta, double *val,
+                               int64_t *acc_out) noexcept nogil
     void dpm_next_levels(const int8_t *level, const double *eq, const double *im, const double *mm,
                          Py_ssize_t n, double hysteresis, int8_t *out) noexcept nogil
 
@@ -161,3 +202,26 @@ def settle_futures(const int64_t[::1] pos, const int64_t[::1] acc, const int64_t
                                  &bal[0, 0], &sv[0], &hv[0])
     if bad >= 0:
         raise ValueError(f"settle_futures: position {bad}: settlement currency {ccy[inst[bad]]} out of range")
+
+
+def assign_rows(Py_ssize_t r0, Py_ssize_t r1, const int64_t[::1] row_acc, const int8_t[::1] row_var,
+                const uint8_t[::1] dirty, const double[::1] total, const double[::1] value,
+                const double[:, :, ::1] per, double[::1] tp, double[::1] tb, double[::1] ta, double[::1] val):
+    """Scatter the kernel's rows ``[r0, r1)`` of clean accounts to the per-account arrays (a row
+    with any non-finite figure gives a NaN margin); returns the accounts of variant-0 rows."""
+    cdef Py_ssize_t n = total.shape[0], U = per.shape[2], r, m
+    if not (0 <= r0 <= r1 <= n and row_acc.shape[0] >= r1 and row_var.shape[0] >= r1 and value.shape[0] >= n
+            and per.shape[0] == 5 and per.shape[1] == n):
+        raise ValueError("assign_rows: inconsistent rows or buffers")
+    for r in range(r0, r1):  # what protects memory (the book's own CSR rows)
+        if (row_acc[r] < 0 or row_acc[r] >= dirty.shape[0] or row_acc[r] >= tp.shape[0] or row_acc[r] >= tb.shape[0]
+                or row_acc[r] >= ta.shape[0] or row_acc[r] >= val.shape[0]):
+            raise ValueError(f"assign_rows: row {r} names account {row_acc[r]} outside the arrays")
+    out = np.empty(max(r1 - r0, 1), dtype=np.int64)
+    cdef int64_t[::1] ov = out
+    if r1 == r0:
+        return out[:0]
+    with nogil:
+        m = dpm_assign_rows(r0, r1, &row_acc[0], &row_var[0], &dirty[0], &total[0], &value[0], &per[0, 0, 0], n, U,
+                            &tp[0], &tb[0], &ta[0], &val[0], &ov[0])
+    return out[:m]

@@ -1203,11 +1203,11 @@ class LiveBook:
             chunk = max(256, total_rows // (4 * w) + 1)
             bounds = [(s, min(s + chunk, r1)) for r0, r1 in ranges for s in range(r0, r1, chunk)]
             _parallel.run_bounds(job.run, bounds, self.workers)
-            # per range by slices (views, no gathered copies of the (5, rows, U) block)
+            # per range, one C pass: the finiteness check and the scatter of _bad_rows / _assign_rows
+            dirty = self._dirty.view(np.uint8)
             for r0, r1 in ranges:
-                tot = outs[0][r0:r1].copy()
-                tot[_bad_rows(outs, slice(r0, r1))] = math.nan
-                exposed_parts.append(self._assign_rows(np.arange(r0, r1), tot, outs[1][r0:r1], tp, tb, ta, val))
+                exposed_parts.append(_live.assign_rows(r0, r1, self._row_acc, self._row_var, dirty, outs[0], outs[1],
+                                                       outs[9], tp, tb, ta, val))
         # 2. dirty accounts exposed: their rows as one mini-CSR, one kernel call
         d_all = np.fromiter(self._over.keys(), dtype=np.int64, count=len(self._over))
         dirty_exposed = d_all[(self._mask[d_all] & moved) != 0] if d_all.size else _EMPTY_I
