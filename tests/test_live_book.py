@@ -651,9 +651,28 @@ def test_settle_futures_equals_the_bincount_sums():
                              bal.copy())
 
 
+def _assign_rows_numpy(row_acc, row_var, dirty, rows, tot, val, tp, tb, ta, vout):
+    """The numpy scatter the live book used before ``_live.assign_rows`` (the reference)."""
+    acc = row_acc[rows]
+    var = row_var[rows]
+    keep = ~dirty[acc]
+    p = keep & (var == 0)
+    pa = acc[p]
+    tp[pa] = tot[p]
+    tb[pa] = tot[p]
+    ta[pa] = tot[p]
+    vout[pa] = val[p]
+    b = keep & (var == 1)
+    tb[acc[b]] = tot[b]
+    s = keep & (var == 2)
+    ta[acc[s]] = tot[s]
+    return pa
+
+
 def test_assign_rows_equals_the_numpy_scatter():
-    """The tick's C scatter of kernel rows against the numpy path it replaced (``_bad_rows`` then
-    ``_assign_rows``), bit for bit, with dirty accounts, order variants and non-finite figures."""
+    """The C scatter of kernel rows (tick and initial margins) against the numpy path it replaced
+    (``_bad_rows`` then the masked scatter), bit for bit, with dirty accounts, order variants and
+    non-finite figures."""
     from dpm._core import _live
     from dpm.live.book import _bad_rows, _result_buffers
 
@@ -673,16 +692,12 @@ def test_assign_rows_equals_the_numpy_scatter():
     outs[1][rng.integers(0, R, 5)] = np.nan
     dirty = rng.random(n_acc) < 0.2
 
-    class Book:  # the attributes LiveBook._assign_rows reads
-        _row_acc, _row_var, _dirty = row_acc, row_var, dirty
-
-    from dpm.live.book import LiveBook
     want = [np.full(n_acc, -1.0) for _ in range(4)]
     got = [w.copy() for w in want]
     r0, r1 = 7, R - 3
     tot = outs[0][r0:r1].copy()
     tot[_bad_rows(outs, slice(r0, r1))] = np.nan
-    pa = LiveBook._assign_rows(Book, np.arange(r0, r1), tot, outs[1][r0:r1], *want)
+    pa = _assign_rows_numpy(row_acc, row_var, dirty, np.arange(r0, r1), tot, outs[1][r0:r1], *want)
     acc = _live.assign_rows(r0, r1, row_acc, row_var, dirty.view(np.uint8), outs[0], outs[1], outs[9], *got)
     assert acc.tolist() == pa.tolist()
     for w, g in zip(want, got):

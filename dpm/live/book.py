@@ -665,32 +665,13 @@ class LiveBook:
             job = gen.agg.margin_job(self._indptr, self._inst, self._qty, outs[:9])
             bounds = _parallel.chunk_bounds(R, max(256, R // (4 * _parallel.resolve_workers(self.workers)) + 1))
             _parallel.run_bounds(job.run, bounds, self.workers)
-            tot, val = outs[0][:R].copy(), outs[1][:R]
-            tot[_bad_rows(outs, slice(0, R))] = math.nan
-            self._assign_rows(np.arange(R), tot, val, self._tp, self._tb, self._ta, self._val)
+            _live.assign_rows(0, R, self._row_acc, self._row_var, self._dirty.view(np.uint8), outs[0], outs[1],
+                              outs[9], self._tp, self._tb, self._ta, self._val)
         self._check_finite(np.arange(N))
         self._coll[:N] = self._collateral(self._bal[:N], gen)
         self._eq[:N] = self._coll[:N] + self._val[:N]
         self._im[:N] = gen.im_factor * np.maximum(self._tp[:N], np.maximum(self._tb[:N], self._ta[:N]))
         self._mm[:N] = gen.mm_factor * self._tp[:N]
-
-    def _assign_rows(self, rows: np.ndarray, tot: np.ndarray, val: np.ndarray, tp: np.ndarray, tb: np.ndarray,
-                     ta: np.ndarray, vout: np.ndarray) -> np.ndarray:
-        """Scatter row results (rows of clean accounts only) to per-account arrays; returns the accounts."""
-        acc = self._row_acc[rows]
-        var = self._row_var[rows]
-        keep = ~self._dirty[acc]
-        p = keep & (var == 0)
-        pa = acc[p]
-        tp[pa] = tot[p]
-        tb[pa] = tot[p]
-        ta[pa] = tot[p]
-        vout[pa] = val[p]
-        b = keep & (var == 1)
-        tb[acc[b]] = tot[b]
-        s = keep & (var == 2)
-        ta[acc[s]] = tot[s]
-        return pa
 
     def _check_finite(self, accs: np.ndarray) -> None:
         for arr, what in ((self._tp, "margin"), (self._tb, "margin with open buy orders"),
@@ -1203,7 +1184,7 @@ class LiveBook:
             chunk = max(256, total_rows // (4 * w) + 1)
             bounds = [(s, min(s + chunk, r1)) for r0, r1 in ranges for s in range(r0, r1, chunk)]
             _parallel.run_bounds(job.run, bounds, self.workers)
-            # per range, one C pass: the finiteness check and the scatter of _bad_rows / _assign_rows
+            # per range, one C pass: the rows' finiteness check and their scatter to the accounts
             dirty = self._dirty.view(np.uint8)
             for r0, r1 in ranges:
                 exposed_parts.append(_live.assign_rows(r0, r1, self._row_acc, self._row_var, dirty, outs[0], outs[1],
