@@ -143,36 +143,6 @@ DPM_DEFINE_GATHER(16, double, 1, dpm_gather_n)
 DPM_DEFINE_GATHER(32, double, 1, dpm_gather_n)
 #endif
 
-/* acc[0:ld] (+)= positions' rows (ld a multiple of 8), in blocks of 64 (wide CPUs) / 32, then 8; the
- * add-on sums are fused into the first block's pass. */
-DPM_INLINE void dpm_gather_run(const double *restrict P, dpm_index ld, const int64_t *restrict inst,
-                               const double *restrict qty, int64_t n, double *restrict acc, int first,
-                               int wide, int addons, const dpm_inst_info *restrict info,
-                               double *restrict bucket, dpm_addon_acc *restrict ad)
-{
-    dpm_index s0 = 0;
-    /* one pass per block of W scenarios; the add-ons ride on the first pass (`addons` stays a
-     * compile-time constant in each call) */
-#define DPM_GATHER_PASSES(FN, W)                                                                    \
-    for (; s0 + (W) <= ld; s0 += (W)) {                                                             \
-        if (addons) FN(P, ld, s0, inst, qty, n, acc + s0, first, 1, info, bucket, ad);              \
-        else FN(P, ld, s0, inst, qty, n, acc + s0, first, 0, info, bucket, ad);                     \
-        addons = 0;                                                                                 \
-    }
-    if (wide) {
-        DPM_GATHER_PASSES(dpm_gather_64, 64)
-        DPM_GATHER_PASSES(dpm_gather_32, 32)
-        DPM_GATHER_PASSES(dpm_gather_8, 8)
-    } else {  /* 16 vector registers: 8 accumulators of 4 */
-        DPM_GATHER_PASSES(dpm_gather_n_32, 32)
-        DPM_GATHER_PASSES(dpm_gather_n_8, 8)
-    }
-#undef DPM_GATHER_PASSES
-    if (addons) { /* no scenarios at all: the add-ons still count */
-        for (int64_t j = 0; j < n; j++) dpm_addon_step(info + inst[j], qty[j], bucket, ad);
-    }
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Margin: per-underlying vectors, add-ons, combination across underlyings                     */
 /* ------------------------------------------------------------------------------------------ */
@@ -288,8 +258,8 @@ static inline int64_t dpm_held_index(const int64_t *ids, int64_t n, int64_t i)
     return (lo < n && ids[lo] == i) ? lo : -1;
 }
 
-/* Width of the scenario block that starts at s0: the passes of dpm_gather_run (64s on wide CPUs,
- * then 32s, then 8s), which is also how the plan's blocked copy of the P&L is laid out. */
+/* Width of the scenario block that starts at s0: the register-blocked passes (64s on wide CPUs,
+ * then 32s, then 8s) of every gather, and the layout of the plan's blocked copy of the P&L. */
 static inline dpm_index dpm_block_width(dpm_index Sp, dpm_index s0, int wide)
 {
     if (wide && s0 + 64 <= Sp) return 64;
@@ -329,6 +299,18 @@ DPM_INLINE void dpm_gather_block(const double *restrict P, dpm_index ld, dpm_ind
     } else {
         if (w == 32) dpm_gather_n_32(P, ld, s0, inst, qty, n, acc, first, addons, info, bucket, ad);
         else dpm_gather_n_8(P, ld, s0, inst, qty, n, acc, first, addons, info, bucket, ad);
+    }
+}
+
+/* acc[0:ld] = the positions' rows (ld a multiple of 8), one register-blocked pass per block of
+ * dpm_block_width scenarios (the full vectors of stress, tails and reverse stress). */
+DPM_INLINE void dpm_gather_run(const double *restrict P, dpm_index ld, const int64_t *restrict inst,
+                               const double *restrict qty, int64_t n, double *restrict acc, int wide)
+{
+    for (dpm_index s0 = 0; s0 < ld;) {
+        const dpm_index w = dpm_block_width(ld, s0, wide);
+        dpm_gather_block(P, ld, s0, w, wide, inst, qty, n, acc + s0, 1, 0, NULL, NULL, NULL);
+        s0 += w;
     }
 }
 
@@ -972,7 +954,7 @@ static void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, con
             else if (B == 16)
                 dpm_gather_n_16(blk, 16, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL);
             else
-                dpm_gather_run(blk, B, inst + p0, qty + p0, np, acc, 1, wide, 0, NULL, NULL, NULL);
+                dpm_gather_run(blk, B, inst + p0, qty + p0, np, acc, wide);
             double mn = acc[0];
             for (dpm_index j = 1; j < nb; j++) mn = acc[j] < mn ? acc[j] : mn;
             dpm_tail_block(acc, nb, mn, cval + a * cap, cidx + a * cap, cn + a, thr + a, k, cap,
@@ -990,8 +972,7 @@ static void dpm_gather_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, c
     const int wide = dpm_cpu_wide();
     for (dpm_index a = a0; a < a1; a++) {
         const int64_t p0 = indptr[a];
-        dpm_gather_run(P, ld, inst + p0, qty + p0, indptr[a + 1] - p0, out + a * ldo, 1, wide, 0, NULL, NULL,
-                       NULL);
+        dpm_gather_run(P, ld, inst + p0, qty + p0, indptr[a + 1] - p0, out + a * ldo, wide);
     }
 }
 
@@ -1004,8 +985,7 @@ static void dpm_gather_select(const int64_t *acc, dpm_index n, const int64_t *in
     const int wide = dpm_cpu_wide();
     for (dpm_index i = 0; i < n; i++) {
         const int64_t a = acc[i], p0 = indptr[a];
-        dpm_gather_run(P, ld, inst + p0, qty + p0, indptr[a + 1] - p0, out + i * ldo, 1, wide, 0, NULL, NULL,
-                       NULL);
+        dpm_gather_run(P, ld, inst + p0, qty + p0, indptr[a + 1] - p0, out + i * ldo, wide);
     }
 }
 
