@@ -1,0 +1,178 @@
+"""The generator's C passes (dpm._core._sample) against the numpy expressions they replaced.
+
+The generator's books are also compared with the unoptimised generator account by account
+(tests/test_sample.py); these tests reach the corners a generated book rarely does: ties between two
+listed strikes, shifts past the ends of a group, groups without options, rounding at half a lot,
+ids longer than the width, and the errors that protect memory.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dpm._core import _sample
+
+_BIG = 1.0e12
+
+
+def _nearest_numpy(ids, key, start, count, grp, strike, shift):
+    """The numpy body of _Universe.nearest before it moved to C (the reference)."""
+    out = np.full(len(grp), -1, dtype=np.int64)
+    ok = count[grp] > 0
+    if not ok.any():
+        return out
+    g, k = grp[ok], strike[ok]
+    pos = np.searchsorted(key, g * _BIG + k)
+    lo, hi = start[g], start[g] + count[g] - 1
+    pos = np.clip(pos, lo, hi)
+    below = np.clip(pos - 1, lo, hi)
+    closer = np.abs(key[below] - (g * _BIG + k)) < np.abs(key[pos] - (g * _BIG + k))
+    pos = np.where(closer, below, pos)
+    out[ok] = ids[np.clip(pos + shift[ok], lo, hi)]
+    return out
+
+
+def _groups(rng, n_grp):
+    """Sorted keys of groups with 0-40 strikes each on a 50-wide grid (some groups empty)."""
+    count = rng.integers(0, 41, n_grp)
+    count[rng.random(n_grp) < 0.2] = 0
+    start = np.cumsum(count) - count
+    strikes = [np.sort(rng.choice(np.arange(1, 200) * 50.0, c, replace=False)) for c in count]
+    g = np.repeat(np.arange(n_grp), count)
+    key = g * _BIG + np.concatenate(strikes)
+    ids = rng.permutation(len(key)).astype(np.int64) + 7
+    return ids, key, start.astype(np.int64), count.astype(np.int64)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_nearest_equals_the_numpy_search(seed):
+    rng = np.random.default_rng(seed)
+    ids, key, start, count = _groups(rng, 30)
+    n = 20_000
+    grp = rng.integers(0, 30, n)
+    # queries on listed strikes, exactly half-way between two (ties), and beyond both ends
+    strike = np.where(rng.random(n) < 0.5, rng.integers(0, 205, n) * 50.0, rng.integers(0, 410, n) * 25.0)
+    strike[rng.random(n) < 0.05] = -1e6
+    shift = rng.integers(-45, 46, n)
+    got = _sample.nearest(grp, strike, shift, ids, key, start, count, _BIG)
+    want = _nearest_numpy(ids, key, start, count, grp, strike, shift)
+    np.testing.assert_array_equal(got, want)
+    assert (got[count[grp] == 0] == -1).all() and (got[count[grp] > 0] >= 7).all()
+
+
+def test_nearest_picks_the_upper_strike_on_a_tie_and_clips_shifts():
+    key = np.array([0 * _BIG + 100.0, 0 * _BIG + 200.0, 1 * _BIG + 100.0])
+    ids = np.array([10, 20, 30], dtype=np.int64)
+    start, count = np.array([0, 2, 3], dtype=np.int64), np.array([2, 1, 0], dtype=np.int64)
+    grp = np.array([0, 0, 0, 0, 1, 2], dtype=np.int64)
+    strike = np.array([150.0, 151.0, 150.0, 150.0, 5000.0, 100.0])
+    shift = np.array([0, 0, 5, -5, 0, 0], dtype=np.int64)
+    got = _sample.nearest(grp, strike, shift, ids, key, start, count, _BIG)
+    assert got.tolist() == [20, 20, 20, 10, 30, -1]
+
+
+def test_nearest_refuses_groups_and_queries_outside_the_keys():
+    key, ids = np.array([1.0, 2.0]), np.array([0, 1], dtype=np.int64)
+    one = np.zeros(1, dtype=np.int64)
+    with pytest.raises(ValueError, match="group 0 lies outside"):
+        _sample.nearest(one, np.ones(1), one, ids, key, np.array([1], dtype=np.int64),
+                        np.array([2], dtype=np.int64), _BIG)
+    with pytest.raises(ValueError, match="query 0 names group 3"):
+        _sample.nearest(one + 3, np.ones(1), one, ids, key, one, one + 2, _BIG)
+    with pytest.raises(ValueError, match="inconsistent"):
+        _sample.nearest(one, np.ones(2), one, ids, key, one, one + 2, _BIG)
+
+
+def _strip_numpy(mm, first, L, size, spot, opt, delta, cs, u, q):
+    """The numpy strip code of generate_accounts before it moved to C (the reference)."""
+    q = q.copy()
+    n_pos = int(L.sum())
+    starts = np.cumsum(L) - L
+    slot = np.repeat(first - starts, L) + np.arange(n_pos, dtype=np.int64)
+    ids = opt[slot]
+    np.multiply(np.repeat(size * 0.02, L), q, out=q)
+    np.divide(q, np.repeat(spot, L), out=q)
+    np.round(q, 1, out=q)
+    np.maximum(q, 0.1, out=q)
+    np.negative(q, out=q, where=u < 0.5)
+    w = delta[ids] * q
+    w *= cs[ids]
+    delta_usd = np.bincount(np.repeat(np.arange(len(mm)), L), weights=w, minlength=len(mm)) * spot
+    return np.repeat(mm, L), ids, q, delta_usd
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_strip_positions_equal_the_numpy_passes(seed):
+    rng = np.random.default_rng(seed)
+    n_opt, n_acc = 500, 300
+    opt = rng.permutation(n_opt + 100)[:n_opt].astype(np.int64)
+    delta = rng.uniform(-1, 1, n_opt + 100)
+    cs = rng.choice([1.0, 0.1, 0.01, 10.0], n_opt + 100)
+    L = rng.integers(0, 120, n_acc)
+    L[:3] = [0, 1, n_opt]
+    first = (rng.random(n_acc) * (n_opt - L + 1)).astype(np.int64)
+    mm = np.sort(rng.choice(10 * n_acc, n_acc, replace=False)).astype(np.int64)
+    size = np.exp(rng.normal(np.log(5e4), 1.2, n_acc))
+    spot = rng.choice([92_000.0, 3_100.0, 0.37], n_acc)
+    p = int(L.sum())
+    q = np.exp(rng.normal(0, 0.7, p))
+    # quantities that land on half a lot (x.x5 coins before rounding) and below one lot
+    q[: p // 10] = (rng.integers(1, 400, p // 10) + 0.5) / 10.0 * np.repeat(spot, L)[: p // 10] / (
+        np.repeat(size, L)[: p // 10] * 0.02)
+    u = rng.random(p)
+    u[::7] = 0.5
+    want = _strip_numpy(mm, first, L, size, spot, opt, delta, cs, u, q)
+    got_q = q.copy()
+    acc, ids, delta_usd = _sample.strip_positions(mm, first, L, size, spot, opt, delta, cs, u, got_q)
+    np.testing.assert_array_equal(acc, want[0])
+    np.testing.assert_array_equal(ids, want[1])
+    assert np.array_equal(got_q.view(np.int64), want[2].view(np.int64))
+    assert np.array_equal(delta_usd.view(np.int64), want[3].view(np.int64))
+    assert (np.abs(got_q) >= 0.1).all() and ((got_q < 0) == (u < 0.5)).all()
+
+
+def test_strip_positions_refuse_strips_outside_the_list():
+    one = np.ones(1)
+    i = np.zeros(1, dtype=np.int64)
+    opt = np.arange(5, dtype=np.int64)
+    with pytest.raises(ValueError, match="strip 0 lies outside"):
+        _sample.strip_positions(i, i + 3, i + 3, one, one, opt, np.ones(5), np.ones(5), np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="hold 2 positions, q has 3"):
+        _sample.strip_positions(i, i, i + 2, one, one, opt, np.ones(5), np.ones(5), np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match="option 4 has id 9"):
+        _sample.strip_positions(i, i, i + 2, one, one, np.array([0, 1, 2, 3, 9], dtype=np.int64), np.ones(5),
+                                np.ones(5), np.ones(2), np.ones(2))
+
+
+def test_gross_notional_equals_bincount_and_refuses_bad_ids():
+    rng = np.random.default_rng(3)
+    p, n, m = 50_000, 700, 90
+    acc = rng.integers(0, n, p)
+    inst = rng.integers(0, m, p)
+    qty = rng.normal(0, 1e3, p)
+    unit = rng.uniform(0, 1e5, m)
+    got = _sample.gross_notional(acc, inst, qty, unit, n)
+    want = np.bincount(acc, weights=np.abs(unit[inst] * qty), minlength=n)
+    assert np.array_equal(got.view(np.int64), want.view(np.int64))
+    assert _sample.gross_notional(acc[:0], inst[:0], qty[:0], unit, 4).tolist() == [0.0] * 4
+    for a, i in ((n, 0), (-1, 0), (0, m), (0, -2)):
+        bad_acc, bad_inst = acc.copy(), inst.copy()
+        bad_acc[123], bad_inst[123] = a, i
+        with pytest.raises(ValueError, match="position 123 points outside"):
+            _sample.gross_notional(bad_acc, bad_inst, qty, unit, n)
+
+
+@pytest.mark.parametrize(("prefix", "width", "n"), [
+    ("acc-", 6, 1_001), ("", 1, 25), ("p%d-", 3, 1_234), ("könto-", 6, 12), ("x", 30, 3), ("a", 2, 0),
+])
+def test_format_ids_equal_percent_formatting(prefix, width, n):
+    got = _sample.format_ids(prefix, width, n)
+    assert got == [prefix + "%0*d" % (width, i) for i in range(n)]
+    assert all(type(s) is str for s in got)
+
+
+def test_format_ids_refuses_widths_outside_its_buffer():
+    for width in (0, 31):
+        with pytest.raises(ValueError, match="width"):
+            _sample.format_ids("a", width, 3)
