@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from dpm._util import arrow as _arrow
 from dpm.errors import DPMError
 
 __all__ = [
@@ -1103,7 +1104,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"does not take them; see 'dpm {args.command} --help')")
         debug = bool(getattr(args, "debug", False))
         _preload_pyarrow(args)
-        status = COMMANDS[args.command].run(args)
+        # no command uses pandas, and pyarrow would import it to look for pandas objects (0.5 s);
+        # Dask's client may use pandas for its own work, so a run on Dask keeps it
+        on_dask = getattr(args, "partitions", None) is not None or getattr(args, "scheduler", None) is not None
+        with contextlib.nullcontext() if on_dask else _arrow.without_pandas():
+            status = COMMANDS[args.command].run(args)
         sys.stdout.flush()
         return status
     except UsageError as exc:

@@ -19,9 +19,10 @@ pyarrow is imported inside the functions (about 0.2 s), so importing this module
 from __future__ import annotations
 
 import codecs
+import contextlib
 import importlib.util
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "read_parquet_table",
     "text_cells",
     "to_numpy",
+    "without_pandas",
 ]
 
 #: Below this many bytes (reading) or cells (writing) the standard-library path is faster than
@@ -50,6 +52,40 @@ FAST_PATH_MIN_CELLS = 200_000
 _AVAILABLE: bool | None = None
 #: Off: every reader and writer takes its standard-library path (tests compare the two paths).
 ENABLED = True
+
+
+@contextlib.contextmanager
+def without_pandas() -> Iterator[None]:
+    """Within the block, ``import pandas`` fails (unless pandas is imported already).
+
+    pyarrow imports pandas, when it is installed, on its first ``pa.array``, ``pa.scalar``,
+    ``to_numpy`` or compute call with a Python value, to recognise pandas objects and missing values
+    (its C++ converters retry the import on every call until it succeeds): 0.46-0.6 s on a 2-vCPU
+    host with pandas 3.1, more than reading a 3.8 M-position Parquet file. The command-line tool
+    hands pyarrow no pandas objects and uses no pandas itself, so it runs its commands in this block;
+    pyarrow then works as it does where pandas is not installed. A library user's process is left
+    as it is.
+    """
+    if "pandas" in sys.modules:
+        yield
+        return
+    finder = _NoPandas()
+    sys.meta_path.insert(0, finder)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(ValueError):
+            sys.meta_path.remove(finder)
+
+
+class _NoPandas:
+    """Import finder of :func:`without_pandas`: pandas is not found (a None in ``sys.modules``
+    would not do: Cython's import, pyarrow's, takes it for the module)."""
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r} (not imported by dpm's command-line tool)",
+                                      name=name)
 
 
 def arrow_available() -> bool:
@@ -207,6 +243,24 @@ def append_index(first: Any, then: Any) -> tuple[Any, np.ndarray]:
     return pa.concat_arrays([first.cast(pa.string()), then.filter(pa.array(new)).cast(pa.string())]), idx
 
 
+def _chunk_numpy(arr: Any) -> np.ndarray:
+    """One pyarrow array as numpy: a zero-copy view of its data buffer when it is an integer or float
+    array without nulls (pyarrow's ``to_numpy`` imports pandas on every call when it is installed,
+    0.5 s the first time; see :func:`without_pandas`), else ``to_numpy``."""
+    import pyarrow as pa
+
+    t = arr.type
+    kind = ("f" if pa.types.is_floating(t) else "i" if pa.types.is_signed_integer(t)
+            else "u" if pa.types.is_unsigned_integer(t) else None)
+    if kind is None or arr.null_count or len(arr) == 0:
+        return arr.to_numpy(zero_copy_only=False)
+    data = arr.buffers()[1]
+    # Arrow buffers are little-endian; a slice keeps the parent's buffer and an offset into it
+    view = np.frombuffer(data, dtype=np.dtype(f"<{kind}{t.bit_width // 8}"), count=arr.offset + len(arr))
+    view.flags.writeable = False  # pyarrow's memory, read-only as pyarrow's own view
+    return view[arr.offset:]
+
+
 def to_numpy(col: Any, dtype: Any) -> np.ndarray:
     """A pyarrow column without nulls as one numpy array of ``dtype`` (zero-copy when it can be)."""
     import pyarrow as pa
@@ -217,8 +271,8 @@ def to_numpy(col: Any, dtype: Any) -> np.ndarray:
         elif col.num_chunks == 0:
             return np.zeros(0, dtype=dtype)
         else:
-            return np.concatenate([np.asarray(c.to_numpy(zero_copy_only=False), dtype=dtype) for c in col.chunks])
-    return np.asarray(col.to_numpy(zero_copy_only=False), dtype=dtype)
+            return np.concatenate([np.asarray(_chunk_numpy(c), dtype=dtype) for c in col.chunks])
+    return np.asarray(_chunk_numpy(col), dtype=dtype)
 
 
 # ----------------------------------------------------------------------------------------------------

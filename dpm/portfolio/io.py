@@ -53,6 +53,7 @@ from dpm._util.files import (
     parse_csv,
     read_bytes,
 )
+from dpm._util.parallel import run_bounds
 from dpm.errors import DPMError, InvalidInputError, InvalidTypeError, UnknownInstrumentError
 from dpm.market.specs import NO_EXPIRY, Kind
 from dpm.market.table import INSTRUMENT_COLUMNS, InstrumentTable
@@ -271,7 +272,9 @@ def _write_csv_arrow(path: PathLike, names: list[str], cols: list[Any]) -> None:
     if any("\x00" in h for h in header):
         raise InvalidInputError(_NUL_MESSAGE)
     n = len(cols[0]) if cols else 0
-    blocks = [pc.fill_null(_arrow_text_cells(c, csv=True), "") for c in cols]
+    # a column at a time on every core: pyarrow's formatting and numpy's masks release the GIL
+    blocks = run_bounds(lambda j, _: pc.fill_null(_arrow_text_cells(cols[j], csv=True), ""),
+                        [(j, j + 1) for j in range(len(cols))], None)
     with open(path, "wb") as fh:
         fh.write((",".join(map(_quote, header)) + "\n").encode("utf-8"))
         for s in range(0, n, _BLOCK_ROWS):

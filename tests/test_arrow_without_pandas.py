@@ -1,0 +1,111 @@
+"""The command-line tool runs pyarrow without pandas (pyarrow would import it, 0.5 s, to look for
+pandas objects), and dpm's numpy view of pyarrow columns needs no pandas either.
+
+Each check that imports or blocks pandas runs in a fresh interpreter, so that this process's
+pyarrow is left as it was.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pa = pytest.importorskip("pyarrow")
+pytest.importorskip("pandas")
+
+from dpm._util import arrow as _arrow  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str, tmp_path: Path) -> str:
+    proc = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_without_pandas_blocks_the_import_only_inside_the_block(tmp_path):
+    out = _run("""
+        import sys
+        import numpy as np, pyarrow as pa, pyarrow.compute as pc
+        from dpm._util import arrow as A
+        with A.without_pandas():
+            try:
+                import pandas
+                print("imported")
+            except ModuleNotFoundError as exc:
+                print("refused", exc.name)
+            # pyarrow works as without pandas installed: arrays, scalars, compute, numpy views
+            s = pc.cast(pa.array([1.5, 2.0]), pa.string())
+            print(pc.any(pc.equal(s, "2")).as_py(), pa.array(["a", None]).null_count,
+                  A.to_numpy(pa.chunked_array([pa.array([1, 2]), pa.array([3])]), np.int64).tolist())
+            print("pandas" in sys.modules)
+        import pandas
+        print("pandas" in sys.modules, pa.table({"x": [1.0]}).to_pandas()["x"].tolist())
+        """, tmp_path)
+    assert out.split("\n")[:4] == ["refused pandas", "True 1 [1, 2, 3]", "False", "True [1.0]"]
+
+
+def test_without_pandas_leaves_an_imported_pandas_alone(tmp_path):
+    out = _run("""
+        import pandas, sys
+        from dpm._util import arrow as A
+        with A.without_pandas():
+            import pandas as pd
+            print(pd is sys.modules["pandas"], len(sys.meta_path) == len(sys.meta_path))
+        """, tmp_path)
+    assert out.split() == ["True", "True"]
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "arrow", "csv"])
+def test_cli_reads_and_writes_files_without_pandas_and_the_same_bytes(tmp_path, fmt):
+    """The tool's files are byte-identical whether pyarrow runs with pandas (imported first) or
+    without it (the tool's own run), and the tool's run does not import pandas."""
+    _run(f"""
+        from dpm.market.sample import default_instruments
+        from dpm.portfolio.io import write_accounts
+        from dpm.portfolio.sample import generate_accounts
+        # 300,000 positions: enough for every pyarrow fast path (readers from 4 MB, writers from 200,000 cells)
+        write_accounts(generate_accounts(8_000, default_instruments(), seed=3), "book.{fmt}")
+        """, tmp_path)
+    run = """
+        import sys
+        {first}
+        from dpm.cli import main
+        for out in ("res_{tag}.{fmt}", "res_{tag}.json"):
+            assert main(["--accounts-file", "book.{fmt}", "--out", out]) == 0
+        print("PANDAS-IMPORTED", "pandas" in sys.modules)
+        """
+    out = _run(run.format(first="", fmt=fmt, tag="without"), tmp_path)
+    assert "PANDAS-IMPORTED False" in out
+    # pyarrow in its pandas mode
+    _run(run.format(first="import pandas, pyarrow; pyarrow.array(pandas.Series([1.0]))", fmt=fmt, tag="with"),
+         tmp_path)
+    for ext in (fmt, "json"):
+        assert (tmp_path / f"res_without.{ext}").read_bytes() == (tmp_path / f"res_with.{ext}").read_bytes()
+
+
+@pytest.mark.parametrize("typ", [pa.int8(), pa.int16(), pa.int32(), pa.int64(), pa.uint8(), pa.uint32(),
+                                 pa.uint64(), pa.float16(), pa.float32(), pa.float64()])
+def test_to_numpy_views_equal_pyarrow_to_numpy(typ):
+    rng = np.random.default_rng(0)
+    values = pa.array(rng.integers(0, 100, 1000)).cast(typ)
+    for arr in (values, values.slice(7, 500), values.slice(999), values.slice(3, 0)):
+        got = _arrow.to_numpy(arr, np.float64)
+        np.testing.assert_array_equal(got, np.asarray(arr.to_numpy(zero_copy_only=False), dtype=np.float64))
+    chunked = pa.chunked_array([values.slice(0, 10), values.slice(400, 3), values.slice(990)])
+    np.testing.assert_array_equal(_arrow.to_numpy(chunked, np.int64),
+                                  np.concatenate([c.to_numpy() for c in chunked.chunks]).astype(np.int64))
+
+
+def test_to_numpy_of_other_columns_falls_back_to_pyarrow():
+    assert _arrow.to_numpy(pa.array([True, False, True]), np.int64).tolist() == [1, 0, 1]
+    assert _arrow.to_numpy(pa.array([1.0, None]), np.float64)[0] == 1.0  # nulls: pyarrow's conversion
+    view = _arrow.to_numpy(pa.array(np.arange(5.0)), np.float64)
+    assert not view.flags.writeable  # zero-copy, as pyarrow's own view
