@@ -928,13 +928,13 @@ def _arrow_columns(path: PathLike, fmt: str, text: Sequence[str], numbers: Seque
     return out
 
 
-def _text_codes(col: Any, csv: bool) -> tuple[Any, np.ndarray] | None:
-    """Distinct values (a pyarrow array, first appearance) and codes of a required text column, with
-    the CSV formula escape undone; None when a value is missing."""
+def _text_codes(col: Any, csv: bool, ordered: bool = True) -> tuple[Any, np.ndarray] | None:
+    """Distinct values (a pyarrow array, first appearance unless not ``ordered``) and codes of a
+    required text column, with the CSV formula escape undone; None when a value is missing."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    values, codes = _arrow.factorize(col)
+    values, codes = _arrow.factorize(col, ordered)
     if values.null_count or pc.any(pc.equal(values, "")).as_py():
         return None
     if csv and pc.any(pc.starts_with(values, "'")).as_py():
@@ -958,7 +958,7 @@ def _read_accounts_arrow(path: PathLike, cpath: Path | None, fmt: str, table: In
     if pos is None:
         return None
     acc = _text_codes(pos["account_id"], csv)
-    inst = _text_codes(pos["instrument"], csv)
+    inst = _text_codes(pos["instrument"], csv, ordered=False)  # looked up by name: any order does
     if acc is None or inst is None:
         return None
     try:
@@ -1000,7 +1000,7 @@ def _read_accounts_arrow(path: PathLike, cpath: Path | None, fmt: str, table: In
     id_arr = np.empty(n, dtype=object)
     id_arr[:] = ids.to_pylist()
     source = os.fspath(path)
-    return _with_source(source, lambda: AccountBook.from_arrays(
+    return _with_source(source, lambda: AccountBook._from_owned_arrays(
         acc_codes, inst_lut[inst[1]], pos["quantity"], table, account_ids=id_arr, collateral=matrix,
         currencies=currencies))
 
