@@ -1089,6 +1089,34 @@ def _silence_stdout() -> None:
         os.close(devnull)
 
 
+#: Commands that compute, write their files and return, on this process alone (``serve`` runs a
+#: service, and a run on Dask leaves its cluster to the interpreter's exit handlers).
+_BATCH_COMMANDS = frozenset({"margin", "stress", "var", "solvency"})
+#: Set by :func:`main` when the command it ran may end the process without the interpreter's shutdown.
+_EXIT_EARLY = False
+
+
+def run() -> None:
+    """Entry point of the ``dpm`` command and of ``python -m dpm``: :func:`main`, then exit.
+
+    A batch command on this process alone has written and closed its files when :func:`main`
+    returns; the process then ends at once (``os._exit``, after flushing stdout and stderr) instead
+    of through the interpreter's shutdown, which only frees what the run built (a book of 3.8 M
+    positions, pyarrow's memory pools) and took 0.10-0.13 s of every run on a 2-vCPU host.
+    """
+    global _EXIT_EARLY
+    _EXIT_EARLY = False
+    status = main()
+    if _EXIT_EARLY:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except (OSError, ValueError):  # a closed or broken stream: leave it to the normal exit
+            sys.exit(status)
+        os._exit(status)
+    sys.exit(status)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``dpm`` / ``python -m dpm``; returns the exit status (see the module docs)."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -1107,6 +1135,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # no command uses pandas, and pyarrow would import it to look for pandas objects (0.5 s);
         # Dask's client may use pandas for its own work, so a run on Dask keeps it
         on_dask = getattr(args, "partitions", None) is not None or getattr(args, "scheduler", None) is not None
+        global _EXIT_EARLY
+        _EXIT_EARLY = args.command in _BATCH_COMMANDS and not on_dask
         with contextlib.nullcontext() if on_dask else _arrow.without_pandas():
             status = COMMANDS[args.command].run(args)
         sys.stdout.flush()
