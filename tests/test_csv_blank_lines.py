@@ -7,6 +7,7 @@ there) instead of searching the text; these tests hold it to the old text search
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 pa = pytest.importorskip("pyarrow")
@@ -77,3 +78,26 @@ def test_accounts_with_blank_lines_get_the_same_answer_on_both_paths(tmp_path, e
     with pytest.raises(InvalidInputError) as slow:
         io.read_accounts(path, table)
     assert str(fast.value) == str(slow.value) and "row 50 has 1 fields" in str(slow.value)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "arrow"])
+def test_account_order_from_the_collateral_file_on_both_paths(tmp_path, fmt, monkeypatch):
+    """Accounts are numbered in order of first appearance in the collateral file, then in the
+    positions file: a collateral file in another order (or missing accounts) renumbers the
+    positions' accounts on the pyarrow path exactly as on the standard-library path."""
+    table = default_instruments()
+    book = generate_accounts(2_000, table, seed=9)
+    io.write_accounts(book, tmp_path / f"book.{fmt}")
+    # the collateral of every third account, accounts in reverse order
+    ids = book.account_id[::-3]
+    rows = [(a, c, float(book.collateral[book.index_of(a), j])) for a in ids for j, c in enumerate(book.currencies)]
+    cols = {"account_id": np.array([r[0] for r in rows], dtype=object), "currency": np.array([r[1] for r in rows],
+            dtype=object), "amount": np.array([r[2] for r in rows])}
+    io.write_columns(tmp_path / f"book.collateral.{fmt}", cols, format=fmt)
+    monkeypatch.setattr(_arrow, "FAST_PATH_MIN_BYTES", 0)
+    fast = io.read_accounts(tmp_path / f"book.{fmt}", table)
+    monkeypatch.setattr(_arrow, "ENABLED", False)
+    slow = io.read_accounts(tmp_path / f"book.{fmt}", table)
+    assert fast.equals(slow)
+    assert fast.account_id[: len(ids)].tolist() == ids.tolist()  # collateral order first
+    assert np.array_equal(fast.collateral, slow.collateral)

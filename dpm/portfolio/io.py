@@ -982,7 +982,8 @@ def _read_accounts_arrow(path: PathLike, cpath: Path | None, fmt: str, table: In
                 return None
         # accounts in order of first appearance in the collateral file, then in the positions file
         ids, pos_lut = _arrow.append_index(c_acc[0], ids)
-        acc_codes = pos_lut[acc_codes]
+        if not np.array_equal(pos_lut, np.arange(len(pos_lut))):  # a file per account in the same order: as is
+            acc_codes = pos_lut[acc_codes]
         coll = (c_acc[1], cur_values, c_cur[1], amount)
     if currencies is None:
         found = coll[1] if coll is not None else []
