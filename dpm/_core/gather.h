@@ -739,17 +739,23 @@ static void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t
      * state is rebuilt instead from the merged positions in instrument order, exactly as a full
      * recompute sums them. */
     memcpy(work, st, sizeof(double) * (size_t)dpm_state_size(p));
-    for (int64_t k = 0; k < n; k++)
-        dpm_state_add_to(p, work, inst[k], qty[k], dpm_held_before(held_known, held_ids, held_qty, n_held, inst, qty, k));
+    /* per underlying, the largest notional an order meets (its held quantity found once per order),
+     * in the finish scratch, which is free until dpm_state_finish; compared below with the gross
+     * notional the underlying keeps after all the orders */
+    double *met_max = work + dpm_state_size(p);
+    for (dpm_index u = 0; u < p->U; u++) met_max[u] = -INFINITY;
+    for (int64_t k = 0; k < n; k++) {
+        const double cur = dpm_held_before(held_known, held_ids, held_qty, n_held, inst, qty, k);
+        dpm_state_add_to(p, work, inst[k], qty[k], cur);
+        const dpm_inst_info *f = p->info + inst[k];
+        const double met = (fabs(cur) + fabs(qty[k])) * f->notional;
+        if (met > met_max[f->und]) met_max[f->und] = met;
+    }
     int rebuild = 0;
     if (held_known) {
         const double *gross = work + p->U * p->Sp + p->NB + 2 * p->U;
-        for (int64_t k = 0; k < n && !rebuild; k++) {
-            const double cur = dpm_held_before(held_known, held_ids, held_qty, n_held, inst, qty, k);
-            const dpm_inst_info *f = p->info + inst[k];
-            const double met = (fabs(cur) + fabs(qty[k])) * f->notional;
-            if (met > DPM_WHATIF_REBUILD * gross[f->und]) rebuild = 1;
-        }
+        for (dpm_index u = 0; u < p->U; u++)
+            if (met_max[u] > DPM_WHATIF_REBUILD * gross[u]) rebuild = 1;
     }
     if (!rebuild) {
         dpm_state_finish(p, work, o, 0, work + dpm_state_size(p));
