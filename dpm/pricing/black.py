@@ -19,6 +19,7 @@ See ``docs/pricing.md`` for the formulas and conventions.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -46,6 +47,11 @@ def option_type_sign(option_type: Any, name: str = "option_type", *, check_value
     ``check_values=False`` skips the ±1 scan of numeric input (the pricing kernels' fused input
     check covers it and calls :func:`_check_option_type` to name the bad element).
     """
+    if isinstance(option_type, str):  # one word: a dict lookup (np.unique costs ~50 us a call)
+        sign = _TYPE_WORDS.get(option_type.strip().lower())
+        if sign is None:
+            raise InvalidInputError(f"{name}: expected 'call' or 'put' (or +1/-1), index 0 is {str(option_type)!r}")
+        return np.array(sign)
     arr = np.asarray(option_type)
     if arr.dtype.kind in "USO":
         flat = arr.ravel()
@@ -135,6 +141,11 @@ def _check(arr: np.ndarray, name: str, *, positive: bool = False, nonneg: bool =
         raise InvalidInputError(f"{name}: {what}, index {where} is {arr[idx].item()!r}{extra}")
 
 
+def _all_zero(a: np.ndarray) -> bool:
+    """Every element is 0 (a NaN is not); a scalar without a numpy reduction (microseconds a call)."""
+    return a.item() == 0.0 if a.ndim == 0 else not a.any()
+
+
 class _Prepared:
     """Validated, broadcast, contiguous float64 inputs of one pricing call."""
 
@@ -158,23 +169,33 @@ class _Prepared:
             "rate": _as_float(rate, "rate"),
             "carry": _as_float(carry, "carry"),
         }
-        try:
-            self.shape = np.broadcast_shapes(*(a.shape for a in args.values()))
-        except ValueError:
-            shapes = ", ".join(f"{k} {v.shape}" for k, v in args.items() if v.ndim)
-            raise InvalidInputError(f"shapes do not broadcast together: {shapes}") from None
-        self.n = int(np.prod(self.shape, dtype=np.int64))
+        shapes = {a.shape for a in args.values()}
+        shapes.discard(())
+        if len(shapes) <= 1:  # scalars and arrays of one shape, the usual call: no broadcast machinery
+            self.shape = shapes.pop() if shapes else ()
+        else:
+            try:
+                self.shape = np.broadcast_shapes(*shapes)
+            except ValueError:
+                listed = ", ".join(f"{k} {v.shape}" for k, v in args.items() if v.ndim)
+                raise InvalidInputError(f"shapes do not broadcast together: {listed}") from None
+        self.n = math.prod(self.shape)
+        shape = self.shape
 
         def flat(a: np.ndarray) -> np.ndarray:
-            # a view when the input is already a full contiguous float64 array; else one copy
-            return np.ascontiguousarray(np.broadcast_to(a, self.shape)).reshape(-1)
+            # a view when the input is already a full contiguous float64 array (checked first: the
+            # broadcast machinery costs several microseconds a call, most of a small call's time);
+            # else one copy
+            if a.shape == shape and a.flags.c_contiguous:
+                return a.reshape(-1)
+            return np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1)
 
         self.F = flat(args["forward"])
         self.K = flat(args["strike"])
         self.sigma = flat(args["vol"])
         self.T = flat(args["time"])
         self.cp = flat(args["option_type"])
-        if not (args["rate"].any() or args["carry"].any()):
+        if _all_zero(args["rate"]) and _all_zero(args["carry"]):
             # all-zero rates: the kernel skips the discounting arithmetic entirely
             self.r = self.q = np.empty(0)
         else:
@@ -328,8 +349,8 @@ def price(
     res = _output(out, p.shape, "out")
     flat = res.reshape(-1)
     # out= that is (a view of) an input: price from copies, and validate before writing anything
-    # so that a bad input cannot leave the caller's array half overwritten
-    check = not p.dealias([flat])
+    # so that a bad input cannot leave the caller's array half overwritten (a new output aliases nothing)
+    check = out is None or not p.dealias([flat])
     if not check:
         p.validate(workers)
 
@@ -507,13 +528,11 @@ def implied_vol(
     # the price's shape so that the broadcast shape includes it
     p = _Prepared(forward, strike, np.zeros(prices.shape), time, option_type, rate, carry, model,
                   inverse, workers)
-    try:
-        shape = np.broadcast_shapes(prices.shape, p.shape)
-    except ValueError:  # pragma: no cover - p.shape already includes prices.shape
-        raise InvalidInputError(f"price: shape {prices.shape} does not broadcast with {p.shape}")
+    shape = p.shape  # the dummy vol has the price's shape: the broadcast shape includes it
     if not np.isfinite(prices).all():
         _check(prices, "price")
-    P = np.ascontiguousarray(np.broadcast_to(prices, shape)).reshape(-1)
+    P = (prices.reshape(-1) if prices.shape == shape and prices.flags.c_contiguous
+         else np.ascontiguousarray(np.broadcast_to(prices, shape)).reshape(-1))
     vol = np.empty(shape, dtype=np.float64)
     flags = np.empty(shape, dtype=np.int8)
     vflat = vol.reshape(-1)
