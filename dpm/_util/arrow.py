@@ -276,8 +276,9 @@ def _chunk_numpy(arr: Any) -> np.ndarray:
     if kind is None or arr.null_count or len(arr) == 0:
         return arr.to_numpy(zero_copy_only=False)
     data = arr.buffers()[1]
-    # Arrow buffers are little-endian; a slice keeps the parent's buffer and an offset into it
-    view = np.frombuffer(data, dtype=np.dtype(f"<{kind}{t.bit_width // 8}"), count=arr.offset + len(arr))
+    # pyarrow's arrays are in the machine's byte order (a file's is converted on reading); a slice
+    # keeps its parent's buffer and an offset into it
+    view = np.frombuffer(data, dtype=np.dtype(f"={kind}{t.bit_width // 8}"), count=arr.offset + len(arr))
     view.flags.writeable = False  # pyarrow's memory, read-only as pyarrow's own view
     return view[arr.offset:]
 
