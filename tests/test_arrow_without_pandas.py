@@ -109,3 +109,52 @@ def test_to_numpy_of_other_columns_falls_back_to_pyarrow():
     assert _arrow.to_numpy(pa.array([1.0, None]), np.float64)[0] == 1.0  # nulls: pyarrow's conversion
     view = _arrow.to_numpy(pa.array(np.arange(5.0)), np.float64)
     assert not view.flags.writeable  # zero-copy, as pyarrow's own view
+
+
+def _factorize_reference(col):
+    """Distinct values in order of first appearance and the code of every row, from Python lists."""
+    index: dict = {}
+    codes = [index.setdefault(v, len(index)) for v in col.to_pylist()]
+    return list(index), codes
+
+
+def _dict_chunk(values, dictionary):
+    d = pa.array(dictionary, type=pa.string())
+    idx = pa.array([None if v is None else dictionary.index(v) for v in values], type=pa.int32())
+    return pa.DictionaryArray.from_arrays(idx, d)
+
+
+@pytest.mark.parametrize("case", ["same dictionary", "duplicate entries", "null entry", "other dictionaries",
+                                  "unused entries", "null rows"])
+def test_factorize_dictionary_columns_against_python(case):
+    rng = np.random.default_rng(7)
+    words = [f"acc-{i:03d}" for i in range(40)]
+    dictionary = rng.permutation(words).tolist()
+    chunks = []
+    for k in range(4):
+        vals = [dictionary[j] for j in rng.integers(0, 40, 200)]
+        d = dictionary
+        if case == "duplicate entries":
+            d = dictionary + dictionary[:5]  # the same strings twice: two codes, one value
+            vals = vals + dictionary[:5]
+            chunk = pa.DictionaryArray.from_arrays(
+                pa.array([d.index(v) if j < 200 else 40 + (j - 200) for j, v in enumerate(vals)], pa.int32()),
+                pa.array(d, pa.string()))
+            chunks.append(chunk)
+            continue
+        if case == "null entry":
+            d = dictionary + [None]
+        if case == "other dictionaries":
+            d = rng.permutation(words).tolist()
+        if case == "unused entries":
+            d = dictionary + ["never-used"]
+        if case == "null rows":
+            vals[3] = None
+        chunks.append(_dict_chunk(vals, d))
+    col = pa.chunked_array(chunks)
+    values, codes = _arrow.factorize(col)
+    want_values, want_codes = _factorize_reference(col)
+    assert values.to_pylist() == want_values and codes.tolist() == want_codes
+    values, codes = _arrow.factorize(col, ordered=False)  # any order, the same partition of the rows
+    assert [values[c].as_py() for c in codes.tolist()] == col.to_pylist()
+    assert len(set(values.to_pylist())) == len(values)
