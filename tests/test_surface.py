@@ -645,3 +645,13 @@ def test_spline_build_repairs_what_the_constrained_fit_leaves(monkeypatch):
         assert butterfly_violation(vs, float(t)) < 1e-7
     raw = VolSurface.from_marks(Ks, Ts, np.full(22, 100.0), ivs, labels=labels, method="spline", repair=False)
     assert not raw.report.arbitrage_free and raw.lifted == (False, False)
+
+
+def test_sorted_union_equals_numpy():
+    from dpm.market.surface import _sorted_union
+
+    rng = np.random.default_rng(5)
+    for a, b in [(rng.normal(size=50), rng.normal(size=30)), (np.linspace(-3, 3, 7), np.linspace(-1, 1, 5)),
+                 (np.zeros(0), np.array([1.0, 1.0, -2.0])), (np.zeros(0), np.zeros(0)),
+                 (np.array([0.0, -0.0, 1.0]), np.array([1.0]))]:
+        assert np.array_equal(_sorted_union(a, b), np.union1d(a, b))

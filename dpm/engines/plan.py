@@ -60,7 +60,8 @@ def balanced_bounds(cost: np.ndarray, parts: int) -> list[tuple[int, int]]:
     parts = max(1, min(parts, n))
     c = np.cumsum(cost)
     cuts = np.searchsorted(c, c[-1] * np.arange(1, parts) / parts, side="right")
-    edges = np.unique(np.concatenate(([0], np.clip(cuts, 1, n - 1) if n > 1 else [], [n]))).astype(int)
+    # a few cut points: a Python set (np.unique would import numpy.ma, 25-35 ms, in every process)
+    edges = sorted({0, n, *(np.clip(cuts, 1, n - 1).tolist() if n > 1 else [])})
     return [(int(a), int(b)) for a, b in itertools.pairwise(edges) if b > a]
 
 

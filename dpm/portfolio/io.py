@@ -253,12 +253,12 @@ def _arrow_text_cells(col: Any, *, csv: bool) -> Any:
     if kind == "f":
         return _arrow.float_text(arr)
     if kind == "b":
-        return pc.if_else(pa.array(arr), "true", "false")
+        return pc.if_else(_arrow.numpy_array(arr), "true", "false")
     if kind in "iu":
-        return pc.cast(pa.array(arr), pa.string())
+        return pc.cast(_arrow.numpy_array(arr), pa.string())
     if kind in "OU" and arr is not None and (kind == "U" or set(map(type, arr.tolist())) <= {str}):
         # from Python str, not numpy's fixed-width buffer (pyarrow reads a NUL there as the end of the text)
-        return text(pa.array(arr.tolist() if kind == "U" else arr, type=pa.string()))
+        return text(pa.array(arr.tolist(), type=pa.string()))
     if not csv:
         return None  # mixed Python values: the JSON encoder writes them
     return text(pa.array(_csv_cells(col), type=pa.string()), escaped=True)
@@ -294,12 +294,14 @@ def _write_arrow_file(path: PathLike, fmt: str, names: list[str], cols: list[Any
         try:
             if arr.dtype.kind == "f":
                 nan = np.isnan(arr)
-                arrays[c] = pa.array(arr, mask=nan if nan.any() else None)
+                arrays[c] = _arrow.numpy_array(arr, nan)
             elif arr.dtype.kind == "O":
                 vals = arr.tolist()
                 if not set(map(type, vals)) <= {str, type(None)}:
                     vals = [_json_value(v) for v in vals]
                 arrays[c] = pa.array(vals)
+            elif arr.dtype.kind in "iub" and arr.ndim == 1:
+                arrays[c] = _arrow.numpy_array(arr)
             else:
                 arrays[c] = pa.array(arr)
         except (pa.ArrowException, TypeError, ValueError, OverflowError) as exc:
