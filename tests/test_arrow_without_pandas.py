@@ -171,3 +171,20 @@ def test_numpy_array_equals_pa_array(dtype):
         mask = rng.random(len(arr)) < 0.2
         assert _arrow.numpy_array(arr, mask).equals(pa.array(arr.astype(native), mask=mask))
     assert _arrow.numpy_array(base[:0]).equals(pa.array(base[:0].astype(native)))
+
+
+def test_to_numpy_does_not_keep_a_whole_file_alive(tmp_path):
+    """A column read from an Arrow IPC file in memory is a slice of the file's buffer: a view would
+    pin the whole file (every column) for as long as the array lives, so it is copied."""
+    table = pa.table({"a": np.arange(100_000, dtype=np.float64), "b": np.arange(100_000, dtype=np.int64)})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, table.schema) as w:
+        w.write_table(table)
+    read = pa.ipc.open_file(pa.BufferReader(sink.getvalue().to_pybytes())).read_all()
+    col = read.column("a")
+    assert col.chunk(0).buffers()[1].parent is not None  # the layout this guards against
+    got = _arrow.to_numpy(col, np.float64)
+    assert got.flags.owndata or got.base.flags.owndata
+    np.testing.assert_array_equal(got, np.arange(100_000, dtype=np.float64))
+    alone = _arrow.to_numpy(pa.array(np.arange(10.0)), np.float64)  # its own buffer: a view
+    assert not alone.flags.writeable

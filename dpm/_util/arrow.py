@@ -309,6 +309,10 @@ def _chunk_numpy(arr: Any) -> np.ndarray:
     # pyarrow's arrays are in the machine's byte order (a file's is converted on reading); a slice
     # keeps its parent's buffer and an offset into it
     view = np.frombuffer(data, dtype=np.dtype(f"={kind}{t.bit_width // 8}"), count=arr.offset + len(arr))
+    if data.parent is not None and data.parent.size >= 1.5 * data.size:
+        # a slice of a larger buffer (an Arrow IPC record batch read into memory): a view would keep all of it
+        # alive for as long as the array lives
+        return view[arr.offset:].copy()
     view.flags.writeable = False  # pyarrow's memory, read-only as pyarrow's own view
     return view[arr.offset:]
 
