@@ -56,3 +56,30 @@ def test_which_runs_may_end_early(argv, early, tmp_path, monkeypatch, capsys):
 def test_the_service_is_not_a_batch_command():
     assert "serve" in cli.COMMANDS and "serve" not in cli._BATCH_COMMANDS
     assert cli._BATCH_COMMANDS <= set(cli.COMMANDS)
+
+
+@pytest.mark.parametrize("argv", [
+    ["stress", "--accounts", "1500", "--out", "{tag}.csv"],
+    ["var", "--accounts", "1500", "--paths", "500", "--out", "{tag}.csv"],
+    ["solvency", "--accounts", "1500", "--policy", "bitmex", "--fund", "5e6", "--report", "{tag}.md"],
+])
+def test_every_batch_command_leaves_the_same_files_as_an_in_process_run(argv, tmp_path, monkeypatch):
+    """The early exit must not cut a command's files short: each batch command's files (the solvency
+    report with its plots included) equal those of the same command run through main() in process."""
+    proc = _dpm(*[a.format(tag="sub") for a in argv], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.chdir(tmp_path)
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert cli.main([a.format(tag="inproc") for a in argv]) == 0
+    sub = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("sub"))
+    assert sub and sub == sorted(p.name.replace("inproc", "sub") for p in tmp_path.iterdir()
+                                 if p.name.startswith("inproc"))
+    for name in sub:
+        a = (tmp_path / name).read_bytes()
+        b = (tmp_path / name.replace("sub", "inproc")).read_bytes()
+        if name.endswith(".md"):  # the report names its plot files after itself
+            b = b.replace(b"inproc", b"sub")
+        assert a == b, name
