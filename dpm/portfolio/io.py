@@ -256,9 +256,10 @@ def _arrow_text_cells(col: Any, *, csv: bool) -> Any:
         return pc.if_else(_arrow.numpy_array(arr), "true", "false")
     if kind in "iu":
         return pc.cast(_arrow.numpy_array(arr), pa.string())
-    if kind in "OU" and arr is not None and (kind == "U" or set(map(type, arr.tolist())) <= {str}):
+    pylist = arr.tolist() if kind in "OU" and arr is not None else None  # made once: checked, then converted
+    if pylist is not None and (kind == "U" or set(map(type, pylist)) <= {str}):
         # from Python str, not numpy's fixed-width buffer (pyarrow reads a NUL there as the end of the text)
-        return text(pa.array(arr.tolist(), type=pa.string()))
+        return text(pa.array(pylist, type=pa.string()))
     if not csv:
         return None  # mixed Python values: the JSON encoder writes them
     return text(pa.array(_csv_cells(col), type=pa.string()), escaped=True)

@@ -149,6 +149,15 @@ def _check(arr: np.ndarray, name: str, *, positive: bool = False, nonneg: bool =
         raise InvalidInputError(f"{name}: {what}, index {where} is {arr[idx].item()!r}{extra}")
 
 
+def _flat(a: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``a`` broadcast to ``shape`` as one flat contiguous array: a view when it is already a full
+    contiguous array (checked first: the broadcast machinery costs several microseconds a call,
+    most of a small call's time), else one copy."""
+    if a.shape == shape and a.flags.c_contiguous:
+        return a.reshape(-1)
+    return np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1)
+
+
 def _all_zero(a: np.ndarray) -> bool:
     """Every element is 0 (a NaN is not); a scalar without a numpy reduction (microseconds a call)."""
     return a.item() == 0.0 if a.ndim == 0 else not a.any()
@@ -188,15 +197,9 @@ class _Prepared:
                 listed = ", ".join(f"{k} {v.shape}" for k, v in args.items() if v.ndim)
                 raise InvalidInputError(f"shapes do not broadcast together: {listed}") from None
         self.n = math.prod(self.shape)
-        shape = self.shape
 
         def flat(a: np.ndarray) -> np.ndarray:
-            # a view when the input is already a full contiguous float64 array (checked first: the
-            # broadcast machinery costs several microseconds a call, most of a small call's time);
-            # else one copy
-            if a.shape == shape and a.flags.c_contiguous:
-                return a.reshape(-1)
-            return np.ascontiguousarray(np.broadcast_to(a, shape)).reshape(-1)
+            return _flat(a, self.shape)
 
         self.F = flat(args["forward"])
         self.K = flat(args["strike"])
@@ -539,8 +542,7 @@ def implied_vol(
     shape = p.shape  # the dummy vol has the price's shape: the broadcast shape includes it
     if not np.isfinite(prices).all():
         _check(prices, "price")
-    P = (prices.reshape(-1) if prices.shape == shape and prices.flags.c_contiguous
-         else np.ascontiguousarray(np.broadcast_to(prices, shape)).reshape(-1))
+    P = _flat(prices, shape)
     vol = np.empty(shape, dtype=np.float64)
     flags = np.empty(shape, dtype=np.int8)
     vflat = vol.reshape(-1)
