@@ -396,12 +396,29 @@ static inline double dpm_weighted(double w, double acc, double dm)
     return d < 0.0 ? 0.0 : d;
 }
 
+/* dpm_weighted as selects (the same arithmetic, no branches): for loops where the sign of the P&L
+ * is unpredictable */
+static inline double dpm_weighted_sel(double w, double acc, double dm)
+{
+    const double v = w * acc;
+    const double dn = v + dm, dp = v - dm;
+    const double rn = dn > 0.0 ? 0.0 : dn;
+    const double rp = dp < 0.0 ? 0.0 : dp;
+    return v < 0.0 ? rn : rp;
+}
+
 #define DPM_FBLK 64 /* scenarios per block of the worst-loss search */
 #if DPM_HAVE_LIBMVEC
-#  define DPM_SIMD_MAX_BM _Pragma("omp simd reduction(max:bm)")
+#  define DPM_SIMD_MAX_BM_CK _Pragma("omp simd reduction(max:bm) reduction(+:ck)")
 #else
-#  define DPM_SIMD_MAX_BM
+#  define DPM_SIMD_MAX_BM_CK
 #endif
+#if DPM_HAVE_LIBMVEC
+#  define DPM_SIMD_MAX_RM _Pragma("omp simd reduction(max:rm)")
+#else
+#  define DPM_SIMD_MAX_RM
+#endif
+#define DPM_JOINT_ROW 64 /* columns of one vectorised row pass of the two-underlying joint scan */
 
 /* Worst loss (>= 0) of one underlying's vector and its first scenario (-1 if no loss); NaN when any
  * entry of the vector is not finite (fail closed: a NaN must never turn into "no loss"). */
@@ -415,16 +432,19 @@ static inline double dpm_scan(const double *restrict acc, const double *restrict
     for (dpm_index s0 = 0; s0 < S; s0 += DPM_FBLK) {
         const dpm_index nb = S - s0 < DPM_FBLK ? S - s0 : DPM_FBLK;
         double loss[DPM_FBLK];
-        double bm = 0.0;
-        DPM_SIMD_MAX_BM
+        double bm = 0.0, ck = 0.0;
+        /* ck: NaN iff an entry is inf/NaN, else a sum of signed zeros, whatever the order (so the
+         * vectorised reduction may reorder it) */
+        DPM_SIMD_MAX_BM_CK
         for (dpm_index s = 0; s < nb; s++) {
             const double v = w[s0 + s] * acc[s0 + s];
             const double d = v + dm[s0 + s];
             const double l = v < 0.0 ? (d > 0.0 ? 0.0 : -d) : 0.0;
             loss[s] = l;
             bm = bm > l ? bm : l;
+            ck += acc[s0 + s] * 0.0;
         }
-        for (dpm_index s = 0; s < nb; s++) chk += acc[s0 + s] * 0.0; /* NaN iff an entry is inf/NaN */
+        chk += ck;
         if (bm > scan) {
             dpm_index s = 0;
             while (loss[s] != bm) s++;
@@ -455,16 +475,30 @@ static double dpm_joint(const dpm_agg_params *restrict p, const dpm_index *h, in
         const double *c = p->ctab + p->pair_off[u * U + v];
         double m2 = l2[0];
         for (dpm_index b = 1; b < n2; b++) m2 = l2[b] > m2 ? l2[b] : m2;
+        double row[DPM_JOINT_ROW];
         for (dpm_index a = 0; a < n1; a++) {
             /* c <= 1: a row whose unscaled best cannot beat `best` is skipped */
             if (!(l1[a] + m2 > best)) continue;
             const double *ca = c + a * n2;
-            for (dpm_index b = 0; b < n2; b++) {
-                const double x = ca[b] * (l1[a] + l2[b]);
-                if (x > best) {
-                    best = x;
+            const double la = l1[a];
+            /* the row's maximum by a vectorised reduction (NaN entries lose every comparison, as
+             * in the scalar scan), then its first column: the pair a scan with "if (x > best)"
+             * would keep */
+            for (dpm_index b0 = 0; b0 < n2; b0 += DPM_JOINT_ROW) {
+                const dpm_index nb = n2 - b0 < DPM_JOINT_ROW ? n2 - b0 : DPM_JOINT_ROW;
+                double rm = -INFINITY;
+                DPM_SIMD_MAX_RM
+                for (dpm_index b = 0; b < nb; b++) {
+                    const double x = ca[b0 + b] * (la + l2[b0 + b]);
+                    row[b] = x;
+                    rm = x > rm ? x : rm;
+                }
+                if (rm > best) {
+                    dpm_index b = 0;
+                    while (row[b] != rm) b++;
+                    best = rm;
                     arg[0] = (int32_t)a;
-                    arg[1] = (int32_t)b;
+                    arg[1] = (int32_t)(b0 + b);
                 }
             }
         }
@@ -587,17 +621,36 @@ DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double 
             const double *acc = st + u * Sp, *w = p->weight + u * Sp, *dm = p->damp + u * Sp;
             const int32_t *grp = p->grp + u * Sp;
             const double x = p->risk_to_usd[u];
+            double *lgu = lg + u * G;
+            int32_t *sgu = sg + u * G;
             for (dpm_index g = 0; g < p->ngrp[u]; g++) {
-                lg[u * G + g] = -INFINITY;
-                sg[u * G + g] = -1;
+                lgu[g] = -INFINITY;
+                sgu[g] = -1;
             }
-            for (dpm_index s = 0; s < S; s++) {
+            /* scenarios of one group come in runs (the vol states of one price move): the run's
+             * maximum is kept in registers with selects and merged into lg once per run. Runs go in
+             * increasing s and every comparison is strict, so each group keeps its first scenario
+             * of the largest loss, exactly as one "if (l > lg[g])" per scenario did (that loop
+             * stored and reloaded lg[g] every scenario and mispredicted its branches: about half of
+             * a cross-underlying what-if) */
+            double *lv = fs + 2 * U * G; /* the signed losses, in one vectorised pass */
+            DPM_SIMD
+            for (dpm_index s = 0; s < S; s++) lv[s] = -dpm_weighted_sel(w[s], acc[s], dm[s]) * x;
+            dpm_index s = 0;
+            while (s < S) {
                 const int32_t g = grp[s];
-                if (g < 0) continue;
-                const double l = -dpm_weighted(w[s], acc[s], dm[s]) * x;
-                if (l > lg[u * G + g]) {
-                    lg[u * G + g] = l;
-                    sg[u * G + g] = (int32_t)s;
+                if (g < 0) { s++; continue; }
+                double rb = -INFINITY;
+                int32_t rs = -1;
+                for (; s < S && grp[s] == g; s++) {
+                    const double l = lv[s];
+                    const int up = l > rb;
+                    rs = up ? (int32_t)s : rs;
+                    rb = up ? l : rb;
+                }
+                if (rb > lgu[g]) {
+                    lgu[g] = rb;
+                    sgu[g] = rs;
                 }
             }
         }
