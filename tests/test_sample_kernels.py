@@ -145,24 +145,6 @@ def test_strip_positions_refuse_strips_outside_the_list():
                                 np.ones(5), np.ones(2), np.ones(2))
 
 
-def test_gross_notional_equals_bincount_and_refuses_bad_ids():
-    rng = np.random.default_rng(3)
-    p, n, m = 50_000, 700, 90
-    acc = rng.integers(0, n, p)
-    inst = rng.integers(0, m, p)
-    qty = rng.normal(0, 1e3, p)
-    unit = rng.uniform(0, 1e5, m)
-    got = _sample.gross_notional(acc, inst, qty, unit, n)
-    want = np.bincount(acc, weights=np.abs(unit[inst] * qty), minlength=n)
-    assert np.array_equal(got.view(np.int64), want.view(np.int64))
-    assert _sample.gross_notional(acc[:0], inst[:0], qty[:0], unit, 4).tolist() == [0.0] * 4
-    for a, i in ((n, 0), (-1, 0), (0, m), (0, -2)):
-        bad_acc, bad_inst = acc.copy(), inst.copy()
-        bad_acc[123], bad_inst[123] = a, i
-        with pytest.raises(ValueError, match="position 123 points outside"):
-            _sample.gross_notional(bad_acc, bad_inst, qty, unit, n)
-
-
 @pytest.mark.parametrize(("prefix", "width", "n"), [
     ("acc-", 6, 1_001), ("", 1, 25), ("p%d-", 3, 1_234), ("könto-", 6, 12), ("x", 30, 3), ("a", 2, 0),
 ])
@@ -176,3 +158,47 @@ def test_format_ids_refuses_widths_outside_its_buffer():
     for width in (0, 31):
         with pytest.raises(ValueError, match="width"):
             _sample.format_ids("a", width, 3)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_parts_to_rows_equal_concatenation_and_the_counting_sort(seed):
+    """Parts in account order (some empty, accounts repeated within and across parts) give the rows
+    of np.concatenate + a stable argsort by account, and bincount's gross notional."""
+    from dpm._core import _book
+
+    rng = np.random.default_rng(seed)
+    n, m = 300, 50
+    unit = rng.uniform(0.5, 2.0, m) * np.where(rng.random(m) < 0.5, 1.0, 1e-3)
+    parts = []
+    for _ in range(7):
+        k = int(rng.integers(0, 400))
+        acc = np.sort(rng.integers(0, n, k))
+        parts.append((acc, rng.integers(0, m, k), rng.normal(0, 10, k)))
+    parts.append((np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)))
+    acc = np.concatenate([p[0] for p in parts])
+    inst = np.concatenate([p[1] for p in parts])
+    qty = np.concatenate([p[2] for p in parts])
+    indptr, ri, rq, gross = _sample.parts_to_rows([p[0] for p in parts], [p[1] for p in parts],
+                                                  [p[2] for p in parts], unit, n)
+    order = np.argsort(acc, kind="stable")
+    assert np.array_equal(indptr, np.concatenate([[0], np.cumsum(np.bincount(acc, minlength=n))]))
+    assert np.array_equal(ri, inst[order]) and np.array_equal(rq, qty[order])
+    assert np.array_equal(gross, np.bincount(acc, weights=np.abs(unit[inst] * qty), minlength=n))
+    # the book's own counting sort gives the same rows
+    ip2, i2, q2 = np.empty(n + 1, np.int64), np.empty(len(acc), np.int64), np.empty(len(acc))
+    _book.count_scatter(acc, inst, qty, False, ip2, i2, q2)
+    assert np.array_equal(ip2, indptr) and np.array_equal(i2, ri) and np.array_equal(q2, rq)
+
+
+def test_parts_to_rows_refuse_positions_outside_the_accounts_or_the_table():
+    unit = np.ones(4)
+    good = (np.array([0, 1]), np.array([0, 3]), np.array([1.0, 2.0]))
+    for bad, pos in (((np.array([0, 5]), np.array([0, 1]), np.array([1.0, 1.0])), 3),
+                     ((np.array([-1, 0]), np.array([0, 1]), np.array([1.0, 1.0])), 2),
+                     ((np.array([0, 1]), np.array([0, 4]), np.array([1.0, 1.0])), 3)):
+        with pytest.raises(ValueError, match=f"position {pos} points outside"):
+            _sample.parts_to_rows([good[0], bad[0]], [good[1], bad[1]], [good[2], bad[2]], unit, 3)
+    with pytest.raises(ValueError, match="different lengths"):
+        _sample.parts_to_rows([np.array([0, 1])], [np.array([0])], [np.array([1.0, 1.0])], unit, 3)
+    with pytest.raises(ValueError, match="inconsistent parts"):
+        _sample.parts_to_rows([np.array([0])], [], [], unit, 3)

@@ -81,20 +81,50 @@ cdef extern from *:
         }
     }
 
-    /* Gross notional per account, np.bincount(acc, weights=|unit[inst] * qty|) in position order;
-     * returns -1, or the first position pointing outside the n accounts or the m instruments (the
-     * sums are then incomplete and the caller raises) */
-    static Py_ssize_t dpm_gross_notional(Py_ssize_t p, const int64_t *acc, const int64_t *inst, const double *qty,
-                                         const double *unit, Py_ssize_t n, Py_ssize_t m, double *gross)
+    /* The generator's positions come in parts (one per archetype and leg), each in account order.
+     * Their concatenation, stably sorted by account (np.concatenate then the book's counting sort),
+     * written straight into rows: indptr from the counts, then every part scattered in order. The
+     * gross notional per account, sum of |unit[inst] * qty|, is summed in the same pass in the
+     * concatenation's order (np.bincount's over it). Returns -1, or the first position (counted over
+     * the concatenation) pointing outside the n accounts or the m instruments. */
+    static Py_ssize_t dpm_parts_to_rows(Py_ssize_t n_parts, const int64_t *const *acc, const int64_t *const *inst,
+                                        const double *const *qty, const Py_ssize_t *len, const double *unit,
+                                        Py_ssize_t n, Py_ssize_t m, int64_t *indptr, int64_t *cursor,
+                                        int64_t *inst_out, double *qty_out, double *gross)
     {
-        for (Py_ssize_t k = 0; k < p; k++) {
-            const int64_t a = acc[k], i = inst[k];
-            if (a < 0 || a >= n || i < 0 || i >= m) return k;
-            gross[a] = gross[a] + fabs(unit[i] * qty[k]);
+        Py_ssize_t base = 0;
+        for (Py_ssize_t a = 0; a <= n; a++) indptr[a] = 0;
+        for (Py_ssize_t t = 0; t < n_parts; t++) {
+            for (Py_ssize_t k = 0; k < len[t]; k++) {
+                const int64_t a = acc[t][k], i = inst[t][k];
+                if (a < 0 || a >= n || i < 0 || i >= m) return base + k;
+                indptr[a + 1]++;
+            }
+            base += len[t];
+        }
+        for (Py_ssize_t a = 0; a < n; a++) {
+            indptr[a + 1] += indptr[a];
+            cursor[a] = indptr[a];
+        }
+        for (Py_ssize_t t = 0; t < n_parts; t++) {
+            const int64_t *ap = acc[t], *ip = inst[t];
+            const double *qp = qty[t];
+            for (Py_ssize_t k = 0; k < len[t]; k++) {
+                const int64_t a = ap[k], i = ip[k];
+                const double q = qp[k];
+                const int64_t dst = cursor[a]++;
+                inst_out[dst] = i;
+                qty_out[dst] = q;
+                gross[a] = gross[a] + fabs(unit[i] * q);
+            }
         }
         return -1;
     }
     """
+    Py_ssize_t dpm_parts_to_rows(Py_ssize_t n_parts, const int64_t *const *acc, const int64_t *const *inst,
+                                 const double *const *qty, const Py_ssize_t *len, const double *unit,
+                                 Py_ssize_t n, Py_ssize_t m, int64_t *indptr, int64_t *cursor,
+                                 int64_t *inst_out, double *qty_out, double *gross) noexcept nogil
     void dpm_strip_positions(Py_ssize_t n_acc, const int64_t *mm, const int64_t *first, const int64_t *L,
                              const double *size, const double *spot, const int64_t *opt, const double *delta,
                              const double *cs, const double *u, double *q, int64_t *acc_out, int64_t *ids_out,
@@ -102,8 +132,6 @@ cdef extern from *:
     void dpm_nearest(Py_ssize_t n, const int64_t *grp, const double *strike, const int64_t *shift,
                      const int64_t *ids, const double *key, Py_ssize_t n_key, const int64_t *start,
                      const int64_t *count, double big, int64_t *out) noexcept nogil
-    Py_ssize_t dpm_gross_notional(Py_ssize_t p, const int64_t *acc, const int64_t *inst, const double *qty,
-                                  const double *unit, Py_ssize_t n, Py_ssize_t m, double *gross) noexcept nogil
 
 
 def strip_positions(const int64_t[::1] mm, const int64_t[::1] first, const int64_t[::1] L, const double[::1] size,
@@ -163,22 +191,53 @@ def nearest(const int64_t[::1] grp, const double[::1] strike, const int64_t[::1]
     return out
 
 
-def gross_notional(const int64_t[::1] acc, const int64_t[::1] inst, const double[::1] qty, const double[::1] unit,
-                   Py_ssize_t n):
-    """Per account, the sum in position order of ``|unit[inst[k]] * qty[k]|`` (``np.bincount``'s order)."""
-    cdef Py_ssize_t p = acc.shape[0], bad
-    if inst.shape[0] != p or qty.shape[0] != p or n < 0:
-        raise ValueError("gross_notional: inconsistent array lengths")
+def parts_to_rows(list acc_parts, list inst_parts, list qty_parts, const double[::1] unit, Py_ssize_t n):
+    """``(indptr, inst, qty, gross)``: the parts' positions (each part in account order) in rows
+    of ``n`` accounts, in concatenation order within a row, and the gross notional per account
+    (``np.bincount(acc, weights=abs(unit[inst] * qty))`` of the concatenation, same order): ``np.concatenate`` and the book's counting sort in
+    one pass, without the concatenated arrays."""
+    cdef Py_ssize_t n_parts = len(acc_parts), t, p = 0, bad
+    if len(inst_parts) != n_parts or len(qty_parts) != n_parts or n < 0:
+        raise ValueError("parts_to_rows: inconsistent parts")
+    cdef const int64_t[::1] av
+    cdef const int64_t[::1] iv
+    cdef const double[::1] qv
+    keep = []  # the parts stay referenced while C reads them
+    ptr_a = np.zeros(max(n_parts, 1), dtype=np.uintp)
+    ptr_i = np.zeros(max(n_parts, 1), dtype=np.uintp)
+    ptr_q = np.zeros(max(n_parts, 1), dtype=np.uintp)
+    lens = np.zeros(max(n_parts, 1), dtype=np.intp)
+    cdef size_t[::1] pa = ptr_a, pi = ptr_i, pq = ptr_q
+    cdef Py_ssize_t[::1] pl = lens
+    for t in range(n_parts):
+        av = acc_parts[t]
+        iv = inst_parts[t]
+        qv = qty_parts[t]
+        if iv.shape[0] != av.shape[0] or qv.shape[0] != av.shape[0]:
+            raise ValueError(f"parts_to_rows: part {t} has arrays of different lengths")
+        keep.append((av, iv, qv))
+        pl[t] = av.shape[0]
+        p += av.shape[0]
+        if av.shape[0]:
+            pa[t] = <size_t> &av[0]
+            pi[t] = <size_t> &iv[0]
+            pq[t] = <size_t> &qv[0]
+    indptr = np.empty(n + 1, dtype=np.int64)
+    cursor = np.empty(max(n, 1), dtype=np.int64)
+    inst_out = np.empty(p, dtype=np.int64)
+    qty_out = np.empty(p, dtype=np.float64)
     gross = np.zeros(n)
-    cdef double[::1] gv = gross
-    if p == 0:
-        return gross
-    with nogil:  # the bounds are checked in the same pass (what protects memory)
-        bad = dpm_gross_notional(p, &acc[0], &inst[0], &qty[0], &unit[0] if unit.shape[0] else NULL, n,
-                                 unit.shape[0], &gv[0] if n else NULL)
+    cdef int64_t[::1] ipv = indptr, cv = cursor, iov = inst_out
+    cdef double[::1] qov = qty_out, gv = gross
+    cdef Py_ssize_t m = unit.shape[0]
+    with nogil:  # the bounds are checked in the counting pass, before anything is written
+        bad = dpm_parts_to_rows(n_parts, <const int64_t *const *> &pa[0], <const int64_t *const *> &pi[0],
+                                <const double *const *> &pq[0], &pl[0], &unit[0] if m else NULL, n, m,
+                                &ipv[0], &cv[0], &iov[0] if p else NULL, &qov[0] if p else NULL,
+                                &gv[0] if n else NULL)
     if bad >= 0:
-        raise ValueError(f"gross_notional: position {bad} points outside the accounts or the table")
-    return gross
+        raise ValueError(f"parts_to_rows: position {bad} points outside the accounts or the table")
+    return indptr, inst_out, qty_out, gross
 
 
 def format_ids(str prefix, Py_ssize_t width, Py_ssize_t n):

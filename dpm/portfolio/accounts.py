@@ -368,6 +368,30 @@ class AccountBook:
         return cls(ids, indptr, out_inst, out_qty, coll, currencies, table, _trusted=True)
 
     @classmethod
+    def _from_generated_rows(cls, account_ids: np.ndarray, indptr: np.ndarray, instrument_idx: np.ndarray,
+                             quantity: np.ndarray, collateral: np.ndarray, currencies: tuple[str, ...],
+                             table: InstrumentTable, workers: int | None = None) -> AccountBook:
+        """The sample generator's book from rows it built itself (``dpm.portfolio.sample``): unique
+        str ids by construction, ``indptr`` consistent, ids in the table, positions grouped by
+        account in the order :meth:`from_arrays` would have grouped them. Rows are sorted and merged
+        as :meth:`from_arrays` does, and the checks that cost no pass of their own still run."""
+        currencies = _check_currencies(currencies)
+        n = len(account_ids)
+        if len(indptr) != n + 1 or int(indptr[-1]) != len(instrument_idx) or len(quantity) != len(instrument_idx):
+            raise InvalidInputError("generated rows: indptr does not match the positions")
+        coll = _collateral_matrix(collateral, n, currencies)
+        _check_collateral(coll, account_ids, currencies)
+        indptr, out_inst, out_qty = _sort_merge_rows(indptr, instrument_idx, quantity, n, len(table), workers)
+        if not np.isfinite(out_qty).all():
+            k = int(np.flatnonzero(~np.isfinite(out_qty))[0])
+            a = int(np.searchsorted(indptr, k, side="right") - 1)
+            raise InvalidInputError(
+                f"quantity: the positions of account {account_ids[a]!r} in instrument {table.name[out_inst[k]]!r} "
+                f"sum to {_v(out_qty[k])!r}"
+            )
+        return cls(account_ids, indptr, out_inst, out_qty, coll, currencies, table, _trusted=True)
+
+    @classmethod
     def from_positions(
         cls,
         positions: Any,
@@ -852,6 +876,15 @@ def _build_csr(
     out_inst = np.empty(p, dtype=np.int64)
     out_qty = np.empty(p, dtype=np.float64)
     _kernel.count_scatter(acc, inst, qty, nondec, indptr, out_inst, out_qty)
+    return _sort_merge_rows(indptr, out_inst, out_qty, n, m, workers)
+
+
+def _sort_merge_rows(
+    indptr: np.ndarray, out_inst: np.ndarray, out_qty: np.ndarray, n: int, m: int, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (positions grouped by account, in input order within a row) sorted by instrument, with
+    duplicates summed in input order; in place, the arrays compacted (views) when some merged."""
+    p = len(out_inst)
     ucount = np.empty(n, dtype=np.int64)
     # rows are independent: chunks over threads give the same bits for any worker count
     run_chunked(

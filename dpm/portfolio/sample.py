@@ -262,9 +262,9 @@ def generate_accounts(
         keep = inst >= 0
         if not keep.all():
             acc, inst, qty = acc[keep], inst[keep], qty[keep]
-        acc_parts.append(acc)
-        inst_parts.append(inst)
-        qty_parts.append(qty)
+        acc_parts.append(np.ascontiguousarray(acc, dtype=np.int64))
+        inst_parts.append(np.ascontiguousarray(inst, dtype=np.int64))
+        qty_parts.append(np.ascontiguousarray(qty, dtype=np.float64))
 
     def coins(usd: np.ndarray, spot: np.ndarray) -> np.ndarray:
         return np.maximum(np.round(usd / spot, 1), 0.1)
@@ -424,15 +424,17 @@ def generate_accounts(
         q_d1 = d1_qty(np.maximum(ids, 0), sign * size_usd[sg])
         add(sg, ids, np.where(use_opt, q_opt, q_d1))
 
-    acc = np.concatenate(acc_parts) if acc_parts else np.zeros(0, np.int64)
-    inst = np.concatenate(inst_parts) if inst_parts else np.zeros(0, np.int64)
-    qty = np.concatenate(qty_parts) if qty_parts else np.zeros(0)
-
-    # ---- collateral: gross notional (USD) times a ratio, split over coin and stablecoins
+    # ---- the positions in account rows, and the collateral: gross notional (USD) times a ratio,
+    # split over coin and stablecoins. One C pass groups the parts by account (what concatenating
+    # them and the book's counting sort did: 4 M positions, three 30 MB copies fewer) and sums the
+    # gross notional in the concatenation's order.
     unit_usd = np.where(
         t.inverse & (t.kind != Kind.OPTION), t.contract_size, t.contract_size * uv.price[t.underlying]
     )
-    gross = _sample.gross_notional(acc, inst, qty, np.ascontiguousarray(unit_usd, dtype=np.float64), n)
+    indptr, inst, qty, gross = _sample.parts_to_rows(
+        acc_parts, inst_parts, qty_parts, np.ascontiguousarray(unit_usd, dtype=np.float64), n
+    )
+    acc_parts.clear(), inst_parts.clear(), qty_parts.clear()  # the parts' memory goes before the book's
     ratio = np.exp(rng.normal(math.log(0.35), 0.4, size=n))
     under = rng.random(n) < 0.05
     ratio = np.where(under, rng.uniform(0.005, 0.05, size=n), ratio)
@@ -462,9 +464,8 @@ def generate_accounts(
     if not isinstance(id_prefix, str):
         raise InvalidTypeError(f"id_prefix: expected a str, got {type(id_prefix).__name__}")
     ids[:] = _sample.format_ids(id_prefix, width, n)  # "acc-000042"
-    book = AccountBook.from_arrays(
-        acc, inst, qty, table, account_ids=ids, collateral=coll, currencies=currencies, n_accounts=n
-    )
+    # ids unique and non-empty by construction (one width, distinct numbers)
+    book = AccountBook._from_generated_rows(ids, indptr, inst, qty, coll, currencies, table)
     if return_archetypes:
         names = np.array(_ARCH_ORDER, dtype=object)[arch]
         return book, names
