@@ -46,42 +46,75 @@ def _groups(rng, n_grp):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_nearest_equals_the_numpy_search(seed):
+def test_nearest_typed_equals_the_numpy_search_per_type(seed):
+    """One pass with the option type per query equals the generator's former masked numpy search
+    per type; group -1 gives -1."""
     rng = np.random.default_rng(seed)
-    ids, key, start, count = _groups(rng, 30)
+    calls, puts = _groups(rng, 30), _groups(rng, 30)
     n = 20_000
-    grp = rng.integers(0, 30, n)
+    grp = rng.integers(-1, 30, n)
+    cp = np.where(rng.random(n) < 0.5, 1, -1).astype(np.int64)
     # queries on listed strikes, exactly half-way between two (ties), and beyond both ends
     strike = np.where(rng.random(n) < 0.5, rng.integers(0, 205, n) * 50.0, rng.integers(0, 410, n) * 25.0)
     strike[rng.random(n) < 0.05] = -1e6
     shift = rng.integers(-45, 46, n)
-    got = _sample.nearest(grp, strike, shift, ids, key, start, count, _BIG)
-    want = _nearest_numpy(ids, key, start, count, grp, strike, shift)
+    got = _sample.nearest_typed(cp, grp, strike, shift, calls, puts, _BIG)
+    want = np.full(n, -1, dtype=np.int64)
+    for c, side in ((1, calls), (-1, puts)):
+        m = (grp >= 0) & (cp == c)
+        want[m] = _nearest_numpy(*side, grp[m], strike[m], shift[m])
     np.testing.assert_array_equal(got, want)
-    assert (got[count[grp] == 0] == -1).all() and (got[count[grp] > 0] >= 7).all()
+    assert (got[grp < 0] == -1).all() and (got[grp >= 0] >= -1).all()
 
 
 def test_nearest_picks_the_upper_strike_on_a_tie_and_clips_shifts():
     key = np.array([0 * _BIG + 100.0, 0 * _BIG + 200.0, 1 * _BIG + 100.0])
     ids = np.array([10, 20, 30], dtype=np.int64)
     start, count = np.array([0, 2, 3], dtype=np.int64), np.array([2, 1, 0], dtype=np.int64)
-    grp = np.array([0, 0, 0, 0, 1, 2], dtype=np.int64)
-    strike = np.array([150.0, 151.0, 150.0, 150.0, 5000.0, 100.0])
-    shift = np.array([0, 0, 5, -5, 0, 0], dtype=np.int64)
-    got = _sample.nearest(grp, strike, shift, ids, key, start, count, _BIG)
-    assert got.tolist() == [20, 20, 20, 10, 30, -1]
+    side = (ids, key, start, count)
+    grp = np.array([0, 0, 0, 0, 1, 2, -1], dtype=np.int64)
+    strike = np.array([150.0, 151.0, 150.0, 150.0, 5000.0, 100.0, 100.0])
+    shift = np.array([0, 0, 5, -5, 0, 0, 0], dtype=np.int64)
+    for cp in (1, -1):
+        got = _sample.nearest_typed(np.full(7, cp, dtype=np.int64), grp, strike, shift, side, side, _BIG)
+        assert got.tolist() == [20, 20, 20, 10, 30, -1, -1]
 
 
-def test_nearest_refuses_groups_and_queries_outside_the_keys():
+def test_nearest_typed_refuses_groups_and_queries_outside_the_keys():
     key, ids = np.array([1.0, 2.0]), np.array([0, 1], dtype=np.int64)
     one = np.zeros(1, dtype=np.int64)
-    with pytest.raises(ValueError, match="group 0 lies outside"):
-        _sample.nearest(one, np.ones(1), one, ids, key, np.array([1], dtype=np.int64),
-                        np.array([2], dtype=np.int64), _BIG)
-    with pytest.raises(ValueError, match="query 0 names group 3"):
-        _sample.nearest(one + 3, np.ones(1), one, ids, key, one, one + 2, _BIG)
+    good = (ids, key, one, one + 2)
+    bad = (ids, key, np.array([1], dtype=np.int64), np.array([2], dtype=np.int64))
+    with pytest.raises(ValueError, match="call group 0 lies outside"):
+        _sample.nearest_typed(one + 1, one, np.ones(1), one, bad, good, _BIG)
+    with pytest.raises(ValueError, match="put group 0 lies outside"):
+        _sample.nearest_typed(one + 1, one, np.ones(1), one, good, bad, _BIG)
+    for g in (3, -2):
+        with pytest.raises(ValueError, match=f"query 0 names group {g}"):
+            _sample.nearest_typed(one + 1, one + g, np.ones(1), one, good, good, _BIG)
     with pytest.raises(ValueError, match="inconsistent"):
-        _sample.nearest(one, np.ones(2), one, ids, key, one, one + 2, _BIG)
+        _sample.nearest_typed(one + 1, one, np.ones(2), one, good, good, _BIG)
+
+
+@pytest.mark.parametrize("near_bias", [False, True])
+def test_random_group_equals_the_numpy_expression(near_bias):
+    rng = np.random.default_rng(4)
+    n_und, n = 5, 10_000
+    count = np.array([0, 1, 7, 30, 2], dtype=np.int64)
+    start = np.cumsum(count) - count
+    und = rng.integers(0, n_und, 800)
+    accs = rng.integers(0, 800, n)
+    r = rng.random(n)
+    r[:3] = [0.0, np.nextafter(1.0, 0.0), 0.5]
+    got = _sample.random_group(accs, und, r, near_bias, start, count)
+    u = und[accs]
+    cnt = count[u]
+    x = r * r if near_bias else r
+    g = start[u] + np.minimum((x * cnt).astype(np.int64), np.maximum(cnt - 1, 0))
+    np.testing.assert_array_equal(got, np.where(cnt > 0, g, -1))
+    for bad_accs, bad_und in ((np.array([800]), und), (np.array([-1]), und), (np.array([0]), und * 0 + 5)):
+        with pytest.raises(ValueError, match="outside the accounts or underlyings"):
+            _sample.random_group(bad_accs, bad_und, np.zeros(1), near_bias, start, count)
 
 
 def _strip_numpy(mm, first, L, size, spot, opt, delta, cs, u, q):
@@ -160,10 +193,18 @@ def test_format_ids_refuses_widths_outside_its_buffer():
             _sample.format_ids("a", width, 3)
 
 
+def _parts_rows(parts, unit, n, bounds):
+    rows = _sample.PartsRows([p[0] for p in parts], [p[1] for p in parts], [p[2] for p in parts], unit, n)
+    for a0, a1 in bounds:
+        rows.scatter(a0, a1)
+    return rows.indptr, rows.inst, rows.qty, rows.gross
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_parts_to_rows_equal_concatenation_and_the_counting_sort(seed):
+def test_parts_rows_equal_concatenation_and_the_counting_sort(seed):
     """Parts in account order (some empty, accounts repeated within and across parts) give the rows
-    of np.concatenate + a stable argsort by account, and bincount's gross notional."""
+    of np.concatenate + a stable argsort by account, and bincount's gross notional, whatever the
+    account ranges the rows are scattered by (in any order)."""
     from dpm._core import _book
 
     rng = np.random.default_rng(seed)
@@ -178,27 +219,36 @@ def test_parts_to_rows_equal_concatenation_and_the_counting_sort(seed):
     acc = np.concatenate([p[0] for p in parts])
     inst = np.concatenate([p[1] for p in parts])
     qty = np.concatenate([p[2] for p in parts])
-    indptr, ri, rq, gross = _sample.parts_to_rows([p[0] for p in parts], [p[1] for p in parts],
-                                                  [p[2] for p in parts], unit, n)
+    cuts = np.sort(rng.choice(np.arange(1, n), 5, replace=False)).tolist()
+    ranges = list(zip([0] + cuts, cuts + [n]))
+    rng.shuffle(ranges)
+    indptr, ri, rq, gross = _parts_rows(parts, unit, n, ranges)
     order = np.argsort(acc, kind="stable")
     assert np.array_equal(indptr, np.concatenate([[0], np.cumsum(np.bincount(acc, minlength=n))]))
     assert np.array_equal(ri, inst[order]) and np.array_equal(rq, qty[order])
     assert np.array_equal(gross, np.bincount(acc, weights=np.abs(unit[inst] * qty), minlength=n))
-    # the book's own counting sort gives the same rows
+    # the book's own counting sort gives the same rows; one range gives the same as many
     ip2, i2, q2 = np.empty(n + 1, np.int64), np.empty(len(acc), np.int64), np.empty(len(acc))
     _book.count_scatter(acc, inst, qty, False, ip2, i2, q2)
     assert np.array_equal(ip2, indptr) and np.array_equal(i2, ri) and np.array_equal(q2, rq)
+    one = _parts_rows(parts, unit, n, [(0, n)])
+    assert all(np.array_equal(x, y) for x, y in zip(one, (indptr, ri, rq, gross)))
 
 
-def test_parts_to_rows_refuse_positions_outside_the_accounts_or_the_table():
+def test_parts_rows_refuse_positions_outside_the_accounts_the_table_or_account_order():
     unit = np.ones(4)
     good = (np.array([0, 1]), np.array([0, 3]), np.array([1.0, 2.0]))
     for bad, pos in (((np.array([0, 5]), np.array([0, 1]), np.array([1.0, 1.0])), 3),
                      ((np.array([-1, 0]), np.array([0, 1]), np.array([1.0, 1.0])), 2),
-                     ((np.array([0, 1]), np.array([0, 4]), np.array([1.0, 1.0])), 3)):
+                     ((np.array([0, 1]), np.array([0, 4]), np.array([1.0, 1.0])), 3),
+                     ((np.array([1, 0]), np.array([0, 1]), np.array([1.0, 1.0])), 3)):
         with pytest.raises(ValueError, match=f"position {pos} points outside"):
-            _sample.parts_to_rows([good[0], bad[0]], [good[1], bad[1]], [good[2], bad[2]], unit, 3)
+            _sample.PartsRows([good[0], bad[0]], [good[1], bad[1]], [good[2], bad[2]], unit, 3)
     with pytest.raises(ValueError, match="different lengths"):
-        _sample.parts_to_rows([np.array([0, 1])], [np.array([0])], [np.array([1.0, 1.0])], unit, 3)
+        _sample.PartsRows([np.array([0, 1])], [np.array([0])], [np.array([1.0, 1.0])], unit, 3)
     with pytest.raises(ValueError, match="inconsistent parts"):
-        _sample.parts_to_rows([np.array([0])], [], [], unit, 3)
+        _sample.PartsRows([np.array([0])], [], [], unit, 3)
+    rows = _sample.PartsRows([good[0]], [good[1]], [good[2]], unit, 3)
+    for a0, a1 in ((-1, 2), (0, 4), (2, 1)):
+        with pytest.raises(ValueError, match="is not inside"):
+            rows.scatter(a0, a1)

@@ -12,6 +12,7 @@ import math
 import numpy as np
 
 from dpm._core import _sample
+from dpm._util.parallel import run_chunked
 from dpm._util.validation import check_memory
 from dpm.errors import InvalidInputError, InvalidTypeError
 
@@ -90,15 +91,16 @@ class _Universe:
             count = np.bincount(g, minlength=self.n_grp)
             self.sides[cp] = (ids, key, start, count)
 
-    def nearest(self, cp: int, grp: np.ndarray, strike: np.ndarray, shift: np.ndarray) -> np.ndarray:
-        """Option ids of type ``cp`` in groups ``grp`` at the listed strike nearest ``strike``,
-        moved ``shift`` listed strikes up (clipped to the group's strikes); -1 if the group has none."""
-        ids, key, start, count = self.sides[cp]
-        return _sample.nearest(
+    def nearest_typed(self, cp: np.ndarray, grp: np.ndarray, strike: np.ndarray, shift: np.ndarray) -> np.ndarray:
+        """Option ids at the listed strike nearest ``strike`` in groups ``grp``, of type ``cp`` (1 call,
+        -1 put), moved ``shift`` listed strikes up (clipped to the group's strikes of that type); -1
+        if the group has none, and for group -1."""
+        return _sample.nearest_typed(
+            np.ascontiguousarray(cp, dtype=np.int64),
             np.ascontiguousarray(grp, dtype=np.int64),
             np.ascontiguousarray(strike, dtype=np.float64),
             np.ascontiguousarray(shift, dtype=np.int64),
-            ids, key, start, count, _BIG,
+            self.sides[1], self.sides[-1], _BIG,
         )
 
 
@@ -297,13 +299,9 @@ def generate_accounts(
         return out
 
     def random_group(accs: np.ndarray, near_bias: bool = False) -> np.ndarray:
-        u = und[accs]
-        cnt = uv.grp_of_und_count[u]
-        r = rng.random(len(accs))
-        if near_bias:  # nearer expiries trade more
-            r = r * r
-        g = uv.grp_of_und_start[u] + np.minimum((r * cnt).astype(np.int64), np.maximum(cnt - 1, 0))
-        return np.where(cnt > 0, g, -1)
+        """A random expiry of each account's underlying (r**2: nearer expiries trade more), -1 if none."""
+        return _sample.random_group(np.ascontiguousarray(accs, dtype=np.int64), und, rng.random(len(accs)),
+                                    near_bias, uv.grp_of_und_start, uv.grp_of_und_count)
 
     # ---- market makers: a strip of consecutive options + delta hedge
     mm = np.flatnonzero(arch == 0)
@@ -351,11 +349,7 @@ def generate_accounts(
             g = random_group(acc_o, near_bias=True)
             cp = np.where(sign[owner] > 0, 1, -1)
             shift = rng.integers(0, 8, size=len(owner)) * cp.astype(np.int64)
-            ids = np.full(len(owner), -1, dtype=np.int64)
-            ok = g >= 0
-            for c in (1, -1):
-                m = ok & (cp == c)
-                ids[m] = uv.nearest(c, g[m], spot[m], shift[m])
+            ids = uv.nearest_typed(cp, g, spot, shift)
             q = coins(size_usd[acc_o] * 0.05 * np.exp(rng.normal(0, 0.5, len(owner))), spot)
             add(acc_o, ids, q)
 
@@ -369,11 +363,9 @@ def generate_accounts(
         width = np.where(straddle, 0, rng.integers(1, 7, size=len(owner)))
         spot = S[sv][owner]
         q = -coins(size_usd[sv][owner] * 0.1 * np.exp(rng.normal(0, 0.5, len(owner))), spot)
-        ok = g >= 0
-        c_ids = np.full(len(owner), -1, dtype=np.int64)
-        p_ids = np.full(len(owner), -1, dtype=np.int64)
-        c_ids[ok] = uv.nearest(1, g[ok], spot[ok], width[ok])
-        p_ids[ok] = uv.nearest(-1, g[ok], spot[ok], -width[ok])
+        ones = np.ones(len(owner), dtype=np.int64)
+        c_ids = uv.nearest_typed(ones, g, spot, width)
+        p_ids = uv.nearest_typed(-ones, g, spot, -width)
         add(sv[owner], c_ids, q)
         add(sv[owner], p_ids, q)
         hedged = np.flatnonzero(rng.random(len(sv)) < 0.3)
@@ -400,12 +392,8 @@ def generate_accounts(
         q = coins(size_usd[cl][owner] * 0.1 * np.exp(rng.normal(0, 0.5, len(owner))), S[cl][owner])
         q = np.where(rng.random(len(owner)) < 0.2, -q, q)
         zero = np.zeros(len(owner), dtype=np.int64)
-        n_ids = np.full(len(owner), -1, dtype=np.int64)
-        f_ids = np.full(len(owner), -1, dtype=np.int64)
-        for c in (1, -1):
-            m = ok & (cp == c)
-            n_ids[m] = uv.nearest(c, g_near[m], spot[m], zero[m])
-            f_ids[m] = uv.nearest(c, g_far[m], t.strike[np.maximum(n_ids[m], 0)], zero[m])
+        n_ids = uv.nearest_typed(cp, np.where(ok, g_near, -1), spot, zero)
+        f_ids = uv.nearest_typed(cp, np.where(ok, g_far, -1), t.strike[np.maximum(n_ids, 0)], zero)
         f_ids = np.where(n_ids >= 0, f_ids, -1)
         add(cl[owner], n_ids, -q)
         add(cl[owner], f_ids, q)
@@ -425,15 +413,16 @@ def generate_accounts(
         add(sg, ids, np.where(use_opt, q_opt, q_d1))
 
     # ---- the positions in account rows, and the collateral: gross notional (USD) times a ratio,
-    # split over coin and stablecoins. One C pass groups the parts by account (what concatenating
-    # them and the book's counting sort did: 4 M positions, three 30 MB copies fewer) and sums the
-    # gross notional in the concatenation's order.
+    # split over coin and stablecoins. C passes group the parts by account (what concatenating
+    # them and the book's counting sort did: 4 M positions, three 30 MB copies fewer), on threads
+    # by account range, and sum the gross notional in the concatenation's order.
     unit_usd = np.where(
         t.inverse & (t.kind != Kind.OPTION), t.contract_size, t.contract_size * uv.price[t.underlying]
     )
-    indptr, inst, qty, gross = _sample.parts_to_rows(
-        acc_parts, inst_parts, qty_parts, np.ascontiguousarray(unit_usd, dtype=np.float64), n
-    )
+    rows = _sample.PartsRows(acc_parts, inst_parts, qty_parts, np.ascontiguousarray(unit_usd, dtype=np.float64), n)
+    run_chunked(rows.scatter, n, None, min_chunk=8192)  # disjoint account ranges: the same bits on any threads
+    indptr, inst, qty, gross = rows.indptr, rows.inst, rows.qty, rows.gross
+    del rows
     acc_parts.clear(), inst_parts.clear(), qty_parts.clear()  # the parts' memory goes before the book's
     ratio = np.exp(rng.normal(math.log(0.35), 0.4, size=n))
     under = rng.random(n) < 0.05

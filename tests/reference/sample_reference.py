@@ -21,6 +21,27 @@ from dpm.portfolio.accounts import DEFAULT_CURRENCIES, AccountBook
 from dpm.portfolio.sample import _ARCH_ORDER, _BYTES_PER_ACCOUNT, ARCHETYPES, _segments, _Universe
 
 
+def _nearest(uv: _Universe, cp: int, grp: np.ndarray, strike: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Option ids of type ``cp`` in groups ``grp`` at the listed strike nearest ``strike``, moved
+    ``shift`` listed strikes up (clipped to the group's strikes); -1 if the group has none. The
+    numpy search the generator used before it moved to C."""
+    ids, key, start, count = uv.sides[cp]
+    big = 1.0e12
+    out = np.full(len(grp), -1, dtype=np.int64)
+    ok = count[grp] > 0
+    if not ok.any():
+        return out
+    g, k = grp[ok], strike[ok]
+    pos = np.searchsorted(key, g * big + k)
+    lo, hi = start[g], start[g] + count[g] - 1
+    pos = np.clip(pos, lo, hi)
+    below = np.clip(pos - 1, lo, hi)
+    closer = np.abs(key[below] - (g * big + k)) < np.abs(key[pos] - (g * big + k))
+    pos = np.where(closer, below, pos)
+    out[ok] = ids[np.clip(pos + shift[ok], lo, hi)]
+    return out
+
+
 def _approx_delta(uv: _Universe, ids: np.ndarray, now_ms: int, vol: float = 0.6) -> np.ndarray:
     """Rough Black-76 delta (per coin) of options at the reference price, flat vol: only to size hedges."""
     from scipy.special import ndtr
@@ -235,7 +256,7 @@ def generate_accounts(
             ok = g >= 0
             for c in (1, -1):
                 m = ok & (cp == c)
-                ids[m] = uv.nearest(c, g[m], S[dr][owner][m], shift[m])
+                ids[m] = _nearest(uv, c, g[m], S[dr][owner][m], shift[m])
             q = coins(size_usd[dr][owner] * 0.05 * np.exp(rng.normal(0, 0.5, len(owner))), S[dr][owner])
             add(dr[owner], ids, q)
 
@@ -252,8 +273,8 @@ def generate_accounts(
         ok = g >= 0
         c_ids = np.full(len(owner), -1, dtype=np.int64)
         p_ids = np.full(len(owner), -1, dtype=np.int64)
-        c_ids[ok] = uv.nearest(1, g[ok], spot[ok], width[ok])
-        p_ids[ok] = uv.nearest(-1, g[ok], spot[ok], -width[ok])
+        c_ids[ok] = _nearest(uv, 1, g[ok], spot[ok], width[ok])
+        p_ids[ok] = _nearest(uv, -1, g[ok], spot[ok], -width[ok])
         add(sv[owner], c_ids, q)
         add(sv[owner], p_ids, q)
         hedged = np.flatnonzero(rng.random(len(sv)) < 0.3)
@@ -284,8 +305,8 @@ def generate_accounts(
         f_ids = np.full(len(owner), -1, dtype=np.int64)
         for c in (1, -1):
             m = ok & (cp == c)
-            n_ids[m] = uv.nearest(c, g_near[m], spot[m], zero[m])
-            f_ids[m] = uv.nearest(c, g_far[m], t.strike[np.maximum(n_ids[m], 0)], zero[m])
+            n_ids[m] = _nearest(uv, c, g_near[m], spot[m], zero[m])
+            f_ids[m] = _nearest(uv, c, g_far[m], t.strike[np.maximum(n_ids[m], 0)], zero[m])
         f_ids = np.where(n_ids >= 0, f_ids, -1)
         add(cl[owner], n_ids, -q)
         add(cl[owner], f_ids, q)
