@@ -116,3 +116,35 @@ def test_deribit_greek_conventions():
     sq = v * np.sqrt(T)
     d2 = (np.log(F / K) - 0.5 * sq * sq) / sq
     np.testing.assert_allclose(cp * K * T * norm.cdf(cp * d2) / 100, c["rho"], atol=1e-3)
+
+
+def test_default_listing_equals_the_table_built_from_specs():
+    """default_instruments builds its option grid as columns; the same listing built from one spec
+    per instrument (names from format_name) gives the same table, column by column."""
+    import dpm.market.sample as sample
+    from dpm.market.names import parse_name
+    from dpm.market.specs import Future, Option, Perpetual
+    from dpm.market.table import InstrumentTable
+
+    params = sample.load_listing_parameters()
+    expiries = [(parse_name(f"BTC-{e['code']}").expiry, e["cycle"]) for e in params["expiries"]]
+    perps = [parse_name(n) for n in params["perpetuals"]]
+    specs = []
+    for und, p in params["underlyings"].items():
+        for perp in perps:
+            if perp.underlying == und:
+                size = p["inverse_future_contract_size_usd"] if perp.inverse else p["linear_perpetual_contract_size"]
+                specs.append(Perpetual(und, perp.inverse, size, perp.settlement))
+        specs += [Future(und, exp, True, p["inverse_future_contract_size_usd"])
+                  for exp, cycle in expiries if cycle in set(params["futures_cycles"])]
+        for exp, cycle in expiries:
+            for k in sample._ladder_strikes(p["reference_price"], p["strike_ladders"][cycle]):
+                specs += [Option(und, exp, k, cp, True, p["inverse_option_contract_size_coin"]) for cp in ("call", "put")]
+    want = InstrumentTable.from_specs(specs, underlyings=tuple(params["underlyings"]))
+    got = sample.default_instruments()
+    assert got.underlyings == want.underlyings and len(got) == len(want) > 1600
+    for col in ("name", "kind", "underlying", "option_type", "strike", "expiry_ms", "inverse", "contract_size",
+                "settlement"):
+        a, b = getattr(got, col), getattr(want, col)
+        assert a.dtype == b.dtype, col
+        assert np.array_equal(a, b, equal_nan=a.dtype.kind == "f"), col

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from dpm.errors import InvalidInputError, MarketDataError
-from dpm.market.names import parse_name
+from dpm.market.names import _format_date, _format_strike, format_name, parse_name
 from dpm.market.snapshot import MS_PER_YEAR, ForwardCurve, MarketSnapshot, UnderlyingMarket
-from dpm.market.specs import EXPIRY_HOUR_UTC, Future, Option, Perpetual, to_ms
+from dpm.market.specs import EXPIRY_HOUR_UTC, NO_EXPIRY, Future, Option, Perpetual, to_ms
 from dpm.market.surface import VolSurface
 from dpm.market.table import InstrumentTable
 
@@ -102,7 +102,23 @@ def default_instruments() -> InstrumentTable:
     expiries = [(parse_name(f"BTC-{e['code']}").expiry, e["cycle"]) for e in params["expiries"]]
     fut_cycles = set(params["futures_cycles"])
     perps = [parse_name(n) for n in params["perpetuals"]]
-    specs: list[Any] = []
+    # Columns, not spec objects: the 1,600 options are a grid of (expiry, strike, call/put) per
+    # underlying whose terms are those of one spec (about 30 ms less per process than a spec and a
+    # formatted name each; tests compare the table with the one built from specs).
+    cols: dict[str, list[Any]] = {k: [] for k in ("name", "kind", "und", "ot", "strike", "exp", "inv", "size", "settle")}
+
+    def add_spec(spec: Any) -> None:
+        is_opt = isinstance(spec, Option)
+        cols["name"].append(format_name(spec))
+        cols["kind"].append(spec.kind)
+        cols["und"].append(spec.underlying)
+        cols["ot"].append((1 if spec.option_type == "call" else -1) if is_opt else 0)
+        cols["strike"].append(spec.strike if is_opt else math.nan)
+        cols["exp"].append(spec.expiry if isinstance(spec, (Option, Future)) else NO_EXPIRY)
+        cols["inv"].append(spec.inverse)
+        cols["size"].append(spec.contract_size)
+        cols["settle"].append(spec.settlement)
+
     for und, p in params["underlyings"].items():
         for perp in perps:
             if perp.underlying == und:
@@ -111,16 +127,34 @@ def default_instruments() -> InstrumentTable:
                     if perp.inverse
                     else p["linear_perpetual_contract_size"]
                 )
-                specs.append(Perpetual(und, perp.inverse, size, perp.settlement))
+                add_spec(Perpetual(und, perp.inverse, size, perp.settlement))
         for exp, cycle in expiries:
             if cycle in fut_cycles:
-                specs.append(Future(und, exp, True, p["inverse_future_contract_size_usd"]))
-        size = p["inverse_option_contract_size_coin"]
+                add_spec(Future(und, exp, True, p["inverse_future_contract_size_usd"]))
+        # the terms every option of the grid shares, as the spec resolves them
+        proto = Option(und, expiries[0][0], 1.0, "call", True, p["inverse_option_contract_size_coin"])
+        shared = {"kind": proto.kind, "und": und, "inv": proto.inverse, "size": proto.contract_size,
+                  "settle": proto.settlement}
+        strike_text: dict[float, str] = {}
         for exp, cycle in expiries:
-            for k in _ladder_strikes(p["reference_price"], p["strike_ladders"][cycle]):
-                specs.append(Option(und, exp, k, "call", True, size))
-                specs.append(Option(und, exp, k, "put", True, size))
-    return InstrumentTable.from_specs(specs, underlyings=tuple(params["underlyings"]))
+            head = f"{und}-{_format_date(exp)}-"
+            strikes = _ladder_strikes(p["reference_price"], p["strike_ladders"][cycle])
+            for k in strikes:
+                text = strike_text.get(k)
+                if text is None:
+                    text = strike_text[k] = _format_strike(k)
+                cols["name"] += (f"{head}{text}-C", f"{head}{text}-P")
+                cols["strike"] += (k, k)
+            cols["ot"] += [1, -1] * len(strikes)
+            cols["exp"] += [exp] * (2 * len(strikes))
+            for key, v in shared.items():
+                cols[key] += [v] * (2 * len(strikes))
+    return InstrumentTable.from_columns(
+        cols["name"], np.array(cols["kind"], dtype=np.int8), cols["und"], np.array(cols["ot"], dtype=np.int8),
+        np.array(cols["strike"], dtype=np.float64), np.array(cols["exp"], dtype=np.int64),
+        np.array(cols["inv"], dtype=bool), np.array(cols["size"], dtype=np.float64), cols["settle"],
+        underlyings=tuple(params["underlyings"]),
+    )
 
 
 # --------------------------------------------------------------------------- real Deribit chain
