@@ -92,3 +92,48 @@ def test_what_if_refuses_held_positions_it_cannot_use(held_ids, held_qty, messag
     st = np.zeros(agg.state_size)
     with pytest.raises(ValueError, match=message):
         _gather.WhatIf(agg, st, held_ids, held_qty)
+
+
+def test_risk_one_equals_the_states_total_interleaved_and_on_threads():
+    """``WhatIf.risk_one`` (the pre-trade hot path: it keeps the GIL and returns the risk alone):
+    calls on many states, interleaved and from two threads, give exactly what each state's
+    ``total_one`` and ``total`` give, orders on held instruments and on the other underlying alike."""
+    import threading
+
+    from dpm._core import _gather
+
+    table, market = default_instruments(), default_market()
+    engine = MarginEngine(market, table, workers=1)
+    book = generate_accounts(60, table, seed=11)
+    live = LiveBook(engine, book, workers=1)
+    rng = np.random.default_rng(3)
+    agg = live._gen.agg
+    whatifs = []
+    for a in range(len(book)):
+        s, e = int(book.indptr[a]), int(book.indptr[a + 1])
+        inst, qty = book.instrument_idx[s:e].copy(), book.quantity[s:e].copy()
+        st = np.empty(agg.state_size)
+        agg.account_state(inst, qty, st)
+        whatifs.append(_gather.WhatIf(agg, st, inst, qty))
+    held = [book.instrument_idx[int(book.indptr[a]):int(book.indptr[a + 1])] for a in range(len(book))]
+    calls = []
+    for _ in range(3000):
+        a = int(rng.integers(len(book)))
+        i = int(rng.choice(held[a])) if len(held[a]) and rng.random() < 0.4 else int(rng.integers(len(table)))
+        calls.append((a, i, float(rng.choice([-1.0, 1.0]) * rng.integers(1, 50))))
+    want = [whatifs[a].total_one(i, q)[0] for a, i, q in calls]
+    assert want == [whatifs[a].total(np.array([i]), np.array([q]))[0] for a, i, q in calls]
+    assert [whatifs[a].risk_one(i, q) for a, i, q in calls] == want
+    got = [None] * len(calls)
+
+    def run(k0):
+        for k in range(k0, len(calls), 2):
+            a, i, q = calls[k]
+            got[k] = whatifs[a].risk_one(i, q)
+
+    threads = [threading.Thread(target=run, args=(k0,)) for k0 in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == want
