@@ -118,6 +118,39 @@ def test_contributions_sum_to_the_binding_loss(mk, tab):
         np.testing.assert_allclose(-tot, res.combined_scan, rtol=1e-9, atol=1e-6)
 
 
+def test_joint_binding_scenario_is_the_first_of_equal_losses():
+    """Ties go to the earlier scenario in the joint scan too: a delta-one position loses the same in
+    every vol state of a price move, so for BTC + ETH perpetual books the binding scenario of each
+    underlying is the first scenario of its move (and its loss is the group's largest)."""
+    market, table = default_market(), default_instruments()
+    engine = MarginEngine(market, table, dpm_default())
+    rng = np.random.default_rng(7)
+    names = ["BTC-PERPETUAL", "ETH-PERPETUAL", "BTC_USDC-PERPETUAL", "ETH_USDC-PERPETUAL"]
+    ids = table.index_of(names)
+    acc, inst, qty = [], [], []
+    for a in range(200):
+        legs = rng.choice(4, size=int(rng.integers(2, 5)), replace=False)
+        if not ({int(table.underlying[ids[k]]) for k in legs} >= {0, 1}):
+            legs = np.array([0, 1])
+        for k in legs:
+            acc.append(a)
+            inst.append(int(ids[k]))
+            qty.append(float(rng.choice([-1, 1]) * rng.integers(1, 10_000)) * (1.0 if "USDC" not in names[k] else 0.01))
+    book = AccountBook.from_arrays(acc, inst, qty, table, n_accounts=200)
+    res = engine.margin_many(book)
+    moves = engine._plan.scenarios.price_move
+    checked = 0
+    for a in range(200):
+        for j in range(len(engine.underlyings)):
+            w = int(res.worst_scenario[a, j])
+            if w < 0:
+                continue
+            first = int(np.flatnonzero(moves[:, j] == moves[w, j])[0])
+            assert w == first, (a, j, w, first)
+            checked += 1
+    assert checked > 300  # most accounts lose in both underlyings' binding moves
+
+
 # ------------------------------------------------------------------------------------------ hedges
 def _hedge_books(market):
     bp, ep = market["BTC"].index_price, market["ETH"].index_price
