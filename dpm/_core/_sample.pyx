@@ -16,6 +16,8 @@ from libc.stdint cimport int64_t
 
 import numpy as np
 
+from dpm._util.parallel import run_chunked
+
 cdef extern from *:
     """
     #include <math.h>
@@ -218,11 +220,25 @@ def strip_positions(const int64_t[::1] mm, const int64_t[::1] first, const int64
     cdef double[::1] dv = delta_usd
     if n == 0:
         return acc, ids, delta_usd
-    with nogil:
-        dpm_strip_positions(n, &mm[0], &first[0], &L[0], &size[0], &spot[0], &opt[0] if opt.shape[0] else NULL,
-                            &delta[0] if delta.shape[0] else NULL, &cs[0] if cs.shape[0] else NULL,
-                            &u[0] if p else NULL, &q[0] if p else NULL, &av[0] if p else NULL,
-                            &iv[0] if p else NULL, &dv[0])
+    koff = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(L, out=koff[1:])
+    cdef int64_t[::1] kv = koff
+    cdef const int64_t *op = &opt[0] if opt.shape[0] else NULL
+    cdef const double *dp = &delta[0] if delta.shape[0] else NULL
+    cdef const double *cp = &cs[0] if cs.shape[0] else NULL
+
+    def strips(Py_ssize_t j0, Py_ssize_t j1):
+        # strips [j0, j1) own positions [koff[j0], koff[j1]): ranges are disjoint, any threads give the same bits
+        cdef Py_ssize_t k0 = kv[j0]
+        if k0 == kv[j1]:  # empty strips only: no position to point at
+            for jj in range(j0, j1):
+                dv[jj] = 0.0 * spot[jj]
+            return
+        with nogil:
+            dpm_strip_positions(j1 - j0, &mm[j0], &first[j0], &L[j0], &size[j0], &spot[j0], op, dp, cp,
+                                &u[k0], &q[k0], &av[k0], &iv[k0], &dv[j0])
+
+    run_chunked(strips, n, None, min_chunk=4096)
     return acc, ids, delta_usd
 
 
@@ -264,12 +280,22 @@ def nearest_typed(const int64_t[::1] cp, const int64_t[::1] grp, const double[::
     cdef int64_t[::1] ov = out
     if n == 0:
         return out
-    with nogil:
-        dpm_nearest_typed(n, &cp[0], &grp[0], &strike[0], &shift[0],
-                          &c_ids[0] if c_ids.shape[0] else NULL, &c_key[0] if c_key.shape[0] else NULL,
-                          c_key.shape[0], &c_start[0] if g else NULL, &c_count[0] if g else NULL,
-                          &p_ids[0] if p_ids.shape[0] else NULL, &p_key[0] if p_key.shape[0] else NULL,
-                          p_key.shape[0], &p_start[0] if g else NULL, &p_count[0] if g else NULL, big, &ov[0])
+    cdef const int64_t *ci = &c_ids[0] if c_ids.shape[0] else NULL
+    cdef const double *ck = &c_key[0] if c_key.shape[0] else NULL
+    cdef const int64_t *cs0 = &c_start[0] if g else NULL
+    cdef const int64_t *cc = &c_count[0] if g else NULL
+    cdef const int64_t *pi = &p_ids[0] if p_ids.shape[0] else NULL
+    cdef const double *pk = &p_key[0] if p_key.shape[0] else NULL
+    cdef const int64_t *ps0 = &p_start[0] if g else NULL
+    cdef const int64_t *pc = &p_count[0] if g else NULL
+    cdef Py_ssize_t cn = c_key.shape[0], pn = p_key.shape[0]
+
+    def queries(Py_ssize_t k0, Py_ssize_t k1):
+        with nogil:  # each query on its own: chunks on threads give the same ids
+            dpm_nearest_typed(k1 - k0, &cp[k0], &grp[k0], &strike[k0], &shift[k0], ci, ck, cn, cs0, cc,
+                              pi, pk, pn, ps0, pc, big, &ov[k0])
+
+    run_chunked(queries, n, None, min_chunk=65536)
     return out
 
 
