@@ -46,12 +46,12 @@ def _groups(rng, n_grp):
 
 
 @pytest.mark.parametrize("seed", range(6))
-def test_nearest_typed_equals_the_numpy_search_per_type(seed):
+@pytest.mark.parametrize("n", [20_000, 150_000])
+def test_nearest_typed_equals_the_numpy_search_per_type(seed, n):
     """One pass with the option type per query equals the generator's former masked numpy search
-    per type; group -1 gives -1."""
+    per type; group -1 gives -1. 150,000 queries run in chunks on threads."""
     rng = np.random.default_rng(seed)
     calls, puts = _groups(rng, 30), _groups(rng, 30)
-    n = 20_000
     grp = rng.integers(-1, 30, n)
     cp = np.where(rng.random(n) < 0.5, 1, -1).astype(np.int64)
     # queries on listed strikes, exactly half-way between two (ties), and beyond both ends
@@ -136,14 +136,18 @@ def _strip_numpy(mm, first, L, size, spot, opt, delta, cs, u, q):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_strip_positions_equal_the_numpy_passes(seed):
+@pytest.mark.parametrize("n_acc", [300, 12_000])
+def test_strip_positions_equal_the_numpy_passes(seed, n_acc):
+    """12,000 strips run in chunks on threads (one chunk of empty strips only): the same bits."""
     rng = np.random.default_rng(seed)
-    n_opt, n_acc = 500, 300
+    n_opt = 500
     opt = rng.permutation(n_opt + 100)[:n_opt].astype(np.int64)
     delta = rng.uniform(-1, 1, n_opt + 100)
     cs = rng.choice([1.0, 0.1, 0.01, 10.0], n_opt + 100)
     L = rng.integers(0, 120, n_acc)
     L[:3] = [0, 1, n_opt]
+    if n_acc > 10_000:
+        L[n_acc // 2:] = 0
     first = (rng.random(n_acc) * (n_opt - L + 1)).astype(np.int64)
     mm = np.sort(rng.choice(10 * n_acc, n_acc, replace=False)).astype(np.int64)
     size = np.exp(rng.normal(np.log(5e4), 1.2, n_acc))
