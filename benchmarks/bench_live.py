@@ -76,6 +76,10 @@ def in_process(n_accounts: int, seed: int, workers: int) -> dict:
     hot = rng.integers(0, n_accounts, 2000)  # a working set of active accounts (cache warm)
     checks(20_000, rng.choice(hot, 20_000))
     out["check_warm_us"] = pct(checks(200_000, rng.choice(hot, 200_000)))
+    # the same checks on a working set of 20 accounts: what the 2,000 accounts' memory costs
+    few = hot[:20]
+    checks(20_000, rng.choice(few, 20_000))
+    out["check_warm_20_us"] = pct(checks(200_000, rng.choice(few, 200_000)))
     live.apply(MarketTick((UnderlyingTick("BTC", 92_100.0), UnderlyingTick("ETH", 3_101.0))))
     out["check_after_tick_us"] = pct(checks(20_000, rng.choice(hot, 20_000)))  # every state rebuilt once
     out["check_cold_us"] = pct(checks(20_000, rng.integers(0, n_accounts, 20_000)))
@@ -315,7 +319,8 @@ def markdown(res: dict) -> str:
     def row(label, d, unit):
         lines.append(f"| {label} ({unit}) | {f(d, 'p50')} | {f(d, 'p99')} | {f(d, 'p99.9')} | {d['n']:,} |")
 
-    row("pre-trade check in process, warm (`check_one`)", ip["check_warm_us"], "µs")
+    row("pre-trade check in process, warm (`check_one`), 2,000 active accounts", ip["check_warm_us"], "µs")
+    row("pre-trade check in process, warm, 20 active accounts", ip["check_warm_20_us"], "µs")
     row("pre-trade check in process, first after a tick", ip["check_after_tick_us"], "µs")
     row("pre-trade check in process, random account", ip["check_cold_us"], "µs")
     row("reference: `engine.prepare(book, i).what_if_ids`", ip["engine_prepare_what_if_us"], "µs")
