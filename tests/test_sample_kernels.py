@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from reference.sample_reference import nearest_numpy
 
 from dpm._core import _sample
 
@@ -18,19 +19,7 @@ _BIG = 1.0e12
 
 def _nearest_numpy(ids, key, start, count, grp, strike, shift):
     """The numpy body of _Universe.nearest before it moved to C (the reference)."""
-    out = np.full(len(grp), -1, dtype=np.int64)
-    ok = count[grp] > 0
-    if not ok.any():
-        return out
-    g, k = grp[ok], strike[ok]
-    pos = np.searchsorted(key, g * _BIG + k)
-    lo, hi = start[g], start[g] + count[g] - 1
-    pos = np.clip(pos, lo, hi)
-    below = np.clip(pos - 1, lo, hi)
-    closer = np.abs(key[below] - (g * _BIG + k)) < np.abs(key[pos] - (g * _BIG + k))
-    pos = np.where(closer, below, pos)
-    out[ok] = ids[np.clip(pos + shift[ok], lo, hi)]
-    return out
+    return nearest_numpy(ids, key, start, count, grp, strike, shift, _BIG)
 
 
 def _groups(rng, n_grp):

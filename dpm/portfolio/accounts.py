@@ -358,13 +358,7 @@ class AccountBook:
         _check_collateral(coll, ids, currencies)
 
         indptr, out_inst, out_qty = _build_csr(acc, inst, qty, n, m, workers, owned=owned)
-        if not np.isfinite(out_qty).all():  # finite duplicates can sum beyond the float range
-            k = int(np.flatnonzero(~np.isfinite(out_qty))[0])
-            a = int(np.searchsorted(indptr, k, side="right") - 1)
-            raise InvalidInputError(
-                f"quantity: the positions of account {ids[a]!r} in instrument {table.name[out_inst[k]]!r} sum "
-                f"to {_v(out_qty[k])!r}, beyond the floating-point range"
-            )
+        _check_merged_finite(indptr, out_inst, out_qty, ids, table)
         return cls(ids, indptr, out_inst, out_qty, coll, currencies, table, _trusted=True)
 
     @classmethod
@@ -382,13 +376,7 @@ class AccountBook:
         coll = _collateral_matrix(collateral, n, currencies)
         _check_collateral(coll, account_ids, currencies)
         indptr, out_inst, out_qty = _sort_merge_rows(indptr, instrument_idx, quantity, n, len(table), workers)
-        if not np.isfinite(out_qty).all():
-            k = int(np.flatnonzero(~np.isfinite(out_qty))[0])
-            a = int(np.searchsorted(indptr, k, side="right") - 1)
-            raise InvalidInputError(
-                f"quantity: the positions of account {account_ids[a]!r} in instrument {table.name[out_inst[k]]!r} "
-                f"sum to {_v(out_qty[k])!r}"
-            )
+        _check_merged_finite(indptr, out_inst, out_qty, account_ids, table)
         return cls(account_ids, indptr, out_inst, out_qty, coll, currencies, table, _trusted=True)
 
     @classmethod
@@ -877,6 +865,18 @@ def _build_csr(
     out_qty = np.empty(p, dtype=np.float64)
     _kernel.count_scatter(acc, inst, qty, nondec, indptr, out_inst, out_qty)
     return _sort_merge_rows(indptr, out_inst, out_qty, n, m, workers)
+
+
+def _check_merged_finite(indptr: np.ndarray, inst: np.ndarray, qty: np.ndarray, ids: np.ndarray,
+                         table: InstrumentTable) -> None:
+    """Finite duplicates can sum beyond the float range: name the first account and instrument."""
+    if not np.isfinite(qty).all():
+        k = int(np.flatnonzero(~np.isfinite(qty))[0])
+        a = int(np.searchsorted(indptr, k, side="right") - 1)
+        raise InvalidInputError(
+            f"quantity: the positions of account {ids[a]!r} in instrument {table.name[inst[k]]!r} sum "
+            f"to {_v(qty[k])!r}, beyond the floating-point range"
+        )
 
 
 def _sort_merge_rows(

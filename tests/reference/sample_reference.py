@@ -21,12 +21,11 @@ from dpm.portfolio.accounts import DEFAULT_CURRENCIES, AccountBook
 from dpm.portfolio.sample import _ARCH_ORDER, _BYTES_PER_ACCOUNT, ARCHETYPES, _segments, _Universe
 
 
-def _nearest(uv: _Universe, cp: int, grp: np.ndarray, strike: np.ndarray, shift: np.ndarray) -> np.ndarray:
-    """Option ids of type ``cp`` in groups ``grp`` at the listed strike nearest ``strike``, moved
-    ``shift`` listed strikes up (clipped to the group's strikes); -1 if the group has none. The
-    numpy search the generator used before it moved to C."""
-    ids, key, start, count = uv.sides[cp]
-    big = 1.0e12
+def nearest_numpy(ids: np.ndarray, key: np.ndarray, start: np.ndarray, count: np.ndarray, grp: np.ndarray,
+                  strike: np.ndarray, shift: np.ndarray, big: float = 1.0e12) -> np.ndarray:
+    """Ids at the key nearest ``grp * big + strike`` within each group's slice of the sorted keys
+    (the upper one on a tie), moved ``shift`` places and clipped to the slice; -1 if the group is
+    empty. The numpy search the generator used before it moved to C."""
     out = np.full(len(grp), -1, dtype=np.int64)
     ok = count[grp] > 0
     if not ok.any():
@@ -40,6 +39,12 @@ def _nearest(uv: _Universe, cp: int, grp: np.ndarray, strike: np.ndarray, shift:
     pos = np.where(closer, below, pos)
     out[ok] = ids[np.clip(pos + shift[ok], lo, hi)]
     return out
+
+
+def _nearest(uv: _Universe, cp: int, grp: np.ndarray, strike: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """Option ids of type ``cp`` in groups ``grp`` at the listed strike nearest ``strike``, moved
+    ``shift`` listed strikes up (clipped to the group's strikes); -1 if the group has none."""
+    return nearest_numpy(*uv.sides[cp], grp, strike, shift)
 
 
 def _approx_delta(uv: _Universe, ids: np.ndarray, now_ms: int, vol: float = 0.6) -> np.ndarray:
