@@ -22,6 +22,17 @@ def _nearest_numpy(ids, key, start, count, grp, strike, shift):
     return nearest_numpy(ids, key, start, count, grp, strike, shift, _BIG)
 
 
+def _threaded_chunks(fn, n):
+    """Uneven ranges covering [0, n), run on two threads in shuffled order (what run_chunked may do)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cuts = sorted({0, n, *np.random.default_rng(n).integers(0, n + 1, 9).tolist()})
+    ranges = list(zip(cuts[:-1], cuts[1:]))
+    np.random.default_rng(1).shuffle(ranges)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda r: fn(*r), ranges))
+
+
 def _groups(rng, n_grp):
     """Sorted keys of groups with 0-40 strikes each on a 50-wide grid (some groups empty)."""
     count = rng.integers(0, 41, n_grp)
@@ -38,7 +49,7 @@ def _groups(rng, n_grp):
 @pytest.mark.parametrize("n", [20_000, 150_000])
 def test_nearest_typed_equals_the_numpy_search_per_type(seed, n):
     """One pass with the option type per query equals the generator's former masked numpy search
-    per type; group -1 gives -1. 150,000 queries run in chunks on threads."""
+    per type; group -1 gives -1. 150,000 queries run in uneven chunks on threads."""
     rng = np.random.default_rng(seed)
     calls, puts = _groups(rng, 30), _groups(rng, 30)
     grp = rng.integers(-1, 30, n)
@@ -47,7 +58,8 @@ def test_nearest_typed_equals_the_numpy_search_per_type(seed, n):
     strike = np.where(rng.random(n) < 0.5, rng.integers(0, 205, n) * 50.0, rng.integers(0, 410, n) * 25.0)
     strike[rng.random(n) < 0.05] = -1e6
     shift = rng.integers(-45, 46, n)
-    got = _sample.nearest_typed(cp, grp, strike, shift, calls, puts, _BIG)
+    got = _sample.nearest_typed(cp, grp, strike, shift, calls, puts, _BIG,
+                                chunks=_threaded_chunks if n > 100_000 else None)
     want = np.full(n, -1, dtype=np.int64)
     for c, side in ((1, calls), (-1, puts)):
         m = (grp >= 0) & (cp == c)
@@ -127,7 +139,7 @@ def _strip_numpy(mm, first, L, size, spot, opt, delta, cs, u, q):
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("n_acc", [300, 12_000])
 def test_strip_positions_equal_the_numpy_passes(seed, n_acc):
-    """12,000 strips run in chunks on threads (one chunk of empty strips only): the same bits."""
+    """12,000 strips run in uneven chunks on threads (some of empty strips only): the same bits."""
     rng = np.random.default_rng(seed)
     n_opt = 500
     opt = rng.permutation(n_opt + 100)[:n_opt].astype(np.int64)
@@ -150,7 +162,8 @@ def test_strip_positions_equal_the_numpy_passes(seed, n_acc):
     u[::7] = 0.5
     want = _strip_numpy(mm, first, L, size, spot, opt, delta, cs, u, q)
     got_q = q.copy()
-    acc, ids, delta_usd = _sample.strip_positions(mm, first, L, size, spot, opt, delta, cs, u, got_q)
+    acc, ids, delta_usd = _sample.strip_positions(mm, first, L, size, spot, opt, delta, cs, u, got_q,
+                                                  chunks=_threaded_chunks if n_acc > 10_000 else None)
     np.testing.assert_array_equal(acc, want[0])
     np.testing.assert_array_equal(ids, want[1])
     assert np.array_equal(got_q.view(np.int64), want[2].view(np.int64))

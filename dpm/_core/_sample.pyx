@@ -16,7 +16,9 @@ from libc.stdint cimport int64_t
 
 import numpy as np
 
-from dpm._util.parallel import run_chunked
+
+def _one_chunk(fn, Py_ssize_t n):
+    fn(0, n)
 
 cdef extern from *:
     """
@@ -196,10 +198,12 @@ cdef extern from *:
 
 def strip_positions(const int64_t[::1] mm, const int64_t[::1] first, const int64_t[::1] L, const double[::1] size,
                     const double[::1] spot, const int64_t[::1] opt, const double[::1] delta, const double[::1] cs,
-                    const double[::1] u, double[::1] q):
+                    const double[::1] u, double[::1] q, chunks=None):
     """Market-maker strips: account ``mm[j]`` holds ``opt[first[j]:first[j] + L[j]]``; ``q`` (the
     exp(normal) draws, one per position) becomes the signed quantities. Returns (account per
-    position, instrument per position, each strip's rough delta in USD)."""
+    position, instrument per position, each strip's rough delta in USD). ``chunks(fn, n)``, if
+    given, calls ``fn(j0, j1)`` over ranges covering the strips (on threads: each strip is
+    computed on its own, so any ranges give the same bits); by default one range."""
     cdef Py_ssize_t n = mm.shape[0], p = q.shape[0], j, total = 0
     if not (first.shape[0] == n and L.shape[0] == n and size.shape[0] == n and spot.shape[0] == n
             and u.shape[0] == p and cs.shape[0] == delta.shape[0]):
@@ -238,7 +242,7 @@ def strip_positions(const int64_t[::1] mm, const int64_t[::1] first, const int64
             dpm_strip_positions(j1 - j0, &mm[j0], &first[j0], &L[j0], &size[j0], &spot[j0], op, dp, cp,
                                 &u[k0], &q[k0], &av[k0], &iv[k0], &dv[j0])
 
-    run_chunked(strips, n, None, min_chunk=4096)
+    (_one_chunk if chunks is None else chunks)(strips, n)
     return acc, ids, delta_usd
 
 
@@ -254,11 +258,12 @@ cdef _check_side(str name, const int64_t[::1] ids, const double[::1] key, const 
 
 
 def nearest_typed(const int64_t[::1] cp, const int64_t[::1] grp, const double[::1] strike,
-                  const int64_t[::1] shift, tuple calls, tuple puts, double big):
+                  const int64_t[::1] shift, tuple calls, tuple puts, double big, chunks=None):
     """Id of the listed strike nearest ``strike[k]`` in group ``grp[k]`` among the options of type
     ``cp[k]`` (> 0: the side ``calls``, else ``puts``; each ``(ids, key, start, count)``), moved
     ``shift[k]`` strikes (clipped to the group), or -1 when the group has none or is -1 (see
-    ``_Universe.nearest_typed``): the generator's former masked searches per type in one pass."""
+    ``_Universe.nearest_typed``): the generator's former masked searches per type in one pass.
+    ``chunks`` as in ``strip_positions`` (over the queries)."""
     cdef Py_ssize_t n = grp.shape[0], k
     cdef const int64_t[::1] c_ids = calls[0]
     cdef const double[::1] c_key = calls[1]
@@ -295,7 +300,7 @@ def nearest_typed(const int64_t[::1] cp, const int64_t[::1] grp, const double[::
             dpm_nearest_typed(k1 - k0, &cp[k0], &grp[k0], &strike[k0], &shift[k0], ci, ck, cn, cs0, cc,
                               pi, pk, pn, ps0, pc, big, &ov[k0])
 
-    run_chunked(queries, n, None, min_chunk=65536)
+    (_one_chunk if chunks is None else chunks)(queries, n)
     return out
 
 

@@ -101,6 +101,7 @@ class _Universe:
             np.ascontiguousarray(strike, dtype=np.float64),
             np.ascontiguousarray(shift, dtype=np.int64),
             self.sides[1], self.sides[-1], _BIG,
+            lambda fn, n: run_chunked(fn, n, None, min_chunk=65536),  # each query on its own: same ids
         )
 
 
@@ -319,6 +320,7 @@ def generate_accounts(
         acc_mm, ids, delta_usd = _sample.strip_positions(
             mm, uv.opt_start[und[mm]] + first, L, size_usd[mm], S[mm], uv.opt,
             _option_deltas(uv, now_ms), t.contract_size, sign_draw, q,
+            lambda fn, k: run_chunked(fn, k, None, min_chunk=4096),  # each strip on its own: same bits
         )
         del sign_draw
         add(acc_mm, ids, q)
