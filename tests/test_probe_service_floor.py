@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("grpc")
+# benchmark tooling with no dpm code on its path: the main suite runs it, the sanitizer build skips it
+pytestmark = pytest.mark.slow
 
 PROBE = Path(__file__).resolve().parents[1] / "benchmarks" / "probe_service_floor.py"
 
