@@ -384,21 +384,10 @@ static inline double dpm_tier_multiplier(const dpm_agg_params *p, double raw_usd
     return p->tier_mult[t];
 }
 
-/* Weighted, dampened P&L of scenario s: the dampener shrinks |w acc| toward zero (never past it). */
+/* Weighted, dampened P&L of scenario s: the dampener shrinks |w acc| toward zero (never past it).
+ * Both sides are computed and one is selected (no branch: the sign of the P&L is unpredictable in
+ * the loops over scenarios). */
 static inline double dpm_weighted(double w, double acc, double dm)
-{
-    const double v = w * acc;
-    if (v < 0.0) {
-        const double d = v + dm;
-        return d > 0.0 ? 0.0 : d;
-    }
-    const double d = v - dm;
-    return d < 0.0 ? 0.0 : d;
-}
-
-/* dpm_weighted as selects (the same arithmetic, no branches): for loops where the sign of the P&L
- * is unpredictable */
-static inline double dpm_weighted_sel(double w, double acc, double dm)
 {
     const double v = w * acc;
     const double dn = v + dm, dp = v - dm;
@@ -410,12 +399,9 @@ static inline double dpm_weighted_sel(double w, double acc, double dm)
 #define DPM_FBLK 64 /* scenarios per block of the worst-loss search */
 #if DPM_HAVE_LIBMVEC
 #  define DPM_SIMD_MAX_BM_CK _Pragma("omp simd reduction(max:bm) reduction(+:ck)")
-#else
-#  define DPM_SIMD_MAX_BM_CK
-#endif
-#if DPM_HAVE_LIBMVEC
 #  define DPM_SIMD_MAX_RM _Pragma("omp simd reduction(max:rm)")
 #else
+#  define DPM_SIMD_MAX_BM_CK
 #  define DPM_SIMD_MAX_RM
 #endif
 #define DPM_JOINT_ROW 64 /* columns of one vectorised row pass of the two-underlying joint scan */
@@ -635,7 +621,7 @@ DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double 
              * a cross-underlying what-if) */
             double *lv = fs + 2 * U * G; /* the signed losses, in one vectorised pass */
             DPM_SIMD
-            for (dpm_index s = 0; s < S; s++) lv[s] = -dpm_weighted_sel(w[s], acc[s], dm[s]) * x;
+            for (dpm_index s = 0; s < S; s++) lv[s] = -dpm_weighted(w[s], acc[s], dm[s]) * x;
             dpm_index s = 0;
             while (s < S) {
                 const int32_t g = grp[s];

@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 
 from dpm.errors import InvalidInputError, MarketDataError
-from dpm.market.names import _format_date, _format_strike, format_name, parse_name
+from dpm.market.names import _format_date, _format_strike, parse_name
 from dpm.market.snapshot import MS_PER_YEAR, ForwardCurve, MarketSnapshot, UnderlyingMarket
-from dpm.market.specs import EXPIRY_HOUR_UTC, NO_EXPIRY, Future, Option, Perpetual, to_ms
+from dpm.market.specs import EXPIRY_HOUR_UTC, Future, Option, Perpetual, to_ms
 from dpm.market.surface import VolSurface
-from dpm.market.table import InstrumentTable
+from dpm.market.table import InstrumentTable, _spec_columns
 
 __all__ = [
     "DATA_DIR",
@@ -105,21 +105,9 @@ def default_instruments() -> InstrumentTable:
     # Columns, not spec objects: the 1,600 options are a grid of (expiry, strike, call/put) per
     # underlying whose terms are those of one spec (about 30 ms less per process than a spec and a
     # formatted name each; tests compare the table with the one built from specs).
-    cols: dict[str, list[Any]] = {k: [] for k in ("name", "kind", "und", "ot", "strike", "exp", "inv", "size", "settle")}
-
-    def add_spec(spec: Any) -> None:
-        is_opt = isinstance(spec, Option)
-        cols["name"].append(format_name(spec))
-        cols["kind"].append(spec.kind)
-        cols["und"].append(spec.underlying)
-        cols["ot"].append((1 if spec.option_type == "call" else -1) if is_opt else 0)
-        cols["strike"].append(spec.strike if is_opt else math.nan)
-        cols["exp"].append(spec.expiry if isinstance(spec, (Option, Future)) else NO_EXPIRY)
-        cols["inv"].append(spec.inverse)
-        cols["size"].append(spec.contract_size)
-        cols["settle"].append(spec.settlement)
-
+    cols: dict[str, list[Any]] = _spec_columns([])
     for und, p in params["underlyings"].items():
+        delta_one: list[Any] = []
         for perp in perps:
             if perp.underlying == und:
                 size = (
@@ -127,14 +115,16 @@ def default_instruments() -> InstrumentTable:
                     if perp.inverse
                     else p["linear_perpetual_contract_size"]
                 )
-                add_spec(Perpetual(und, perp.inverse, size, perp.settlement))
+                delta_one.append(Perpetual(und, perp.inverse, size, perp.settlement))
         for exp, cycle in expiries:
             if cycle in fut_cycles:
-                add_spec(Future(und, exp, True, p["inverse_future_contract_size_usd"]))
+                delta_one.append(Future(und, exp, True, p["inverse_future_contract_size_usd"]))
+        for key, values in _spec_columns(delta_one).items():
+            cols[key] += values
         # the terms every option of the grid shares, as the spec resolves them
         proto = Option(und, expiries[0][0], 1.0, "call", True, p["inverse_option_contract_size_coin"])
-        shared = {"kind": proto.kind, "und": und, "inv": proto.inverse, "size": proto.contract_size,
-                  "settle": proto.settlement}
+        shared = {"kind": proto.kind, "underlying": und, "inverse": proto.inverse,
+                  "contract_size": proto.contract_size, "settlement": proto.settlement}
         strike_text: dict[float, str] = {}
         for exp, cycle in expiries:
             head = f"{und}-{_format_date(exp)}-"
@@ -145,16 +135,11 @@ def default_instruments() -> InstrumentTable:
                     text = strike_text[k] = _format_strike(k)
                 cols["name"] += (f"{head}{text}-C", f"{head}{text}-P")
                 cols["strike"] += (k, k)
-            cols["ot"] += [1, -1] * len(strikes)
-            cols["exp"] += [exp] * (2 * len(strikes))
+            cols["option_type"] += [1, -1] * len(strikes)
+            cols["expiry_ms"] += [exp] * (2 * len(strikes))
             for key, v in shared.items():
                 cols[key] += [v] * (2 * len(strikes))
-    return InstrumentTable.from_columns(
-        cols["name"], np.array(cols["kind"], dtype=np.int8), cols["und"], np.array(cols["ot"], dtype=np.int8),
-        np.array(cols["strike"], dtype=np.float64), np.array(cols["exp"], dtype=np.int64),
-        np.array(cols["inv"], dtype=bool), np.array(cols["size"], dtype=np.float64), cols["settle"],
-        underlyings=tuple(params["underlyings"]),
-    )
+    return InstrumentTable._from_column_lists(cols, underlyings=tuple(params["underlyings"]))
 
 
 # --------------------------------------------------------------------------- real Deribit chain

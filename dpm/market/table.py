@@ -127,6 +127,30 @@ def _as_str_array(values: Any, field_name: str, n: int) -> np.ndarray:
     return out
 
 
+def _spec_columns(specs: Sequence[Spec], names: Sequence[str] | None = None) -> dict[str, list[Any]]:
+    """The table's columns of instrument specs, as lists (names: :func:`format_name` of each spec
+    unless given); options have a strike and an option type (+1 call, -1 put), options and futures
+    an expiry, the others NaN, 0 and ``NO_EXPIRY``."""
+    cols: dict[str, list[Any]] = {
+        "name": [format_name(s) for s in specs] if names is None else list(names),
+        "kind": [], "underlying": [], "option_type": [], "strike": [], "expiry_ms": [], "inverse": [],
+        "contract_size": [], "settlement": [],
+    }
+    for i, s in enumerate(specs):
+        if not isinstance(s, (Option, Future, Perpetual, Spot)):
+            raise InvalidTypeError(f"specs: row {i} is {type(s).__name__} {s!r}, not an instrument spec")
+        is_option = isinstance(s, Option)
+        cols["kind"].append(s.kind)
+        cols["underlying"].append(s.underlying)
+        cols["option_type"].append((1 if s.option_type == "call" else -1) if is_option else 0)
+        cols["strike"].append(s.strike if is_option else math.nan)
+        cols["expiry_ms"].append(s.expiry if isinstance(s, (Option, Future)) else NO_EXPIRY)
+        cols["inverse"].append(s.inverse)
+        cols["contract_size"].append(s.contract_size)
+        cols["settlement"].append(s.settlement)
+    return cols
+
+
 class InstrumentTable:
     """Immutable struct of arrays describing ``M`` instruments; row ``i`` is instrument id ``i``.
 
@@ -333,32 +357,21 @@ class InstrumentTable:
     ) -> InstrumentTable:
         """Build from spec objects; names default to :func:`format_name` of each spec."""
         specs = list(specs)
-        if names is None:
-            names = [format_name(s) for s in specs]
-        elif len(names) != len(specs):
+        if names is not None and len(names) != len(specs):
             raise InvalidInputError(f"names: expected {len(specs)} names, got {len(names)}")
-        n = len(specs)
-        kind = np.empty(n, np.int8)
-        ot = np.zeros(n, np.int8)
-        strike = np.full(n, np.nan)
-        exp = np.full(n, NO_EXPIRY, np.int64)
-        inv = np.zeros(n, bool)
-        size = np.empty(n)
-        und, settle = [], []
-        for i, s in enumerate(specs):
-            if not isinstance(s, (Option, Future, Perpetual, Spot)):
-                raise InvalidTypeError(f"specs: row {i} is {type(s).__name__} {s!r}, not an instrument spec")
-            kind[i] = s.kind
-            if isinstance(s, Option):
-                ot[i] = 1 if s.option_type == "call" else -1
-                strike[i] = s.strike
-            if isinstance(s, (Option, Future)):
-                exp[i] = s.expiry
-            inv[i] = s.inverse
-            size[i] = s.contract_size
-            und.append(s.underlying)
-            settle.append(s.settlement)
-        return cls.from_columns(list(names), kind, und, ot, strike, exp, inv, size, settle, underlyings)
+        return cls._from_column_lists(_spec_columns(specs, names), underlyings)
+
+    @classmethod
+    def _from_column_lists(cls, cols: Mapping[str, list[Any]], underlyings: Sequence[str] | None = None
+                           ) -> InstrumentTable:
+        """:meth:`from_columns` of the lists :func:`_spec_columns` makes (keys ``name, kind, underlying,
+        option_type, strike, expiry_ms, inverse, contract_size, settlement``)."""
+        return cls.from_columns(
+            cols["name"], np.array(cols["kind"], dtype=np.int8), cols["underlying"],
+            np.array(cols["option_type"], dtype=np.int8), np.array(cols["strike"], dtype=np.float64),
+            np.array(cols["expiry_ms"], dtype=np.int64), np.array(cols["inverse"], dtype=bool),
+            np.array(cols["contract_size"], dtype=np.float64), cols["settlement"], underlyings,
+        )
 
     @classmethod
     def from_names(

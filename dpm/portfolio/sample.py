@@ -425,7 +425,8 @@ def generate_accounts(
     run_chunked(rows.scatter, n, None, min_chunk=8192)  # disjoint account ranges: the same bits on any threads
     indptr, inst, qty, gross = rows.indptr, rows.inst, rows.qty, rows.gross
     del rows
-    acc_parts.clear(), inst_parts.clear(), qty_parts.clear()  # the parts' memory goes before the book's
+    for parts in (acc_parts, inst_parts, qty_parts):  # the parts' memory goes before the book's
+        parts.clear()
     ratio = np.exp(rng.normal(math.log(0.35), 0.4, size=n))
     under = rng.random(n) < 0.05
     ratio = np.where(under, rng.uniform(0.005, 0.05, size=n), ratio)
