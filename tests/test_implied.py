@@ -169,9 +169,10 @@ def test_normalised_solver_against_mpmath():
 
 
 def test_quartic_stop_keeps_full_accuracy_against_mpmath():
-    """The solver stops after a Householder step below 1e-5 relative (the error left is about its
+    """The solver stops after a Householder step below 3e-4 relative (the error left is about its
     fourth power).  On exact 40-digit targets the total vol must stay within 2e-14 relative
-    everywhere: a stop at 1e-3 gives 3.4e-13 on this grid, the old 1e-9 stop 6.4e-15."""
+    everywhere: a stop at 1e-3 gives 3.4e-13 on this grid, 3e-4 6.7e-15, the old 1e-9 stop
+    6.4e-15."""
     xs = np.concatenate([[0.0], -np.geomspace(1e-12, 12.0, 40)])
     ss = np.geomspace(1e-4, 12.0, 48)
     worst, evals = 0.0, []
@@ -185,8 +186,8 @@ def test_quartic_stop_keeps_full_accuracy_against_mpmath():
             evals.append(n)
     assert worst <= 2e-14, worst
     assert worst > 0  # the check is live
-    # the stop is in use: the 1e-9 stop needs about 2.9 evaluations on average here
-    assert np.mean(evals) <= 2.6, np.mean(evals)
+    # the stop is in use: the 1e-9 stop needs about 2.9 evaluations on average here, 1e-5 2.47
+    assert np.mean(evals) <= 2.35, np.mean(evals)
 
 
 def test_each_option_gets_the_same_bits_whatever_its_neighbours():
