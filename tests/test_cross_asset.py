@@ -151,6 +151,49 @@ def test_joint_binding_scenario_is_the_first_of_equal_losses():
     assert checked > 300  # most accounts lose in both underlyings' binding moves
 
 
+def test_joint_pair_scan_binds_the_first_of_equal_pairs():
+    """Ties between pairs of the two-underlying scan go to the earlier pair as well. A long BTC
+    straddle (its worst move is no move) beside an ETH perpetual of 1e-15 contracts: the ETH losses
+    vanish next to the BTC loss (a pair's summed loss is the BTC loss exactly), so every ETH move
+    inside the correlation ellipse around BTC's zero move (|z| <= 0.6 at correlation 0.8) gives the
+    same joint loss, and the binding ETH scenario must be the first of them. The scale factors are
+    recomputed here from the model."""
+    market, table = default_market(), default_instruments()
+    model = dpm_default()
+    engine = MarginEngine(market, table, model)
+    names = list(engine.underlyings)
+    btc = names.index("BTC")
+    spot = market["BTC"].index_price
+    legs = []
+    for cp in (1.0, -1.0):
+        cand = np.flatnonzero((table.underlying == btc) & (table.option_type == cp))
+        exp = np.unique(table.expiry_ms[cand])
+        e = exp[min(2, len(exp) - 1)]  # a few weeks out
+        cand = cand[table.expiry_ms[cand] == e]
+        legs.append(int(cand[np.argmin(np.abs(table.strike[cand] - spot))]))
+    eth_perp = int(table.index_of(["ETH-PERPETUAL"])[0])
+    rng = np.random.default_rng(11)
+    n = 40
+    acc = np.repeat(np.arange(n), 3)
+    inst = np.tile([legs[0], legs[1], eth_perp], n)
+    size = rng.integers(1, 50, n).astype(float)
+    qty = np.column_stack([size, size, rng.choice([-1.0, 1.0], n) * 1e-15]).ravel()
+    res = engine.margin_many(AccountBook.from_arrays(acc, inst, qty, table, n_accounts=n))
+    moves = engine._plan.scenarios.price_move
+    jb, je = names.index("BTC"), names.index("ETH")
+    rho = margin_ref.correlation(model, names)[jb][je]
+    zb = np.clip(moves[:, jb] / margin_ref.grid_range(model, "BTC"), -1.0, 1.0)
+    ze = np.clip(moves[:, je] / margin_ref.grid_range(model, "ETH"), -1.0, 1.0)
+    for a in range(n):
+        wb, we = int(res.worst_scenario[a, jb]), int(res.worst_scenario[a, je])
+        assert wb >= 0 and we >= 0 and zb[wb] == 0.0, (a, wb)  # the straddle loses most unmoved
+        m2 = (zb[wb] ** 2 - 2 * rho * zb[wb] * ze + ze**2) / (1 - rho * rho)
+        c = np.where(m2 > 1.0, 1.0 / np.sqrt(np.maximum(m2, 1.0)), 1.0)
+        best = np.flatnonzero(c == c.max())
+        assert len(np.unique(ze[best])) > 5  # a real tie between ETH moves
+        assert we == best[0], (a, we, best)
+
+
 # ------------------------------------------------------------------------------------------ hedges
 def _hedge_books(market):
     bp, ep = market["BTC"].index_price, market["ETH"].index_price
