@@ -1060,8 +1060,11 @@ def _preload_pyarrow(args: argparse.Namespace) -> None:
 
     def load() -> None:
         try:
-            import pyarrow.compute  # noqa: F401
             import pyarrow.parquet  # noqa: F401
+
+            from dpm._util import arrow
+
+            arrow.compute()
         except Exception:  # noqa: BLE001 - missing or broken: the reader or writer reports it when it runs
             pass
 

@@ -55,6 +55,108 @@ _AVAILABLE: bool | None = None
 ENABLED = True
 
 
+class _Kernels:
+    """The pyarrow compute kernels dpm calls, by name through ``call_function``, with the options
+    ``pyarrow.compute``'s wrappers of the same names pass (see :func:`compute`)."""
+
+    def __init__(self, mod: Any) -> None:
+        self._m = mod
+        self._call = mod.call_function
+
+    def _c(self, name: str, *args: Any, options: Any = None) -> Any:
+        return self._call(name, list(args), options)
+
+    def any(self, x: Any) -> Any:
+        return self._c("any", x)
+
+    def equal(self, x: Any, y: Any) -> Any:
+        return self._c("equal", x, y)
+
+    def match_substring(self, x: Any, pattern: str) -> Any:
+        return self._c("match_substring", x, options=self._m.MatchSubstringOptions(pattern))
+
+    def match_substring_regex(self, x: Any, pattern: str) -> Any:
+        return self._c("match_substring_regex", x, options=self._m.MatchSubstringOptions(pattern))
+
+    def starts_with(self, x: Any, pattern: str) -> Any:
+        return self._c("starts_with", x, options=self._m.MatchSubstringOptions(pattern))
+
+    def replace_substring(self, x: Any, pattern: str, replacement: str) -> Any:
+        return self._c("replace_substring", x, options=self._m.ReplaceSubstringOptions(pattern, replacement))
+
+    def if_else(self, cond: Any, x: Any, y: Any) -> Any:
+        return self._c("if_else", cond, x, y)
+
+    def cast(self, x: Any, target: Any, safe: bool = True) -> Any:
+        opts = self._m.CastOptions.safe(target) if safe else self._m.CastOptions.unsafe(target)
+        return self._c("cast", x, options=opts)
+
+    def fill_null(self, x: Any, value: Any) -> Any:
+        import pyarrow as pa
+
+        if not isinstance(value, (pa.Array, pa.ChunkedArray, pa.Scalar)):
+            value = pa.scalar(value, type=x.type)
+        return self._c("coalesce", x, value)
+
+    def is_null(self, x: Any) -> Any:
+        return self._c("is_null", x)
+
+    def count_distinct(self, x: Any) -> Any:
+        return self._c("count_distinct", x)
+
+    def unique(self, x: Any) -> Any:
+        return self._c("unique", x)
+
+    def index_in(self, x: Any, value_set: Any) -> Any:
+        return self._c("index_in", x, options=self._m.SetLookupOptions(value_set))
+
+    def replace_with_mask(self, x: Any, mask: Any, replacements: Any) -> Any:
+        return self._c("replace_with_mask", x, mask, replacements)
+
+    def binary_join_element_wise(self, *strings: Any) -> Any:
+        return self._c("binary_join_element_wise", *strings)
+
+    def filter(self, x: Any, mask: Any) -> Any:
+        return self._c("filter", x, mask)
+
+    def take(self, x: Any, indices: Any) -> Any:
+        return self._c("take", x, indices)
+
+    def dictionary_encode(self, x: Any, null_encoding: str = "mask") -> Any:
+        return self._c("dictionary_encode", x, options=self._m.DictionaryEncodeOptions(null_encoding))
+
+    def dictionary_decode(self, x: Any) -> Any:
+        return self.take(x.dictionary, x.indices)
+
+
+_KERNELS: _Kernels | None = None
+
+
+def compute() -> _Kernels:
+    """pyarrow's compute kernels that dpm uses, without importing ``pyarrow.compute``.
+
+    ``import pyarrow.compute`` builds a Python wrapper and a docstring for each of pyarrow's ~300
+    kernels: 120-180 ms on a 2-vCPU host, about what reading a 3.8 M-position Parquet book takes.
+    The kernels are the same either way: they are called by name through ``call_function`` of the
+    compiled module that ``pyarrow.compute`` re-exports (falling back to ``pyarrow.compute`` should a
+    release move it). pyarrow's array methods that compute (``cast``, ``filter``, ``take``,
+    ``dictionary_encode``, ``dictionary_decode``, ...) import ``pyarrow.compute``, so dpm calls
+    these instead.
+    """
+    global _KERNELS
+    if _KERNELS is None:
+        try:
+            import pyarrow._compute as mod
+
+            for name in ("call_function", "CastOptions", "MatchSubstringOptions", "ReplaceSubstringOptions",
+                         "SetLookupOptions", "DictionaryEncodeOptions"):
+                getattr(mod, name)
+        except (ImportError, AttributeError):  # pragma: no cover - a pyarrow that moved them
+            import pyarrow.compute as mod
+        _KERNELS = _Kernels(mod)
+    return _KERNELS
+
+
 @contextlib.contextmanager
 def without_pandas() -> Iterator[None]:
     """Within the block, ``import pandas`` fails (unless pandas is imported already).
@@ -180,7 +282,8 @@ def _may_have_blank_lines(table: Any) -> bool:
     in the columns, cheapest first, rather than in the text: searching 134 MB of text for the three
     two-byte line-break pairs took 0.45 s, counting a float column's nulls takes nothing."""
     import pyarrow as pa
-    import pyarrow.compute as pc
+
+    pc = compute()
 
     def empty(col: Any) -> bool:
         if pa.types.is_floating(col.type):
@@ -243,16 +346,16 @@ def factorize(col: Any, ordered: bool = True) -> tuple[Any, np.ndarray]:
     ``ordered=False``: the distinct values in any order (a dictionary column is then not renumbered,
     two passes over its rows fewer)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
+    pc = compute()
     if col.num_chunks == 0 or len(col) == 0:
         return pa.array([], type=pa.string()), np.zeros(0, dtype=np.int64)
     if pa.types.is_dictionary(col.type) and any(c.dictionary.null_count for c in col.chunks):
         # a null among a dictionary's values (pyarrow cannot unify those): as plain text
-        col = pa.chunked_array([c.dictionary_decode() for c in col.chunks], type=col.type.value_type)
+        col = pa.chunked_array([pc.dictionary_decode(c) for c in col.chunks], type=col.type.value_type)
     if not pa.types.is_dictionary(col.type):
         # one hash table over all chunks: its dictionary is already in order of first appearance
-        enc = col.dictionary_encode(null_encoding="encode")
+        enc = pc.dictionary_encode(col, null_encoding="encode")
         values = enc.chunk(enc.num_chunks - 1).dictionary
         return values, to_numpy(pa.chunked_array([c.indices for c in enc.chunks]), np.int64)
     first = col.chunk(0).dictionary
@@ -277,21 +380,21 @@ def factorize(col: Any, ordered: bool = True) -> tuple[Any, np.ndarray]:
         return values, codes
     lut = np.empty(len(values), dtype=np.int64)
     lut[to_numpy(order, np.int64)] = np.arange(len(order), dtype=np.int64)
-    return values.take(order), lut[codes]
+    return pc.take(values, order), lut[codes]
 
 
 def append_index(first: Any, then: Any) -> tuple[Any, np.ndarray]:
     """``(first followed by the values of then not in first, index of every value of then in it)``
     for two pyarrow arrays of distinct values."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
+    pc = compute()
     idx = to_numpy(pc.fill_null(pc.index_in(then, value_set=first), -1), np.int64)
     new = idx < 0
     if not new.any():
         return first, idx
     idx[new] = len(first) + np.arange(int(new.sum()), dtype=np.int64)
-    return pa.concat_arrays([first.cast(pa.string()), then.filter(numpy_array(new)).cast(pa.string())]), idx
+    return pa.concat_arrays([pc.cast(first, pa.string()), pc.cast(pc.filter(then, numpy_array(new)), pa.string())]), idx
 
 
 def _chunk_numpy(arr: Any) -> np.ndarray:
@@ -345,8 +448,8 @@ def float_text(arr: np.ndarray) -> Any:
     millions of values across every magnitude).
     """
     import pyarrow as pa
-    import pyarrow.compute as pc
 
+    pc = compute()
     arr = np.ascontiguousarray(arr, dtype=np.float64)
     nan = np.isnan(arr)
     text = pc.cast(numpy_array(arr, nan), pa.string())
@@ -356,7 +459,7 @@ def float_text(arr: np.ndarray) -> Any:
         whole = (a < 1e9) & (arr == np.trunc(arr))  # NaN and inf compare False
     if whole.any():
         mask = numpy_array(whole)
-        text = pc.replace_with_mask(text, mask, pc.binary_join_element_wise(text.filter(mask), ".0", ""))
+        text = pc.replace_with_mask(text, mask, pc.binary_join_element_wise(pc.filter(text, mask), ".0", ""))
     if odd.any():
         text = pc.replace_with_mask(text, numpy_array(odd), pa.array([repr(v) for v in arr[odd].tolist()]))
     return text
@@ -369,8 +472,7 @@ _NEEDS_QUOTES = '[,"\n\r]'
 def text_cells(col: Any, *, csv: bool) -> Any:
     """pyarrow string array of text cells: for CSV with the formula escape of
     :func:`dpm._util.fields.escape_text` (a leading ``'``); nulls stay null."""
-    import pyarrow.compute as pc
-
+    pc = compute()
     if not csv:
         return col
     hit = pc.match_substring_regex(col, _FORMULA_CELL)
@@ -381,8 +483,7 @@ def text_cells(col: Any, *, csv: bool) -> Any:
 
 def csv_quote(col: Any) -> Any:
     """RFC 4180 quoting of the cells that need it (a comma, quote or line break)."""
-    import pyarrow.compute as pc
-
+    pc = compute()
     need = pc.match_substring_regex(col, _NEEDS_QUOTES)
     if not pc.any(need).as_py():
         return col
@@ -394,8 +495,8 @@ def joined_rows(cells: Sequence[Any], sep: str, end: str) -> Any:
     """``sep``-joined cells of every row, each row followed by ``end``, as one pyarrow buffer
     (``cells`` are string arrays without nulls, short enough for 32-bit offsets)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
+    pc = compute()
     rows = pc.binary_join_element_wise(*cells, sep) if len(cells) > 1 else cells[0]
     rows = pc.binary_join_element_wise(rows, "", end)  # appends ``end`` to every row
     if isinstance(rows, pa.ChunkedArray):

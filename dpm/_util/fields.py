@@ -170,8 +170,11 @@ def number_column(values: Any, fmt: str, field: str, source: str, where: Where =
     elif fmt == "parquet" and _arrow_is_number(values):
         import pyarrow as pa
 
-        missing = values.is_null().to_numpy(zero_copy_only=False)
-        out = np.asarray(values.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False),
+        from dpm._util.arrow import compute
+
+        pc = compute()
+        missing = pc.is_null(values).to_numpy(zero_copy_only=False)
+        out = np.asarray(pc.cast(values, pa.float64(), safe=False).to_numpy(zero_copy_only=False),
                          dtype=np.float64).copy()
         out[missing] = np.nan
     else:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from dpm._util.arrow import compute
 from dpm._util.fields import number_column, text_column
 from dpm._util.files import check_header, read_bytes, read_csv
 from dpm.errors import DPMError, InvalidInputError, InvalidTypeError, MissingFileError
@@ -511,7 +512,7 @@ def _read_parquet(p: Path) -> tuple[list[str], dict[str, Any]]:
         t = col.type
         try:
             if pa.types.is_timestamp(t) or pa.types.is_date(t):
-                arr = col.cast(pa.timestamp("s"), safe=False).to_numpy(zero_copy_only=False)
+                arr = compute().cast(col, pa.timestamp("s"), safe=False).to_numpy(zero_copy_only=False)
                 if np.isnat(arr).any():
                     i = int(np.flatnonzero(np.isnat(arr))[0])
                     raise InvalidInputError(f"{p}: {name} at row {i + 1} is missing")

@@ -195,7 +195,7 @@ def _write_csv(path: PathLike, names: list[str], cols: list[Any]) -> None:
 def _plain(col: Any) -> Any:
     """A pyarrow column as a numpy object array of Python values (other columns unchanged)."""
     if hasattr(col, "dictionary_decode") or type(col).__module__.startswith("pyarrow"):
-        values = col.dictionary_decode() if hasattr(col, "dictionary_decode") else col
+        values = _arrow.compute().dictionary_decode(col) if hasattr(col, "dictionary_decode") else col
         out = np.empty(len(values), dtype=object)
         out[:] = values.to_pylist()
         return out
@@ -233,7 +233,8 @@ def _arrow_text_cells(col: Any, *, csv: bool) -> Any:
     writers print them; None = missing (empty CSV cell, JSON null). Text cells are escaped for CSV;
     for CSV, also RFC 4180-quoted where needed and a NUL character is an error."""
     import pyarrow as pa
-    import pyarrow.compute as pc
+
+    pc = _arrow.compute()
 
     def text(values: Any, escaped: bool = False) -> Any:
         if not csv:
@@ -246,7 +247,7 @@ def _arrow_text_cells(col: Any, *, csv: bool) -> Any:
 
     if isinstance(col, (pa.Array, pa.ChunkedArray)):
         if pa.types.is_dictionary(col.type):  # ids and names of write_accounts: work on the few distinct values
-            return pa.DictionaryArray.from_arrays(col.indices, text(col.dictionary)).dictionary_decode()
+            return pc.dictionary_decode(pa.DictionaryArray.from_arrays(col.indices, text(col.dictionary)))
         return text(col)
     arr = col if isinstance(col, np.ndarray) else None
     kind = arr.dtype.kind if arr is not None else "O"
@@ -267,8 +268,7 @@ def _arrow_text_cells(col: Any, *, csv: bool) -> Any:
 
 def _write_csv_arrow(path: PathLike, names: list[str], cols: list[Any]) -> None:
     """:func:`_write_csv_python` with the cells formatted and joined by pyarrow (the same bytes)."""
-    import pyarrow.compute as pc
-
+    pc = _arrow.compute()
     header = [escape_text(h) for h in names]
     if any("\x00" in h for h in header):
         raise InvalidInputError(_NUL_MESSAGE)
@@ -348,8 +348,7 @@ def json_columns_text(columns: Mapping[str, Any], *, wrap: str | None = None, no
 
 
 def _json_list_text_arrow(col: Any, name: str, nonfinite: str) -> str | None:
-    import pyarrow.compute as pc
-
+    pc = _arrow.compute()
     if not isinstance(col, np.ndarray) or col.dtype.kind not in "fbiu" or len(col) == 0:
         return None  # text and mixed columns: the C JSON encoder is as fast
     if col.dtype.kind == "f":
@@ -897,8 +896,8 @@ def _arrow_columns(path: PathLike, fmt: str, text: Sequence[str], numbers: Seque
     positions or collateral file read by pyarrow, or None unless every value is plainly valid
     (present, of the right type, finite): the standard-library reader then names the problem."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
+    pc = _arrow.compute()
     data = read_bytes(path)
     source = os.fspath(path)
     if fmt == "csv":
@@ -935,8 +934,8 @@ def _text_codes(col: Any, csv: bool, ordered: bool = True) -> tuple[Any, np.ndar
     """Distinct values (a pyarrow array, first appearance unless not ``ordered``) and codes of a
     required text column, with the CSV formula escape undone; None when a value is missing."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
+    pc = _arrow.compute()
     values, codes = _arrow.factorize(col, ordered)
     if values.null_count or pc.any(pc.equal(values, "")).as_py():
         return None
