@@ -69,6 +69,7 @@ def test_saved_snapshot_markets(files, which):
     assert _ims(out) == pytest.approx(expect, rel=1e-15, abs=0)
 
 
+@pytest.mark.slow  # surface fits of a real chain (scipy); skipped by the sanitizer run
 def test_deribit_payload_market(files):
     d, _, table = files
     rc, out = _run(d, DERIBIT)

@@ -67,6 +67,7 @@ def test_deribit_payloads_build_the_chain_market(deribit_market):
     assert np.sqrt(np.mean(err ** 2)) < 0.015
 
 
+@pytest.mark.slow  # surface fits of real chains (scipy); skipped by the sanitizer run
 def test_deribit_payloads_agree_with_the_marks_csv_and_okx_payloads(deribit_market):
     csv = load_market(DERIBIT_SAMPLE_CHAIN, now_ms=CHAIN_TS)
     okx = load_market(OKX, now_ms=CHAIN_TS)
@@ -204,6 +205,7 @@ def test_argument_and_file_errors(tmp_path):
 
 
 # --------------------------------------------------------------------------- marks tables
+@pytest.mark.slow  # surface fits of a real chain (scipy); skipped by the sanitizer run
 def test_marks_csv_with_prices_only_and_iso_timestamps(tmp_path):
     """A plain marks table: name, mark price (coin), forward, index, ISO timestamp; vols are implied."""
     m = read_deribit_chain().marks

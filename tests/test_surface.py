@@ -517,6 +517,7 @@ def chain_0521():
     return m, _fit(m)
 
 
+@pytest.mark.slow  # scipy fits of two real chains; skipped by the sanitizer run
 @pytest.mark.parametrize("which", ["chain_0514", "chain_0521"])
 def test_spline_surface_meets_targets_on_real_chains(which, request):
     m, vs = request.getfixturevalue(which)
