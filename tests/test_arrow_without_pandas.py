@@ -191,3 +191,41 @@ def test_to_numpy_does_not_keep_a_whole_file_alive(tmp_path):
     np.testing.assert_array_equal(got, np.arange(100_000, dtype=np.float64))
     alone = _arrow.to_numpy(pa.array(np.arange(10.0)), np.float64)  # its own buffer: a view
     assert not alone.flags.writeable
+
+
+def test_compute_kernels_equal_pyarrow_compute():
+    """dpm's calls of pyarrow's kernels by name give what pyarrow.compute's wrappers give."""
+    import pyarrow.compute as pc
+
+    k = _arrow.compute()
+    text = pa.array(["a", "", None, "'=x", "b,c", 'q"', "a.0"])
+    nums = pa.array([1, None, 3, 1], type=pa.int32())
+    mask = pa.array([True, False, None, True, False, True, False])
+    pairs = [
+        (k.any(k.equal(text, "")), pc.any(pc.equal(text, ""))),
+        (k.match_substring(text, "a"), pc.match_substring(text, "a")),
+        (k.match_substring_regex(text, "^'*[=+]"), pc.match_substring_regex(text, "^'*[=+]")),
+        (k.starts_with(text, "'"), pc.starts_with(text, "'")),
+        (k.replace_substring(text, '"', '""'), pc.replace_substring(text, '"', '""')),
+        (k.if_else(mask, text, "z"), pc.if_else(mask, text, "z")),
+        (k.cast(nums, pa.string()), pc.cast(nums, pa.string())),
+        (k.cast(pa.array([1.5, 2.0]), pa.int64(), safe=False), pc.cast(pa.array([1.5, 2.0]), pa.int64(), safe=False)),
+        (k.fill_null(text, ""), pc.fill_null(text, "")),
+        (k.fill_null(nums, pa.scalar(7, pa.int64())), pc.fill_null(nums, pa.scalar(7, pa.int64()))),
+        (k.is_null(nums), pc.is_null(nums)),
+        (k.count_distinct(nums), pc.count_distinct(nums)),
+        (k.unique(nums), pc.unique(nums)),
+        (k.index_in(text, pa.array(["b,c", "a"])), pc.index_in(text, value_set=pa.array(["b,c", "a"]))),
+        (k.replace_with_mask(text, pa.array([True] + [False] * 6), pa.array(["X"])),
+         pc.replace_with_mask(text, pa.array([True] + [False] * 6), pa.array(["X"]))),
+        (k.binary_join_element_wise(text, text, "-"), pc.binary_join_element_wise(text, text, "-")),
+        (k.filter(text, mask), pc.filter(text, mask)),
+        (k.take(text, pa.array([2, 0])), pc.take(text, pa.array([2, 0]))),
+        (k.dictionary_encode(text, null_encoding="encode"), pc.dictionary_encode(text, null_encoding="encode")),
+    ]
+    for got, want in pairs:
+        assert got.equals(want), (got, want)
+    enc = pc.dictionary_encode(text)
+    assert k.dictionary_decode(enc).equals(enc.dictionary_decode())
+    with pytest.raises(pa.ArrowInvalid):  # a safe cast refuses to truncate, as pyarrow.compute.cast
+        k.cast(pa.array([1.5]), pa.int64())

@@ -96,6 +96,8 @@ class _Kernels:
 
         if not isinstance(value, (pa.Array, pa.ChunkedArray, pa.Scalar)):
             value = pa.scalar(value, type=x.type)
+        elif value.type != x.type:  # as pyarrow.compute.fill_null
+            value = pa.scalar(value.as_py(), type=x.type)
         return self._c("coalesce", x, value)
 
     def is_null(self, x: Any) -> Any:
