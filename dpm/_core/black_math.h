@@ -65,6 +65,11 @@ typedef ptrdiff_t dpm_index;
 /* always_inline: the loops only vectorise if these bodies are inlined into them */
 #define DPM_INLINE static inline __attribute__((always_inline))
 
+/* -708, the floor of an exp argument (e^-708 = 3.3e-308, still a normal double).  A variable, not
+ * a constant, so that GCC cannot fold exp(-708.0): see dpm_otm_core.  Not static, so GCC cannot
+ * prove that nothing writes it; hidden, so it stays inside each extension module. */
+__attribute__((visibility("hidden"))) double dpm_exp_floor = -708.0;
+
 static inline double dpm_ncdf(double z) { return 0.5 * erfc(-z * DPM_SQRT1_2); }
 static inline double dpm_npdf(double z) { return DPM_INV_SQRT_2PI * exp(-0.5 * z * z); }
 
@@ -224,8 +229,14 @@ DPM_INLINE dpm_otm_t dpm_otm_core(double F, double K, double s, double cpo, cons
     const double p = d * d;
     const double pe = dpm_prod_err(d, d, p, hw_fma);
     const double ex = -0.5 * p;
-    const int under = ex < -708.0;                   /* e^{-d^2/2} < 3e-308: counts as 0 (and keeps */
-    const double e0 = exp(under ? 0.0 : ex);         /* exp off its slow subnormal path) */
+    const int under = ex < -708.0;                   /* e^{-d^2/2} < 3e-308: counts as 0 */
+    /* Lanes below libmvec's range would each take glibc's scalar exp (a third of the kernel's time
+     * on short-dated books, where most lanes are far from the money).  The clamp is written so that
+     * GCC keeps it: with exp(under ? 0.0 : ex) it threads the branch on `under` (the lane's exp is
+     * unused there), folds exp(0) and calls the vector exp on the raw ex; with fmax it stops
+     * vectorising.  So the clamp tests p, which GCC 12 does not relate to `under`, and its arm is a
+     * variable it cannot fold. */
+    const double e0 = exp(p > 1416.0 ? dpm_exp_floor : ex);
     const double Ed = under ? 0.0 : e0 * (1.0 - (0.5 * pe + d * d_err));
     const double u1 = -d * DPM_SQRT1_2;
     const double u2 = (t - h) * DPM_SQRT1_2;
