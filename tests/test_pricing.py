@@ -33,8 +33,13 @@ often that allowance was needed.
 from __future__ import annotations
 
 import math
+import os
 import pathlib
+import platform
 import re
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -587,6 +592,73 @@ def test_simd_build_keeps_nan_inf_and_sign_checks():
     F[777] = np.nan
     with pytest.raises(InvalidInputError, match="index 777 is nan"):
         price(F, 100.0, 0.5, 1.0, "call")
+
+
+_EXP_COUNTER_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+static long calls;
+static double (*real_exp)(double);
+double exp(double x)
+{
+    if (!real_exp) real_exp = (double (*)(double))dlsym(RTLD_NEXT, "exp");
+    __atomic_add_fetch(&calls, 1, __ATOMIC_RELAXED);
+    return real_exp(x);
+}
+long dpm_scalar_exp_calls(void) { return calls; }
+"""
+
+_EXP_COUNTER_RUN = r"""
+import ctypes, sys
+import numpy as np
+from dpm.pricing import greeks, price
+lib = ctypes.CDLL(sys.argv[1])
+lib.dpm_scalar_exp_calls.restype = ctypes.c_long
+rng = np.random.default_rng(0)
+n = 100_000  # short-dated (1 hour - 7 days), strikes 0.5-2x: most lanes far below exp's vector range
+F = np.full(n, 60_000.0)
+K = F * np.exp(rng.uniform(np.log(0.5), np.log(2.0), n))
+T = np.exp(rng.uniform(np.log(1 / 8760), np.log(7 / 365), n))
+s = rng.uniform(0.3, 1.5, n)
+cp = rng.choice([-1.0, 1.0], n)
+out = np.empty(n)
+c0 = lib.dpm_scalar_exp_calls()
+price(F, K, s, T, cp, out=out, workers=1)
+c1 = lib.dpm_scalar_exp_calls()
+greeks(F, K, s, T, cp, workers=1)
+c2 = lib.dpm_scalar_exp_calls()
+print(c1 - c0, c2 - c1)
+"""
+
+
+@pytest.mark.skipif(not (sys.platform.startswith("linux") and platform.machine() == "x86_64"),
+                    reason="glibc's libmvec on x86-64 only")
+def test_vector_kernels_never_fall_back_to_scalar_exp(tmp_path):
+    """Far out-of-the-money lanes (most of a short-dated book) must keep libmvec's vector ``exp``.
+    Its lanes below exp's range each go to glibc's scalar ``exp``; the kernel clamps the argument
+    (e^-708 at most, then counts the factor as 0), and a compiler that drops the clamp made such
+    books 1.6x slower with the same bits. An LD_PRELOAD shim counts calls of the scalar ``exp``
+    (libmvec reaches it through libm's PLT) while a short-dated book is priced."""
+    if not _black.HAVE_LIBMVEC or getattr(_black, "DEBUG_BUILD", False):
+        pytest.skip("needs the optimised build with libmvec (the debug build does not vectorise)")
+    cpu = pathlib.Path("/proc/cpuinfo").read_text() if pathlib.Path("/proc/cpuinfo").exists() else ""
+    if " avx2" not in cpu:
+        pytest.skip("the baseline clone calls the scalar exp by design")
+    cc = shutil.which("gcc") or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler for the counting shim")
+    src = tmp_path / "count_exp.c"
+    src.write_text(_EXP_COUNTER_C)
+    shim = tmp_path / "count_exp.so"
+    subprocess.run([cc, "-O1", "-shared", "-fPIC", str(src), "-o", str(shim), "-ldl"], check=True, timeout=120)
+    env = dict(os.environ, LD_PRELOAD=str(shim),
+               PYTHONPATH=os.pathsep.join([str(pathlib.Path(__file__).resolve().parents[1]),
+                                           os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-c", _EXP_COUNTER_RUN, str(shim)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    price_calls, greeks_calls = (int(v) for v in res.stdout.split())
+    assert (price_calls, greeks_calls) == (0, 0)
 
 
 def test_greeks_which_selects_outputs_and_the_lean_kernel_matches_the_full_one() -> None:
