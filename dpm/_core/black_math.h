@@ -65,10 +65,12 @@ typedef ptrdiff_t dpm_index;
 /* always_inline: the loops only vectorise if these bodies are inlined into them */
 #define DPM_INLINE static inline __attribute__((always_inline))
 
-/* -708, the floor of an exp argument (e^-708 = 3.3e-308, still a normal double).  A variable, not
- * a constant, so that GCC cannot fold exp(-708.0): see dpm_otm_core.  Not static, so GCC cannot
- * prove that nothing writes it; hidden, so it stays inside each extension module. */
+/* -708, the floor of an exp argument (e^-708 = 3.3e-308, still a normal double), and 1416 = -2 x
+ * that floor, the d^2 above which dpm_otm_core uses it.  Variables, not constants, so that GCC can
+ * neither fold exp(-708.0) nor relate the clamp's test to the `under` test: see dpm_otm_core.  Not
+ * static, so GCC cannot prove that nothing writes them; hidden, so they stay inside each module. */
 __attribute__((visibility("hidden"))) double dpm_exp_floor = -708.0;
+__attribute__((visibility("hidden"))) double dpm_exp_clamp_sq = 1416.0;
 
 static inline double dpm_ncdf(double z) { return 0.5 * erfc(-z * DPM_SQRT1_2); }
 static inline double dpm_npdf(double z) { return DPM_INV_SQRT_2PI * exp(-0.5 * z * z); }
@@ -234,9 +236,10 @@ DPM_INLINE dpm_otm_t dpm_otm_core(double F, double K, double s, double cpo, cons
      * on short-dated books, where most lanes are far from the money).  The clamp is written so that
      * GCC keeps it: with exp(under ? 0.0 : ex) it threads the branch on `under` (the lane's exp is
      * unused there), folds exp(0) and calls the vector exp on the raw ex; with fmax it stops
-     * vectorising.  So the clamp tests p, which GCC 12 does not relate to `under`, and its arm is a
-     * variable it cannot fold. */
-    const double e0 = exp(p > 1416.0 ? dpm_exp_floor : ex);
+     * vectorising.  So the clamp tests p against a variable (a constant bound GCC 13's float ranges
+     * could relate to `under`), and its arm is a variable it cannot fold.  Lanes that take the
+     * floor are exactly the `under` ones. */
+    const double e0 = exp(p > dpm_exp_clamp_sq ? dpm_exp_floor : ex);
     const double Ed = under ? 0.0 : e0 * (1.0 - (0.5 * pe + d * d_err));
     const double u1 = -d * DPM_SQRT1_2;
     const double u2 = (t - h) * DPM_SQRT1_2;
