@@ -404,6 +404,54 @@ def test_check_matches_the_margin_after_placing(engine, book300):
         live.check_one(0, 0, math.inf)
 
 
+def test_first_checks_after_a_tick_equal_checks_from_scratch(engine, book300):
+    """After a tick the cached what-if states of the old market are computed again from the
+    positions they keep (no rows rebuilt); every check then equals the same check with every state
+    built from the book's rows: accounts with and without resting orders, accounts changed by a
+    fill after the tick, and two ticks with no check in between (the kept states are dropped)."""
+    live = _live(engine, book300)
+    t = engine.instruments
+    ids = live.account_ids
+    liquid = [_inst(engine, n) for n in ["BTC-PERPETUAL", "ETH-PERPETUAL"] + _option_names(engine, 8)]
+    rng = np.random.default_rng(21)
+    for k, aid in enumerate(ids[:30]):  # resting orders: two evaluators (positions + buys / + sells)
+        for j in range(2):
+            q = float((1 if j == 0 else -1) * rng.integers(1, 20))
+            live.apply(PlaceOrder(aid, f"o{k}-{j}", t.name[int(rng.choice(liquid))], q, check=False))
+    calls = [(int(rng.integers(60)), int(rng.choice(liquid)), float(rng.choice([-1, 1]) * rng.integers(1, 30)))
+             for _ in range(300)]
+
+    def run():
+        out = [live.check_one(a, i, q) for a, i, q in calls]
+        out += [live.check(ids[a], [(t.name[i], q)]) for a, i, q in calls[:60]]
+        return out
+
+    def from_scratch():
+        live._check_cache.clear()
+        live._check_stale = {}
+        return run()
+
+    before = run()
+    btc = live.market["BTC"].index_price
+    live.apply(MarketTick((UnderlyingTick("BTC", btc * 1.02),)))
+    assert len(live._check_stale) >= 30  # the states of the old market, kept aside
+    after = run()
+    assert not live._check_stale.keys() & {a for a, _, _ in calls}  # each used once, then gone
+    assert after != before  # the market moved the margins
+    assert after == from_scratch()
+    # a fill after a tick: that account's kept states are stale (new version), built from its rows
+    run()
+    live.apply(MarketTick((UnderlyingTick("BTC", btc * 0.99),)))
+    live.apply(Fill(ids[calls[0][0]], "BTC-PERPETUAL", 10.0, None))
+    assert run() == from_scratch()
+    # two ticks with no check in between: only the last tick's kept states remain (none here)
+    run()
+    live.apply(MarketTick((UnderlyingTick("ETH", live.market["ETH"].index_price * 1.01),)))
+    live.apply(MarketTick((UnderlyingTick("BTC", btc * 1.005),)))
+    assert live._check_stale == {}
+    assert run() == from_scratch()
+
+
 # ----------------------------------------------------------------------------- alerts
 def test_alerts_hysteresis_flicker_raises_one_alert(engine):
     live = _funded(engine, 30_000.0, policy=AlertPolicy(0.05))

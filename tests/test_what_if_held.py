@@ -137,3 +137,40 @@ def test_risk_one_equals_the_states_total_interleaved_and_on_threads():
     for t in threads:
         t.join()
     assert got == want
+
+
+def test_rebuilt_what_if_equals_one_built_on_the_new_market():
+    """``WhatIf.rebuilt(plan)`` (what the live book does at the first check after a tick) gives the
+    bits of an evaluator built from scratch on the new market: its state and every what-if on it;
+    it refuses evaluators without their positions and plans of another model."""
+    from dpm._core import _gather
+    from dpm.market.snapshot import MarketSnapshot
+
+    table, market = default_instruments(), default_market()
+    engine = MarginEngine(market, table, workers=1)
+    und = dict(market.underlyings)
+    und["BTC"] = und["BTC"].with_updates(index_price=und["BTC"].index_price * 1.013,
+                                         perpetual_price=und["BTC"].perpetual_price * 1.013)
+    moved = engine.with_market(MarketSnapshot(market.timestamp_ms, und, dict(market.usd_rates)))
+    old, new = engine._plan.agg, moved._plan.agg
+    book = generate_accounts(40, table, seed=5)
+    rng = np.random.default_rng(9)
+    for a in range(len(book)):
+        s, e = int(book.indptr[a]), int(book.indptr[a + 1])
+        inst, qty = book.instrument_idx[s:e].copy(), book.quantity[s:e].copy()
+        st_old, st_new = np.empty(old.state_size), np.empty(new.state_size)
+        old.account_state(inst, qty, st_old)
+        new.account_state(inst, qty, st_new)
+        fresh = _gather.WhatIf(new, st_new, inst, qty)
+        rebuilt = _gather.WhatIf(old, st_old, inst, qty).rebuilt(new)
+        for _ in range(20):
+            i = int(rng.choice(inst)) if len(inst) and rng.random() < 0.4 else int(rng.integers(len(table)))
+            q = float(rng.choice([-1.0, 1.0]) * rng.integers(1, 50))
+            assert rebuilt.total_one(i, q) == fresh.total_one(i, q)
+            assert rebuilt.risk_one(i, q) == fresh.risk_one(i, q)
+    st = np.zeros(old.state_size)
+    with pytest.raises(ValueError, match="positions behind this state"):
+        _gather.WhatIf(old, st).rebuilt(new)
+    other = MarginEngine(market, TAB, workers=1)._plan.agg  # a four-instrument table
+    with pytest.raises(ValueError, match="another table or model"):
+        _gather.WhatIf(old, st, [0], [1.0]).rebuilt(other)

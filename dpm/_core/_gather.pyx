@@ -450,6 +450,32 @@ cdef class WhatIf:
         dpm_what_if(&self.plan.p, self.state, ip, qp, n, self.held_known, self.held_ids, self.held_qty,
                     self.n_held, self.work, &self.o)
 
+    def rebuilt(self, AggregationPlan plan):
+        """A what-if of the same held positions on ``plan`` (the same table on a new market): the
+        state is computed again from the positions this evaluator keeps, without copying or
+        checking them again. Gives the bits of a new ``WhatIf(plan, state, ids, qty)`` whose state
+        ``plan.account_state`` filled from the same positions."""
+        if not self.held_known:
+            raise ValueError("rebuilt: the positions behind this state are not known (no held_ids)")
+        if plan.n_instruments != self.plan.n_instruments or plan.state_size != self.plan.state_size:
+            raise ValueError("rebuilt: the plan is for another table or model")
+        cdef int64_t k, M = plan.n_instruments
+        for k in range(self.n_held):
+            if self.held_ids[k] < 0 or self.held_ids[k] >= M:
+                raise IndexError(f"rebuilt: held instrument id {self.held_ids[k]} is not in the table")
+        state = np.empty(plan.state_size)
+        cdef double[::1] sv = state
+        with nogil:
+            dpm_account_state(&plan.p, self.held_ids, self.held_qty, self.n_held, &sv[0])
+        state.setflags(write=False)
+        cdef WhatIf w = WhatIf.__new__(WhatIf, plan, state)
+        w.held_known = 1
+        w.held_ref = self.held_ref
+        w.held_ids = self.held_ids
+        w.held_qty = self.held_qty
+        w.n_held = self.n_held
+        return w
+
     def bind_available(self, const unsigned char[::1] available):
         """The instruments orders may name (1: revaluable), one byte per instrument of the table."""
         if available.shape[0] != self.plan.n_instruments:

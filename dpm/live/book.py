@@ -419,6 +419,8 @@ class LiveBook:
         self.last_seq = 0
         self._alert_seq = 0
         self._check_cache: OrderedDict[int, tuple] = OrderedDict()
+        # the entries of the market before the last tick (their plans stay alive only until the next)
+        self._check_stale: dict[int, tuple] = {}
         self._n = 0
         self._cap = 0
         self._ids: list[str] = []
@@ -1124,6 +1126,7 @@ class LiveBook:
         self._tradable[i] = False
         self._tradable_l[i] = False
         self._check_cache.clear()
+        self._check_stale = {}
         return alerts
 
     # ------------------------------------------------------------------ market tick
@@ -1264,7 +1267,10 @@ class LiveBook:
         self._tradable_l = self._tradable.tolist()
         self._tp, self._tb, self._ta, self._val, self._bal = d["tp"], d["tb"], d["ta"], d["val"], d["bal"]
         self._coll[:N], self._eq[:N], self._im[:N], self._mm[:N] = d["coll"], d["eq"], d["im"], d["mm"]
-        self._check_cache.clear()
+        # the cached what-if states were for the old market; kept aside (this tick's only), so that the
+        # first check of an account after it computes them again from the positions they keep
+        self._check_stale = self._check_cache
+        self._check_cache = OrderedDict()
         return self._levels(np.arange(N), seq)
 
     # ================================================================== public API: queries
@@ -1355,15 +1361,23 @@ class LiveBook:
         if e is not None and e[0] == self._ver[a] and e[1] == gen.number:
             self._check_cache.move_to_end(a)
             return e
-        rows = self._rows(a)
-        agg = gen.agg
-        wis = []
-        # without orders both sides start from the positions: one evaluator serves both
-        for inst, qty in (rows[1:] if len(rows) > 1 else rows):
-            st = np.empty(agg.state_size)
-            agg.account_state(np.ascontiguousarray(inst, dtype=np.int64), np.ascontiguousarray(qty), st)
-            st.setflags(write=False)
-            wis.append(_gather.WhatIf(agg, st, inst, qty))  # the positions: orders on held instruments
+        old = self._check_stale.pop(a, None)
+        if old is not None and old[0] == self._ver[a]:
+            # the same positions and orders as before the last tick: each evaluator computes its
+            # state on the new market from the positions it keeps (no rows, copies or checks again)
+            wis = [old[2].rebuilt(gen.agg)]
+            if old[3] is not old[2]:
+                wis.append(old[3].rebuilt(gen.agg))
+        else:
+            rows = self._rows(a)
+            agg = gen.agg
+            wis = []
+            # without orders both sides start from the positions: one evaluator serves both
+            for inst, qty in (rows[1:] if len(rows) > 1 else rows):
+                st = np.empty(agg.state_size)
+                agg.account_state(np.ascontiguousarray(inst, dtype=np.int64), np.ascontiguousarray(qty), st)
+                st.setflags(write=False)
+                wis.append(_gather.WhatIf(agg, st, inst, qty))  # the positions: orders on held instruments
         tp, tb, ta = float(self._tp[a]), float(self._tb[a]), float(self._ta[a])
         e = (int(self._ver[a]), gen.number, wis[0], wis[-1], tp, tb, ta, gen.im_factor,
              gen.im_factor * max(tp, tb, ta))
