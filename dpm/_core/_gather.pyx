@@ -406,18 +406,29 @@ cdef class WhatIf:
         self.held_known = held_ids is not None
         cdef const int64_t[::1] hv
         cdef const double[::1] qv
+        cdef Py_ssize_t k
         if held_ids is not None:
             if held_qty is None:
                 raise ValueError("held_qty: the quantities of held_ids are needed")
-            ids = np.array(held_ids, dtype=np.int64, copy=True).reshape(-1)
-            qs = np.array(held_qty, dtype=np.float64, copy=True).reshape(-1)
+            # private copies (the caller may change its arrays); a plain copy when they are already
+            # 1-d arrays of the right type (np.array(...) costs four times as much)
+            if type(held_ids) is np.ndarray and held_ids.ndim == 1 and held_ids.dtype == np.int64:
+                ids = held_ids.copy()
+            else:
+                ids = np.array(held_ids, dtype=np.int64, copy=True).reshape(-1)
+            if type(held_qty) is np.ndarray and held_qty.ndim == 1 and held_qty.dtype == np.float64:
+                qs = held_qty.copy()
+            else:
+                qs = np.array(held_qty, dtype=np.float64, copy=True).reshape(-1)
             if ids.shape != qs.shape:
                 raise ValueError("held_ids/held_qty: expected one quantity per instrument id")
-            if ids.size > 1 and not bool(np.all(ids[1:] > ids[:-1])):
-                raise ValueError("held_ids: instrument ids must be strictly increasing")
             if ids.size:
                 hv = ids
                 qv = qs
+                # a C loop: the numpy form of this check took 4 us, most of a cold pre-trade check
+                for k in range(1, hv.shape[0]):
+                    if hv[k] <= hv[k - 1]:
+                        raise ValueError("held_ids: instrument ids must be strictly increasing")
                 self.held_ref = (ids, qs)
                 self.held_ids = &hv[0]
                 self.held_qty = &qv[0]
