@@ -83,6 +83,8 @@ def test_live_check_of_a_reducing_order_uses_the_merged_position():
     ([0, 1], [1.0], "one quantity"),          # lengths differ
     ([1, 0], [1.0, 2.0], "strictly increasing"),
     ([1, 1], [1.0, 2.0], "strictly increasing"),
+    (np.array([0, 5, 3]), np.array([1.0, 2.0, 3.0]), "strictly increasing"),  # arrays: the copy-only path
+    (np.array([0, 5]), np.array([1.0]), "one quantity"),
 ])
 def test_what_if_refuses_held_positions_it_cannot_use(held_ids, held_qty, message):
     from dpm._core import _gather
