@@ -232,8 +232,8 @@ DPM_INLINE dpm_otm_t dpm_otm_core(double F, double K, double s, double cpo, cons
     const double pe = dpm_prod_err(d, d, p, hw_fma);
     const double ex = -0.5 * p;
     const int under = ex < -708.0;                   /* e^{-d^2/2} < 3e-308: counts as 0 */
-    /* Lanes below libmvec's range would each take glibc's scalar exp (a third of the kernel's time
-     * on short-dated books, where most lanes are far from the money).  The clamp is written so that
+    /* Lanes below libmvec's range would each take glibc's scalar exp (on a short-dated book about
+     * one lane in ten, which cost a third of the kernel's time).  The clamp is written so that
      * GCC keeps it: with exp(under ? 0.0 : ex) it threads the branch on `under` (the lane's exp is
      * unused there), folds exp(0) and calls the vector exp on the raw ex; with fmax it stops
      * vectorising.  So the clamp tests p against a variable (a constant bound GCC 13's float ranges
