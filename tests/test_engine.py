@@ -587,6 +587,39 @@ def test_with_market_new_engine_old_unchanged_and_thread_safe(market):
         assert np.array_equal(im, MarginEngine(mk, tab, dpm_default()).margin_many(book).initial_margin)
 
 
+def test_model_arrays_are_memoised_per_model_and_equal_a_fresh_build(market):
+    """The model-only aggregation inputs (add-on parameters, correlation, joint tables) are built
+    once per model and reused by ``with_market``: a rebuild from empty caches gives the same bits,
+    another model gets its own arrays, and the shared arrays are read-only."""
+    from dpm.engines import margin as mg
+
+    tab = default_instruments()
+    book = generate_accounts(400, tab, seed=5)
+    model = dpm_default()
+    e0 = MarginEngine(market, tab, model)
+    btc = market["BTC"]
+    mk = market.with_underlying("BTC", btc.with_updates(index_price=btc.index_price * 1.01))
+    cached = e0.with_market(mk)
+    unds = tuple(tab.underlyings)
+    fixed = mg._model_arrays(model, unds, e0.scenarios, e0._plan.Sp)
+    assert mg._model_arrays(model, unds, e0.scenarios, e0._plan.Sp) is fixed
+    assert all(not a.flags.writeable for a in fixed.values())
+    got = cached.margin_many(book)
+    mg._MODEL_ARRAY_CACHE.clear()
+    mg._SCENARIO_CACHE.clear()
+    fresh = MarginEngine(mk, tab, model).margin_many(book)
+    for x, y in zip(_fields(got), _fields(fresh)):
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype.kind in "fiu":
+            assert np.array_equal(x.view(np.uint8), y.view(np.uint8))
+        else:
+            assert x.tolist() == y.tolist()
+    other = dpm_default(correlation=0.2)
+    e2 = MarginEngine(market, tab, other)
+    corr2 = mg._model_arrays(other, unds, e2.scenarios, e2._plan.Sp)["corr"]
+    assert not np.array_equal(corr2, mg._model_arrays(model, unds, e0.scenarios, e0._plan.Sp)["corr"])
+
+
 # ------------------------------------------------------------------------------------------ bad inputs
 def test_bad_orders(sample_engine):
     state = sample_engine.prepare(Account("a", [("BTC-PERPETUAL", 10.0)]))

@@ -126,3 +126,47 @@ def test_set_group_refuses_nonsense():
         with pytest.raises(ValueError, match="group"):
             plan.set_group(bad)
     assert plan.group == 64
+
+
+def test_shared_ranges_run_once_each_whatever_the_threads():
+    """``MarginJob.run_shared``: threads taking ranges from one counter (the live tick's kernel,
+    with the caller joining late) give the bits of one call; every range runs exactly once;
+    ranges outside the book are refused before anything runs."""
+    import threading
+
+    from dpm._util import parallel
+
+    rng = np.random.default_rng(12)
+    M, U, N, S = 120, 3, 1000, 63
+    plan = _plan(rng, S, M, U, False, "sum")
+    indptr, inst, qty = _book(rng, N, M)
+    whole = _outs(N, U)
+    plan.margin_job(indptr, inst, qty, whole).run(0, N)
+    edges = np.unique(np.concatenate([[0, N], rng.integers(0, N, 40)]))
+    bounds = np.stack([edges[:-1], edges[1:]], axis=1).astype(np.int64)
+    for n_threads in (1, 3):
+        shared = _outs(N, U)
+        job = plan.margin_job(indptr, inst, qty, shared)
+        counter = np.zeros(1, dtype=np.int64)
+        done = []
+        threads = [threading.Thread(target=lambda: done.append(job.run_shared(bounds, counter)))
+                   for _ in range(n_threads)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sum(done) == len(bounds) and counter[0] >= len(bounds)
+        for x, y in zip(whole, shared):
+            assert np.array_equal(x.view(np.uint8), y.view(np.uint8))
+    # start_beside: the pool thread starts at once, the caller joins after its own work
+    shared = _outs(N, U)
+    job = plan.margin_job(indptr, inst, qty, shared)
+    counter = np.zeros(1, dtype=np.int64)
+    join = parallel.start_beside(lambda: job.run_shared(bounds, counter), 2)
+    join()
+    for x, y in zip(whole, shared):
+        assert np.array_equal(x.view(np.uint8), y.view(np.uint8))
+    with pytest.raises(IndexError, match="outside"):
+        job.run_shared(np.array([[0, N + 1]], dtype=np.int64), np.zeros(1, dtype=np.int64))
+    with pytest.raises(ValueError, match="bounds"):
+        job.run_shared(np.zeros((2, 3), dtype=np.int64), np.zeros(1, dtype=np.int64))

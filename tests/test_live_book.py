@@ -753,3 +753,70 @@ def test_assign_rows_equals_the_numpy_scatter():
         assert np.array_equal(w.view(np.int64), g.view(np.int64))
     with pytest.raises(ValueError, match="outside"):
         _live.assign_rows(0, R, row_acc + n_acc, row_var, dirty.view(np.uint8), outs[0], outs[1], outs[9], *got)
+
+
+def test_overlay_arena_keeps_the_latest_rows_through_growth_and_repacks():
+    """The packed overlay (dirty accounts' rows) against a plain dict of the latest rows: after
+    thousands of rewrites of a few accounts (the arena grows, then repacks its garbage), every
+    account's gathered rows are its latest, in account then variant order."""
+    from dpm.live.book import _Overlay
+
+    rng = np.random.default_rng(4)
+    ov = _Overlay()
+    ov.grow_accounts(50)
+    latest = {}
+    for step in range(3000):
+        a = int(rng.integers(0, 50))
+        nrows = 3 if rng.random() < 0.3 else 1
+        rows = []
+        for _ in range(nrows):
+            m = int(rng.integers(0, 150 if step < 300 else 40))  # large rows first: the arena grows
+            rows.append((np.sort(rng.choice(1000, m, replace=False)).astype(np.int64), rng.standard_normal(m)))
+        ov.put(a, rows)
+        latest[a] = rows
+        if step == 1500:
+            ov.grow_accounts(80)  # more accounts keep the rows already there
+    assert ov.repacks > 0 and ov.inst.shape[0] > 1 << 12
+    accs = np.array(sorted(latest)[::-1], dtype=np.int64)
+    indptr, inst, qty, row_acc, var, first = ov.gather(accs)
+    r = 0
+    for j, a in enumerate(accs.tolist()):
+        assert first[j] == r
+        for v, (wi, wq) in enumerate(latest[a]):
+            assert row_acc[r] == a and var[r] == v
+            assert np.array_equal(inst[indptr[r]: indptr[r + 1]], wi)
+            assert np.array_equal(qty[indptr[r]: indptr[r + 1]], wq)
+            r += 1
+    assert r == indptr.size - 1
+    assert ov.live == sum(len(i) for rows in latest.values() for i, _ in rows)
+    ov.clear()
+    assert ov.gather(accs)[0].tolist() == [0]
+
+
+def test_overlay_rewrites_and_ticks_without_compaction_equal_compacting_at_every_event(engine, book300):
+    """Fills on a few accounts rewrite their overlay rows many times (arena repacks) between ticks:
+    the state equals the same events with the book compacted after every event."""
+    rng = np.random.default_rng(9)
+    names = engine.instruments.name
+    hot = [str(a) for a in book300.account_id[:6]]
+    liquid = [i for i in range(len(names)) if engine.revaluation_plan.available[i]][:300]
+    events = []
+    for k in range(1500):
+        events.append(Fill(hot[k % 6], names[liquid[int(rng.integers(len(liquid)))]],
+                           float(rng.integers(1, 5)) * (1 if k % 3 else -1), None))
+        if k % 300 == 299:
+            btc = 92_000.0 * (1 + 0.001 * (k // 300))
+            events.append(MarketTick((UnderlyingTick("BTC", btc), UnderlyingTick("ETH", 3_100.0 - k / 300))))
+    lazy = LiveBook(engine, book300, compact_min=10**9)
+    eager = LiveBook(engine, book300, compact_min=1)
+    for ev in events:
+        for live in (lazy, eager):
+            try:
+                live.apply(ev)
+            except EventRejected:
+                pass
+    assert lazy._ov.repacks > 0 and len(lazy._over) == 6
+    assert lazy.digest() == eager.digest()
+    m1, m2 = lazy.margins(), eager.margins()
+    for k in ("initial_margin", "maintenance_margin", "equity"):
+        assert np.array_equal(m1[k], m2[k])

@@ -77,6 +77,7 @@ cdef extern from "gather.h" nogil:
     void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index stop,
                          const int64_t *indptr, const int64_t *inst, const double *qty,
                          double *scratch, const dpm_agg_out *o) noexcept
+    int64_t dpm_next_chunk(int64_t *counter) noexcept
     void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
                      const double *qty, int64_t n, int held_known, const int64_t *held_ids,
                      const double *held_qty, int64_t n_held, double *work, const dpm_agg_out *o) noexcept
@@ -369,6 +370,40 @@ cdef class MarginJob:
             dpm_margin_rows(&self.plan.p, start, stop, self.indptr, self.inst, self.qty, scratch,
                             &self.o)
         free(raw)
+
+    def run_shared(self, const int64_t[:, ::1] bounds, int64_t[::1] counter):
+        """Margin of the account ranges ``bounds[j] = (start, stop)``, ``j`` taken from the shared
+        ``counter`` (atomically incremented) until none is left; returns the number of ranges run.
+
+        Several threads may call it with the same ``bounds`` and ``counter``: each range runs once.
+        The whole loop runs without the GIL, so a thread started on it keeps working while the
+        caller runs Python (the live book's tick does its bookkeeping beside the kernel).
+        """
+        if bounds.shape[1] != 2 or counter.shape[0] != 1:
+            raise ValueError("run_shared: bounds must be (n, 2) and counter one int64")
+        cdef Py_ssize_t nb = bounds.shape[0], j, biggest = 0, done = 0
+        for j in range(nb):
+            if bounds[j, 0] < 0 or bounds[j, 1] > self.n or bounds[j, 1] < bounds[j, 0]:
+                raise IndexError(f"run_shared: range {j} [{bounds[j, 0]}, {bounds[j, 1]}) outside [0, {self.n})")
+            biggest = max(biggest, bounds[j, 1] - bounds[j, 0])
+        if self.n == 0 or nb == 0 or biggest == 0:
+            return 0
+        cdef void *raw = NULL
+        cdef size_t nd = <size_t>dpm_margin_scratch_size(&self.plan.p, biggest)
+        cdef double *scratch = <double *>_malloc64(nd * sizeof(double), &raw)
+        if scratch == NULL:
+            raise MemoryError()
+        with nogil:
+            while True:
+                j = <Py_ssize_t>dpm_next_chunk(&counter[0])
+                if j >= nb:
+                    break
+                if bounds[j, 1] > bounds[j, 0]:
+                    dpm_margin_rows(&self.plan.p, bounds[j, 0], bounds[j, 1], self.indptr, self.inst, self.qty,
+                                    scratch, &self.o)
+                done += 1
+        free(raw)
+        return done
 
 
 cdef class WhatIf:

@@ -21,15 +21,18 @@ cdef extern from *:
     #if defined(__GNUC__) && !defined(__clang__)
     __attribute__((optimize("fp-contract=off")))
     #endif
-    static void dpm_collateral_rows(const double *bal, Py_ssize_t n, Py_ssize_t C, const double *rate_pos,
-                                    const double *price, double *out)
+    static void dpm_collateral_rows(const double *bal, Py_ssize_t n, Py_ssize_t C, const double *factor,
+                                    double *out)
     {
+        /* factor[2c]: price (debts, and NaN), factor[2c + 1]: haircut rate (holdings). The factor is
+         * picked by an index, not a branch: signs of balances are unpredictable and the branch
+         * mispredicted about every other currency (2 ms for 100,000 accounts of 4 currencies with
+         * random signs, 0.2 ms when all are positive) */
         for (Py_ssize_t i = 0; i < n; i++) {
             double acc = 0.0;
             for (Py_ssize_t c = 0; c < C; c++) {
                 const double b = bal[i * C + c];
-                const double v = b > 0.0 ? b * rate_pos[c] : b * price[c];
-                acc = acc + v;
+                acc = acc + b * factor[2 * c + (b > 0.0)];
             }
             out[i] = acc;
         }
@@ -61,8 +64,9 @@ cdef extern from *:
             for (; e < n && acc[e] == a; e++) {
     #if defined(__GNUC__)
                 /* the positions are spread over the whole book (a cache miss each): fetch ahead, as
-                 * the unpredictable skips below would otherwise leave one miss in flight at a time */
-                if (e + 16 < n) __builtin_prefetch(qty + pos[e + 16]);
+                 * the unpredictable skips below would otherwise leave one miss in flight at a time;
+                 * only positions that will be read (an instrument that moved) */
+                if (e + 16 < n && moved[inst[e + 16]]) __builtin_prefetch(qty + pos[e + 16]);
     #endif
                 const int64_t i = inst[e];
                 if (!moved[i] || dirty[a]) continue;
@@ -76,6 +80,21 @@ cdef extern from *:
                     if (hit[c]) bal[a * C + c] = bal[a * C + c] + sum[c];
             k = e;
         }
+        return -1;
+    }
+
+    /* First k whose position, instrument or account index is out of range, or -1. */
+    static Py_ssize_t dpm_first_outside(const int64_t *pos, const int64_t *inst, const int64_t *acc, Py_ssize_t n,
+                                        Py_ssize_t n_qty, Py_ssize_t M, Py_ssize_t n_acc)
+    {
+        int any = 0;
+        for (Py_ssize_t k = 0; k < n; k++)  /* one branch-free pass; the position found only on failure */
+            any |= ((uint64_t)pos[k] >= (uint64_t)n_qty) | ((uint64_t)inst[k] >= (uint64_t)M)
+                   | ((uint64_t)acc[k] >= (uint64_t)n_acc);
+        if (!any) return -1;
+        for (Py_ssize_t k = 0; k < n; k++)
+            if ((uint64_t)pos[k] >= (uint64_t)n_qty || (uint64_t)inst[k] >= (uint64_t)M
+                || (uint64_t)acc[k] >= (uint64_t)n_acc) return k;
         return -1;
     }
 
@@ -96,11 +115,12 @@ cdef extern from *:
             const int64_t a = row_acc[r];
             if (dirty[a]) continue;
             double t = total[r];
-            int ok = isfinite(t) && isfinite(value[r]);
-            for (Py_ssize_t k = 0; k < 5 && ok; k++)
+            /* x * 0.0 is NaN exactly when x is not finite: one sum of zeros, no branch per figure */
+            double z = t * 0.0 + value[r] * 0.0;
+            for (Py_ssize_t k = 0; k < 5; k++)
                 for (Py_ssize_t u = 0; u < U; u++)
-                    if (!isfinite(per[(k * n + r) * U + u])) { ok = 0; break; }
-            if (!ok) t = NAN;
+                    z += per[(k * n + r) * U + u] * 0.0;
+            if (z != 0.0) t = NAN;
             const signed char v = row_var[r];
             if (v == 0) {
                 tp[a] = t; tb[a] = t; ta[a] = t;
@@ -137,12 +157,14 @@ cdef extern from *:
         }
     }
     """
-    void dpm_collateral_rows(const double *bal, Py_ssize_t n, Py_ssize_t C, const double *rate_pos,
-                             const double *price, double *out) noexcept nogil
+    void dpm_collateral_rows(const double *bal, Py_ssize_t n, Py_ssize_t C, const double *factor,
+                             double *out) noexcept nogil
     Py_ssize_t dpm_settle_futures(const int64_t *pos, const int64_t *acc, const int64_t *inst, Py_ssize_t n,
                                   const double *qty, const uint8_t *moved, const uint8_t *dirty,
                                   const int64_t *ccy, Py_ssize_t C, const double *dF, double *bal, double *sum,
                                   uint8_t *hit) noexcept nogil
+    Py_ssize_t dpm_first_outside(const int64_t *pos, const int64_t *inst, const int64_t *acc, Py_ssize_t n,
+                                 Py_ssize_t n_qty, Py_ssize_t M, Py_ssize_t n_acc) noexcept nogil
     Py_ssize_t dpm_assign_rows(Py_ssize_t r0, Py_ssize_t r1, const int64_t *row_acc, const int8_t *row_var,
                                const uint8_t *dirty, const double *total, const double *value, const double *per,
                                Py_ssize_t n, Py_ssize_t U, double *tp, double *tb, double *ta, double *val,
@@ -162,8 +184,12 @@ def collateral_rows(const double[:, ::1] bal, const double[::1] rate_pos, const 
     if C == 0:
         out[:] = 0.0
         return
+    factor = np.empty(2 * C)
+    factor[0::2] = price
+    factor[1::2] = rate_pos
+    cdef const double[::1] fv = factor
     with nogil:
-        dpm_collateral_rows(&bal[0, 0], n, C, &rate_pos[0], &price[0], &out[0])
+        dpm_collateral_rows(&bal[0, 0], n, C, &fv[0], &out[0])
 
 
 def next_levels(const int8_t[::1] level, const double[::1] eq, const double[::1] im, const double[::1] mm,
@@ -184,15 +210,16 @@ def settle_futures(const int64_t[::1] pos, const int64_t[::1] acc, const int64_t
     """Add the variation margin ``qty[pos[k]] * dF[inst[k]]`` of the futures positions ``k`` (grouped
     by account ``acc[k]``) whose instrument moved and whose account is not dirty to ``bal[acc,
     ccy[inst]]``: per account and currency summed from 0 in position order, then added once."""
-    cdef Py_ssize_t n = pos.shape[0], C = bal.shape[1], M = moved.shape[0], k, bad
+    cdef Py_ssize_t n = pos.shape[0], C = bal.shape[1], M = moved.shape[0], bad
+    cdef Py_ssize_t n_acc = min(bal.shape[0], dirty.shape[0])
     if acc.shape[0] != n or inst.shape[0] != n or ccy.shape[0] != M or dF.shape[0] != M:
         raise ValueError("settle_futures: inconsistent array lengths")
-    for k in range(n):  # what protects memory (ids come from the book's own CSR)
-        if (pos[k] < 0 or pos[k] >= qty.shape[0] or inst[k] < 0 or inst[k] >= M or acc[k] < 0
-                or acc[k] >= bal.shape[0] or acc[k] >= dirty.shape[0]):
-            raise ValueError(f"settle_futures: position {k} points outside the book")
     if n == 0 or C == 0:
         return
+    with nogil:  # what protects memory (ids come from the book's own CSR)
+        bad = dpm_first_outside(&pos[0], &inst[0], &acc[0], n, qty.shape[0], M, n_acc)
+    if bad >= 0:
+        raise ValueError(f"settle_futures: position {bad} points outside the book")
     sums = np.zeros(C)
     hits = np.zeros(C, dtype=np.uint8)
     cdef double[::1] sv = sums
@@ -209,18 +236,19 @@ def assign_rows(Py_ssize_t r0, Py_ssize_t r1, const int64_t[::1] row_acc, const 
                 const double[:, :, ::1] per, double[::1] tp, double[::1] tb, double[::1] ta, double[::1] val):
     """Scatter the kernel's rows ``[r0, r1)`` of clean accounts to the per-account arrays (a row
     with any non-finite figure gives a NaN margin); returns the accounts of variant-0 rows."""
-    cdef Py_ssize_t n = total.shape[0], U = per.shape[2], r, m
+    cdef Py_ssize_t n = total.shape[0], U = per.shape[2], m
     if not (0 <= r0 <= r1 <= n and row_acc.shape[0] >= r1 and row_var.shape[0] >= r1 and value.shape[0] >= n
             and per.shape[0] == 5 and per.shape[1] == n):
         raise ValueError("assign_rows: inconsistent rows or buffers")
-    for r in range(r0, r1):  # what protects memory (the book's own CSR rows)
-        if (row_acc[r] < 0 or row_acc[r] >= dirty.shape[0] or row_acc[r] >= tp.shape[0] or row_acc[r] >= tb.shape[0]
-                or row_acc[r] >= ta.shape[0] or row_acc[r] >= val.shape[0]):
-            raise ValueError(f"assign_rows: row {r} names account {row_acc[r]} outside the arrays")
     out = np.empty(max(r1 - r0, 1), dtype=np.int64)
     cdef int64_t[::1] ov = out
     if r1 == r0:
         return out[:0]
+    cdef Py_ssize_t n_acc = min(dirty.shape[0], tp.shape[0], tb.shape[0], ta.shape[0], val.shape[0]), bad
+    with nogil:  # what protects memory (the book's own CSR rows)
+        bad = dpm_first_outside(&row_acc[r0], &row_acc[r0], &row_acc[r0], r1 - r0, n_acc, n_acc, n_acc)
+    if bad >= 0:
+        raise ValueError(f"assign_rows: row {r0 + bad} names account {row_acc[r0 + bad]} outside the arrays")
     with nogil:
         m = dpm_assign_rows(r0, r1, &row_acc[0], &row_var[0], &dirty[0], &total[0], &value[0], &per[0, 0, 0], n, U,
                             &tp[0], &tb[0], &ta[0], &val[0], &ov[0])

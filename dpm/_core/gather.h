@@ -18,6 +18,9 @@
  */
 #ifndef DPM_GATHER_H
 #define DPM_GATHER_H
+#if defined(_MSC_VER)
+#  include <intrin.h>
+#endif
 
 #include <math.h>
 #include <stdint.h>
@@ -743,6 +746,19 @@ static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index 
         } while (s0 < Sp);
         for (dpm_index a = g0; a < g1; a++) dpm_state_finish(p, scratch + (a - g0) * ss, o, a, fs);
     }
+}
+
+/* The next chunk of a job shared by threads: an atomic counter, so a thread that joins late (the
+ * caller, after its own work) just takes what is left. */
+static inline int64_t dpm_next_chunk(int64_t *counter)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    return __atomic_fetch_add(counter, 1, __ATOMIC_RELAXED);
+#elif defined(_MSC_VER)
+    return _InterlockedExchangeAdd64((volatile __int64 *)counter, 1);
+#else
+#  error "dpm_next_chunk: no atomic add for this compiler"
+#endif
 }
 
 /* an order larger than this times the gross notional left in its underlying is margined from the

@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 
 from dpm.errors import InvalidInputError, InvalidTypeError
 
-__all__ = ["resolve_workers", "chunk_bounds", "run_bounds", "run_chunked"]
+__all__ = ["resolve_workers", "chunk_bounds", "run_bounds", "run_chunked", "start_beside"]
 
 _POOLS: dict[int, ThreadPoolExecutor] = {}
 
@@ -122,3 +122,39 @@ def run_chunked(
         return []
     chunk = max(int(min_chunk), -(-n // (k * max(1, int(chunks_per_worker)))))
     return run_bounds(fn, chunk_bounds(n, chunk), k)
+
+
+def start_beside(fn: Callable[[], object], workers: int | None) -> Callable[[], None]:
+    """Start ``fn()`` on ``workers - 1`` pool threads now; returns ``join()``, which runs ``fn()`` on
+    the calling thread too and then waits for the pool threads.
+
+    For work the caller overlaps with its own Python: ``fn`` drains a shared queue of ranges
+    without the GIL (``MarginJob.run_shared``), so the pool threads work while the caller runs
+    Python, and the caller takes what is left when it joins. Returns once every helper has
+    entered ``fn`` (a helper still waiting for the GIL would otherwise wait for the caller's next
+    thread switch, up to ``sys.getswitchinterval()``). ``join`` must be called, also when the
+    caller's own work fails: until then the helpers may still write to ``fn``'s outputs.
+    """
+    k = resolve_workers(workers)
+    helpers = k - 1
+    futures = []
+    if helpers > 0:
+        started = [threading.Event() for _ in range(helpers)]
+
+        def helper(ev: threading.Event) -> object:
+            ev.set()
+            return fn()
+
+        pool = _pool(helpers)
+        futures = [pool.submit(helper, ev) for ev in started]
+        for ev in started:
+            ev.wait()
+
+    def join() -> None:
+        try:
+            fn()
+        finally:
+            for f in futures:
+                f.result()
+
+    return join

@@ -292,6 +292,110 @@ def _rows_of(inst: np.ndarray, qty: np.ndarray, orders: dict[str, list] | None) 
     return [(inst, qty), _merge(inst, qty, buys), _merge(inst, qty, sells)]
 
 
+class _Overlay:
+    """The rows of the dirty accounts (changed since the last compaction), packed in one arena.
+
+    A change appends the account's rows (positions; with resting orders, also + buys and + sells)
+    and points the account's entry at them; the rows they replace become garbage, dropped at the
+    next compaction or when garbage outgrows the live rows. A tick gathers the rows of every
+    exposed dirty account with a few numpy calls: the Python loop over per-account lists it
+    replaces took about 4 ms of a 100,000-account tick with 1,200 dirty accounts.
+    """
+
+    def __init__(self) -> None:
+        self.inst = np.empty(1 << 12, dtype=np.int64)
+        self.qty = np.empty(1 << 12)
+        self.used = 0   # arena entries written since the last clear
+        self.live = 0   # of which the current rows of some account
+        self.start = np.zeros((0, _VARIANTS_WITH_ORDERS), dtype=np.int64)
+        self.length = np.zeros((0, _VARIANTS_WITH_ORDERS), dtype=np.int64)
+        self.nrows = np.zeros(0, dtype=np.int64)  # 0: the account is clean (its rows are in the CSR)
+        self.repacks = 0
+
+    def grow_accounts(self, cap: int) -> None:
+        n = self.nrows.shape[0]
+        if cap <= n:
+            return
+        for name in ("start", "length"):
+            old = getattr(self, name)
+            new = np.zeros((cap, _VARIANTS_WITH_ORDERS), dtype=np.int64)
+            new[:n] = old
+            setattr(self, name, new)
+        nr = np.zeros(cap, dtype=np.int64)
+        nr[:n] = self.nrows
+        self.nrows = nr
+
+    def put(self, a: int, rows: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
+        """The rows of account ``a`` are now ``rows``."""
+        need = 0
+        for inst, _ in rows:
+            need += len(inst)
+        if self.nrows[a]:  # its old rows become garbage (and are not kept by a repack)
+            self.live -= int(self.length[a].sum())
+            self.nrows[a] = 0
+            self.length[a] = 0
+        if self.used + need > self.inst.shape[0]:
+            self._make_room(need)
+        k = self.used
+        for v, (inst, qty) in enumerate(rows):
+            m = len(inst)
+            self.inst[k: k + m] = inst
+            self.qty[k: k + m] = qty
+            self.start[a, v] = k
+            self.length[a, v] = m
+            k += m
+        self.used = k
+        self.live += need
+        self.nrows[a] = len(rows)
+
+    def _make_room(self, need: int) -> None:
+        if self.used - self.live > self.live:  # mostly garbage: repack the live rows
+            accs = np.flatnonzero(self.nrows)
+            row_acc, var, first = self._rows(accs)
+            st, ln = self.start[row_acc, var], self.length[row_acc, var]
+            idx, ptr = _segments(st, ln)
+            size = max(self.inst.shape[0], 2 * (idx.size + need))
+            inst, qty = np.empty(size, dtype=np.int64), np.empty(size)
+            inst[: idx.size], qty[: idx.size] = self.inst[idx], self.qty[idx]
+            self.start[row_acc, var] = ptr[:-1]
+            self.inst, self.qty, self.used, self.live = inst, qty, idx.size, idx.size
+            self.repacks += 1
+        else:
+            size = max(2 * self.inst.shape[0], self.used + 2 * need)
+            for name, dtype in (("inst", np.int64), ("qty", np.float64)):
+                old = getattr(self, name)
+                new = np.empty(size, dtype=dtype)
+                new[: self.used] = old[: self.used]
+                setattr(self, name, new)
+
+    def clear(self) -> None:
+        self.nrows[:] = 0
+        self.length[:] = 0
+        self.used = self.live = 0
+
+    def _rows(self, accs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every row of ``accs`` in order: its account, its variant, and each account's first row."""
+        nr = self.nrows[accs]
+        first = np.cumsum(nr) - nr
+        row_acc = np.repeat(accs, nr)
+        var = np.arange(row_acc.size, dtype=np.int64) - np.repeat(first, nr)
+        return row_acc, var, first
+
+    def gather(self, accs: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The rows of ``accs`` as one CSR: ``(indptr, inst, qty, row_acc, var, first)``."""
+        row_acc, var, first = self._rows(accs)
+        idx, indptr = _segments(self.start[row_acc, var], self.length[row_acc, var])
+        return indptr, self.inst[idx], self.qty[idx], row_acc, var, first
+
+
+def _segments(start: np.ndarray, length: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the concatenated segments ``[start, start + length)`` and their CSR pointers."""
+    ptr = np.zeros(length.size + 1, dtype=np.int64)
+    np.cumsum(length, out=ptr[1:])
+    idx = np.arange(int(ptr[-1]), dtype=np.int64) + np.repeat(start - ptr[:-1], length)
+    return idx, ptr
+
+
 class _Change:
     """A prepared change of the book (see :meth:`LiveBook.prepare`)."""
 
@@ -427,6 +531,7 @@ class LiveBook:
         self._index: dict[str, int] = {}
         self._orders: dict[int, dict[str, list]] = {}
         self._over: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}
+        self._ov = _Overlay()  # the same rows packed for the tick and the compaction
         self._pos_count = np.zeros(self._M, dtype=np.int64)
         self._ord_count = np.zeros(self._M, dtype=np.int64)
         self._grow(0)
@@ -453,6 +558,7 @@ class LiveBook:
         grow("_mask", (cap,), np.int64)
         grow("_dirty", (cap,), bool)
         grow("_acc_row", (cap,), np.int64, -1)
+        self._ov.grow_accounts(cap)
         self._cap = cap
 
     def _load(self, ids: list[str], counts: np.ndarray, inst: np.ndarray, qty: np.ndarray, bal: np.ndarray,
@@ -509,7 +615,7 @@ class LiveBook:
             self._ord_count[i] += 1
         for a, od in self._orders.items():
             pi, pq = self._positions(a)
-            self._over[a] = _rows_of(pi.copy(), pq.copy(), od)
+            self._set_rows(a, _rows_of(pi.copy(), pq.copy(), od))
             self._dirty[a] = True
             self._mask[a] = self._mask_of(pi, od)
         self._compact_arrays()
@@ -532,6 +638,11 @@ class LiveBook:
         nr = _VARIANTS_WITH_ORDERS if a in self._orders else 1
         ip = self._indptr
         return [(self._inst[ip[r + v]: ip[r + v + 1]], self._qty[ip[r + v]: ip[r + v + 1]]) for v in range(nr)]
+
+    def _set_rows(self, a: int, rows: list[tuple[np.ndarray, np.ndarray]]) -> None:
+        """Account ``a`` is dirty with kernel rows ``rows`` (in the overlay until the next compaction)."""
+        self._over[a] = rows
+        self._ov.put(a, rows)
 
     def _positions(self, a: int) -> tuple[np.ndarray, np.ndarray]:
         if self._dirty[a]:
@@ -575,10 +686,10 @@ class LiveBook:
         acc_first = np.empty(N, dtype=np.int64)
         acc_first[order] = first
         dirty_accs = np.flatnonzero(self._dirty[:N])
-        for a in dirty_accs.tolist():
-            r0 = int(acc_first[a])
-            for v, (inst, _) in enumerate(self._over[a]):
-                lengths[r0 + v] = len(inst)
+        ov = self._ov
+        d_acc, d_var, _ = ov._rows(dirty_accs)
+        d_row = acc_first[d_acc] + d_var  # the new rows of the dirty accounts' overlay rows
+        lengths[d_row] = ov.length[d_acc, d_var]
         indptr = np.zeros(R + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
         P = int(indptr[-1])
@@ -590,12 +701,11 @@ class LiveBook:
         qty_new = np.empty(P)
         inst_new[clean] = self._inst[src[clean]]
         qty_new[clean] = self._qty[src[clean]]
-        for a in dirty_accs.tolist():
-            r0 = int(acc_first[a])
-            for v, (inst, qty) in enumerate(self._over[a]):
-                s = int(indptr[r0 + v])
-                inst_new[s: s + len(inst)] = inst
-                qty_new[s: s + len(inst)] = qty
+        if d_row.size:
+            src_idx, _ = _segments(ov.start[d_acc, d_var], lengths[d_row])
+            dst_idx, _ = _segments(indptr[d_row], lengths[d_row])
+            inst_new[dst_idx] = ov.inst[src_idx]
+            qty_new[dst_idx] = ov.qty[src_idx]
         # class ranges (rows of accounts with the same set of underlyings are contiguous)
         masks = self._mask[:N][order]
         classes: list[tuple[int, int, int]] = []
@@ -624,6 +734,7 @@ class LiveBook:
         self._fut_pos, self._fut_acc, self._fut_inst = new["fut_pos"], new["fut_acc"], new["fut_inst"]
         self._dirty[:N] = False
         self._over.clear()
+        self._ov.clear()
         self._rebuild_tick_buffers()
 
     def _rebuild_tick_buffers(self) -> None:
@@ -647,11 +758,20 @@ class LiveBook:
         np.cumsum(lens, out=indptr[1:])
         inst = np.concatenate([r[0] for r in rows]) if indptr[-1] else np.zeros(0, dtype=np.int64)
         qty = np.concatenate([r[1] for r in rows]) if indptr[-1] else np.zeros(0)
+        return self._run_csr(agg, indptr, inst, qty)
+
+    def _run_csr(self, agg: Any, indptr: np.ndarray, inst: np.ndarray, qty: np.ndarray,
+                 workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Totals and values of the rows of a CSR (NaN total: a non-finite figure, refused by the caller)."""
+        n = indptr.size - 1
+        if n == 0:
+            return _EMPTY_F, _EMPTY_F
         outs = _result_buffers(n, self._U)
         job = agg.margin_job(indptr, np.ascontiguousarray(inst, dtype=np.int64),
                              np.ascontiguousarray(qty, dtype=np.float64), outs[:9])
-        bounds = _parallel.chunk_bounds(n, max(256, n // (4 * _parallel.resolve_workers(self.workers)) + 1))
-        _parallel.run_bounds(job.run, bounds, self.workers)
+        w = self.workers if workers is None else workers
+        bounds = _parallel.chunk_bounds(n, max(256, n // (4 * _parallel.resolve_workers(w)) + 1))
+        _parallel.run_bounds(job.run, bounds, w)
         tot, val = outs[0][:n].copy(), outs[1][:n].copy()
         bad = _bad_rows(outs, slice(0, n))
         tot[bad] = math.nan  # refused by the caller's finiteness check
@@ -828,7 +948,7 @@ class LiveBook:
             if not np.array_equal(old_inst, d["inst"]):
                 self._count_positions(old_inst, -1)
                 self._count_positions(d["inst"], +1)
-            self._over[a] = d["rows"]
+            self._set_rows(a, d["rows"])
             self._dirty[a] = True
             if old_orders is not d["orders"]:
                 for o in (old_orders or {}).values():
@@ -866,20 +986,28 @@ class LiveBook:
         return [Alert(self._alert_seq, seq, self._ids[a], alert_kind(old, new), LEVELS[old], LEVELS[new],
                       float(self._eq[a]), float(self._im[a]), float(self._mm[a]), int(self._market.timestamp_ms))]
 
-    def _levels(self, accs: np.ndarray, seq: int) -> list[Alert]:
-        """Move the levels of ``accs`` (state machine with hysteresis); the alerts of the changes."""
-        old = self._lvl[accs]
-        new = next_levels(old, self._eq[accs], self._im[accs], self._mm[accs], self.policy.hysteresis)
+    def _levels(self, accs: np.ndarray | None, seq: int) -> list[Alert]:
+        """Move the levels of ``accs`` (None: every account; state machine with hysteresis); the
+        alerts of the changes."""
+        if accs is None:  # slices, not index arrays: no gathered copies of four 100k arrays per tick
+            N = self._n
+            accs = np.arange(N)
+            old = self._lvl[:N]
+            new = next_levels(old, self._eq[:N], self._im[:N], self._mm[:N], self.policy.hysteresis)
+        else:
+            old = self._lvl[accs]
+            new = next_levels(old, self._eq[accs], self._im[accs], self._mm[accs], self.policy.hysteresis)
         changed = np.flatnonzero(new != old)
         if changed.size == 0:
             return []
+        old = old[changed]  # before the levels move (old may be a view of them)
         self._lvl[accs[changed]] = new[changed]
         ts = int(self._market.timestamp_ms)
         out = []
-        for k in changed.tolist():
+        for j, k in enumerate(changed.tolist()):
             a = int(accs[k])
             self._alert_seq += 1
-            o, n = int(old[k]), int(new[k])
+            o, n = int(old[j]), int(new[k])
             out.append(Alert(self._alert_seq, seq, self._ids[a], alert_kind(o, n), LEVELS[o], LEVELS[n],
                              float(self._eq[a]), float(self._im[a]), float(self._mm[a]), ts))
         return out
@@ -897,7 +1025,7 @@ class LiveBook:
         self._lvl[a] = OK
         self._mask[a] = 0
         self._acc_row[a] = -1
-        self._over[a] = [(_EMPTY_I, _EMPTY_F)]
+        self._set_rows(a, [(_EMPTY_I, _EMPTY_F)])
         self._dirty[a] = True
         return []
 
@@ -1170,7 +1298,9 @@ class LiveBook:
                                   f"market: {engine.revaluation_plan.reason(i)}")
         N = self._n
         tp, tb, ta, val = self._tp.copy(), self._tb.copy(), self._ta.copy(), self._val.copy()
-        # 1. clean accounts: the kernel over the row ranges of the exposed classes
+        # 1. clean accounts: the kernel over the row ranges of the exposed classes, started on the pool
+        #    threads; this thread does the rest of the tick beside it (steps 2-4, Python that would
+        #    otherwise leave a core idle), then joins the kernel
         ranges = []
         for mask, r0, r1 in self._classes:
             if mask & moved and r1 > r0:
@@ -1178,43 +1308,32 @@ class LiveBook:
                     ranges[-1] = (ranges[-1][0], r1)
                 else:
                     ranges.append((r0, r1))
-        exposed_parts = []
+        join = None
         if ranges:
             outs = self._tick_outs
             job = gen.agg.margin_job(self._indptr, self._inst, self._qty, outs[:9])
             w = _parallel.resolve_workers(self.workers)
             total_rows = sum(r1 - r0 for r0, r1 in ranges)
-            chunk = max(256, total_rows // (4 * w) + 1)
-            bounds = [(s, min(s + chunk, r1)) for r0, r1 in ranges for s in range(r0, r1, chunk)]
-            _parallel.run_bounds(job.run, bounds, self.workers)
+            # small ranges: this thread joins late and takes what is left, so the ends even out
+            chunk = max(256, total_rows // (16 * w) + 1)
+            bounds = np.array([(s, min(s + chunk, r1)) for r0, r1 in ranges for s in range(r0, r1, chunk)],
+                              dtype=np.int64).reshape(-1, 2)
+            counter = np.zeros(1, dtype=np.int64)
+            join = _parallel.start_beside(lambda: job.run_shared(bounds, counter), self.workers)
+        try:
+            dirty_exposed, bal, coll = self._tick_beside(gen, old, moved, tp, tb, ta, val)
+        finally:
+            if join is not None:
+                join()  # the kernel's outputs are complete (and no thread writes them) after this
+        exposed_parts = []
+        if ranges:
             # per range, one C pass: the rows' finiteness check and their scatter to the accounts
             dirty = self._dirty.view(np.uint8)
             for r0, r1 in ranges:
                 exposed_parts.append(_live.assign_rows(r0, r1, self._row_acc, self._row_var, dirty, outs[0], outs[1],
                                                        outs[9], tp, tb, ta, val))
-        # 2. dirty accounts exposed: their rows as one mini-CSR, one kernel call
-        d_all = np.fromiter(self._over.keys(), dtype=np.int64, count=len(self._over))
-        dirty_exposed = d_all[(self._mask[d_all] & moved) != 0] if d_all.size else _EMPTY_I
-        d_inst, d_qty, d_acc = _EMPTY_I, _EMPTY_F, _EMPTY_I
         if dirty_exposed.size:
-            over = self._over
-            rows_all = [r for a in dirty_exposed.tolist() for r in over[a]]
-            nr = np.fromiter((len(over[a]) for a in dirty_exposed.tolist()), dtype=np.int64,
-                             count=dirty_exposed.size)
-            tot, vals = self._run_rows(gen.agg, rows_all)
-            off = np.cumsum(nr) - nr
-            multi = nr > 1
-            tp[dirty_exposed] = tot[off]
-            tb[dirty_exposed] = np.where(multi, tot[np.where(multi, off + 1, off)], tot[off])
-            ta[dirty_exposed] = np.where(multi, tot[np.where(multi, off + 2, off)], tot[off])
-            val[dirty_exposed] = vals[off]
             exposed_parts.append(dirty_exposed)
-            p_rows = [over[a][0] for a in dirty_exposed.tolist()]
-            lens = np.fromiter((len(r[0]) for r in p_rows), dtype=np.int64, count=len(p_rows))
-            if lens.sum():
-                d_inst = np.concatenate([r[0] for r in p_rows]).astype(np.int64, copy=False)
-                d_qty = np.concatenate([r[1] for r in p_rows]).astype(np.float64, copy=False)
-                d_acc = np.repeat(dirty_exposed, lens)
         exposed = np.concatenate(exposed_parts) if exposed_parts else _EMPTY_I
         for arr, what in ((tp, "margin"), (tb, "margin with open buy orders"),
                           (ta, "margin with open sell orders"), (val, "position value")):
@@ -1222,6 +1341,37 @@ class LiveBook:
             if bad.any():
                 a = int(exposed[np.flatnonzero(bad)[0]])
                 raise InvalidInputError(f"tick: account {self._ids[a]!r}: the {what} is not finite on the new market")
+        # 5. equity, margins, levels of every account
+        eq = coll + val[:N]
+        im = gen.im_factor * np.maximum(tp[:N], np.maximum(tb[:N], ta[:N]))
+        mm = gen.mm_factor * tp[:N]
+        if not np.isfinite(eq).all():
+            a = int(np.flatnonzero(~np.isfinite(eq))[0])
+            raise InvalidInputError(f"tick: account {self._ids[a]!r}: the equity is not finite on the new market")
+        return _Change(ev, "tick", market=new_market, gen=gen, tp=tp, tb=tb, ta=ta, val=val, bal=bal, coll=coll,
+                       eq=eq, im=im, mm=mm)
+
+    def _tick_beside(self, gen: _Generation, old: _Generation, moved: int, tp: np.ndarray, tb: np.ndarray,
+                     ta: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The tick's work beside the kernel of the clean accounts (the caller's thread, one core):
+        the exposed dirty accounts' margins, variation margin, collateral. Returns the exposed dirty
+        accounts, the new balances and the collateral values."""
+        N = self._n
+        # 2. dirty accounts exposed: their rows as one mini-CSR, one kernel call on this thread
+        d_all = np.fromiter(self._over.keys(), dtype=np.int64, count=len(self._over))
+        dirty_exposed = d_all[(self._mask[d_all] & moved) != 0] if d_all.size else _EMPTY_I
+        d_inst, d_qty, d_acc = _EMPTY_I, _EMPTY_F, _EMPTY_I
+        if dirty_exposed.size:
+            indptr, inst, qty, row_acc, var, first = self._ov.gather(dirty_exposed)
+            tot, vals = self._run_csr(gen.agg, indptr, inst, qty, workers=1)
+            multi = self._ov.nrows[dirty_exposed] > 1
+            tp[dirty_exposed] = tot[first]
+            tb[dirty_exposed] = np.where(multi, tot[np.where(multi, first + 1, first)], tot[first])
+            ta[dirty_exposed] = np.where(multi, tot[np.where(multi, first + 2, first)], tot[first])
+            val[dirty_exposed] = vals[first]
+            lens = np.diff(indptr)
+            pos = np.repeat(var == 0, lens)  # the positions rows (variation margin below)
+            d_inst, d_qty, d_acc = inst[pos], qty[pos], np.repeat(row_acc, lens)[pos]
         # 3. futures and perpetuals marked to market into their settlement currency: per account and
         #    currency the sum of q * dF over its positions in instrument order, added to the balance
         bal = self._bal.copy()
@@ -1247,16 +1397,8 @@ class LiveBook:
                 touched[key] = True
                 uk = np.flatnonzero(touched)
                 bal.reshape(-1)[uk] += s[uk]
-        # 4. equity, margins, levels of every account (collateral prices moved too)
-        coll = self._collateral(bal[:N], gen)
-        eq = coll + val[:N]
-        im = gen.im_factor * np.maximum(tp[:N], np.maximum(tb[:N], ta[:N]))
-        mm = gen.mm_factor * tp[:N]
-        if not np.isfinite(eq).all():
-            a = int(np.flatnonzero(~np.isfinite(eq))[0])
-            raise InvalidInputError(f"tick: account {self._ids[a]!r}: the equity is not finite on the new market")
-        return _Change(ev, "tick", market=new_market, gen=gen, tp=tp, tb=tb, ta=ta, val=val, bal=bal, coll=coll,
-                       eq=eq, im=im, mm=mm)
+        # 4. collateral of every account (its prices moved too)
+        return dirty_exposed, bal, self._collateral(bal[:N], gen)
 
     def _commit_tick(self, ch: _Change, seq: int) -> list[Alert]:
         d = ch.data
@@ -1271,7 +1413,7 @@ class LiveBook:
         # first check of an account after it computes them again from the positions they keep
         self._check_stale = self._check_cache
         self._check_cache = OrderedDict()
-        return self._levels(np.arange(N), seq)
+        return self._levels(None, seq)
 
     # ================================================================== public API: queries
     @property
