@@ -18,7 +18,7 @@ from dpm._core import _gather
 from dpm.models.risk_matrix import AGGREGATIONS
 
 
-def _plan(rng: np.random.Generator, S: int, M: int, U: int, interleaved: bool, agg: str):
+def _plan(rng: np.random.Generator, S: int, M: int, U: int, interleaved: bool, agg: str, tweak=None):
     Sp = -(-S // 8) * 8
     pnl = np.zeros((M, Sp))
     pnl[:, :S] = rng.standard_normal((M, S)) * rng.choice([1e-3, 1.0, 1e4], size=(M, 1))
@@ -44,6 +44,8 @@ def _plan(rng: np.random.Generator, S: int, M: int, U: int, interleaved: bool, a
         offset=np.full(U, 0.5), max_offset=np.full(U, np.inf), sp_leg=np.zeros((0, 2), dtype=np.int32),
         sp_rate=np.zeros(0), sp_ratio=np.zeros(0),
     )
+    if tweak is not None:
+        tweak(arrays)
     return _gather.AggregationPlan(S=S, scan_round=0.0, agg=AGGREGATIONS[agg], keep=arrays, **arrays)
 
 
@@ -170,3 +172,28 @@ def test_shared_ranges_run_once_each_whatever_the_threads():
         job.run_shared(np.array([[0, N + 1]], dtype=np.int64), np.zeros(1, dtype=np.int64))
     with pytest.raises(ValueError, match="bounds"):
         job.run_shared(np.zeros((2, 3), dtype=np.int64), np.zeros(1, dtype=np.int64))
+
+
+@pytest.mark.parametrize("agg", ["sum", "sqrt_corr", "pnl_offset"])
+@pytest.mark.parametrize("S", [9, 31, 63])
+def test_scan_over_the_zero_padding_gives_the_bits_of_the_scenario_count(agg, S):
+    """With all-zero padding columns the worst-loss scan reads whole padded vectors (no scalar
+    remainder); a plan whose padding is not zero (here in the P&L row of an instrument no account
+    holds) scans the scenario count only. Both give the same bits, worst scenarios included."""
+    M, U, N = 60, 3, 300
+    plan = _plan(np.random.default_rng(S), S, M, U, False, agg)
+    assert plan.scan_columns == -(-S // 8) * 8
+    indptr, inst, qty = _book(np.random.default_rng(S + 1), N, M - 5)
+    free = M - 1  # held by no account
+
+    def dirty_padding(arrays):
+        arrays["pnl"][free, S:] = 1.0
+
+    other = _plan(np.random.default_rng(S), S, M, U, False, agg, tweak=dirty_padding)
+    assert other.scan_columns == S
+    a, b = _outs(N, U), _outs(N, U)
+    plan.margin_job(indptr, inst, qty, a).run(0, N)
+    other.margin_job(indptr, inst, qty, b).run(0, N)
+    for x, y in zip(a, b):
+        assert np.array_equal(x.view(np.uint8), y.view(np.uint8))
+    assert (a[5] >= -1).all() and (a[5] < S).all()

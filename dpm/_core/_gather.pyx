@@ -18,6 +18,7 @@ cdef extern from "gather.h" nogil:
 
     ctypedef struct dpm_agg_params:
         dpm_index S, Sp, U, NB, NT, M
+        dpm_index S_scan
         const double *pnl
         const double *pnl_blk
         dpm_index group
@@ -101,6 +102,21 @@ cdef extern from "gather.h" nogil:
                         const double *Pt, dpm_index ldt, double *out) noexcept
 
 
+cdef bint _zero_padding(Py_ssize_t S, const double[:, ::1] pnl, const double[:, ::1] weight,
+                        const double[:, ::1] damp) noexcept:
+    """Columns ``S:`` of the P&L, weights and dampeners are all exactly zero."""
+    cdef Py_ssize_t i, s
+    for i in range(pnl.shape[0]):
+        for s in range(S, pnl.shape[1]):
+            if pnl[i, s] != 0.0:
+                return False
+    for i in range(weight.shape[0]):
+        for s in range(S, weight.shape[1]):
+            if weight[i, s] != 0.0 or damp[i, s] != 0.0:
+                return False
+    return True
+
+
 cdef inline void *_malloc64(size_t nbytes, void **raw) noexcept nogil:
     """``nbytes`` starting on a 64-byte boundary (cache line / zmm); ``*raw`` is what to free."""
     cdef char *r = <char *>malloc(nbytes + 64)
@@ -167,6 +183,8 @@ cdef class AggregationPlan:
         self._keep = keep
         self.p.S = S
         self.p.Sp = pnl.shape[1]
+        # the scan may read the padding columns when they can never lose (all zero): whole vectors
+        self.p.S_scan = pnl.shape[1] if _zero_padding(S, pnl, weight, damp) else S
         self.p.U = U
         self.p.NB = bucket_rate.shape[0]
         self.p.NT = tier_bound.shape[0]
@@ -236,6 +254,12 @@ cdef class AggregationPlan:
     def __dealloc__(self):
         free(self._info_raw)
         free(self._blk_raw)
+
+    @property
+    def scan_columns(self):
+        """Scenario columns the worst-loss scan reads: the padded width when the padding is all
+        zero (it can never lose), else the scenario count."""
+        return self.p.S_scan
 
     @property
     def group(self):

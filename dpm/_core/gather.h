@@ -156,6 +156,9 @@ DPM_DEFINE_GATHER(32, double, 1, dpm_gather_n)
  * underlying (U), scenario (Sp = S padded to a multiple of 8), expiry bucket (NB) or tier (NT). */
 typedef struct {
     dpm_index S, Sp, U, NB, NT, M;
+    dpm_index S_scan;           /* scenarios the worst-loss scan reads: Sp when the padding columns
+                                 * are zero in pnl, weight and damp (they never lose: the same result
+                                 * with no scalar remainder loop), else S */
     const double *pnl;          /* M x Sp P&L per contract in the risk currency */
     const double *pnl_blk;      /* the same, blocked by scenarios (dpm_block_copy), or NULL */
     dpm_index group;            /* accounts per group of dpm_margin_rows (1: row by row from pnl) */
@@ -403,7 +406,9 @@ static inline double dpm_weighted(double w, double acc, double dm)
 #if DPM_HAVE_LIBMVEC
 #  define DPM_SIMD_MAX_BM_CK _Pragma("omp simd reduction(max:bm) reduction(+:ck)")
 #  define DPM_SIMD_MAX_RM _Pragma("omp simd reduction(max:rm)")
+#  define DPM_SIMD_MIN_FIRST _Pragma("omp simd reduction(min:first)")
 #else
+#  define DPM_SIMD_MIN_FIRST
 #  define DPM_SIMD_MAX_BM_CK
 #  define DPM_SIMD_MAX_RM
 #endif
@@ -435,10 +440,16 @@ static inline double dpm_scan(const double *restrict acc, const double *restrict
         }
         chk += ck;
         if (bm > scan) {
-            dpm_index s = 0;
-            while (loss[s] != bm) s++;
+            /* the first scenario of the block's maximum, as a vectorised min-reduction (a search
+             * loop stopped at an unpredictable place: half the scan's time) */
+            int32_t first = (int32_t)nb;
+            DPM_SIMD_MIN_FIRST
+            for (dpm_index s = 0; s < nb; s++) {
+                const int32_t c = loss[s] == bm ? (int32_t)s : (int32_t)nb;
+                first = first < c ? first : c;
+            }
             scan = bm;
-            *ws = (int32_t)(s0 + s);
+            *ws = (int32_t)(s0 + first);
         }
     }
     return chk == 0.0 ? scan : NAN;
@@ -551,7 +562,7 @@ DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double 
         int32_t ws = -1;
         if (present[u] != 0.0) {
             held++;
-            scan = dpm_scan(st + u * Sp, p->weight + u * Sp, p->damp + u * Sp, S, &ws);
+            scan = dpm_scan(st + u * Sp, p->weight + u * Sp, p->damp + u * Sp, p->S_scan, &ws);
             if (p->scan_round > 0.0) scan = round(scan * p->scan_round) / p->scan_round;
             for (int64_t b = p->bucket_ptr[u]; b < p->bucket_ptr[u + 1]; b++)
                 roll += fabs(bucket[b]) * p->bucket_rate[b];
