@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import zlib
@@ -618,6 +619,58 @@ def test_model_arrays_are_memoised_per_model_and_equal_a_fresh_build(market):
     e2 = MarginEngine(market, tab, other)
     corr2 = mg._model_arrays(other, unds, e2.scenarios, e2._plan.Sp)["corr"]
     assert not np.array_equal(corr2, mg._model_arrays(model, unds, e0.scenarios, e0._plan.Sp)["corr"])
+
+
+@pytest.mark.parametrize("sticky", ["strike", "moneyness"])
+def test_with_market_reuses_unchanged_rows_and_equals_a_fresh_engine(market, sticky, monkeypatch):
+    """A chain of market updates (one underlying's prices, then the other's surface, a USD rate,
+    the time) built with ``with_market``, which copies the P&L rows of instruments whose inputs did
+    not change, equals fresh engines bit for bit; a one-underlying update revalues only that
+    underlying's instruments, a new time every dated one."""
+    from dpm.engines.plan import RevaluationPlan
+    from dpm.market import snapshot as snapshot_mod
+
+    tab = default_instruments()
+    book = generate_accounts(300, tab, seed=8)
+    model = replace(dpm_default(), sticky=sticky)
+    computed = []
+    orig = RevaluationPlan.revalue_into
+
+    def spy(self, packed, c0, c1, out, workers, rows=None):
+        computed.append(len(self) if rows is None else int(rows.sum()))
+        return orig(self, packed, c0, c1, out, workers, rows)
+
+    monkeypatch.setattr(RevaluationPlan, "revalue_into", spy)
+    btc, eth = market["BTC"], market["ETH"]
+    und = np.asarray(tab.underlying)
+    n_btc = int((und == list(tab.underlyings).index("BTC")).sum())
+    surf = eth.vol_surface
+    steps = [
+        market.with_underlying("BTC", btc.with_updates(index_price=btc.index_price * 1.002,
+                                                      perpetual_price=btc.perpetual_price * 1.002)),
+        None, None, None,
+    ]
+    steps[1] = steps[0].with_underlying("ETH", eth.with_updates(vol_surface=copy.copy(surf)))
+    steps[2] = MarketSnapshot(steps[1].timestamp_ms, dict(steps[1].underlyings), {"USDC": 0.9998})
+    steps[3] = steps[2].with_updates(timestamp_ms=steps[2].timestamp_ms + 60_000)
+    engine = MarginEngine(market, tab, model)
+    per_step = []
+    for k, mk in enumerate(steps):
+        computed.clear()
+        engine = engine.with_market(mk)
+        per_step.append(sum(computed))
+        snapshot_mod._INPUTS_CACHE.clear()  # the reference computes its instrument inputs afresh
+        fresh = MarginEngine(mk, tab, model)
+        assert np.array_equal(engine.pnl_matrix.view(np.uint8), fresh.pnl_matrix.view(np.uint8)), k
+        a, b = engine.margin_many(book), fresh.margin_many(book)
+        assert np.array_equal(a.initial_margin.view(np.uint8), b.initial_margin.view(np.uint8))
+    # [BTC moved, ETH's surface a new object (the same vols; moneyness re-reads it), USD rates, time]
+    assert per_step[0] == n_btc
+    assert per_step[1] == (len(tab) - n_btc if sticky == "moneyness" else 0)
+    assert 0 < per_step[2] < len(tab)
+    from dpm.market.specs import Kind
+
+    assert per_step[3] == int((np.asarray(tab.kind) != Kind.PERPETUAL).sum())  # a perpetual's inputs keep
 
 
 # ------------------------------------------------------------------------------------------ bad inputs

@@ -207,6 +207,10 @@ class MarginEngine:
 
     def __init__(self, market: MarketSnapshot, instruments: InstrumentTable,
                  model: RiskMatrixModel | None = None, *, workers: int | None = None) -> None:
+        self._init(market, instruments, model, workers, None)
+
+    def _init(self, market: MarketSnapshot, instruments: InstrumentTable, model: RiskMatrixModel | None,
+              workers: int | None, previous: "_Plan | None") -> None:
         if not isinstance(market, MarketSnapshot):
             raise InvalidTypeError(f"market: expected a MarketSnapshot, got {type(market).__name__}")
         if not isinstance(instruments, InstrumentTable):
@@ -220,7 +224,7 @@ class MarginEngine:
         self.instruments = instruments
         self.model = model
         self.workers = workers
-        self._plan = _build_plan(market, instruments, model, self._workers(None))
+        self._plan = _build_plan(market, instruments, model, self._workers(None), prev=previous)
 
     def _workers(self, workers: int | None) -> int:
         return _parallel.resolve_workers(self.workers if workers is None else workers)
@@ -254,7 +258,10 @@ class MarginEngine:
 
     def with_market(self, market: MarketSnapshot, *, workers: int | None = None) -> "MarginEngine":
         """A new engine on a new snapshot (this one is unchanged and stays usable)."""
-        return MarginEngine(market, self.instruments, self.model, workers=self.workers if workers is None else workers)
+        engine = MarginEngine.__new__(MarginEngine)
+        # the new plan reuses this one's P&L rows of instruments whose inputs did not change
+        engine._init(market, self.instruments, self.model, self.workers if workers is None else workers, self._plan)
+        return engine
 
     def with_model(self, model: RiskMatrixModel, *, workers: int | None = None) -> "MarginEngine":
         return MarginEngine(self.market, self.instruments, model, workers=self.workers if workers is None else workers)
@@ -895,7 +902,8 @@ def _joint_tables(sset: ScenarioSet, corr: np.ndarray, Sp: int) -> dict[str, np.
                 mask_off=mask_off, qsub=np.concatenate(qsub) if qsub else np.zeros(0))
 
 
-def _build_plan(market: MarketSnapshot, table: InstrumentTable, model: RiskMatrixModel, workers: int) -> _Plan:
+def _build_plan(market: MarketSnapshot, table: InstrumentTable, model: RiskMatrixModel, workers: int,
+                prev: "_Plan | None" = None) -> _Plan:
     unds = tuple(table.underlyings)
     U = len(unds)
     coin = model.risk_currency == "coin"
@@ -905,7 +913,10 @@ def _build_plan(market: MarketSnapshot, table: InstrumentTable, model: RiskMatri
     if sset is None:
         raise InvalidInputError("instruments: the table has no underlyings")
     S = len(sset)
-    pnl = rp.revalue(sset, workers=workers, padded=True, unavailable=0.0)
+    # rows whose inputs a market update left as they were (another underlying moved) are the
+    # previous plan's rows: the same bits, half a one-underlying tick's revaluation
+    reuse = (prev.revaluation, prev.pnl) if prev is not None and prev.scenarios is sset else None
+    pnl = rp.revalue(sset, workers=workers, padded=True, unavailable=0.0, reuse=reuse)
     Sp = pnl.shape[1]
     und_price = rp.index
     to_risk = 1.0 / und_price if coin else np.ones(U)

@@ -133,6 +133,7 @@ class RevaluationPlan:
         self.market = market
         self.instruments = instruments
         self.currency = currency
+        self.perpetual_basis = perpetual_basis
         self.sticky = sticky
         self.default_term = default_term
         t = instruments
@@ -344,8 +345,10 @@ class RevaluationPlan:
             vm[sel] = v
         return vm
 
-    def revalue_into(self, packed: PackedScenarios, c0: int, c1: int, out: np.ndarray, workers: int) -> None:
-        """Scenarios ``[c0, c1)`` of every instrument into the blocked buffer ``out`` (n_blocks x M x B)."""
+    def revalue_into(self, packed: PackedScenarios, c0: int, c1: int, out: np.ndarray, workers: int,
+                     rows: np.ndarray | None = None) -> None:
+        """Scenarios ``[c0, c1)`` of every instrument (or of the instruments ``rows``, a boolean mask)
+        into the blocked buffer ``out`` (n_blocks x M x B)."""
         M = len(self)
         if not M or c1 <= c0:
             return
@@ -356,23 +359,67 @@ class RevaluationPlan:
                              self.T, self.cs, self.vol, packed.vscale, packed.vmode, self.index, packed.min_up,
                              packed.move, packed.vshock, packed.dt, volmat, out)
 
-        _parallel.run_bounds(run, balanced_bounds(self._cost, _PARTS_PER_WORKER * workers), workers)
+        if rows is None:
+            bounds = balanced_bounds(self._cost, _PARTS_PER_WORKER * workers)
+        else:  # the runs of rows to compute, each split by cost like the whole table
+            bounds = []
+            edges = np.flatnonzero(np.diff(np.concatenate([[False], rows, [False]]).astype(np.int8)))
+            for a, b in zip(edges[0::2].tolist(), edges[1::2].tolist()):
+                bounds += [(a + x, a + y) for x, y in balanced_bounds(self._cost[a:b], _PARTS_PER_WORKER * workers)]
+        _parallel.run_bounds(run, bounds, workers)
+
+    def _same_rows(self, prev: "RevaluationPlan", packed: PackedScenarios, prev_packed: PackedScenarios) -> np.ndarray:
+        """Instruments whose revaluation inputs are bit for bit those of ``prev`` (a plan of the same
+        table, scenario set and conventions on an earlier market): their P&L rows are the same."""
+        M = len(self)
+        if (prev.instruments is not self.instruments or len(prev) != M or prev.currency != self.currency
+                or prev.sticky != self.sticky or prev.default_term is not self.default_term
+                or prev.perpetual_basis != self.perpetual_basis or packed.scenarios is not prev_packed.scenarios):
+            return np.zeros(M, dtype=bool)
+
+        def eq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+            return x.view(np.int64) == y.view(np.int64)  # bits: NaN rows are never reused
+
+        same = (eq(self.F, prev.F) & eq(self.T, prev.T) & eq(self.vol, prev.vol) & eq(self.K, prev.K)
+                & eq(self.cs, prev.cs) & (self.available == prev.available) & eq(packed.vscale, prev_packed.vscale)
+                & (packed.vmode == prev_packed.vmode))
+        und_same = eq(self.index, prev.index) & (packed.covered == prev_packed.covered) \
+            & eq(packed.min_up, prev_packed.min_up)
+        if self.sticky != "strike":  # the scenarios' vols are read from the surfaces
+            for j, u in enumerate(self.underlyings):
+                if u in self.market and u in prev.market and \
+                        self.market[u].vol_surface is not prev.market[u].vol_surface:
+                    und_same[j] = False
+        return same & und_same[self.und] if M else same
 
     def revalue(self, scenarios: ScenarioSet, *, workers: int | None = None, padded: bool = False,
-                unavailable: float = np.nan) -> np.ndarray:
+                unavailable: float = np.nan,
+                reuse: "tuple[RevaluationPlan, np.ndarray] | None" = None) -> np.ndarray:
         """``M x S`` P&L per contract, in the plan's currency, of every instrument in every scenario.
 
         Rows of instruments that cannot be revalued (or whose underlying the set does not move)
         are filled with ``unavailable`` (NaN by default). ``padded=True`` returns the ``M x Sp``
         matrix with ``Sp`` a multiple of 8 (zero columns after the last scenario), rows on 64-byte
         boundaries: the layout the gather kernels read.
+
+        ``reuse=(prev, P_prev)``: the same call's result on a plan of an earlier market (same
+        table, set, conventions, ``padded`` and ``unavailable``); rows whose inputs did not change
+        are copied from it instead of revalued (a tick that moves one underlying).
         """
         packed = self.pack(scenarios)
         w = _parallel.resolve_workers(workers)
         M, S = len(self), packed.S
         Sp = max(8, -(-S // 8) * 8)
         out = _zeros_aligned((1, M, Sp))
-        self.revalue_into(packed, 0, S, out, w)
+        rows = None
+        if reuse is not None:
+            prev, P_prev = reuse
+            same = self._same_rows(prev, packed, prev.pack(scenarios))
+            if P_prev.shape == ((M, Sp) if padded else (M, S)) and same.any():
+                out[0][same, : P_prev.shape[1]] = P_prev[same]
+                rows = ~same
+        if rows is None or rows.any():
+            self.revalue_into(packed, 0, S, out, w, rows)
         P = out[0]
         bad = ~self.usable(packed.covered)
         if bad.any():

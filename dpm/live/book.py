@@ -805,10 +805,11 @@ class LiveBook:
                                         "large to margin")
 
     @staticmethod
-    def _collateral(bal: np.ndarray, gen: _Generation) -> np.ndarray:
+    def _collateral(bal: np.ndarray, gen: _Generation, out: np.ndarray | None = None) -> np.ndarray:
         """Collateral value (USD) of balance rows: currencies summed in order, debts at full price
         (one C pass; the same bits as :meth:`_collateral_one` account by account)."""
-        out = np.empty(bal.shape[0])
+        if out is None:
+            out = np.empty(bal.shape[0])
         _live.collateral_rows(np.ascontiguousarray(bal, dtype=np.float64), gen.rate_pos, gen.price, out)
         return out
 
@@ -1334,22 +1335,31 @@ class LiveBook:
                                                        outs[9], tp, tb, ta, val))
         if dirty_exposed.size:
             exposed_parts.append(dirty_exposed)
-        exposed = np.concatenate(exposed_parts) if exposed_parts else _EMPTY_I
+        # every figure finite: the unexposed accounts' are (each commit checks), so whole contiguous
+        # slices are checked, which is cheaper than gathering the exposed accounts
         for arr, what in ((tp, "margin"), (tb, "margin with open buy orders"),
                           (ta, "margin with open sell orders"), (val, "position value")):
-            bad = ~np.isfinite(arr[exposed])
-            if bad.any():
-                a = int(exposed[np.flatnonzero(bad)[0]])
+            if not np.isfinite(arr[:N]).all():
+                a = int(np.flatnonzero(~np.isfinite(arr[:N]))[0])
                 raise InvalidInputError(f"tick: account {self._ids[a]!r}: the {what} is not finite on the new market")
-        # 5. equity, margins, levels of every account
-        eq = coll + val[:N]
-        im = gen.im_factor * np.maximum(tp[:N], np.maximum(tb[:N], ta[:N]))
-        mm = gen.mm_factor * tp[:N]
-        if not np.isfinite(eq).all():
-            a = int(np.flatnonzero(~np.isfinite(eq))[0])
+        # 5. equity and margins of every account, into whole new arrays (the commit swaps them in)
+        eq, im, mm = (self._new_column(N) for _ in range(3))
+        np.add(coll[:N], val[:N], out=eq[:N])
+        np.maximum(tb[:N], ta[:N], out=im[:N])
+        np.maximum(tp[:N], im[:N], out=im[:N])
+        np.multiply(gen.im_factor, im[:N], out=im[:N])
+        np.multiply(gen.mm_factor, tp[:N], out=mm[:N])
+        if not np.isfinite(eq[:N]).all():
+            a = int(np.flatnonzero(~np.isfinite(eq[:N]))[0])
             raise InvalidInputError(f"tick: account {self._ids[a]!r}: the equity is not finite on the new market")
         return _Change(ev, "tick", market=new_market, gen=gen, tp=tp, tb=tb, ta=ta, val=val, bal=bal, coll=coll,
                        eq=eq, im=im, mm=mm)
+
+    def _new_column(self, N: int) -> np.ndarray:
+        """A per-account array of the book's capacity, zero past the ``N`` accounts."""
+        out = np.empty(self._cap)
+        out[N:] = 0.0
+        return out
 
     def _tick_beside(self, gen: _Generation, old: _Generation, moved: int, tp: np.ndarray, tb: np.ndarray,
                      ta: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -1398,17 +1408,18 @@ class LiveBook:
                 uk = np.flatnonzero(touched)
                 bal.reshape(-1)[uk] += s[uk]
         # 4. collateral of every account (its prices moved too)
-        return dirty_exposed, bal, self._collateral(bal[:N], gen)
+        coll = self._new_column(N)
+        self._collateral(bal[:N], gen, out=coll[:N])
+        return dirty_exposed, bal, coll
 
     def _commit_tick(self, ch: _Change, seq: int) -> list[Alert]:
         d = ch.data
-        N = self._n
         self._market = d["market"]
         self._gen = d["gen"]
         self._tradable = self._gen.available & ~self._settled & (self._settle_ccy >= 0)
         self._tradable_l = self._tradable.tolist()
         self._tp, self._tb, self._ta, self._val, self._bal = d["tp"], d["tb"], d["ta"], d["val"], d["bal"]
-        self._coll[:N], self._eq[:N], self._im[:N], self._mm[:N] = d["coll"], d["eq"], d["im"], d["mm"]
+        self._coll, self._eq, self._im, self._mm = d["coll"], d["eq"], d["im"], d["mm"]
         # the cached what-if states were for the old market; kept aside (this tick's only), so that the
         # first check of an account after it computes them again from the positions they keep
         self._check_stale = self._check_cache

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
@@ -298,6 +299,24 @@ def _check_field_names(cls: type, changes: Mapping[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- per-instrument inputs
+# Per (instrument table, underlying): the inputs of the last snapshot they were computed for. A
+# market tick moves one underlying; the others keep their UnderlyingMarket object and the time, so
+# their forwards and surface vols are reused (about half of a two-underlying tick's inputs).
+# Weak references: an entry never outlives its table or market, and never serves another.
+_INPUTS_CACHE: dict[tuple[int, int], tuple[Any, Any, int, tuple[np.ndarray, ...]]] = {}
+
+
+def _remember_inputs(key: tuple[int, int], table: Any, um: Any, ts: int, arrays: tuple[np.ndarray, ...]) -> None:
+    try:
+        entry = (weakref.ref(table), weakref.ref(um), ts, arrays)
+    except TypeError:  # pragma: no cover - objects without weak references: no caching
+        return
+    if len(_INPUTS_CACHE) >= 256:
+        _INPUTS_CACHE.clear()
+    _INPUTS_CACHE[key] = entry
+
+
+
 @dataclass(frozen=True, eq=False)
 class InstrumentInputs:
     """Per-instrument market inputs of one snapshot (read-only float64 arrays of length ``M``).
@@ -430,6 +449,62 @@ class MarketSnapshot:
         """ACT/365 years from the snapshot's time to ``expiry_ms``."""
         return year_fraction(expiry_ms, self.timestamp_ms)
 
+    def _underlying_inputs(self, table: Any, uname: str, um: "UnderlyingMarket", sel: np.ndarray, kind: np.ndarray,
+                           expiry: np.ndarray, strike: np.ndarray, now: np.int64) -> tuple[np.ndarray, ...]:
+        """Forward, time and vol of the instruments ``sel`` (all on ``uname``), validated."""
+        names = table.name
+        n = sel.size
+        forward = np.empty(n)
+        time = np.zeros(n)
+        vol = np.full(n, np.nan)
+        k = kind[sel]
+        dated = (k == _FUTURE) | (k == _OPTION)
+        exp = expiry[sel]
+        expired = dated & (exp <= now)
+        if expired.any():
+            i = sel[int(np.flatnonzero(expired)[0])]
+            raise MarketDataError(
+                f"instrument {names[i]!r} has expired: expiry {_iso(int(expiry[i]))} (expiry_ms={int(expiry[i])}) "
+                f"is not after the snapshot time {_iso(self.timestamp_ms)} (timestamp_ms={self.timestamp_ms})"
+            )
+        d = np.flatnonzero(dated)
+        T = (exp[d] - now).astype(np.float64) / MS_PER_YEAR
+        time[d] = T
+        F = um.forward_curve._forward_unchecked(T)
+        bad = ~((F > 0) & np.isfinite(F))
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            raise MarketDataError(
+                f"instrument {names[sel[d[j]]]!r}: forward is {float(F[j])!r} (index {um.index_price!r} * "
+                f"exp(basis {float(um.forward_curve.basis_at(T[j]))!r} * T {float(T[j])!r})); "
+                f"the forward curve of {uname!r} gives no finite positive price at its expiry"
+            )
+        forward[d] = F
+        forward[k == _PERPETUAL] = um.perpetual_price
+        forward[k == _SPOT] = um.index_price
+        opt = np.flatnonzero(k == _OPTION)
+        if opt.size:
+            if um.vol_surface is None:
+                raise MarketDataError(
+                    f"instrument {names[sel[opt[0]]]!r}: underlying {uname!r} has no vol surface in the snapshot"
+                )
+            vol[opt] = um.vol_surface.implied_vol(strike[sel[opt]], time[opt], forward[opt])
+            bad = ~((vol[opt] > 0) & np.isfinite(vol[opt]))
+            if bad.any():
+                j = opt[int(np.flatnonzero(bad)[0])]
+                raise MarketDataError(
+                    f"instrument {names[sel[j]]!r}: implied vol is {float(vol[j])!r} (strike "
+                    f"{float(strike[sel[j]])!r}, T {float(time[j])!r}, forward {float(forward[j])!r}); the vol "
+                    f"surface of {uname!r} gives no finite positive vol there"
+                )
+        unknown = ~np.isin(k, (_SPOT, _FUTURE, _PERPETUAL, _OPTION))
+        if unknown.any():
+            i = sel[int(np.flatnonzero(unknown)[0])]
+            raise InvalidInputError(f"kind: unknown code {int(kind[i])} for instrument {names[i]!r}")
+        for x in (forward, time, vol):
+            x.setflags(write=False)
+        return forward, time, vol
+
     def instrument_inputs(self, table: Any) -> InstrumentInputs:
         """Forward, time, vol and index of every instrument of ``table`` (an ``InstrumentTable``).
 
@@ -460,49 +535,15 @@ class MarketSnapshot:
                     f"instrument {names[sel[0]]!r}: underlying {uname!r} is not in the market snapshot "
                     f"(has {sorted(self.underlyings)})"
                 )
-            k = kind[sel]
-            dated = (k == _FUTURE) | (k == _OPTION)
-            exp = expiry[sel]
-            expired = dated & (exp <= now)
-            if expired.any():
-                i = sel[int(np.flatnonzero(expired)[0])]
-                raise MarketDataError(
-                    f"instrument {names[i]!r} has expired: expiry {_iso(int(expiry[i]))} (expiry_ms={int(expiry[i])}) "
-                    f"is not after the snapshot time {_iso(self.timestamp_ms)} (timestamp_ms={self.timestamp_ms})"
-                )
+            key = (id(table), code)
+            hit = _INPUTS_CACHE.get(key)
+            if hit is not None and hit[0]() is table and hit[1]() is um and hit[2] == self.timestamp_ms:
+                f_sel, t_sel, v_sel = hit[3]
+            else:
+                f_sel, t_sel, v_sel = self._underlying_inputs(table, uname, um, sel, kind, expiry, strike, now)
+                _remember_inputs(key, table, um, self.timestamp_ms, (f_sel, t_sel, v_sel))
+            forward[sel] = f_sel
+            time[sel] = t_sel
+            vol[sel] = v_sel
             index[sel] = um.index_price
-            d = sel[dated]
-            T = (expiry[d] - now).astype(np.float64) / MS_PER_YEAR
-            time[d] = T
-            F = um.forward_curve._forward_unchecked(T)
-            bad = ~((F > 0) & np.isfinite(F))
-            if bad.any():
-                j = int(np.flatnonzero(bad)[0])
-                raise MarketDataError(
-                    f"instrument {names[d[j]]!r}: forward is {float(F[j])!r} (index {um.index_price!r} * "
-                    f"exp(basis {float(um.forward_curve.basis_at(T[j]))!r} * T {float(T[j])!r})); "
-                    f"the forward curve of {uname!r} gives no finite positive price at its expiry"
-                )
-            forward[d] = F
-            forward[sel[k == _PERPETUAL]] = um.perpetual_price
-            forward[sel[k == _SPOT]] = um.index_price
-            opt = sel[k == _OPTION]
-            if opt.size:
-                if um.vol_surface is None:
-                    raise MarketDataError(
-                        f"instrument {names[opt[0]]!r}: underlying {uname!r} has no vol surface in the snapshot"
-                    )
-                vol[opt] = um.vol_surface.implied_vol(strike[opt], time[opt], forward[opt])
-                bad = ~((vol[opt] > 0) & np.isfinite(vol[opt]))
-                if bad.any():
-                    j = opt[int(np.flatnonzero(bad)[0])]
-                    raise MarketDataError(
-                        f"instrument {names[j]!r}: implied vol is {float(vol[j])!r} (strike {float(strike[j])!r}, "
-                        f"T {float(time[j])!r}, forward {float(forward[j])!r}); the vol surface of {uname!r} "
-                        "gives no finite positive vol there"
-                    )
-            unknown = ~np.isin(k, (_SPOT, _FUTURE, _PERPETUAL, _OPTION))
-            if unknown.any():
-                i = sel[int(np.flatnonzero(unknown)[0])]
-                raise InvalidInputError(f"kind: unknown code {int(kind[i])} for instrument {names[i]!r}")
         return InstrumentInputs(forward, time, vol, index, self.timestamp_ms)
