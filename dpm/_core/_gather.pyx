@@ -180,6 +180,15 @@ cdef class AggregationPlan:
                 or sp_leg.shape[0] != sp_rate.shape[0] or sp_ratio.shape[0] != sp_rate.shape[0]
                 or S > pnl.shape[1]):
             raise ValueError("AggregationPlan: inconsistent array shapes")
+        # the joint scan reads each pair's c-table as ngrp[u] rows of ngrp[v] padded to a multiple of 8
+        cdef Py_ssize_t u, v
+        for u in range(U):
+            for v in range(U):
+                if pair_off[u * U + v] >= 0 and (
+                        u >= v or ngrp[u] < 0 or ngrp[v] < 0 or ngrp[u] > gz.shape[1] or ngrp[v] > gz.shape[1]
+                        or pair_off[u * U + v] + <Py_ssize_t>ngrp[u] * ((ngrp[v] + 7) // 8 * 8) > ctab.shape[0]
+                        or (ngrp[v] + 7) // 8 * 8 > pnl.shape[1]):
+                    raise ValueError(f"AggregationPlan: the c-table of underlyings ({u}, {v}) does not fit")
         self._keep = keep
         self.p.S = S
         self.p.Sp = pnl.shape[1]

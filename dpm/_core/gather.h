@@ -150,6 +150,23 @@ DPM_DEFINE_GATHER(32, double, 1, dpm_gather_n)
 /* Margin: per-underlying vectors, add-ons, combination across underlyings                     */
 /* ------------------------------------------------------------------------------------------ */
 
+/* 8-double vectors (GCC / Clang vector extensions: AVX-512 registers in the v4 clone, two or four
+ * narrower ones elsewhere) for the joint scan's lane-wise maxima */
+#if defined(__GNUC__) && !defined(__clang__)
+/* static inline helpers only: the by-value vector ABI GCC warns about never crosses a call boundary */
+#  pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+typedef double dpm_v8d __attribute__((vector_size(64)));
+typedef int64_t dpm_v8l __attribute__((vector_size(64)));
+static inline dpm_v8d dpm_v8d_splat(double x) { return (dpm_v8d){x, x, x, x, x, x, x, x}; }
+static inline dpm_v8l dpm_v8l_splat(int64_t x) { return (dpm_v8l){x, x, x, x, x, x, x, x}; }
+static inline dpm_v8d dpm_v8d_load(const double *p)
+{
+    dpm_v8d v;
+    memcpy(&v, p, sizeof v);  /* unaligned load */
+    return v;
+}
+
 #define DPM_JOINT_MAX 4 /* joint scenarios over at most this many held underlyings (else: the sum) */
 
 /* Market/model data shared by every account (read-only). Arrays indexed by instrument (M),
@@ -412,7 +429,6 @@ static inline double dpm_weighted(double w, double acc, double dm)
 #  define DPM_SIMD_MAX_BM_CK
 #  define DPM_SIMD_MAX_RM
 #endif
-#define DPM_JOINT_ROW 64 /* columns of one vectorised row pass of the two-underlying joint scan */
 
 /* Worst loss (>= 0) of one underlying's vector and its first scenario (-1 if no loss); NaN when any
  * entry of the vector is not finite (fail closed: a NaN must never turn into "no loss"). */
@@ -461,46 +477,84 @@ static inline double dpm_scan(const double *restrict acc, const double *restrict
  * combination outside the correlation ellipse is pulled back onto it.  lg/sg: per underlying and
  * group the largest loss (USD, signed) and its scenario.  Returns the loss (>= 0) and writes the
  * scenario of each held underlying in the binding combination (-1 when no combination loses). */
+/* compiled per ISA like the kernel (an out-of-line function is otherwise built for the baseline ISA
+ * only: SSE2, 2-double vectors; it took 28 % of the margin of two-underlying accounts). One
+ * dispatched copy, so the margin kernel and the what-if use the same one: the same bits. */
+DPM_CLONES
 static double dpm_joint(const dpm_agg_params *restrict p, const dpm_index *h, int k,
-                        const double *restrict lg, const int32_t *restrict sg, int32_t *worst)
+                        const double *restrict lg, const int32_t *restrict sg, int32_t *worst,
+                        double *restrict work)
 {
     const dpm_index G = p->G, U = p->U;
     double best = 0.0;
     int32_t arg[DPM_JOINT_MAX];
     for (int a = 0; a < k; a++) arg[a] = -1;
     if (k == 2) {
+        /* c-table rows are padded with zeros to n2p columns (a multiple of 8); l2 is copied into
+         * `work` with zeros after it, so every row is whole vectors. A padding entry is 0 (or NaN)
+         * and never beats best >= 0. Pass 1 takes lane-wise maxima over every pair with no
+         * reduction per row, each lane remembering the first row where it reached its maximum; the
+         * first row holding the overall maximum is the earliest of those, and its first column
+         * reaching it gives the pair a row-major scan with "if (x > best)" keeps. A row with l1[a] + max(l2) <= 0
+         * cannot win (c <= 1) and is skipped, NaN included, as that scan skipped it. */
         const dpm_index u = h[0], v = h[1];
         const dpm_index n1 = p->ngrp[u], n2 = p->ngrp[v];
+        const dpm_index n2p = (n2 + 7) & ~(dpm_index)7;
         const double *l1 = lg + u * G, *l2 = lg + v * G;
         const double *c = p->ctab + p->pair_off[u * U + v];
         double m2 = l2[0];
         for (dpm_index b = 1; b < n2; b++) m2 = l2[b] > m2 ? l2[b] : m2;
-        double row[DPM_JOINT_ROW];
+        double *restrict l2p = work;
+        for (dpm_index b = 0; b < n2p; b++) l2p[b] = b < n2 ? l2[b] : 0.0;
+        /* 8 lanes in vector-extension registers (an array here was kept in memory behind masked
+         * stores); the selects are bitwise, the comparison gives all-ones / zero lanes */
+        dpm_v8d vmx[4];
+        dpm_v8l vrow[4];  /* four independent chains: blocks of 8 columns j, j + 4, ... */
+        for (int j = 0; j < 4; j++) {
+            vmx[j] = dpm_v8d_splat(-INFINITY);
+            vrow[j] = dpm_v8l_splat(-1);
+        }
         for (dpm_index a = 0; a < n1; a++) {
-            /* c <= 1: a row whose unscaled best cannot beat `best` is skipped */
-            if (!(l1[a] + m2 > best)) continue;
-            const double *ca = c + a * n2;
-            const double la = l1[a];
-            /* the row's maximum by a vectorised reduction (NaN entries lose every comparison, as
-             * in the scalar scan), then its first column: the pair a scan with "if (x > best)"
-             * would keep */
-            for (dpm_index b0 = 0; b0 < n2; b0 += DPM_JOINT_ROW) {
-                const dpm_index nb = n2 - b0 < DPM_JOINT_ROW ? n2 - b0 : DPM_JOINT_ROW;
-                double rm = -INFINITY;
-                DPM_SIMD_MAX_RM
-                for (dpm_index b = 0; b < nb; b++) {
-                    const double x = ca[b0 + b] * (la + l2[b0 + b]);
-                    row[b] = x;
-                    rm = x > rm ? x : rm;
-                }
-                if (rm > best) {
-                    dpm_index b = 0;
-                    while (row[b] != rm) b++;
-                    best = rm;
-                    arg[0] = (int32_t)a;
-                    arg[1] = (int32_t)(b0 + b);
+            if (!(l1[a] + m2 > 0.0)) continue;
+            const double *ca = c + a * n2p;
+            const dpm_v8d la = dpm_v8d_splat(l1[a]);
+            const dpm_v8l av = dpm_v8l_splat((int64_t)a);
+            for (dpm_index b0 = 0; b0 < n2p; b0 += 32) {
+                for (int j = 0; j < 4 && b0 + 8 * j < n2p; j++) {
+                    const dpm_index bj = b0 + 8 * j;
+                    const dpm_v8d x = dpm_v8d_load(ca + bj) * (la + dpm_v8d_load(l2p + bj));
+                    const dpm_v8l up = x > vmx[j];
+                    vmx[j] = (dpm_v8d)(((dpm_v8l)x & up) | ((dpm_v8l)vmx[j] & ~up));
+                    vrow[j] = (av & up) | (vrow[j] & ~up);
                 }
             }
+        }
+        /* per lane of the four chains, its maximum and the first row where it was reached */
+        double vm[32];
+        int32_t vr[32];
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 8; l++) {
+                vm[8 * j + l] = vmx[j][l];
+                vr[8 * j + l] = (int32_t)vrow[j][l];
+            }
+        double bm = 0.0;
+        for (int l = 0; l < 32; l++) bm = vm[l] > bm ? vm[l] : bm;
+        if (bm > 0.0) {
+            /* the first row holding the maximum: the earliest of the lanes that reach it */
+            int32_t ra = (int32_t)n1;
+            for (int l = 0; l < 32; l++)
+                if (vm[l] == bm && vr[l] < ra) ra = vr[l];
+            const double *ca = c + (dpm_index)ra * n2p;
+            const double la = l1[ra];
+            int32_t first = (int32_t)n2p;
+            DPM_SIMD_MIN_FIRST
+            for (dpm_index b = 0; b < n2p; b++) {
+                const int32_t cb = ca[b] * (la + l2p[b]) == bm ? (int32_t)b : (int32_t)n2p;
+                first = first < cb ? first : cb;
+            }
+            arg[0] = ra;
+            arg[1] = first;
+            best = bm;
         }
     } else {
         /* k = 3 or 4: the inverse correlation of the held subset, the combinations enumerated */
@@ -654,7 +708,8 @@ DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double 
                 }
             }
         }
-        joint = dpm_joint(p, h, k, lg, sg, worst);
+        /* the losses' scratch is free again: Sp >= n2p doubles for the joint scan */
+        joint = dpm_joint(p, h, k, lg, sg, worst, fs + 2 * U * G);
         const double jt = joint + addon_sum;
         total = jt > floor_sum ? jt : floor_sum;
     } else if (held >= 2 && p->agg == DPM_AGG_PNL_OFFSET) {

@@ -880,9 +880,13 @@ def _joint_tables(sset: ScenarioSet, corr: np.ndarray, Sp: int) -> dict[str, np.
         m2 = _mahalanobis_sq(R, Z)
         with np.errstate(divide="ignore"):
             c = np.where(m2 > 1.0, 1.0 / np.sqrt(m2), 1.0)
+        # rows padded with zeros to a multiple of 8 columns: the kernel reads whole vectors
+        na, nb = len(zs[a]), len(zs[b])
+        cp = np.zeros((na, -(-nb // 8) * 8))
+        cp[:, :nb] = c.reshape(na, nb)
         pair_off[a * U + b] = off
-        ctab.append(c)
-        off += c.size
+        ctab.append(cp.ravel())
+        off += cp.size
     mask_off = np.zeros(0, dtype=np.int64)
     qsub: list[np.ndarray] = []
     if 3 <= U <= _JOINT_MASK_MAX_U:

@@ -1326,15 +1326,14 @@ class LiveBook:
         finally:
             if join is not None:
                 join()  # the kernel's outputs are complete (and no thread writes them) after this
-        exposed_parts = []
         if ranges:
-            # per range, one C pass: the rows' finiteness check and their scatter to the accounts
+            # one C pass per part of the rows: their finiteness check and their scatter to the
+            # accounts (rows of different parts write different entries: run on the workers)
             dirty = self._dirty.view(np.uint8)
-            for r0, r1 in ranges:
-                exposed_parts.append(_live.assign_rows(r0, r1, self._row_acc, self._row_var, dirty, outs[0], outs[1],
-                                                       outs[9], tp, tb, ta, val))
-        if dirty_exposed.size:
-            exposed_parts.append(dirty_exposed)
+            parts = [(s, min(s + chunk * 8, r1)) for r0, r1 in ranges for s in range(r0, r1, chunk * 8)]
+            _parallel.run_bounds(lambda s, e: _live.assign_rows(s, e, self._row_acc, self._row_var, dirty, outs[0],
+                                                                outs[1], outs[9], tp, tb, ta, val),
+                                 parts, self.workers)
         # every figure finite: the unexposed accounts' are (each commit checks), so whole contiguous
         # slices are checked, which is cheaper than gathering the exposed accounts
         for arr, what in ((tp, "margin"), (tb, "margin with open buy orders"),
