@@ -621,8 +621,8 @@ def test_model_arrays_are_memoised_per_model_and_equal_a_fresh_build(market):
     assert not np.array_equal(corr2, mg._model_arrays(model, unds, e0.scenarios, e0._plan.Sp)["corr"])
 
 
-@pytest.mark.parametrize("sticky", ["strike", "moneyness"])
-def test_with_market_reuses_unchanged_rows_and_equals_a_fresh_engine(market, sticky, monkeypatch):
+@pytest.mark.parametrize("sticky,scenario_price", [("strike", "mark"), ("moneyness", "mark"), ("strike", "index")])
+def test_with_market_reuses_unchanged_rows_and_equals_a_fresh_engine(market, sticky, scenario_price, monkeypatch):
     """A chain of market updates (one underlying's prices, then the other's surface, a USD rate,
     the time) built with ``with_market``, which copies the P&L rows of instruments whose inputs did
     not change, equals fresh engines bit for bit; a one-underlying update revalues only that
@@ -632,7 +632,7 @@ def test_with_market_reuses_unchanged_rows_and_equals_a_fresh_engine(market, sti
 
     tab = default_instruments()
     book = generate_accounts(300, tab, seed=8)
-    model = replace(dpm_default(), sticky=sticky)
+    model = replace(dpm_default(), sticky=sticky, scenario_price=scenario_price)
     computed = []
     orig = RevaluationPlan.revalue_into
 
@@ -653,6 +653,10 @@ def test_with_market_reuses_unchanged_rows_and_equals_a_fresh_engine(market, sti
     steps[1] = steps[0].with_underlying("ETH", eth.with_updates(vol_surface=copy.copy(surf)))
     steps[2] = MarketSnapshot(steps[1].timestamp_ms, dict(steps[1].underlyings), {"USDC": 0.9998})
     steps[3] = steps[2].with_updates(timestamp_ms=steps[2].timestamp_ms + 60_000)
+    # the perpetual's mark alone moves: its scenario price (the index) keeps its P&L row under
+    # scenario_price="index", but its add-on delta is taken at the mark
+    eth3 = steps[3]["ETH"]
+    steps.append(steps[3].with_underlying("ETH", eth3.with_updates(perpetual_price=eth3.perpetual_price * 1.01)))
     engine = MarginEngine(market, tab, model)
     per_step = []
     for k, mk in enumerate(steps):
@@ -662,6 +666,9 @@ def test_with_market_reuses_unchanged_rows_and_equals_a_fresh_engine(market, sti
         snapshot_mod._INPUTS_CACHE.clear()  # the reference computes its instrument inputs afresh
         fresh = MarginEngine(mk, tab, model)
         assert np.array_equal(engine.pnl_matrix.view(np.uint8), fresh.pnl_matrix.view(np.uint8)), k
+        for name in ("delta", "value"):  # add-on inputs, also copied for unchanged instruments
+            x, y = getattr(engine._plan, name), getattr(fresh._plan, name)
+            assert np.array_equal(x.view(np.uint8), y.view(np.uint8)), (k, name)
         a, b = engine.margin_many(book), fresh.margin_many(book)
         assert np.array_equal(a.initial_margin.view(np.uint8), b.initial_margin.view(np.uint8))
     # [BTC moved, ETH's surface a new object (the same vols; moneyness re-reads it), USD rates, time]
@@ -671,6 +678,7 @@ def test_with_market_reuses_unchanged_rows_and_equals_a_fresh_engine(market, sti
     from dpm.market.specs import Kind
 
     assert per_step[3] == int((np.asarray(tab.kind) != Kind.PERPETUAL).sum())  # a perpetual's inputs keep
+    assert per_step[4] == (0 if scenario_price == "index" else 2)  # the two ETH perpetuals
 
 
 # ------------------------------------------------------------------------------------------ bad inputs
