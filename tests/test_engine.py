@@ -641,6 +641,14 @@ def test_with_market_reuses_unchanged_rows_and_equals_a_fresh_engine(market, sti
         return orig(self, packed, c0, c1, out, workers, rows)
 
     monkeypatch.setattr(RevaluationPlan, "revalue_into", spy)
+    inputs_of = []  # the underlyings whose instrument inputs were computed, not taken from the cache
+    orig_inputs = MarketSnapshot._underlying_inputs
+
+    def spy_inputs(self, table, uname, *args):
+        inputs_of.append(uname)
+        return orig_inputs(self, table, uname, *args)
+
+    monkeypatch.setattr(MarketSnapshot, "_underlying_inputs", spy_inputs)
     btc, eth = market["BTC"], market["ETH"]
     und = np.asarray(tab.underlying)
     n_btc = int((und == list(tab.underlyings).index("BTC")).sum())
@@ -658,11 +666,13 @@ def test_with_market_reuses_unchanged_rows_and_equals_a_fresh_engine(market, sti
     eth3 = steps[3]["ETH"]
     steps.append(steps[3].with_underlying("ETH", eth3.with_updates(perpetual_price=eth3.perpetual_price * 1.01)))
     engine = MarginEngine(market, tab, model)
-    per_step = []
+    per_step, inputs_step = [], []
     for k, mk in enumerate(steps):
         computed.clear()
+        inputs_of.clear()
         engine = engine.with_market(mk)
         per_step.append(sum(computed))
+        inputs_step.append(sorted(inputs_of))
         snapshot_mod._INPUTS_CACHE.clear()  # the reference computes its instrument inputs afresh
         fresh = MarginEngine(mk, tab, model)
         assert np.array_equal(engine.pnl_matrix.view(np.uint8), fresh.pnl_matrix.view(np.uint8)), k
@@ -673,6 +683,7 @@ def test_with_market_reuses_unchanged_rows_and_equals_a_fresh_engine(market, sti
         assert np.array_equal(a.initial_margin.view(np.uint8), b.initial_margin.view(np.uint8))
     # [BTC moved, ETH's surface a new object (the same vols; moneyness re-reads it), USD rates, time]
     assert per_step[0] == n_btc
+    assert inputs_step[:4] == [["BTC"], ["ETH"], [], ["BTC", "ETH"]]  # new BTC, new ETH, rates only, time
     assert per_step[1] == (len(tab) - n_btc if sticky == "moneyness" else 0)
     assert 0 < per_step[2] < len(tab)
     from dpm.market.specs import Kind

@@ -164,7 +164,8 @@ class InstrumentTable:
     :meth:`from_arrow` or :meth:`from_columns`; the constructor validates every column.
     """
 
-    __slots__ = _COLUMNS + ("underlyings", "_index")
+    # __weakref__: per-table caches (a market's instrument inputs, expiry buckets) hold weak references
+    __slots__ = _COLUMNS + ("underlyings", "_index", "__weakref__")
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(
