@@ -14,7 +14,6 @@ from __future__ import annotations
 import itertools
 import math
 import threading
-import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -22,6 +21,7 @@ import numpy as np
 
 from dpm._core import _gather
 from dpm._util import parallel as _parallel
+from dpm._util.memo import WeakMemo
 from dpm.engines.plan import RevaluationPlan
 from dpm.engines.results import AccountMargin, MarginResults, RiskVectors, WhatIfResult, liquidation_order
 from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError, UnknownInstrumentError
@@ -67,42 +67,32 @@ def _result_arrays(N: int, U: int) -> tuple[np.ndarray, ...]:
     return total, value, joint, L, scan, worst, roll, dshock, floor
 
 
-_SCENARIO_CACHE: dict[int, tuple[Any, tuple[str, ...], ScenarioSet]] = {}
+_SCENARIO_CACHE = WeakMemo()
 
 
 def _model_scenarios(model: RiskMatrixModel, unds: tuple[str, ...]) -> ScenarioSet:
     """``model.scenario_set(unds)``, memoised per model object.
 
     The set depends on the (immutable) model only, not on the market, and building it costs about
-    as much as revaluing the whole market; a market update (``with_market``) reuses it. The cache
+    as much as revaluing the whole market; a market update (``with_market``) reuses it. The memo
     holds a weak reference to the model, so an entry never outlives its model or serves another.
     """
-    key = id(model)
-    hit = _SCENARIO_CACHE.get(key)
-    if hit is not None and hit[0]() is model and hit[1] == unds:
-        return hit[2]
-    sset = model.scenario_set(unds)
-    try:
-        ref = weakref.ref(model)
-    except TypeError:  # pragma: no cover - a model type without weak references: no caching
-        return sset
-    if len(_SCENARIO_CACHE) >= 64:
-        _SCENARIO_CACHE.clear()
-    _SCENARIO_CACHE[key] = (ref, unds, sset)
-    return sset
+    hit = _SCENARIO_CACHE.get((model,), unds)
+    if hit is not None:
+        return hit
+    return _SCENARIO_CACHE.put((model,), unds, model.scenario_set(unds))
 
 
-_MODEL_ARRAY_CACHE: dict[int, tuple[Any, tuple[str, ...], ScenarioSet, int, dict[str, np.ndarray]]] = {}
+_MODEL_ARRAY_CACHE = WeakMemo()
 
 
 def _model_arrays(model: RiskMatrixModel, unds: tuple[str, ...], sset: ScenarioSet, Sp: int) -> dict[str, np.ndarray]:
     """The aggregation inputs that depend on the model alone (add-on parameters, correlation, the
-    joint tables), read-only, memoised per model object like :func:`_model_scenarios`: a market
-    tick rebuilds the plan, and these took about 0.7 ms of it."""
-    key = id(model)
-    hit = _MODEL_ARRAY_CACHE.get(key)
-    if hit is not None and hit[0]() is model and hit[1] == unds and hit[2] is sset and hit[3] == Sp:
-        return hit[4]
+    joint tables), read-only, memoised per (model, scenario set) like :func:`_model_scenarios`: a
+    market tick rebuilds the plan, and these took about 0.7 ms of it."""
+    hit = _MODEL_ARRAY_CACHE.get((model, sset), (unds, Sp))
+    if hit is not None:
+        return hit
     U = len(unds)
     ds_thr = np.array([model.params(u).delta_shock.threshold_usd for u in unds], dtype=np.float64)
     ds_thr = np.where(np.isfinite(ds_thr), ds_thr, np.finfo(np.float64).max)
@@ -134,14 +124,7 @@ def _model_arrays(model: RiskMatrixModel, unds: tuple[str, ...], sset: ScenarioS
                sp_rate=sp_rate, sp_ratio=sp_ratio, **joint)
     for a in out.values():
         a.setflags(write=False)
-    try:
-        ref = weakref.ref(model)
-    except TypeError:  # pragma: no cover - a model type without weak references: no caching
-        return out
-    if len(_MODEL_ARRAY_CACHE) >= 64:
-        _MODEL_ARRAY_CACHE.clear()
-    _MODEL_ARRAY_CACHE[key] = (ref, unds, sset, Sp, out)
-    return out
+    return _MODEL_ARRAY_CACHE.put((model, sset), (unds, Sp), out)
 
 
 def _mahalanobis_sq(R: np.ndarray, Z: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from dpm._util.memo import WeakMemo
 from dpm._util.validation import as_float_array, first_bad_index
 from dpm.errors import InvalidInputError, InvalidTypeError, MarketDataError
 from dpm.market.surface import VolSurface
@@ -299,22 +299,11 @@ def _check_field_names(cls: type, changes: Mapping[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------- per-instrument inputs
-# Per (instrument table, underlying): the inputs of the last snapshot they were computed for. A
-# market tick moves one underlying; the others keep their UnderlyingMarket object and the time, so
-# their forwards and surface vols are reused (about half of a two-underlying tick's inputs).
-# Weak references: an entry never outlives its table or market, and never serves another.
-_INPUTS_CACHE: dict[tuple[int, int], tuple[Any, Any, int, tuple[np.ndarray, ...]]] = {}
-
-
-def _remember_inputs(key: tuple[int, int], table: Any, um: Any, ts: int, arrays: tuple[np.ndarray, ...]) -> None:
-    try:
-        entry = (weakref.ref(table), weakref.ref(um), ts, arrays)
-    except TypeError:  # pragma: no cover - objects without weak references: no caching
-        return
-    if len(_INPUTS_CACHE) >= 256:
-        _INPUTS_CACHE.clear()
-    _INPUTS_CACHE[key] = entry
-
+# Per (instrument table, underlying market, time): each underlying's forwards, times and surface vols.
+# A market tick moves one underlying; the others keep their UnderlyingMarket object and the time,
+# so their inputs are reused (half of a two-underlying tick's inputs). Weak references: an entry
+# never outlives its table or market, and never serves another.
+_INPUTS_CACHE = WeakMemo(max_entries=256)
 
 
 @dataclass(frozen=True, eq=False)
@@ -535,13 +524,11 @@ class MarketSnapshot:
                     f"instrument {names[sel[0]]!r}: underlying {uname!r} is not in the market snapshot "
                     f"(has {sorted(self.underlyings)})"
                 )
-            key = (id(table), code)
-            hit = _INPUTS_CACHE.get(key)
-            if hit is not None and hit[0]() is table and hit[1]() is um and hit[2] == self.timestamp_ms:
-                f_sel, t_sel, v_sel = hit[3]
-            else:
-                f_sel, t_sel, v_sel = self._underlying_inputs(table, uname, um, sel, kind, expiry, strike, now)
-                _remember_inputs(key, table, um, self.timestamp_ms, (f_sel, t_sel, v_sel))
+            hit = _INPUTS_CACHE.get((table, um), (code, self.timestamp_ms))
+            if hit is None:
+                hit = _INPUTS_CACHE.put((table, um), (code, self.timestamp_ms),
+                                        self._underlying_inputs(table, uname, um, sel, kind, expiry, strike, now))
+            f_sel, t_sel, v_sel = hit
             forward[sel] = f_sel
             time[sel] = t_sel
             vol[sel] = v_sel
