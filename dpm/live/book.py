@@ -1290,18 +1290,9 @@ class LiveBook:
     def _prep_market(self, ev: Event | None, new_market: MarketSnapshot, moved: int) -> _Change:
         old = self._gen
         engine = old.engine.with_market(new_market, workers=self.workers)
-        gen = _Generation(engine, self.currencies, old.number + 1)
-        held = (self._pos_count + self._ord_count) > 0
-        bad = held & ~gen.available
-        if bad.any():
-            i = int(np.flatnonzero(bad)[0])
-            raise MarketDataError(f"tick: instrument {self._names[i]!r} is held but cannot be margined on the new "
-                                  f"market: {engine.revaluation_plan.reason(i)}")
-        N = self._n
-        tp, tb, ta, val = self._tp.copy(), self._tb.copy(), self._ta.copy(), self._val.copy()
         # 1. clean accounts: the kernel over the row ranges of the exposed classes, started on the pool
-        #    threads; this thread does the rest of the tick beside it (steps 2-4, Python that would
-        #    otherwise leave a core idle), then joins the kernel
+        #    threads as soon as the new plan exists; this thread does the rest of the tick beside it
+        #    (checks, copies, steps 2-4: Python that would otherwise leave a core idle), then joins it
         ranges = []
         for mask, r0, r1 in self._classes:
             if mask & moved and r1 > r0:
@@ -1312,7 +1303,7 @@ class LiveBook:
         join = None
         if ranges:
             outs = self._tick_outs
-            job = gen.agg.margin_job(self._indptr, self._inst, self._qty, outs[:9])
+            job = engine.aggregation_plan.margin_job(self._indptr, self._inst, self._qty, outs[:9])
             w = _parallel.resolve_workers(self.workers)
             total_rows = sum(r1 - r0 for r0, r1 in ranges)
             # small ranges: this thread joins late and takes what is left, so the ends even out
@@ -1322,6 +1313,15 @@ class LiveBook:
             counter = np.zeros(1, dtype=np.int64)
             join = _parallel.start_beside(lambda: job.run_shared(bounds, counter), self.workers)
         try:
+            gen = _Generation(engine, self.currencies, old.number + 1)
+            held = (self._pos_count + self._ord_count) > 0
+            bad = held & ~gen.available
+            if bad.any():  # refused: the kernel's rows of this market are never used
+                i = int(np.flatnonzero(bad)[0])
+                raise MarketDataError(f"tick: instrument {self._names[i]!r} is held but cannot be margined on the "
+                                      f"new market: {engine.revaluation_plan.reason(i)}")
+            N = self._n
+            tp, tb, ta, val = self._tp.copy(), self._tb.copy(), self._ta.copy(), self._val.copy()
             dirty_exposed, bal, coll = self._tick_beside(gen, old, moved, tp, tb, ta, val)
         finally:
             if join is not None:
