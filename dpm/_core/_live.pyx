@@ -57,11 +57,11 @@ cdef extern from *:
             if (moved[inst[k]] && !dirty[acc[k]] && (c < 0 || c >= C)) return k;
         }
         /* one flat pass over the positions: most do not count at a one-underlying tick (other
-         * underlying, or dirty account) and are skipped by a predictable test; the sums of the
-         * account being read live in sum[], the currencies hit listed in touched[], added to its balances when
-         * the next counted position belongs to another account (a loop per account mispredicted
-         * its exit about once per position: 6 ns a position even with nothing moved). The sums
-         * start from 0 per account and currency and are added once: the bits of np.bincount. */
+         * underlying, or dirty account) and are skipped by a predictable test. The sums of the
+         * account being read live in sum[], the currencies it hit listed in touched[]; they are
+         * added to its balances when the next counted position belongs to another account (a loop
+         * per account mispredicted its exit about once per position: 6 ns a position even with
+         * nothing moved). Summed from 0 per account and currency, added once: np.bincount's bits. */
         int64_t cur = -1;
         Py_ssize_t nt = 0;  /* currencies hit by the current account, listed in touched[0:nt] */
         for (Py_ssize_t c = 0; c < C; c++) { sum[c] = 0.0; hit[c] = 0; }
@@ -99,18 +99,15 @@ cdef extern from *:
         return -1;
     }
 
-    /* First k whose position, instrument or account index is out of range, or -1. */
-    static Py_ssize_t dpm_first_outside(const int64_t *pos, const int64_t *inst, const int64_t *acc, Py_ssize_t n,
-                                        Py_ssize_t n_qty, Py_ssize_t M, Py_ssize_t n_acc)
+    /* First k with x[k] outside [0, limit), or -1 (one branch-free pass; the index is looked for
+     * only on failure). */
+    static Py_ssize_t dpm_first_outside(const int64_t *x, Py_ssize_t n, Py_ssize_t limit)
     {
         int any = 0;
-        for (Py_ssize_t k = 0; k < n; k++)  /* one branch-free pass; the position found only on failure */
-            any |= ((uint64_t)pos[k] >= (uint64_t)n_qty) | ((uint64_t)inst[k] >= (uint64_t)M)
-                   | ((uint64_t)acc[k] >= (uint64_t)n_acc);
+        for (Py_ssize_t k = 0; k < n; k++) any |= (uint64_t)x[k] >= (uint64_t)limit;
         if (!any) return -1;
         for (Py_ssize_t k = 0; k < n; k++)
-            if ((uint64_t)pos[k] >= (uint64_t)n_qty || (uint64_t)inst[k] >= (uint64_t)M
-                || (uint64_t)acc[k] >= (uint64_t)n_acc) return k;
+            if ((uint64_t)x[k] >= (uint64_t)limit) return k;
         return -1;
     }
 
@@ -179,8 +176,7 @@ cdef extern from *:
                                   const double *qty, const uint8_t *moved, const uint8_t *dirty,
                                   const int64_t *ccy, Py_ssize_t C, const double *dF, double *bal, double *sum,
                                   uint8_t *hit, int64_t *touched) noexcept nogil
-    Py_ssize_t dpm_first_outside(const int64_t *pos, const int64_t *inst, const int64_t *acc, Py_ssize_t n,
-                                 Py_ssize_t n_qty, Py_ssize_t M, Py_ssize_t n_acc) noexcept nogil
+    Py_ssize_t dpm_first_outside(const int64_t *x, Py_ssize_t n, Py_ssize_t limit) noexcept nogil
     Py_ssize_t dpm_assign_rows(Py_ssize_t r0, Py_ssize_t r1, const int64_t *row_acc, const int8_t *row_var,
                                const uint8_t *dirty, const double *total, const double *value, const double *per,
                                Py_ssize_t n, Py_ssize_t U, double *tp, double *tb, double *ta, double *val,
@@ -226,14 +222,18 @@ def settle_futures(const int64_t[::1] pos, const int64_t[::1] acc, const int64_t
     """Add the variation margin ``qty[pos[k]] * dF[inst[k]]`` of the futures positions ``k`` (grouped
     by account ``acc[k]``) whose instrument moved and whose account is not dirty to ``bal[acc,
     ccy[inst]]``: per account and currency summed from 0 in position order, then added once."""
-    cdef Py_ssize_t n = pos.shape[0], C = bal.shape[1], M = moved.shape[0], bad
+    cdef Py_ssize_t n = pos.shape[0], C = bal.shape[1], M = moved.shape[0], bad, b
     cdef Py_ssize_t n_acc = min(bal.shape[0], dirty.shape[0])
     if acc.shape[0] != n or inst.shape[0] != n or ccy.shape[0] != M or dF.shape[0] != M:
         raise ValueError("settle_futures: inconsistent array lengths")
     if n == 0 or C == 0:
         return
-    with nogil:  # what protects memory (ids come from the book's own CSR)
-        bad = dpm_first_outside(&pos[0], &inst[0], &acc[0], n, qty.shape[0], M, n_acc)
+    with nogil:  # what protects memory (ids come from the book's own CSR): the first bad position
+        bad = dpm_first_outside(&pos[0], n, qty.shape[0])
+        b = dpm_first_outside(&inst[0], n, M)
+        bad = b if b >= 0 and (bad < 0 or b < bad) else bad
+        b = dpm_first_outside(&acc[0], n, n_acc)
+        bad = b if b >= 0 and (bad < 0 or b < bad) else bad
     if bad >= 0:
         raise ValueError(f"settle_futures: position {bad} points outside the book")
     sums = np.zeros(C)
@@ -264,7 +264,7 @@ def assign_rows(Py_ssize_t r0, Py_ssize_t r1, const int64_t[::1] row_acc, const 
         return out[:0]
     cdef Py_ssize_t n_acc = min(dirty.shape[0], tp.shape[0], tb.shape[0], ta.shape[0], val.shape[0]), bad
     with nogil:  # what protects memory (the book's own CSR rows)
-        bad = dpm_first_outside(&row_acc[r0], &row_acc[r0], &row_acc[r0], r1 - r0, n_acc, n_acc, n_acc)
+        bad = dpm_first_outside(&row_acc[r0], r1 - r0, n_acc)
     if bad >= 0:
         raise ValueError(f"assign_rows: row {r0 + bad} names account {row_acc[r0 + bad]} outside the arrays")
     with nogil:
