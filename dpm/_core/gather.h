@@ -422,12 +422,10 @@ static inline double dpm_weighted(double w, double acc, double dm)
 #define DPM_FBLK 64 /* scenarios per block of the worst-loss search */
 #if DPM_HAVE_LIBMVEC
 #  define DPM_SIMD_MAX_BM_CK _Pragma("omp simd reduction(max:bm) reduction(+:ck)")
-#  define DPM_SIMD_MAX_RM _Pragma("omp simd reduction(max:rm)")
 #  define DPM_SIMD_MIN_FIRST _Pragma("omp simd reduction(min:first)")
 #else
 #  define DPM_SIMD_MIN_FIRST
 #  define DPM_SIMD_MAX_BM_CK
-#  define DPM_SIMD_MAX_RM
 #endif
 
 /* Worst loss (>= 0) of one underlying's vector and its first scenario (-1 if no loss); NaN when any
@@ -495,8 +493,9 @@ static double dpm_joint(const dpm_agg_params *restrict p, const dpm_index *h, in
          * and never beats best >= 0. Pass 1 takes lane-wise maxima over every pair with no
          * reduction per row, each lane remembering the first row where it reached its maximum; the
          * first row holding the overall maximum is the earliest of those, and its first column
-         * reaching it gives the pair a row-major scan with "if (x > best)" keeps. A row with l1[a] + max(l2) <= 0
-         * cannot win (c <= 1) and is skipped, NaN included, as that scan skipped it. */
+         * reaching it gives the pair a row-major scan with "if (x > best)" keeps. A row with
+         * l1[a] + max(l2) <= 0 cannot win (c <= 1) and is skipped, NaN included, as that scan
+         * skipped it. */
         const dpm_index u = h[0], v = h[1];
         const dpm_index n1 = p->ngrp[u], n2 = p->ngrp[v];
         const dpm_index n2p = (n2 + 7) & ~(dpm_index)7;

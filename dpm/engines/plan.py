@@ -370,11 +370,12 @@ class RevaluationPlan:
 
     def _same_rows(self, prev: "RevaluationPlan", packed: PackedScenarios, prev_packed: PackedScenarios) -> np.ndarray:
         """Instruments whose revaluation inputs are bit for bit those of ``prev`` (a plan of the same
-        table, scenario set and conventions on an earlier market): their P&L rows are the same."""
+        table and conventions on an earlier market; both packings are of the one scenario set the
+        caller revalues): their P&L rows are the same."""
         M = len(self)
         if (prev.instruments is not self.instruments or len(prev) != M or prev.currency != self.currency
                 or prev.sticky != self.sticky or prev.default_term is not self.default_term
-                or prev.perpetual_basis != self.perpetual_basis or packed.scenarios is not prev_packed.scenarios):
+                or prev.perpetual_basis != self.perpetual_basis):
             return np.zeros(M, dtype=bool)
 
         def eq(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -403,8 +404,9 @@ class RevaluationPlan:
         boundaries: the layout the gather kernels read.
 
         ``reuse=(prev, P_prev)``: the same call's result on a plan of an earlier market (same
-        table, set, conventions, ``padded`` and ``unavailable``); rows whose inputs did not change
-        are copied from it instead of revalued (a tick that moves one underlying).
+        table, conventions, ``padded`` and ``unavailable``, and the same ``scenarios`` object: the
+        caller guarantees it, P_prev does not record its set); rows whose inputs did not change are
+        copied from it instead of revalued (a tick that moves one underlying).
         """
         packed = self.pack(scenarios)
         w = _parallel.resolve_workers(workers)
