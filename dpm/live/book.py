@@ -351,7 +351,7 @@ class _Overlay:
     def _make_room(self, need: int) -> None:
         if self.used - self.live > self.live:  # mostly garbage: repack the live rows
             accs = np.flatnonzero(self.nrows)
-            row_acc, var, first = self._rows(accs)
+            row_acc, var, first = self.rows(accs)
             st, ln = self.start[row_acc, var], self.length[row_acc, var]
             idx, ptr = _segments(st, ln)
             size = max(self.inst.shape[0], 2 * (idx.size + need))
@@ -373,7 +373,7 @@ class _Overlay:
         self.length[:] = 0
         self.used = self.live = 0
 
-    def _rows(self, accs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def rows(self, accs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every row of ``accs`` in order: its account, its variant, and each account's first row."""
         nr = self.nrows[accs]
         first = np.cumsum(nr) - nr
@@ -383,7 +383,7 @@ class _Overlay:
 
     def gather(self, accs: np.ndarray) -> tuple[np.ndarray, ...]:
         """The rows of ``accs`` as one CSR: ``(indptr, inst, qty, row_acc, var, first)``."""
-        row_acc, var, first = self._rows(accs)
+        row_acc, var, first = self.rows(accs)
         idx, indptr = _segments(self.start[row_acc, var], self.length[row_acc, var])
         return indptr, self.inst[idx], self.qty[idx], row_acc, var, first
 
@@ -687,7 +687,7 @@ class LiveBook:
         acc_first[order] = first
         dirty_accs = np.flatnonzero(self._dirty[:N])
         ov = self._ov
-        d_acc, d_var, _ = ov._rows(dirty_accs)
+        d_acc, d_var, _ = ov.rows(dirty_accs)
         d_row = acc_first[d_acc] + d_var  # the new rows of the dirty accounts' overlay rows
         lengths[d_row] = ov.length[d_acc, d_var]
         indptr = np.zeros(R + 1, dtype=np.int64)
