@@ -204,7 +204,38 @@ def _checker(port, ids, names, stop_at, q, seed):
     q.put(("floor", floor))
 
 
-def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interval, checkers, journal):
+def _fast_checker(port, ids, names, stop_at, q, seed, rate):
+    """Checks through the binary channel (``dpm serve --check-port``), ``rate`` per second (0: back to back)."""
+    from dpm.service.fastcheck import CheckClient
+
+    c = CheckClient("127.0.0.1", port)
+    rng = np.random.default_rng(seed)
+    hot = [ids[int(i)] for i in rng.integers(0, len(ids), 2000)]
+    lat, floor = [], []
+    t0, sent = time.monotonic(), 0
+    while time.monotonic() < stop_at:
+        if rate:
+            due = t0 + sent / rate
+            now = time.monotonic()
+            if due > now:
+                time.sleep(due - now)
+        sent += 1
+        legs = [(names[int(rng.integers(len(names)))], float(rng.integers(1, 20)))]
+        account = hot[int(rng.integers(len(hot)))]
+        t = time.perf_counter_ns()
+        c.check(account, legs)
+        lat.append((time.perf_counter_ns() - t) / 1e3)
+        if sent % 4 == 0:  # the channel's floor under the same load: a PING, answered without the book
+            t = time.perf_counter_ns()
+            c.ping()
+            floor.append((time.perf_counter_ns() - t) / 1e3)
+    c.close()
+    q.put(("fast_checks", lat))
+    q.put(("fast_floor", floor))
+
+
+def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interval, checkers, journal,
+                    fast_checkers=1, fast_rate=500.0):
     import psutil
 
     from dpm.market.sample import default_instruments
@@ -212,23 +243,25 @@ def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interva
     from dpm.service.client import LiveClient
 
     cmd = [sys.executable, "-m", "dpm", "serve", "--port", "0", "--accounts", str(n_accounts), "--seed",
-           str(seed), "--journal", str(journal), "--snapshot-every", "0", "--queue", "20000"]
+           str(seed), "--journal", str(journal), "--snapshot-every", "0", "--queue", "20000", "--check-port", "0"]
     if workers:
         cmd += ["--workers", str(workers)]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, cwd=str(ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    port = None
+    port = check_port = None
     lines = []
     try:
         deadline = time.monotonic() + 600
-        while port is None and time.monotonic() < deadline:
+        while (port is None or check_port is None) and time.monotonic() < deadline:
             line = proc.stdout.readline()
             if not line:
                 raise RuntimeError("server exited: " + "".join(lines))
             lines.append(line)
             if "listening on" in line:
                 port = int(line.rsplit(":", 1)[1])
+            elif "checks on" in line:
+                check_port = int(line.rsplit(":", 1)[1])
         threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()
         startup = time.monotonic() - t0
         client = LiveClient(f"127.0.0.1:{port}")
@@ -258,6 +291,8 @@ def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interva
         procs = [ctx.Process(target=_fill_streamer, args=(port, ids, names, fill_rate, stop_at, q)),
                  ctx.Process(target=_ticker, args=(port, tick_interval, stop_at, q))]
         procs += [ctx.Process(target=_checker, args=(port, ids, names, stop_at, q, 10 + k)) for k in range(checkers)]
+        procs += [ctx.Process(target=_fast_checker, args=(check_port, ids, names, stop_at, q, 20 + k, fast_rate))
+                  for k in range(fast_checkers)]
         for p in procs:
             p.start()
         rss = []
@@ -265,10 +300,10 @@ def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interva
         while time.monotonic() < stop_at:
             rss.append((round(time.monotonic() - t_start, 1), sp.memory_info().rss / 2**20))
             time.sleep(1.0)
-        results: dict = {"checks": [], "floor": []}
-        for _ in range(len(procs) + checkers):
+        results: dict = {"checks": [], "floor": [], "fast_checks": [], "fast_floor": []}
+        for _ in range(len(procs) + checkers + fast_checkers):
             kind_, val = q.get(timeout=300)
-            if kind_ in ("checks", "floor"):
+            if kind_ in ("checks", "floor", "fast_checks", "fast_floor"):
                 results[kind_].extend(val)
             else:
                 results[kind_] = val
@@ -286,6 +321,9 @@ def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interva
             "check_rpc_us": pct(results["checks"]) if results["checks"] else None,
             "checks_per_s": len(results["checks"]) / elapsed,
             "status_rpc_us": pct(results["floor"]) if results["floor"] else None,
+            "check_fast_us": pct(results["fast_checks"]) if results["fast_checks"] else None,
+            "fast_checks_per_s": len(results["fast_checks"]) / elapsed,
+            "ping_fast_us": pct(results["fast_floor"]) if results["fast_floor"] else None,
             "tick_rpc_ms": pct(results["ticks"]) if results.get("ticks") else None,
             "fills": results.get("fills"), "alerts": alerts[0], "server_timings": timings,
             "rss_mib": rss, "queue_depth_end": st1.queue_depth,
@@ -311,29 +349,35 @@ def machine() -> str:
 
 
 def markdown(res: dict) -> str:
-    ip, sv = res["in_process"], res.get("service")
+    ip, sv = res.get("in_process"), res.get("service")
     f = lambda d, k: f"{d[k]:,.1f}"  # noqa: E731
-    lines = [f"Machine: {res['machine']}. Accounts: {res['accounts']:,} ({ip['positions']:,} positions).", "",
+    positions = f" ({ip['positions']:,} positions)" if ip else ""
+    lines = [f"Machine: {res['machine']}. Accounts: {res['accounts']:,}{positions}.", "",
              "| measure | p50 | p99 | p99.9 | n |", "|---|---:|---:|---:|---:|"]
 
     def row(label, d, unit):
         lines.append(f"| {label} ({unit}) | {f(d, 'p50')} | {f(d, 'p99')} | {f(d, 'p99.9')} | {d['n']:,} |")
 
-    row("pre-trade check in process, warm (`check_one`), 2,000 active accounts", ip["check_warm_us"], "µs")
-    row("pre-trade check in process, warm, 20 active accounts", ip["check_warm_20_us"], "µs")
-    row("pre-trade check in process, first after a tick", ip["check_after_tick_us"], "µs")
-    row("pre-trade check in process, random account", ip["check_cold_us"], "µs")
-    row("reference: `engine.prepare(book, i).what_if_ids`", ip["engine_prepare_what_if_us"], "µs")
-    row("fill in process (`apply`)", ip["fill_us"], "µs")
-    row("tick of BTC in process (all margins fresh)", ip["tick_btc_ms"], "ms")
-    row("tick of BTC + ETH in process", ip["tick_both_ms"], "ms")
-    row("reference: `with_market`", ip["ref_with_market_ms"], "ms")
-    row("reference: full `margin_many`", ip["ref_margin_many_ms"], "ms")
+    if ip:
+        row("pre-trade check in process, warm (`check_one`), 2,000 active accounts", ip["check_warm_us"], "µs")
+        row("pre-trade check in process, warm, 20 active accounts", ip["check_warm_20_us"], "µs")
+        row("pre-trade check in process, first after a tick", ip["check_after_tick_us"], "µs")
+        row("pre-trade check in process, random account", ip["check_cold_us"], "µs")
+        row("reference: `engine.prepare(book, i).what_if_ids`", ip["engine_prepare_what_if_us"], "µs")
+        row("fill in process (`apply`)", ip["fill_us"], "µs")
+        row("tick of BTC in process (all margins fresh)", ip["tick_btc_ms"], "ms")
+        row("tick of BTC + ETH in process", ip["tick_both_ms"], "ms")
+        row("reference: `with_market`", ip["ref_with_market_ms"], "ms")
+        row("reference: full `margin_many`", ip["ref_margin_many_ms"], "ms")
     if sv:
         if sv["check_rpc_us"]:
             row("pre-trade check through gRPC (`Check` round trip)", sv["check_rpc_us"], "µs")
         if sv.get("status_rpc_us"):
             row("reference: `Status` round trip (no work) under the same load", sv["status_rpc_us"], "µs")
+        if sv.get("check_fast_us"):
+            row("pre-trade check through the binary check channel (round trip)", sv["check_fast_us"], "µs")
+        if sv.get("ping_fast_us"):
+            row("reference: PING through the binary channel (no work) under the same load", sv["ping_fast_us"], "µs")
         if sv["tick_rpc_ms"]:
             row("tick through gRPC (`Submit` round trip)", sv["tick_rpc_ms"], "ms")
         t = sv["server_timings"].get("MarketTick")
@@ -345,7 +389,8 @@ def markdown(res: dict) -> str:
             lines.append(f"| fill on the server (writer) (µs) | {t['p50_us']:,.1f} | {t['p99_us']:,.1f} | "
                          f"{t['p999_us']:,.1f} | {t['count']:,} |")
         lines += ["", f"Service: {sv['duration_s']:.0f} s, {sv['events_applied']:,} events applied "
-                      f"({sv['events_per_s']:,.0f}/s), {sv['checks_per_s']:,.0f} checks/s, {sv['alerts']:,} alerts; "
+                      f"({sv['events_per_s']:,.0f}/s), {sv['checks_per_s']:,.0f} gRPC checks/s, "
+                      f"{sv.get('fast_checks_per_s', 0):,.0f} binary-channel checks/s, {sv['alerts']:,} alerts; "
                       f"server ready in {sv['startup_s']:.1f} s; exit status after SIGTERM {sv['shutdown_exit']}.",
                   "RSS (MiB) over time: " + ", ".join(f"{t:.0f} s: {m:,.0f}" for t, m in sv["rss_mib"][::10])
                   + (f", {sv['rss_mib'][-1][0]:.0f} s: {sv['rss_mib'][-1][1]:,.0f}" if sv["rss_mib"] else "")]
@@ -360,21 +405,28 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--fill-rate", type=float, default=2000.0, help="fills per second offered")
     ap.add_argument("--tick-interval", type=float, default=1.0, help="seconds between ticks")
-    ap.add_argument("--checkers", type=int, default=2, help="processes sending pre-trade checks")
+    ap.add_argument("--checkers", type=int, default=2, help="processes sending gRPC pre-trade checks back to back")
+    ap.add_argument("--fast-checkers", type=int, default=1,
+                    help="processes sending checks through the binary check channel")
+    ap.add_argument("--fast-check-rate", type=float, default=500.0,
+                    help="checks per second of each binary-channel process (0: back to back)")
     ap.add_argument("--journal", default=None, help="journal path (default: a temporary file)")
     ap.add_argument("--skip-service", action="store_true")
+    ap.add_argument("--skip-in-process", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     res = {"machine": machine(), "accounts": args.accounts, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                                                       time.gmtime())}
-    res["in_process"] = in_process(args.accounts, args.seed, args.workers)
+    if not args.skip_in_process:
+        res["in_process"] = in_process(args.accounts, args.seed, args.workers)
     if not args.skip_service:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
             journal = Path(args.journal) if args.journal else Path(tmp) / "live.sqlite"
             res["service"] = through_service(args.accounts, args.seed, args.workers, args.duration, args.fill_rate,
-                                             args.tick_interval, args.checkers, journal)
+                                             args.tick_interval, args.checkers, journal, args.fast_checkers,
+                                             args.fast_check_rate)
     res["machine_end"] = machine()
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

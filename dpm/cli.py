@@ -993,6 +993,9 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="events waiting for the writer at most (back-pressure beyond; default 10,000)")
     g.add_argument("--snapshot-every", type=int_range(0), default=200_000, metavar="N",
                    help="write a snapshot every N events (default 200,000; 0: only at shutdown)")
+    g.add_argument("--check-port", type=int_range(0, 65535), default=None, metavar="PORT",
+                   help="also open the binary pre-trade check channel on PORT (0: any free port, printed "
+                        "at start; see docs/live.md); off by default")
     g.add_argument("--rpc-threads", type=int_range(2, 1024), default=16, metavar="N",
                    help="gRPC handler threads (default 16)")
     g.add_argument("--max-subscribers", type=int_range(1, 1023), default=8, metavar="N",
@@ -1041,7 +1044,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(line, flush=True)
 
     return serve(runner, args.host, args.port, announce=announce, max_workers=args.rpc_threads,
-                 max_subscribers=args.max_subscribers)
+                 max_subscribers=args.max_subscribers, check_port=args.check_port)
 
 
 # ----------------------------------------------------------------------------------------------------

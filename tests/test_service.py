@@ -47,9 +47,10 @@ class Server:
         self.lines: queue.Queue = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        self.port = None
+        self.port = self.check_port = None
         self.output: list[str] = []
-        while self.port is None:
+        want_checks = "--check-port" in extra
+        while self.port is None or (want_checks and self.check_port is None):
             try:
                 line = self.lines.get(timeout=max(0.1, deadline - time.monotonic()))
             except queue.Empty:
@@ -60,6 +61,8 @@ class Server:
             self.output.append(line)
             if "listening on" in line:
                 self.port = int(line.rsplit(":", 1)[1])
+            elif "checks on" in line:
+                self.check_port = int(line.rsplit(":", 1)[1])
         self.client = LiveClient(f"127.0.0.1:{self.port}", timeout=60.0)
         self.client.wait_ready(STARTUP_TIMEOUT)
 
@@ -96,7 +99,7 @@ def book(engine):
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    s = Server(tmp_path_factory.mktemp("svc") / "live.sqlite", "--max-subscribers", "4")
+    s = Server(tmp_path_factory.mktemp("svc") / "live.sqlite", "--max-subscribers", "4", "--check-port", "0")
     yield s
     s.close()
 
@@ -160,12 +163,17 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(tmp_path, engine, book):
 
 def test_sigterm_is_graceful(tmp_path, engine, book):
     journal = tmp_path / "live.sqlite"
-    srv = Server(journal, "--snapshot-every", "0")
+    srv = Server(journal, "--snapshot-every", "0", "--check-port", "0")
     try:
+        from dpm.service.fastcheck import CheckClient
+
         for k in range(20):
             srv.client.submit(Fill(book.account_id[k], "BTC-PERPETUAL", 100.0, 92_000.0), f"g{k}")
         digest = srv.client.digest().digest
+        idle = CheckClient("127.0.0.1", srv.check_port)  # an open check connection does not hold up the exit
+        idle.ping()
         assert srv.terminate() == 0
+        idle.close()
         assert any("listening" in line for line in srv.output)
     finally:
         srv.close()
@@ -262,6 +270,27 @@ def test_malformed_requests_are_refused_and_change_nothing(server, book):
     assert acks[0].error_code == "NOT_FOUND" and acks[0].seq == 0
     assert c.digest().digest == d  # nothing changed
     assert c.status().accounts == N_ACCOUNTS  # and the server still answers
+
+
+def test_binary_check_channel_answers_as_the_rpc(server, book):
+    from dpm.service.fastcheck import CheckChannelError, CheckClient
+
+    c = server.client
+    rng = np.random.default_rng(5)
+    with CheckClient("127.0.0.1", server.check_port, timeout=60) as fast:
+        for _ in range(40):
+            aid = book.account_id[int(rng.integers(N_ACCOUNTS))]
+            legs = [("BTC-PERPETUAL", float(rng.integers(-30, 30) or 1)), ("ETH-PERPETUAL", 5.0)]
+            d = c.digest()  # no event in between: both answers see the same state
+            want = c.check(aid, legs)
+            got = fast.check(aid, legs)
+            assert c.digest().last_seq == d.last_seq
+            assert (got.accepted, got.initial_margin, got.initial_margin_after, got.maintenance_margin,
+                    got.equity, got.reason) == (want.accepted, want.initial_margin, want.initial_margin_after,
+                                                want.maintenance_margin, want.equity, want.reason)
+        with pytest.raises(CheckChannelError, match="NOT_FOUND"):
+            fast.check("nobody", [("BTC-PERPETUAL", 1.0)])
+        fast.ping()
 
 
 def test_slow_subscriber_does_not_stall_the_engine(server):

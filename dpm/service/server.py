@@ -30,32 +30,37 @@ from dpm.live.events import EventRejected
 from dpm.live.runner import Backpressure, LiveRunner, RunnerStopped
 from dpm.service.protocol import event_from_proto, load
 
-__all__ = ["LiveServicer", "serve", "start_server", "status_code"]
+__all__ = ["LiveServicer", "serve", "start_server", "status_code", "status_name"]
 
 #: events in flight per SubmitStream call at most (the client then waits: gRPC flow control)
 STREAM_WINDOW = 1024
+
+
+def status_name(exc: BaseException) -> str:
+    """The name of the gRPC status code of a dpm error (``"NOT_FOUND"``, ...)."""
+    if isinstance(exc, Backpressure):
+        return "RESOURCE_EXHAUSTED"
+    if isinstance(exc, RunnerStopped):
+        return "UNAVAILABLE"
+    if isinstance(exc, (UnknownAccountError, UnknownInstrumentError)):
+        return "NOT_FOUND"
+    if isinstance(exc, (EventRejected, MarketDataError)):
+        return "FAILED_PRECONDITION"
+    if isinstance(exc, (InvalidInputError, InvalidTypeError)):
+        return "INVALID_ARGUMENT"
+    if isinstance(exc, DPMError):
+        return "FAILED_PRECONDITION"
+    return "INTERNAL"
 
 
 def status_code(exc: BaseException) -> Any:
     """The gRPC status code of a dpm error."""
     import grpc
 
-    if isinstance(exc, Backpressure):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-    if isinstance(exc, RunnerStopped):
-        return grpc.StatusCode.UNAVAILABLE
-    if isinstance(exc, (UnknownAccountError, UnknownInstrumentError)):
-        return grpc.StatusCode.NOT_FOUND
-    if isinstance(exc, (EventRejected, MarketDataError)):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    if isinstance(exc, (InvalidInputError, InvalidTypeError)):
-        return grpc.StatusCode.INVALID_ARGUMENT
-    if isinstance(exc, DPMError):
-        return grpc.StatusCode.FAILED_PRECONDITION
-    return grpc.StatusCode.INTERNAL
+    return getattr(grpc.StatusCode, status_name(exc))
 
 
-def _message(exc: BaseException) -> str:
+def error_message(exc: BaseException) -> str:
     if isinstance(exc, DPMError):
         return str(exc)
     return f"internal error: {type(exc).__name__}: {exc}"
@@ -77,7 +82,7 @@ class LiveServicer:
         self._stopping = threading.Event()
 
     def _abort(self, context: Any, exc: BaseException) -> None:
-        context.abort(status_code(exc), _message(exc))
+        context.abort(status_code(exc), error_message(exc))
 
     # ------------------------------------------------------------------ writes
     def Submit(self, request: Any, context: Any) -> Any:
@@ -126,13 +131,13 @@ class LiveServicer:
                 item = pending.popleft()
             window.release()
             if isinstance(item, BaseException):
-                yield self.pb.Ack(error=_message(item), error_code=status_code(item).name)
+                yield self.pb.Ack(error=error_message(item), error_code=status_code(item).name)
                 continue
             try:
                 ack = item.result(None)
                 yield self.pb.Ack(seq=ack.seq, duplicate=ack.duplicate, alerts=ack.alerts)
             except Exception as exc:  # noqa: BLE001 - reported in the Ack
-                yield self.pb.Ack(error=_message(exc), error_code=status_code(exc).name)
+                yield self.pb.Ack(error=error_message(exc), error_code=status_code(exc).name)
 
     # ------------------------------------------------------------------ reads
     def _margin_msg(self, st: Any) -> Any:
@@ -262,18 +267,30 @@ def start_server(runner: LiveRunner, host: str = "127.0.0.1", port: int = 0, *, 
 
 def serve(runner: LiveRunner, host: str = "127.0.0.1", port: int = 50051, *, grace: float = 5.0,
           announce: Callable[[str], None] = print, install_signals: bool = True,
-          switch_interval: float = 0.0005, **kwargs: Any) -> int:
+          switch_interval: float = 0.0005, check_port: int | None = None, **kwargs: Any) -> int:
     """Run the service until SIGTERM or SIGINT, then shut down gracefully; returns 0.
 
     ``announce`` receives one line ``dpm serve: listening on HOST:PORT`` once the port is bound
     (the real port when ``port`` is 0). ``switch_interval`` (seconds) is the interpreter's thread
     switch interval while serving: the writer thread runs Python between kernel calls, and an RPC
     thread waiting for the interpreter waits up to one interval (Python's default is 5 ms).
+    ``check_port`` (0: any free port) also opens the binary pre-trade check channel
+    (:mod:`dpm.service.fastcheck`) on ``host``, announced as ``dpm serve: checks on HOST:PORT``.
     """
     previous_interval = sys.getswitchinterval()
     sys.setswitchinterval(switch_interval)
     gc.freeze()  # the book's long-lived objects leave the collector's generations: shorter pauses
     server, servicer, bound = start_server(runner, host, port, **kwargs)
+    channel = None
+    if check_port is not None:
+        from dpm.service.fastcheck import CheckChannel
+
+        channel = CheckChannel(runner.book, host, check_port)
+        try:
+            channel.start()
+        except BaseException:
+            server.stop(None)
+            raise
     stop = threading.Event()
     previous = {}
     if install_signals:
@@ -281,11 +298,15 @@ def serve(runner: LiveRunner, host: str = "127.0.0.1", port: int = 50051, *, gra
             previous[sig] = signal.signal(sig, lambda signum, frame: stop.set())
     try:
         announce(f"dpm serve: listening on {host}:{bound}")
+        if channel is not None:
+            announce(f"dpm serve: checks on {host}:{channel.port}")
         while not stop.wait(0.5):
             if runner.failed is not None:
                 break
     finally:
         servicer.stop()
+        if channel is not None:
+            channel.stop()
         server.stop(grace).wait(grace + 1.0)
         runner.close()
         for sig, h in previous.items():
