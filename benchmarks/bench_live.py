@@ -176,7 +176,8 @@ def _ticker(port, interval, stop_at, q):
         t = time.perf_counter()
         c.submit(MarketTick(tuple(UnderlyingTick(u, S[u]) for u in unds)))
         lat.append((time.perf_counter() - t) * 1e3)
-        time.sleep(max(0.0, interval - (time.perf_counter() - t)))
+        # never past the end of the run (a long --tick-interval means one tick)
+        time.sleep(max(0.0, min(interval - (time.perf_counter() - t), stop_at - time.monotonic())))
     q.put(("ticks", lat))
 
 
