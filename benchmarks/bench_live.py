@@ -13,9 +13,12 @@ Two parts, both bounded in time and count:
 2. **Through the service** (``python -m dpm serve`` in a child process, journal on disk): for
    ``--duration`` seconds, one process streams fills (and a few deposits) at ``--fill-rate`` per
    second, one sends a market tick every ``--tick-interval`` seconds, ``--checkers`` processes send
-   pre-trade checks back to back, one subscriber counts alerts; the server's memory (RSS) is sampled
-   every second. Reported: Check round-trip p50 / p99 / p99.9, tick apply time on the server
-   (its ``Status.timings``) and tick round trip, events applied per second, RSS over time.
+   gRPC pre-trade checks back to back, ``--fast-checkers`` processes send checks through the binary
+   check channel (``dpm serve --check-port``) at ``--fast-check-rate`` per second, one subscriber
+   counts alerts; the server's memory (RSS) is sampled every second. Reported: check round-trip
+   p50 / p99 / p99.9 through gRPC and through the binary channel (each with its no-work floor:
+   ``Status``, PING), tick apply time on the server (its ``Status.timings``) and tick round trip,
+   events applied per second, RSS over time. ``--skip-in-process`` runs this part alone.
 
 Prints a Markdown summary (for docs/benchmarks.md) and writes everything to ``--json``.
 """
