@@ -820,3 +820,70 @@ def test_overlay_rewrites_and_ticks_without_compaction_equal_compacting_at_every
     m1, m2 = lazy.margins(), eager.margins()
     for k in ("initial_margin", "maintenance_margin", "equity"):
         assert np.array_equal(m1[k], m2[k])
+
+
+def test_compaction_copy_and_linear_positions_equal_the_numpy_reference():
+    """The compaction's C passes against the numpy code they replaced: clean rows copied whole into
+    their new slots (dirty rows' slots untouched), the linear positions of the position rows and
+    their accounts; bad offsets, rows or lengths are refused before anything is written."""
+    from dpm._core import _live
+
+    rng = np.random.default_rng(11)
+    R_old, M = 300, 40
+    len_old = rng.integers(0, 7, R_old)
+    ip_old = np.concatenate([[0], np.cumsum(len_old)]).astype(np.int64)
+    inst_old = rng.integers(0, M, ip_old[-1]).astype(np.int64)
+    qty_old = rng.standard_normal(ip_old[-1])
+    R = 320
+    old_row = rng.integers(0, R_old, R).astype(np.int64)
+    old_row[rng.random(R) < 0.15] = -1
+    lengths = np.where(old_row >= 0, len_old[np.maximum(old_row, 0)], rng.integers(0, 5, R))
+    ip_new = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    P = int(ip_new[-1])
+
+    # the numpy reference (the code before the C pass)
+    row_of_pos = np.repeat(np.arange(R), lengths)
+    src_row = old_row[row_of_pos]
+    clean = src_row >= 0
+    src = ip_old[np.where(clean, src_row, 0)] + (np.arange(P) - ip_new[row_of_pos])
+    want_i = np.full(P, -7, dtype=np.int64)
+    want_q = np.full(P, np.nan)
+    want_i[clean] = inst_old[src[clean]]
+    want_q[clean] = qty_old[src[clean]]
+
+    got_i = np.full(P, -7, dtype=np.int64)
+    got_q = np.full(P, np.nan)
+    _live.compact_copy(old_row, ip_old, inst_old, qty_old, ip_new, got_i, got_q)
+    assert np.array_equal(got_i, want_i)
+    assert np.array_equal(got_q, want_q, equal_nan=True)
+
+    for bad_row, message in ((R_old, "out of range or of another length"),):
+        broken = old_row.copy()
+        k = int(np.flatnonzero(broken >= 0)[0])
+        broken[k] = bad_row
+        untouched = np.full(P, -7, dtype=np.int64)
+        with pytest.raises(ValueError, match=f"new row {k}: old row {bad_row}"):
+            _live.compact_copy(broken, ip_old, inst_old, qty_old, ip_new, untouched, np.zeros(P))
+        assert (untouched == -7).all()
+    longer = old_row.copy()
+    k = int(np.flatnonzero((old_row >= 0) & (len_old[np.maximum(old_row, 0)] != len_old.max()))[0])
+    longer[k] = int(np.flatnonzero(len_old != len_old[old_row[k]])[0])
+    with pytest.raises(ValueError, match="of another length"):
+        _live.compact_copy(longer, ip_old, inst_old, qty_old, ip_new, np.zeros(P, np.int64), np.zeros(P))
+    decreasing = ip_new.copy()
+    decreasing[5] = decreasing[6] + 1
+    with pytest.raises(ValueError, match="offsets decrease"):
+        _live.compact_copy(old_row, ip_old, inst_old, qty_old, decreasing, np.zeros(P, np.int64), np.zeros(P))
+    with pytest.raises(ValueError, match="from 0 to"):
+        _live.compact_copy(old_row, ip_old, inst_old, qty_old, ip_new, np.zeros(P + 1, np.int64), np.zeros(P + 1))
+
+    lin = rng.random(M) < 0.3
+    row_var = rng.integers(0, 3, R).astype(np.int8)
+    row_acc = rng.integers(0, 1000, R).astype(np.int64)
+    inst = rng.integers(0, M, P).astype(np.int64)
+    want_pos = np.flatnonzero(lin[inst] & (row_var[row_of_pos] == 0))
+    pos, acc = _live.linear_positions(ip_new, inst, row_var, row_acc, lin.view(np.uint8))
+    assert np.array_equal(pos, want_pos) and np.array_equal(acc, row_acc[row_of_pos[want_pos]])
+    inst[3] = M
+    with pytest.raises(ValueError, match=f"position 3: instrument {M}"):
+        _live.linear_positions(ip_new, inst, row_var, row_acc, lin.view(np.uint8))

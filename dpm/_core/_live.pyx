@@ -9,6 +9,7 @@ passes with temporaries (about 16 ms of a 100,000-account tick on a 2-vCPU Zen 3
 """
 from libc.stdint cimport int8_t, int64_t, uint8_t
 from libc.math cimport isfinite
+from libc.string cimport memcpy  # noqa: F401 - the C compaction copy
 
 import numpy as np
 
@@ -169,6 +170,47 @@ cdef extern from *:
             out[i] = v;
         }
     }
+
+    /* Compaction: new row r takes old row old_row[r] whole (old_row < 0: a dirty account's row,
+     * filled by the caller from the overlay). Returns -1, or the first row whose old row is out of
+     * range or whose length differs from its new slot (nothing is copied then). */
+    static Py_ssize_t dpm_compact_copy(Py_ssize_t R, const int64_t *old_row, Py_ssize_t R_old,
+                                       const int64_t *ip_old, const int64_t *inst_old, const double *qty_old,
+                                       const int64_t *ip_new, int64_t *inst_new, double *qty_new)
+    {
+        for (Py_ssize_t r = 0; r < R; r++) {
+            const int64_t o = old_row[r];
+            if (o < 0) continue;
+            if (o >= R_old || ip_old[o + 1] - ip_old[o] != ip_new[r + 1] - ip_new[r]) return r;
+        }
+        for (Py_ssize_t r = 0; r < R; r++) {
+            const int64_t o = old_row[r];
+            if (o < 0) continue;
+            const size_t n = (size_t)(ip_new[r + 1] - ip_new[r]);
+            memcpy(inst_new + ip_new[r], inst_old + ip_old[o], n * sizeof(int64_t));
+            memcpy(qty_new + ip_new[r], qty_old + ip_old[o], n * sizeof(double));
+        }
+        return -1;
+    }
+
+    /* The positions of the position rows (row_var == 0) whose instrument is linear (futures,
+     * perpetuals): their index and the row's account, in position order; returns their count. */
+    static Py_ssize_t dpm_linear_positions(Py_ssize_t R, const int64_t *ip, const int64_t *inst,
+                                           const int8_t *row_var, const int64_t *row_acc,
+                                           const unsigned char *lin, int64_t *pos, int64_t *acc)
+    {
+        Py_ssize_t m = 0;
+        for (Py_ssize_t r = 0; r < R; r++) {
+            if (row_var[r] != 0) continue;
+            for (int64_t k = ip[r]; k < ip[r + 1]; k++) {
+                if (!lin[inst[k]]) continue;
+                pos[m] = k;
+                acc[m] = row_acc[r];
+                m++;
+            }
+        }
+        return m;
+    }
     """
     void dpm_collateral_rows(const double *bal, Py_ssize_t n, Py_ssize_t C, const double *factor,
                              double *out) noexcept nogil
@@ -183,6 +225,12 @@ cdef extern from *:
                                int64_t *acc_out) noexcept nogil
     void dpm_next_levels(const int8_t *level, const double *eq, const double *im, const double *mm,
                          Py_ssize_t n, double hysteresis, int8_t *out) noexcept nogil
+    Py_ssize_t dpm_compact_copy(Py_ssize_t R, const int64_t *old_row, Py_ssize_t R_old, const int64_t *ip_old,
+                                const int64_t *inst_old, const double *qty_old, const int64_t *ip_new,
+                                int64_t *inst_new, double *qty_new) noexcept nogil
+    Py_ssize_t dpm_linear_positions(Py_ssize_t R, const int64_t *ip, const int64_t *inst, const int8_t *row_var,
+                                    const int64_t *row_acc, const uint8_t *lin, int64_t *pos,
+                                    int64_t *acc) noexcept nogil
 
 
 def collateral_rows(const double[:, ::1] bal, const double[::1] rate_pos, const double[::1] price,
@@ -271,3 +319,62 @@ def assign_rows(Py_ssize_t r0, Py_ssize_t r1, const int64_t[::1] row_acc, const 
         m = dpm_assign_rows(r0, r1, &row_acc[0], &row_var[0], &dirty[0], &total[0], &value[0], &per[0, 0, 0], n, U,
                             &tp[0], &tb[0], &ta[0], &val[0], &ov[0])
     return out[:m]
+
+
+cdef Py_ssize_t _check_indptr(const int64_t[::1] ip, Py_ssize_t n_values, str name) except -1:
+    """Raise unless ``ip`` starts at 0, never decreases and ends at ``n_values``."""
+    cdef Py_ssize_t r, R = ip.shape[0] - 1
+    if R < 0 or ip[0] != 0 or ip[R] != n_values:
+        raise ValueError(f"{name}: expected offsets from 0 to {n_values}")
+    for r in range(R):
+        if ip[r + 1] < ip[r]:
+            raise ValueError(f"{name}: offsets decrease at row {r}")
+    return R
+
+
+def compact_copy(const int64_t[::1] old_row, const int64_t[::1] ip_old, const int64_t[::1] inst_old,
+                 const double[::1] qty_old, const int64_t[::1] ip_new, int64_t[::1] inst_new, double[::1] qty_new):
+    """Copy every clean row of the old CSR into its slot of the new one: new row ``r`` takes old row
+    ``old_row[r]`` whole; rows with ``old_row[r] < 0`` are left for the caller (the dirty accounts'
+    overlay rows). One pass of ``memcpy`` without the GIL instead of four numpy passes over every
+    position (about 45 ms of a 3.8 M-position compaction)."""
+    cdef Py_ssize_t R = old_row.shape[0], R_old, bad
+    if ip_new.shape[0] != R + 1:
+        raise ValueError("compact_copy: expected one more new offset than rows")
+    if inst_old.shape[0] != qty_old.shape[0] or inst_new.shape[0] != qty_new.shape[0]:
+        raise ValueError("compact_copy: instruments and quantities differ in length")
+    R_old = _check_indptr(ip_old, inst_old.shape[0], "compact_copy: old offsets")
+    _check_indptr(ip_new, inst_new.shape[0], "compact_copy: new offsets")
+    if R == 0:
+        return
+    with nogil:
+        bad = dpm_compact_copy(R, &old_row[0], R_old, &ip_old[0], &inst_old[0] if inst_old.shape[0] else NULL,
+                               &qty_old[0] if qty_old.shape[0] else NULL, &ip_new[0],
+                               &inst_new[0] if inst_new.shape[0] else NULL, &qty_new[0] if qty_new.shape[0] else NULL)
+    if bad >= 0:
+        raise ValueError(f"compact_copy: new row {bad}: old row {old_row[bad]} is out of range or of another length")
+
+
+def linear_positions(const int64_t[::1] ip, const int64_t[::1] inst, const int8_t[::1] row_var,
+                     const int64_t[::1] row_acc, const uint8_t[::1] lin):
+    """``(positions, accounts)``: the positions of the CSR's position rows (``row_var == 0``) whose
+    instrument is linear (``lin[instrument]``), in position order, and their rows' accounts."""
+    cdef Py_ssize_t R = ip.shape[0] - 1, m, bad
+    if row_var.shape[0] < R or row_acc.shape[0] < R:
+        raise ValueError("linear_positions: expected a variant and an account per row")
+    R = _check_indptr(ip, inst.shape[0], "linear_positions: offsets")
+    if inst.shape[0]:
+        with nogil:
+            bad = dpm_first_outside(&inst[0], inst.shape[0], lin.shape[0])
+        if bad >= 0:
+            raise ValueError(f"linear_positions: position {bad}: instrument {inst[bad]} is not in the table")
+    if R == 0 or inst.shape[0] == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # one pass into buffers as long as the CSR: only the pages written are ever touched
+    pos = np.empty(inst.shape[0], dtype=np.int64)
+    acc = np.empty(inst.shape[0], dtype=np.int64)
+    cdef int64_t[::1] pv = pos
+    cdef int64_t[::1] av = acc
+    with nogil:
+        m = dpm_linear_positions(R, &ip[0], &inst[0], &row_var[0], &row_acc[0], &lin[0], &pv[0], &av[0])
+    return pos[:m].copy(), acc[:m].copy()

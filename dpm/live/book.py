@@ -694,14 +694,10 @@ class LiveBook:
         indptr = np.zeros(R + 1, dtype=np.int64)
         np.cumsum(lengths, out=indptr[1:])
         P = int(indptr[-1])
-        row_of_pos = np.repeat(np.arange(R), lengths)
-        src_row = old_row[row_of_pos]
-        clean = src_row >= 0
-        src = ip[np.where(clean, src_row, 0)] + (np.arange(P) - indptr[row_of_pos])
         inst_new = np.empty(P, dtype=np.int64)
         qty_new = np.empty(P)
-        inst_new[clean] = self._inst[src[clean]]
-        qty_new[clean] = self._qty[src[clean]]
+        # clean rows: copied whole from the old CSR (one C pass without the GIL); dirty rows below
+        _live.compact_copy(old_row, ip, self._inst, self._qty, indptr, inst_new, qty_new)
         if d_row.size:
             src_idx, _ = _segments(ov.start[d_acc, d_var], lengths[d_row])
             dst_idx, _ = _segments(indptr[d_row], lengths[d_row])
@@ -718,11 +714,10 @@ class LiveBook:
             for s, e in zip(starts.tolist(), ends.tolist()):
                 classes.append((int(masks[s]), int(row_start[s]), int(row_start[e])))
         # futures / perpetual positions of the position rows (variation margin at ticks)
-        lin_pos = np.flatnonzero(self._lin[inst_new] & (row_var[row_of_pos] == 0)) if P else _EMPTY_I
-        fut_acc = row_acc[row_of_pos[lin_pos]] if P else _EMPTY_I
+        lin_pos, fut_acc = _live.linear_positions(indptr, inst_new, row_var, row_acc, self._lin.view(np.uint8))
         return dict(indptr=indptr, inst=inst_new, qty=qty_new, row_acc=row_acc, row_var=row_var,
                     acc_first=acc_first, classes=classes, fut_pos=lin_pos, fut_acc=fut_acc,
-                    fut_inst=inst_new[lin_pos] if P else _EMPTY_I)
+                    fut_inst=inst_new[lin_pos])
 
     def _compact_swap(self, new: dict[str, Any]) -> None:
         N = self._n
@@ -734,7 +729,8 @@ class LiveBook:
         # change quantities in place): the ids of the futures positions are kept with them
         self._fut_pos, self._fut_acc, self._fut_inst = new["fut_pos"], new["fut_acc"], new["fut_inst"]
         self._dirty[:N] = False
-        self._over.clear()
+        release_later(self._over)  # thousands of dirty accounts' rows: freed off the lock
+        self._over = {}
         self._ov.clear()
         self._rebuild_tick_buffers()
 
