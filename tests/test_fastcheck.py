@@ -160,6 +160,7 @@ def test_connection_limit(channel):
         with CheckClient("127.0.0.1", channel.port) as extra:
             status, message = _error(extra.read_reply())
             assert status == 8 and "too many connections (at most 4)" in message
+        assert channel.refused_connections == 1
         clients.pop().close()
         deadline = time.monotonic() + 10
         while True:  # the slot frees once the server sees the close

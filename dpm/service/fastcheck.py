@@ -161,7 +161,7 @@ class CheckChannel:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._closed = threading.Event()
-        self.served = 0
+        #: connections turned away at the limit (written by the accepting thread only)
         self.refused_connections = 0
 
     def start(self) -> int:
@@ -253,9 +253,7 @@ class CheckChannel:
         try:
             if kind == CHECK:
                 account, legs = parse_check(payload[_HEAD.size:])
-                r = self.book.check(account, legs)
-                self.served += 1
-                return _check_frame(rid, r)
+                return _check_frame(rid, self.book.check(account, legs))
             if kind == PING:
                 if len(payload) != _HEAD.size:
                     raise _Malformed(f"payload: {len(payload) - _HEAD.size} bytes after a PING")
