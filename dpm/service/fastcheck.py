@@ -190,6 +190,9 @@ class CheckChannel:
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.settimeout(self.send_timeout)
             with self._lock:
+                if self._closed.is_set():  # stop() ran meanwhile: it will not see this connection
+                    conn.close()
+                    return
                 full = len(self._conns) >= self.max_connections
                 if not full:
                     self._conns.add(conn)
@@ -266,7 +269,8 @@ class CheckChannel:
 
     def stop(self) -> None:
         """Close the listener and every connection; join the threads (bounded)."""
-        self._closed.set()
+        with self._lock:  # after this, the accepting thread adds no connection
+            self._closed.set()
         if self._listener is not None:
             try:  # wakes the thread blocked in accept(): close() alone leaves the port listening on Linux
                 self._listener.shutdown(socket.SHUT_RDWR)
