@@ -72,6 +72,7 @@ cdef extern from "gather.h" nogil:
     dpm_index dpm_finish_scratch_size(const dpm_agg_params *p) noexcept
     dpm_index dpm_margin_scratch_size(const dpm_agg_params *p, dpm_index n) noexcept
     void dpm_block_copy(const double *P, dpm_index M, dpm_index Sp, int wide, double *out) noexcept
+    dpm_index dpm_block_width(dpm_index Sp, dpm_index s0, int wide) noexcept nogil
     void dpm_state_finish(const dpm_agg_params *p, const double *st, const dpm_agg_out *o,
                           dpm_index a, double *fs) noexcept
     void dpm_finish_one(const dpm_agg_params *p, const double *st, const dpm_agg_out *o, double *fs) noexcept
@@ -292,7 +293,14 @@ cdef class AggregationPlan:
         cdef Py_ssize_t M = self.p.M, Sp = self.p.Sp
         cdef double *blk
         cdef void *raw = NULL
-        if group > 1 and (self.p.pnl_blk == NULL or wide != self.p.wide):
+        if group > 1 and Sp > 0 and dpm_block_width(Sp, 0, wide) >= Sp:
+            # one block holds every scenario (64 on AVX-512 CPUs): the blocked layout is the
+            # row-major matrix itself, so the kernel reads the plan's P&L, no copy (0.85 MB per
+            # market update for 1,652 instruments, and the rows the revaluation just wrote)
+            free(self._blk_raw)
+            self._blk_raw = NULL
+            self.p.pnl_blk = self.p.pnl
+        elif group > 1 and (self.p.pnl_blk == NULL or wide != self.p.wide):
             # the block widths follow the vector width: a new copy (the old one is freed after)
             blk = <double *>_malloc64(<size_t>(M * Sp if M * Sp > 0 else 1) * sizeof(double), &raw)
             if blk == NULL:
