@@ -392,6 +392,17 @@ def test_check_matches_the_margin_after_placing(engine, book300):
         assert live.margin(aid).initial_margin == pytest.approx(r.initial_margin_after, rel=1e-12, abs=1e-6)
         if rng.random() < 0.5:
             live.apply(CancelOrder(aid, oid))
+    # several legs (the arrays path of the same what-if): the margin after placing them all
+    for k in range(20):
+        aid = ids[int(rng.integers(len(ids)))]
+        legs = [(t.name[int(i)], float(rng.choice([-1, 1]) * rng.integers(1, 50)))
+                for i in rng.choice(len(t), 2 + k % 2, replace=False)]
+        r = live.check(aid, legs)
+        for n, (name, q) in enumerate(legs):
+            live.apply(PlaceOrder(aid, f"m{k}-{n}", name, q, check=False))
+        assert live.margin(aid).initial_margin == pytest.approx(r.initial_margin_after, rel=1e-12, abs=1e-6)
+        for n in range(len(legs)):
+            live.apply(CancelOrder(aid, f"m{k}-{n}"))
     with pytest.raises(InvalidInputError):
         live.check(ids[0], [])
     with pytest.raises(InvalidInputError):

@@ -1570,10 +1570,19 @@ class LiveBook:
             for i in ids.tolist():
                 self._require_tradable(i)
             wb, wa = self._what_if_states(a)[2:4]
-            buy = qty > 0
             f = self._gen.im_factor
-            tb = wb.total(ids[buy], qty[buy])[0] if buy.any() else float(self._tb[a])
-            ta = wa.total(ids[~buy], qty[~buy])[0] if (~buy).any() else float(self._ta[a])
+            if len(items) == 1:
+                # one order (most checks): the scalar entry of the same C what-if, the same bits
+                # as the arrays below without their masks and copies (9 -> 6 µs a check)
+                i, q = int(ids[0]), float(qty[0])
+                if q > 0.0:
+                    tb, ta = wb.total_one(i, q)[0], float(self._ta[a])
+                else:
+                    tb, ta = float(self._tb[a]), wa.total_one(i, q)[0]
+            else:
+                buy = qty > 0
+                tb = wb.total(ids[buy], qty[buy])[0] if buy.any() else float(self._tb[a])
+                ta = wa.total(ids[~buy], qty[~buy])[0] if (~buy).any() else float(self._ta[a])
             return self._verdict(a, f * max(float(self._tp[a]), max(tb, ta)))
 
     def _verdict(self, a: int, im_after: float) -> CheckResult:
