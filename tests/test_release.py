@@ -3,9 +3,12 @@ their items freed; the caller does not wait for the frees."""
 from __future__ import annotations
 
 import gc
+import os
 import threading
 import time
 import weakref
+
+import pytest
 
 from dpm._util.release import BATCH, pending_releases, release_later
 
@@ -79,3 +82,33 @@ def test_other_threads_run_while_a_large_container_is_freed():
         t.join(10)
     assert alive > 2000
     assert sum(start <= x <= end for x in ticks) >= 10  # the other thread ran during the frees
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_a_forked_child_releases_on_its_own_thread():
+    from dpm._util import release
+
+    # the parent's release thread is busy, and its lock is held at the fork (as the release thread
+    # holds it while it takes a container): the child must neither block nor lose its releases
+    release_later({k: Item() for k in range(20_000)})
+    with release._ready:
+        pid = os.fork()
+        if pid == 0:  # the child (it never leaves this block: os._exit)
+            code = 1
+            try:
+                d = {k: Item() for k in range(100)}
+                release_later(d)
+                deadline = time.monotonic() + 20
+                while d and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                code = 0 if not d else 2
+            finally:
+                os._exit(code)
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        assert time.monotonic() < deadline, "the child hung"
+        time.sleep(0.02)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -9,6 +9,7 @@ for the interpreter (pre-trade checks) wait for the frees.
 from __future__ import annotations
 
 import collections
+import os
 import threading
 import time
 from typing import Any
@@ -41,6 +42,19 @@ def pending_releases() -> int:
     """Containers handed over and not yet emptied (tests)."""
     with _ready:
         return len(_queue)
+
+
+def _reset_after_fork() -> None:
+    """A forked child has no release thread, and the parent's lock may have been held at the fork:
+    the child starts afresh (what the parent had queued is freed in the child as it is dropped)."""
+    global _queue, _ready, _thread
+    _queue = collections.deque()
+    _ready = threading.Condition()
+    _thread = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def _drain() -> None:
