@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -369,3 +370,9 @@ def test_serve_command_line_errors(tmp_path):
     assert r.returncode == 2 and "already holds a book" in r.stderr
     r = _cli("--journal", str(journal))
     assert r.returncode == 1 and "journal" in r.stderr and "Traceback" not in r.stderr
+    assert _cli("--check-port", "70000").returncode == 2
+    with socket.socket() as busy:  # the check port is taken: one line, no traceback, exit 1
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        r = _cli("--port", "0", "--accounts", "5", "--check-port", str(busy.getsockname()[1]))
+    assert r.returncode == 1 and "check channel: cannot listen" in r.stderr and "Traceback" not in r.stderr
