@@ -376,3 +376,24 @@ def test_serve_command_line_errors(tmp_path):
         busy.listen(1)
         r = _cli("--port", "0", "--accounts", "5", "--check-port", str(busy.getsockname()[1]))
     assert r.returncode == 1 and "check channel: cannot listen" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_serve_that_cannot_bind_leaves_the_interpreter_as_it_was(engine, book):
+    import gc
+
+    from dpm.errors import DPMError
+    from dpm.live.runner import LiveRunner
+    from dpm.service.server import serve
+
+    runner = LiveRunner(LiveBook(engine, book.subset(np.arange(5)), workers=1), None)
+    interval, frozen = sys.getswitchinterval(), gc.get_freeze_count()
+    try:
+        with socket.socket() as busy:
+            busy.bind(("127.0.0.1", 0))
+            busy.listen(1)
+            with pytest.raises(DPMError, match="check channel: cannot listen"):
+                serve(runner, "127.0.0.1", 0, check_port=busy.getsockname()[1], install_signals=False,
+                      announce=lambda line: None)
+        assert sys.getswitchinterval() == interval and gc.get_freeze_count() == frozen
+    finally:
+        runner.close()

@@ -280,17 +280,21 @@ def serve(runner: LiveRunner, host: str = "127.0.0.1", port: int = 50051, *, gra
     previous_interval = sys.getswitchinterval()
     sys.setswitchinterval(switch_interval)
     gc.freeze()  # the book's long-lived objects leave the collector's generations: shorter pauses
-    server, servicer, bound = start_server(runner, host, port, **kwargs)
-    channel = None
-    if check_port is not None:
-        from dpm.service.fastcheck import CheckChannel
+    server = channel = None
+    try:
+        server, servicer, bound = start_server(runner, host, port, **kwargs)
+        if check_port is not None:
+            from dpm.service.fastcheck import CheckChannel
 
-        channel = CheckChannel(runner.book, host, check_port)
-        try:
+            channel = CheckChannel(runner.book, host, check_port)
             channel.start()
-        except BaseException:
+    except BaseException:
+        # a port that cannot be bound: nothing keeps serving, and the interpreter is left as it was
+        if server is not None:
             server.stop(None)
-            raise
+        sys.setswitchinterval(previous_interval)
+        gc.unfreeze()
+        raise
     stop = threading.Event()
     previous = {}
     if install_signals:
