@@ -72,7 +72,7 @@ cdef extern from "gather.h" nogil:
     dpm_index dpm_finish_scratch_size(const dpm_agg_params *p) noexcept
     dpm_index dpm_margin_scratch_size(const dpm_agg_params *p, dpm_index n) noexcept
     void dpm_block_copy(const double *P, dpm_index M, dpm_index Sp, int wide, double *out) noexcept
-    dpm_index dpm_block_width(dpm_index Sp, dpm_index s0, int wide) noexcept nogil
+    dpm_index dpm_block_width(dpm_index Sp, dpm_index s0, int wide) noexcept
     void dpm_state_finish(const dpm_agg_params *p, const double *st, const dpm_agg_out *o,
                           dpm_index a, double *fs) noexcept
     void dpm_finish_one(const dpm_agg_params *p, const double *st, const dpm_agg_out *o, double *fs) noexcept

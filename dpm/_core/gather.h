@@ -249,9 +249,6 @@ DPM_INLINE void dpm_state_add_to(const dpm_agg_params *restrict p, double *restr
     double *bucket = st + U * Sp;
     double *net = bucket + NB, *som = net + U, *gross = som + U, *present = gross + U;
     double *value = present + U;
-    /* straight into the bucket's slot: the same sums in the same order as a running sum flushed at
-     * each change of bucket, without that branch (buckets alternate unpredictably within an
-     * account; 6-7 % of margin_many's time on the AVX-512 host) */
     const double d = q * f->delta;
     bucket[f->bucket] += d;
     net[u] += d;

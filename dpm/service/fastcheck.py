@@ -55,6 +55,7 @@ _HEAD = struct.Struct("<BQ")            # kind, request id
 _U16 = struct.Struct("<H")
 _F64 = struct.Struct("<d")
 _CHECK_REPLY = struct.Struct("<IBQBddddH")  # frame length, kind, id, accepted, 4 x f64, reason length
+_CHECK_BODY = struct.Struct("<BddddH")  # the same reply after kind and id
 _PONG = struct.Struct("<IBQ")
 _ERROR = struct.Struct("<IBQHH")
 _MAX_MESSAGE = 1024
@@ -333,16 +334,15 @@ class CheckClient:
         del self._buf[:n]
         return out
 
-    def _reply(self, rid: int, expect: int) -> memoryview:
-        size = _U32.unpack(self._read(4))[0]
-        payload = memoryview(self._read(size))
-        kind, got = _HEAD.unpack_from(payload, 0)
+    def _reply(self, rid: int, expect: int) -> bytes:
+        """The body of the reply to request ``rid``, which must be of kind ``expect``."""
+        kind, got, body = self.read_reply()
         if kind == ERROR:
-            status, n = struct.unpack_from("<HH", payload, _HEAD.size)
-            raise CheckChannelError(status, bytes(payload[_HEAD.size + 4:_HEAD.size + 4 + n]).decode("utf-8", "replace"))
+            status, n = struct.unpack_from("<HH", body)
+            raise CheckChannelError(status, body[4:4 + n].decode("utf-8", "replace"))
         if kind != expect or got != rid:
             raise DPMError(f"check channel: expected reply kind {expect:#x} to request {rid}, got {kind:#x} to {got}")
-        return payload
+        return body
 
     def send_raw(self, frame: bytes) -> None:
         """Send bytes as they are (tests of malformed input)."""
@@ -358,10 +358,10 @@ class CheckClient:
     def check(self, account: str, orders: list[tuple[str, float]]) -> CheckReply:
         self._next += 1
         self.sock.sendall(encode_check(self._next, account, orders))
-        p = self._reply(self._next, CHECK_REPLY)
-        accepted, im, im_after, mm, eq, n = struct.unpack_from("<BddddH", p, _HEAD.size)
-        at = _HEAD.size + 35
-        return CheckReply(bool(accepted), im, im_after, mm, eq, bytes(p[at:at + n]).decode("utf-8"))
+        body = self._reply(self._next, CHECK_REPLY)
+        accepted, im, im_after, mm, eq, n = _CHECK_BODY.unpack_from(body)
+        at = _CHECK_BODY.size
+        return CheckReply(bool(accepted), im, im_after, mm, eq, body[at:at + n].decode("utf-8"))
 
     def ping(self) -> None:
         self._next += 1
