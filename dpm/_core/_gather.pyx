@@ -9,98 +9,11 @@ from libc.stdlib cimport malloc, free
 from libc.string cimport memset
 from libc.math cimport isfinite
 from dpm._core._black cimport dpm_index
+from cpython.pycapsule cimport PyCapsule_New
 import numpy as np
 
-cdef extern from "gather.h" nogil:
-    ctypedef struct dpm_inst_info:
-        double delta, som, notional, value
-        int32_t und, bucket
-
-    ctypedef struct dpm_agg_params:
-        dpm_index S, Sp, U, NB, NT, M
-        dpm_index S_scan
-        const double *pnl
-        const double *pnl_blk
-        dpm_index group
-        const dpm_inst_info *info
-        int und_sorted
-        int wide
-        const double *weight
-        const double *damp
-        const int64_t *bucket_ptr
-        const double *bucket_rate
-        const double *und_price
-        const double *to_risk
-        const double *risk_to_usd
-        const double *ds_threshold
-        const double *ds_m_inc
-        const double *ds_max
-        const double *size_rate
-        const double *tier_bound
-        const double *tier_mult
-        double scan_round
-        int agg
-        const double *corr
-        dpm_index G
-        const int32_t *grp
-        const int32_t *ngrp
-        const int64_t *pair_off
-        const double *ctab
-        const double *gz
-        const int64_t *mask_off
-        const double *qsub
-        const double *offset
-        const double *max_offset
-        dpm_index NSP
-        const int32_t *sp_leg
-        const double *sp_rate
-        const double *sp_ratio
-
-    ctypedef struct dpm_agg_out:
-        double *total
-        double *value
-        double *L
-        double *scan
-        int32_t *worst
-        double *roll
-        double *dshock
-        double *floor
-        double *joint
-
-    int dpm_cpu_wide() noexcept
-    dpm_index dpm_state_size(const dpm_agg_params *p) noexcept
-    dpm_index dpm_finish_scratch_size(const dpm_agg_params *p) noexcept
-    dpm_index dpm_margin_scratch_size(const dpm_agg_params *p, dpm_index n) noexcept
-    void dpm_block_copy(const double *P, dpm_index M, dpm_index Sp, int wide, double *out) noexcept
-    dpm_index dpm_block_width(dpm_index Sp, dpm_index s0, int wide) noexcept
-    void dpm_state_finish(const dpm_agg_params *p, const double *st, const dpm_agg_out *o,
-                          dpm_index a, double *fs) noexcept
-    void dpm_finish_one(const dpm_agg_params *p, const double *st, const dpm_agg_out *o, double *fs) noexcept
-    void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index stop,
-                         const int64_t *indptr, const int64_t *inst, const double *qty,
-                         double *scratch, const dpm_agg_out *o) noexcept
-    int64_t dpm_next_chunk(int64_t *counter) noexcept
-    void dpm_what_if(const dpm_agg_params *p, const double *st, const int64_t *inst,
-                     const double *qty, int64_t n, int held_known, const int64_t *held_ids,
-                     const double *held_qty, int64_t n_held, double *work, const dpm_agg_out *o) noexcept
-    void dpm_account_state(const dpm_agg_params *p, const int64_t *inst, const double *qty,
-                           int64_t n, double *st) noexcept
-    void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
-                       const double *qty, const double *P, dpm_index nsc, dpm_index s_base,
-                       dpm_index M, dpm_index B, dpm_index k, dpm_index cap, double *acc,
-                       double *cval, int32_t *cidx, int32_t *cn, double *thr, double *sv,
-                       int32_t *si) noexcept
-    void dpm_tail_finish(dpm_index a0, dpm_index a1, dpm_index k, dpm_index cap, double *cval,
-                         int32_t *cidx, int32_t *cn, double *sv, int32_t *si) noexcept
-    void dpm_gather_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, const int64_t *inst,
-                         const double *qty, const double *P, dpm_index ld, double *out,
-                         dpm_index ldo) noexcept
-    void dpm_gather_select(const int64_t *acc, dpm_index n, const int64_t *indptr, const int64_t *inst,
-                           const double *qty, const double *P, dpm_index ld, double *out,
-                           dpm_index ldo) noexcept
-    void dpm_gather_own(const int64_t *acc, const int64_t *col, dpm_index n, const int64_t *indptr,
-                        const int64_t *inst, const int64_t *imap, dpm_index nmap, const double *qty,
-                        const double *Pt, dpm_index ldt, double *out) noexcept
+#: the name of the capsule of a plan's C parameters (``AggregationPlan.params_capsule``)
+PARAMS_CAPSULE = b"dpm._core._gather.dpm_agg_params"
 
 
 cdef bint _zero_padding(Py_ssize_t S, const double[:, ::1] pnl, const double[:, ::1] weight,
@@ -343,6 +256,12 @@ cdef class AggregationPlan:
         o.floor = &floor[0, 0] if U > 0 else NULL
         return 0
 
+    def params_capsule(self):
+        """The plan's C parameters as a capsule named ``PARAMS_CAPSULE``: how another kernel module
+        (the GIL-free check path) runs the same what-if on this plan. The pointer is valid while
+        the plan lives; the holder keeps a reference to the plan."""
+        return PyCapsule_New(<void *>&self.p, b"dpm._core._gather.dpm_agg_params", NULL)
+
     def account_state(self, const int64_t[::1] inst, const double[::1] qty, double[::1] state):
         """Fill ``state`` (``state_size`` values) with the aggregation state of one account's positions."""
         if state.shape[0] < self.state_size or qty.shape[0] != inst.shape[0]:
@@ -562,6 +481,18 @@ cdef class WhatIf:
         w.held_qty = self.held_qty
         w.n_held = self.n_held
         return w
+
+    @property
+    def state(self):
+        """The (read-only) account state this evaluator adds orders to."""
+        return self.state_ref
+
+    @property
+    def held(self):
+        """``(ids, quantities)`` of the positions behind the state (empty arrays when none)."""
+        if self.held_ref is None:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        return self.held_ref
 
     def bind_available(self, const unsigned char[::1] available):
         """The instruments orders may name (1: revaluable), one byte per instrument of the table."""

@@ -49,7 +49,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dpm._core import _gather, _live
+from dpm._core import _checkpath, _gather, _live
 from dpm._util import parallel as _parallel
 from dpm._util.release import release_later
 from dpm.engines.margin import MarginEngine
@@ -515,6 +515,8 @@ class LiveBook:
         self._settle_l = self._settle_ccy.tolist()
         self._und_bit_l = self._und_bit.tolist()
         self._names = t.name
+        # what the binary channel's C check path reads; the book writes those figures through it
+        self._checks = _checkpath.CheckTable(t.name.tolist(), MAX_QUANTITY, check_cache)
         self._name_index = {n: i for i, n in enumerate(t.name.tolist())}
         self._settled = np.zeros(self._M, dtype=bool)
         self._market = engine.market
@@ -561,6 +563,13 @@ class LiveBook:
         grow("_acc_row", (cap,), np.int64, -1)
         self._ov.grow_accounts(cap)
         self._cap = cap
+        self._bind_checks()
+
+    def _bind_checks(self) -> None:
+        """Point the C check table at the current arrays and plan (after they are replaced)."""
+        gen = self._gen
+        self._checks.bind(gen.agg, gen.agg.params_capsule(), gen.number, gen.im_factor, self._ver, self._tp,
+                          self._tb, self._ta, self._im, self._mm, self._eq, self._tradable.view(np.uint8))
 
     def _load(self, ids: list[str], counts: np.ndarray, inst: np.ndarray, qty: np.ndarray, bal: np.ndarray,
               orders: list, settled: list, levels: np.ndarray | None, versions: np.ndarray | None) -> None:
@@ -572,9 +581,11 @@ class LiveBook:
         self._ids = list(ids)
         self._index = {a: i for i, a in enumerate(ids)}
         self._n = N
+        self._checks.set_accounts(self._ids)
         self._settled[np.asarray(settled, dtype=np.int64)] = True
         self._tradable = self._gen.available & ~self._settled & (self._settle_ccy >= 0)
         self._tradable_l = self._tradable.tolist()
+        self._bind_checks()
         inst = np.ascontiguousarray(inst, dtype=np.int64)
         qty = np.ascontiguousarray(qty, dtype=np.float64)
         acc = np.repeat(np.arange(N), counts)
@@ -936,10 +947,11 @@ class LiveBook:
     def _commit_account(self, ch: _Change, seq: int) -> list[Alert]:
         d = ch.data
         a = d["a"]
+        bump = False  # the positions or orders changed: a new version
         if d["in_place"] >= 0:  # a new size of an existing position of a clean account: in the CSR
             slot = d["in_place"]
             self._qty[slot] = d["qty"][slot - int(self._indptr[self._acc_row[a]])]
-            self._ver[a] += 1
+            bump = True
         elif d["rows"] is not None:  # positions or orders changed
             old_inst, _ = self._positions(a)
             old_orders = self._orders.get(a)
@@ -958,10 +970,18 @@ class LiveBook:
                 else:
                     self._orders.pop(a, None)
             self._mask[a] = self._mask_of(d["inst"], d["orders"])
-            self._ver[a] += 1
+            bump = True
         self._bal[a] = d["bal"]
-        self._tp[a], self._tb[a], self._ta[a], self._val[a] = d["tp"], d["tb"], d["ta"], d["val"]
-        self._coll[a], self._eq[a], self._im[a], self._mm[a] = d["coll"], d["eq"], d["im"], d["mm"]
+        self._val[a], self._coll[a] = d["val"], d["coll"]
+        # the version and the figures a check reads, as one step of the C check path's table
+        self._checks.store_account(a, bump, d["tp"], d["tb"], d["ta"], d["im"], d["mm"], d["eq"])
+        if self._checks.users and self._checks.has_record(a):
+            # an account the binary channel checks: its new what-if states now, on the writer, so
+            # that its next check is answered in C instead of waiting for the interpreter lock
+            try:
+                self._what_if_states(a)
+            except Exception:  # noqa: BLE001 - a commit cannot fail: the record then stays stale
+                pass
         return self._level_one(a, seq)
 
     def _count_positions(self, inst: np.ndarray, sign: int) -> None:
@@ -1017,6 +1037,7 @@ class LiveBook:
         self._ids.append(ch.data["account"])
         self._index[ch.data["account"]] = a
         self._n = a + 1
+        self._checks.add_account(ch.data["account"], a)
         self._bal[a] = 0.0
         for arr in (self._tp, self._tb, self._ta, self._val, self._coll, self._eq, self._im, self._mm):
             arr[a] = 0.0
@@ -1188,7 +1209,8 @@ class LiveBook:
             return []
         self._bal[acc, d["col"]] = d["new_b"]
         self._coll[acc] = self._collateral(self._bal[acc], self._gen)
-        self._eq[acc] = self._coll[acc] + self._val[acc]
+        self._checks.store_equity(np.ascontiguousarray(acc, dtype=np.int64),
+                                  self._coll[acc] + self._val[acc])  # writes self._eq[acc]
         return self._levels(acc, seq)
 
     def _prep_settle(self, ev: Settle) -> _Change:
@@ -1249,7 +1271,7 @@ class LiveBook:
             alerts.extend(self._commit_account(sub, seq))
         i = ch.data["instrument"]
         self._settled[i] = True
-        self._tradable[i] = False
+        self._checks.mark_untradable(i)  # writes self._tradable[i] (and drops the C path's records)
         self._tradable_l[i] = False
         release_later(self._check_cache)
         release_later(self._check_stale)
@@ -1418,6 +1440,7 @@ class LiveBook:
         self._tradable_l = self._tradable.tolist()
         self._tp, self._tb, self._ta, self._val, self._bal = d["tp"], d["tb"], d["ta"], d["val"], d["bal"]
         self._coll, self._eq, self._im, self._mm = d["coll"], d["eq"], d["im"], d["mm"]
+        self._bind_checks()
         # the cached what-if states were for the old market; kept aside (this tick's only), so that the
         # first check of an account after it computes them again from the positions they keep. The
         # ones kept at the previous tick are freed on the release thread: thousands of them (13 ms of
@@ -1536,6 +1559,10 @@ class LiveBook:
         e = (int(self._ver[a]), gen.number, wis[0], wis[-1], tp, tb, ta, gen.im_factor,
              gen.im_factor * max(tp, tb, ta))
         self._check_cache[a] = e
+        if self._checks.users:  # a binary channel answers checks in C: give it this account's states
+            (ib, qb), (ia, qa) = wis[0].held, wis[-1].held
+            self._checks.publish(a, e[0], gen.number, wis[0].state, ib, qb, wis[-1].state, ia, qa,
+                                 wis[0] is wis[-1])
         if len(self._check_cache) > self._check_cache_size:
             self._check_cache.popitem(last=False)
         return e

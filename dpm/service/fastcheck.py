@@ -126,6 +126,12 @@ def _error_frame(request_id: int, status: int, message: str) -> bytes:
     return _ERROR.pack(_ERROR.size - 4 + len(m), ERROR, request_id, status, len(m)) + m
 
 
+def _bad_frame(size: int) -> bytes:
+    """The ERROR for a frame length that cannot be resynchronised (the connection then closes)."""
+    return _error_frame(0, STATUS_NUMBERS["INVALID_ARGUMENT"],
+                        f"frame: length {size} outside 1..{MAX_FRAME}; closing the connection")
+
+
 def _check_frame(request_id: int, r: Any) -> bytes:
     reason = r.reason.encode("utf-8")[:_MAX_MESSAGE]
     return _CHECK_REPLY.pack(_CHECK_REPLY.size - 4 + len(reason), CHECK_REPLY, request_id, bool(r.accepted),
@@ -164,6 +170,7 @@ class CheckChannel:
         self._closed = threading.Event()
         #: connections turned away at the limit (written by the accepting thread only)
         self.refused_connections = 0
+        self._table_used = False
 
     def start(self) -> int:
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -175,6 +182,11 @@ class CheckChannel:
             raise DPMError(f"check channel: cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
         s.listen(128)
         self._listener = s
+        table = getattr(self.book, "_checks", None)
+        if table is not None and not self._table_used:
+            with self.book._lock:  # from now on the book gives the table each account's what-if states
+                table.users += 1
+            self._table_used = True
         self.port = s.getsockname()[1]
         t = threading.Thread(target=self._accept, name="dpm-check-accept", daemon=True)
         t.start()
@@ -212,6 +224,26 @@ class CheckChannel:
                 self._threads = [x for x in self._threads if x.is_alive()] + [t]
 
     def _serve(self, conn: socket.socket) -> None:
+        table = getattr(self.book, "_checks", None)
+        if table is None:
+            self._serve_python(conn)
+            return
+        try:
+            # the C loop: a blocking socket whose sends give up after the send timeout
+            conn.settimeout(None)
+            sec = int(self.send_timeout)
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
+                            struct.pack("@ll", sec, int((self.send_timeout - sec) * 1e6)))
+            table.serve(conn.fileno(), self._answer, _bad_frame)
+        except OSError:
+            return
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+
+    def _serve_python(self, conn: socket.socket) -> None:
+        """The connection loop in Python (a book without the C check table)."""
         buf = bytearray(MAX_FRAME + 4)
         view = memoryview(buf)
         have = 0
@@ -229,9 +261,7 @@ class CheckChannel:
                 while have - at >= 4:
                     size = _U32.unpack_from(buf, at)[0]
                     if not 1 <= size <= MAX_FRAME:
-                        conn.sendall(b"".join(out) + _error_frame(
-                            0, STATUS_NUMBERS["INVALID_ARGUMENT"],
-                            f"frame: length {size} outside 1..{MAX_FRAME}; closing the connection"))
+                        conn.sendall(b"".join(out) + _bad_frame(size))
                         return
                     if have - at - 4 < size:
                         break
@@ -288,6 +318,10 @@ class CheckChannel:
                 pass
         for t in threads:
             t.join(2.0)
+        if self._table_used:
+            with self.book._lock:
+                self.book._checks.users -= 1
+            self._table_used = False
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,879 @@
+# cython: language_level=3
+"""Pre-trade checks of a live book without the interpreter lock (the binary channel's fast path).
+
+Under a stream of fills, the writer thread holds the interpreter lock most of the time a check
+waits for, so a check answered in Python waits for the lock longer than it computes (measured in
+docs/benchmarks.md, "Session 17"). This module answers the common check -- one order on an account
+whose what-if state is known -- entirely in C:
+
+* ``CheckTable`` holds what the C path reads: account and instrument name tables, pointers to the
+  live book's version / margin / equity arrays and tradable flags, the current aggregation plan,
+  and a bounded pool of account records (the positions behind each side's what-if state and the
+  state itself, C-owned copies). It has a mutex of its own. The book writes everything the C path
+  reads through the table's methods, each one C call that takes the mutex, so the mutex is never
+  held while Python code runs (a holder could otherwise wait for the interpreter lock while a
+  check waits for it) and a check sees each account's figures from one commit.
+* A record whose market generation is old is recomputed in C from the positions it keeps (the
+  bits of ``WhatIf.rebuilt``); one whose account version moved is not used (the book republishes
+  the records of accounts it changes).
+* ``CheckTable.serve`` is the connection loop of ``dpm.service.fastcheck.CheckChannel`` -- ``recv``,
+  framing, the C check, ``send`` -- taking the interpreter lock only to call the channel's Python
+  answer for anything else (an account without a record, several legs, a malformed request, an
+  error).
+
+The answer is ``LiveBook.check``'s, bit for bit: the same kernels (``gather.h``) on the same
+states, the same selects in the same order, the same reason text ("%.2f" is correctly rounded in
+glibc as in Python).
+"""
+from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
+from libc.stdlib cimport malloc, free, calloc, realloc
+from libc.string cimport memcpy, memcmp, memmove
+from libc.math cimport isfinite, fabs
+from libc.stdio cimport snprintf
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from dpm._core._gather cimport dpm_agg_params, dpm_agg_out, dpm_what_if, dpm_account_state
+
+import numpy as np
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_mutexattr_t:
+        pass
+    int pthread_mutex_init(pthread_mutex_t *m, const pthread_mutexattr_t *a)
+    int pthread_mutex_destroy(pthread_mutex_t *m)
+    int pthread_mutex_lock(pthread_mutex_t *m)
+    int pthread_mutex_trylock(pthread_mutex_t *m)
+    int pthread_mutex_unlock(pthread_mutex_t *m)
+
+cdef extern from "<sys/types.h>" nogil:
+    ctypedef long ssize_t
+
+cdef extern from "<sys/socket.h>" nogil:
+    ssize_t recv(int fd, void *buf, size_t n, int flags)
+    ssize_t send(int fd, const void *buf, size_t n, int flags)
+    int MSG_NOSIGNAL
+
+cdef extern from "<errno.h>" nogil:
+    int errno
+    int EINTR
+
+cdef extern from "<stdlib.h>" nogil:
+    int posix_memalign(void **p, size_t alignment, size_t size)
+
+# the binary channel's frame layout (dpm/service/fastcheck.py documents it)
+cdef enum:
+    MAX_FRAME = 65535
+    KIND_CHECK = 1
+    KIND_PING = 2
+    KIND_CHECK_REPLY = 0x81
+    KIND_PONG = 0x82
+    REPLY_ROOM = 512     # the largest reply the C path writes (a reason is under 100 bytes)
+    # what the C path did with a request
+    FALLBACK = 0
+    ANSWERED = 1
+
+
+# ----------------------------------------------------------------------------- name tables
+cdef struct NameTable:
+    uint64_t *hash      # 0: empty slot
+    int64_t *value
+    char **key
+    uint32_t *klen
+    size_t cap          # a power of two
+    size_t n
+
+
+cdef inline uint64_t _fnv1a(const char *s, size_t n) noexcept nogil:
+    cdef uint64_t h = 1469598103934665603ULL
+    cdef size_t k
+    for k in range(n):
+        h = (h ^ <uint8_t>s[k]) * 1099511628211ULL
+    return h | 1  # never 0 (the empty mark)
+
+
+cdef int64_t _nt_find(const NameTable *t, const char *s, size_t n) noexcept nogil:
+    if t.cap == 0:
+        return -1
+    cdef uint64_t h = _fnv1a(s, n)
+    cdef size_t j = <size_t>h & (t.cap - 1)
+    while t.hash[j] != 0:
+        if t.hash[j] == h and t.klen[j] == n and memcmp(t.key[j], s, n) == 0:
+            return t.value[j]
+        j = (j + 1) & (t.cap - 1)
+    return -1
+
+
+cdef void _nt_free(NameTable *t) noexcept nogil:
+    cdef size_t j
+    for j in range(t.cap):
+        if t.hash[j] != 0:
+            free(t.key[j])
+    free(t.hash)
+    free(t.value)
+    free(t.key)
+    free(t.klen)
+    t.hash = NULL
+    t.value = NULL
+    t.key = NULL
+    t.klen = NULL
+    t.cap = 0
+    t.n = 0
+
+
+cdef int _nt_alloc(NameTable *t, size_t cap) noexcept nogil:
+    t.hash = <uint64_t *>calloc(cap, sizeof(uint64_t))
+    t.value = <int64_t *>calloc(cap, sizeof(int64_t))
+    t.key = <char **>calloc(cap, sizeof(char *))
+    t.klen = <uint32_t *>calloc(cap, sizeof(uint32_t))
+    t.cap = cap
+    t.n = 0
+    if t.hash == NULL or t.value == NULL or t.key == NULL or t.klen == NULL:
+        _nt_free(t)
+        return -1
+    return 0
+
+
+cdef void _nt_place(NameTable *t, uint64_t h, char *key, uint32_t n, int64_t v) noexcept nogil:
+    """Insert a key known to be absent (the table has room)."""
+    cdef size_t j = <size_t>h & (t.cap - 1)
+    while t.hash[j] != 0:
+        j = (j + 1) & (t.cap - 1)
+    t.hash[j] = h
+    t.key[j] = key
+    t.klen[j] = n
+    t.value[j] = v
+    t.n += 1
+
+
+cdef int _nt_put(NameTable *t, const char *s, size_t n, int64_t v) noexcept nogil:
+    """Insert or overwrite ``s -> v``; -1 when out of memory (the table is unchanged)."""
+    cdef uint64_t h = _fnv1a(s, n)
+    cdef size_t j
+    if t.cap:
+        j = <size_t>h & (t.cap - 1)
+        while t.hash[j] != 0:
+            if t.hash[j] == h and t.klen[j] == n and memcmp(t.key[j], s, n) == 0:
+                t.value[j] = v
+                return 0
+            j = (j + 1) & (t.cap - 1)
+    cdef NameTable bigger
+    if 2 * (t.n + 1) > t.cap:  # at most half full: short probe chains
+        if _nt_alloc(&bigger, t.cap * 2 if t.cap else 64) != 0:
+            return -1
+        for j in range(t.cap):
+            if t.hash[j] != 0:
+                _nt_place(&bigger, t.hash[j], t.key[j], t.klen[j], t.value[j])
+        free(t.hash)
+        free(t.value)
+        free(t.key)
+        free(t.klen)
+        t[0] = bigger
+    cdef char *key = <char *>malloc(n + 1)
+    if key == NULL:
+        return -1
+    memcpy(key, s, n)
+    _nt_place(t, h, key, <uint32_t>n, v)
+    return 0
+
+
+# ----------------------------------------------------------------------------- records
+cdef struct Record:
+    int64_t account     # -1: free
+    int64_t ver         # the account's version the positions are from
+    int64_t gen         # the market generation the states are for
+    int shared          # no resting orders: one state serves both sides
+    int64_t n_b, n_a
+    int64_t *ids_b      # positions + buy orders (strictly increasing ids), then sells
+    double *q_b
+    int64_t *ids_a
+    double *q_a
+    double *st_b        # state_size values each (st_a == st_b when shared)
+    double *st_a
+    void *mem           # one block holding all of the above
+
+
+cdef inline void _put_u16(uint8_t *p, uint32_t v) noexcept nogil:
+    p[0] = v & 0xFF
+    p[1] = (v >> 8) & 0xFF
+
+
+cdef inline void _put_u32(uint8_t *p, uint32_t v) noexcept nogil:
+    cdef int k
+    for k in range(4):
+        p[k] = (v >> (8 * k)) & 0xFF
+
+
+cdef inline void _put_u64(uint8_t *p, uint64_t v) noexcept nogil:
+    cdef int k
+    for k in range(8):
+        p[k] = (v >> (8 * k)) & 0xFF
+
+
+cdef inline void _put_f64(uint8_t *p, double x) noexcept nogil:
+    cdef uint64_t v
+    memcpy(&v, &x, 8)
+    _put_u64(p, v)
+
+
+cdef inline uint32_t _get_u16(const uint8_t *p) noexcept nogil:
+    return p[0] | (<uint32_t>p[1] << 8)
+
+
+cdef inline uint32_t _get_u32(const uint8_t *p) noexcept nogil:
+    return p[0] | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
+
+
+cdef inline uint64_t _get_u64(const uint8_t *p) noexcept nogil:
+    cdef uint64_t v = 0
+    cdef int k
+    for k in range(8):
+        v |= (<uint64_t>p[k]) << (8 * k)
+    return v
+
+
+cdef inline double _get_f64(const uint8_t *p) noexcept nogil:
+    cdef uint64_t v = _get_u64(p)
+    cdef double x
+    memcpy(&x, &v, 8)
+    return x
+
+
+cdef struct Scratch:
+    # one connection's buffers for dpm_what_if (never shared between threads)
+    double *work
+    double *outs
+    void *raw_work
+    void *raw_outs
+    Py_ssize_t work_size
+    Py_ssize_t U
+    dpm_agg_out o
+
+
+cdef int _scratch_fit(Scratch *s, Py_ssize_t work_size, Py_ssize_t U) noexcept nogil:
+    """Buffers for a plan of ``work_size`` work values and ``U`` underlyings; -1 out of memory."""
+    if s.work != NULL and s.work_size == work_size and s.U == U:
+        return 0
+    free(s.raw_work)
+    free(s.raw_outs)
+    s.work = NULL
+    s.outs = NULL
+    s.raw_work = NULL
+    s.raw_outs = NULL
+    # 64-byte aligned, as the Python what-if's buffers (the kernels load whole cache lines)
+    if posix_memalign(&s.raw_work, 64, <size_t>work_size * sizeof(double) + 64) != 0:
+        s.raw_work = NULL
+        return -1
+    if posix_memalign(&s.raw_outs, 64, <size_t>(3 + 6 * U) * sizeof(double) + 64) != 0:
+        s.raw_outs = NULL
+        return -1
+    s.work = <double *>s.raw_work
+    s.outs = <double *>s.raw_outs
+    s.work_size = work_size
+    s.U = U
+    # total | value | joint | L, scan, roll, dshock, floor (U each) | worst (U int32): WhatIf's layout
+    s.o.total = s.outs
+    s.o.value = s.outs + 1
+    s.o.joint = s.outs + 2
+    s.o.L = s.outs + 3
+    s.o.scan = s.outs + 3 + U
+    s.o.roll = s.outs + 3 + 2 * U
+    s.o.dshock = s.outs + 3 + 3 * U
+    s.o.floor = s.outs + 3 + 4 * U
+    s.o.worst = <int32_t *>(s.outs + 3 + 5 * U)
+    return 0
+
+
+cdef void _scratch_free(Scratch *s) noexcept nogil:
+    free(s.raw_work)
+    free(s.raw_outs)
+    s.raw_work = NULL
+    s.raw_outs = NULL
+    s.work = NULL
+    s.outs = NULL
+
+
+cdef bytes _wire_name(str name):
+    """An account id as the wire spells it (UTF-8), or None for one no client can name (a lone
+    surrogate: never looked up)."""
+    try:
+        return name.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+
+
+# ----------------------------------------------------------------------------- the table
+cdef class CheckTable:
+    """What the C check path reads (see the module docstring). Its methods take the table's mutex
+    for the duration of one C call; the C path holds it while it reads.
+
+    Parameters
+    ----------
+    instruments : sequence of str
+        The instrument names, in id order.
+    max_quantity : float
+        The largest order quantity accepted (larger ones go to Python for the error).
+    capacity : int
+        Account records kept (the oldest is replaced first).
+    """
+    cdef pthread_mutex_t m
+    cdef NameTable accounts
+    cdef NameTable instruments
+    cdef Py_ssize_t M
+    cdef double max_quantity
+    # the book, bound by ``bind``
+    cdef object keep
+    cdef object plan
+    cdef dpm_agg_params p
+    cdef Py_ssize_t state_size, work_size, U
+    cdef int64_t gen
+    cdef double im_factor
+    cdef int64_t *ver
+    cdef double *tp
+    cdef double *tb
+    cdef double *ta
+    cdef double *im
+    cdef double *mm
+    cdef double *eq
+    cdef uint8_t *tradable
+    cdef Py_ssize_t n_rows
+    # the records
+    cdef Record *recs
+    cdef Py_ssize_t n_recs, hand
+    cdef int32_t *slot_of
+    cdef Py_ssize_t slot_cap
+    # counters (under the mutex)
+    cdef readonly uint64_t answered, fell_back, rebuilt
+    #: channels serving from this table: the book publishes records only while there is one
+    cdef public int users
+
+    def __cinit__(self, instruments, double max_quantity, Py_ssize_t capacity=8192):
+        if capacity < 1:
+            raise ValueError("capacity: must be >= 1")
+        if pthread_mutex_init(&self.m, NULL) != 0:
+            raise MemoryError("CheckTable: pthread_mutex_init failed")
+        self.max_quantity = max_quantity
+        self.recs = <Record *>calloc(capacity, sizeof(Record))
+        if self.recs == NULL:
+            raise MemoryError()
+        self.n_recs = capacity
+        cdef Py_ssize_t k
+        for k in range(capacity):
+            self.recs[k].account = -1
+        self.M = 0
+        cdef bytes b
+        for name in instruments:
+            b = name.encode("utf-8")
+            if _nt_put(&self.instruments, b, len(b), self.M) != 0:
+                raise MemoryError()
+            self.M += 1
+        self.n_rows = 0
+
+    def __dealloc__(self):
+        cdef Py_ssize_t k
+        if self.recs != NULL:
+            for k in range(self.n_recs):
+                free(self.recs[k].mem)
+            free(self.recs)
+        free(self.slot_of)
+        _nt_free(&self.accounts)
+        _nt_free(&self.instruments)
+        pthread_mutex_destroy(&self.m)
+
+    # the mutators keep the interpreter lock while they wait for the mutex: a check holds it for
+    # microseconds and never waits for the interpreter lock while holding it
+    cdef inline void _lock(self) noexcept:
+        pthread_mutex_lock(&self.m)
+
+    cdef inline void _unlock(self) noexcept:
+        pthread_mutex_unlock(&self.m)
+
+    # ------------------------------------------------------------------ what the book writes
+    def bind(self, plan, capsule, int64_t gen, double im_factor, int64_t[::1] ver, double[::1] tp,
+             double[::1] tb, double[::1] ta, double[::1] im, double[::1] mm, double[::1] eq,
+             uint8_t[::1] tradable):
+        """Point the table at the book's current arrays and plan (after every change of either).
+        From then on the book writes the figures the C path reads through ``store_account``,
+        ``store_equity`` and ``mark_untradable``."""
+        cdef Py_ssize_t n = ver.shape[0]
+        if not (tp.shape[0] == tb.shape[0] == ta.shape[0] == im.shape[0] == mm.shape[0] == eq.shape[0] == n):
+            raise ValueError("bind: the account arrays differ in length")
+        if tradable.shape[0] != self.M:
+            raise ValueError(f"bind: expected {self.M} tradable flags, got {tradable.shape[0]}")
+        cdef const dpm_agg_params *pp = <const dpm_agg_params *>PyCapsule_GetPointer(
+            capsule, b"dpm._core._gather.dpm_agg_params")
+        if pp == NULL:
+            raise ValueError("bind: not a plan's parameter capsule")
+        if pp.M != self.M:
+            raise ValueError(f"bind: the plan has {pp.M} instruments, the table {self.M}")
+        cdef Py_ssize_t state_size = plan.state_size, work_size = plan.state_size + plan.scratch_size
+        cdef Py_ssize_t U = plan.n_underlyings
+        cdef Py_ssize_t k, cap = max(n, self.slot_cap)
+        cdef int32_t *slots = <int32_t *>malloc(cap * sizeof(int32_t)) if n > self.slot_cap else NULL
+        if n > self.slot_cap and slots == NULL:
+            raise MemoryError()
+        keep = (plan, ver, tp, tb, ta, im, mm, eq, tradable)
+        self._lock()
+        if slots != NULL:
+            for k in range(cap):
+                slots[k] = self.slot_of[k] if k < self.slot_cap else -1
+            slots, self.slot_of = self.slot_of, slots
+            self.slot_cap = cap
+        if state_size != self.state_size:
+            self._drop_records()  # another layout: no record can be reused
+        old, self.keep = self.keep, keep  # the old arrays and plan are released after the unlock
+        self.p = pp[0]
+        self.state_size = state_size
+        self.work_size = work_size
+        self.U = U
+        self.gen = gen
+        self.im_factor = im_factor
+        self.ver = &ver[0] if n else NULL
+        self.tp = &tp[0] if n else NULL
+        self.tb = &tb[0] if n else NULL
+        self.ta = &ta[0] if n else NULL
+        self.im = &im[0] if n else NULL
+        self.mm = &mm[0] if n else NULL
+        self.eq = &eq[0] if n else NULL
+        self.tradable = &tradable[0] if self.M else NULL
+        self.n_rows = n
+        self._unlock()
+        free(slots)  # the replaced slot array (NULL when none)
+        del old
+
+    def store_account(self, int64_t a, bint bump_version, double tp, double tb, double ta, double im, double mm,
+                      double eq):
+        """Commit account ``a``'s new figures (and a new version when its positions or orders
+        changed) into the bound arrays, as one step for the C path."""
+        if not 0 <= a < self.n_rows:
+            raise IndexError(f"store_account: account {a} outside the bound arrays")
+        self._lock()
+        if bump_version:
+            self.ver[a] += 1
+        self.tp[a] = tp
+        self.tb[a] = tb
+        self.ta[a] = ta
+        self.im[a] = im
+        self.mm[a] = mm
+        self.eq[a] = eq
+        self._unlock()
+
+    def store_equity(self, const int64_t[::1] acc, const double[::1] eq):
+        """New equities of accounts ``acc`` (cash events: the positions did not change)."""
+        cdef Py_ssize_t k, n = acc.shape[0]
+        if eq.shape[0] != n:
+            raise ValueError("store_equity: one equity per account")
+        for k in range(n):
+            if not 0 <= acc[k] < self.n_rows:
+                raise IndexError(f"store_equity: account {acc[k]} outside the bound arrays")
+        self._lock()
+        for k in range(n):
+            self.eq[acc[k]] = eq[k]
+        self._unlock()
+
+    def mark_untradable(self, int64_t i):
+        """Instrument ``i`` can no longer be traded (settled); every record is dropped."""
+        if not 0 <= i < self.M:
+            raise IndexError(f"mark_untradable: instrument {i} outside the table")
+        self._lock()
+        self.tradable[i] = 0
+        self._drop_records()
+        self._unlock()
+
+    def set_accounts(self, names):
+        """Replace the account names (``names[a]`` is account ``a``) and forget every record."""
+        cdef NameTable fresh, old
+        fresh.cap = 0
+        fresh.n = 0
+        fresh.hash = NULL
+        fresh.value = NULL
+        fresh.key = NULL
+        fresh.klen = NULL
+        cdef int64_t a = 0
+        cdef bytes b
+        try:
+            for name in names:
+                b = _wire_name(name)
+                if b is not None and _nt_put(&fresh, b, len(b), a) != 0:
+                    raise MemoryError()
+                a += 1
+        except BaseException:
+            _nt_free(&fresh)
+            raise
+        self._lock()
+        old = self.accounts
+        self.accounts = fresh
+        self._drop_records()
+        self._unlock()
+        _nt_free(&old)
+
+    def add_account(self, str name, int64_t a):
+        """Account ``a`` opened with id ``name``."""
+        cdef bytes b = _wire_name(name)
+        if b is None:
+            return
+        self._lock()
+        cdef int r = _nt_put(&self.accounts, b, len(b), a)
+        self._unlock()
+        if r != 0:
+            raise MemoryError()
+
+    cdef void _drop_records(self) noexcept:
+        """(Under the mutex.)"""
+        cdef Py_ssize_t k
+        for k in range(self.n_recs):
+            if self.recs[k].account >= 0 and self.recs[k].account < self.slot_cap:
+                self.slot_of[self.recs[k].account] = -1
+            self.recs[k].account = -1
+
+    def clear(self):
+        """Forget every record (the book dropped its cached what-if states)."""
+        self._lock()
+        self._drop_records()
+        self._unlock()
+
+    def publish(self, int64_t a, int64_t ver, int64_t gen, const double[::1] st_b, const int64_t[::1] ids_b,
+                const double[::1] q_b, const double[::1] st_a, const int64_t[::1] ids_a,
+                const double[::1] q_a, bint shared):
+        """Record account ``a``'s what-if states (copies) for the C path: ``st_b`` / ``st_a`` from
+        the positions plus the buy / sell orders ``(ids_b, q_b)`` / ``(ids_a, q_a)``; ``shared``
+        when there are no orders (one state for both sides, ``st_b``)."""
+        if not 0 <= a < self.n_rows:
+            raise IndexError(f"publish: account {a} outside the bound arrays")
+        cdef Py_ssize_t S = self.state_size
+        if st_b.shape[0] != S or st_a.shape[0] != S:
+            raise ValueError(f"publish: states must hold {S} values")
+        if ids_b.shape[0] != q_b.shape[0] or ids_a.shape[0] != q_a.shape[0]:
+            raise ValueError("publish: one quantity per instrument id")
+        cdef Py_ssize_t k
+        for k in range(ids_b.shape[0]):
+            if ids_b[k] < 0 or ids_b[k] >= self.M or (k and ids_b[k] <= ids_b[k - 1]):
+                raise ValueError("publish: buy-side ids must be increasing ids of the table")
+        for k in range(ids_a.shape[0]):
+            if ids_a[k] < 0 or ids_a[k] >= self.M or (k and ids_a[k] <= ids_a[k - 1]):
+                raise ValueError("publish: sell-side ids must be increasing ids of the table")
+        cdef Py_ssize_t nb = ids_b.shape[0], na = 0 if shared else ids_a.shape[0]
+        # one block: the states, then the quantities, then the ids (filled before taking the mutex)
+        cdef size_t need = (2 * S + nb + na) * sizeof(double) + (nb + na) * sizeof(int64_t)
+        cdef void *mem = malloc(need if need else 1)
+        if mem == NULL:
+            raise MemoryError()
+        cdef Record fresh
+        cdef double *d = <double *>mem
+        fresh.mem = mem
+        fresh.st_b = d
+        fresh.st_a = d if shared else d + S
+        fresh.q_b = d + 2 * S
+        fresh.q_a = fresh.q_b if shared else d + 2 * S + nb
+        fresh.ids_b = <int64_t *>(d + 2 * S + nb + na)
+        fresh.ids_a = fresh.ids_b if shared else fresh.ids_b + nb
+        fresh.n_b = nb
+        fresh.n_a = nb if shared else na
+        fresh.shared = shared
+        fresh.ver = ver
+        fresh.gen = gen
+        fresh.account = a
+        if S:
+            memcpy(fresh.st_b, &st_b[0], S * sizeof(double))
+            if not shared:
+                memcpy(fresh.st_a, &st_a[0], S * sizeof(double))
+        if nb:
+            memcpy(fresh.ids_b, &ids_b[0], nb * sizeof(int64_t))
+            memcpy(fresh.q_b, &q_b[0], nb * sizeof(double))
+        if na:
+            memcpy(fresh.ids_a, &ids_a[0], na * sizeof(int64_t))
+            memcpy(fresh.q_a, &q_a[0], na * sizeof(double))
+        cdef int32_t s
+        self._lock()
+        s = self.slot_of[a]
+        if s < 0:  # a free slot, or the oldest record's
+            s = <int32_t>self.hand
+            self.hand = (self.hand + 1) % self.n_recs
+            if self.recs[s].account >= 0:
+                self.slot_of[self.recs[s].account] = -1
+        mem = self.recs[s].mem
+        self.recs[s] = fresh
+        self.slot_of[a] = s
+        self._unlock()
+        free(mem)
+
+    def has_record(self, int64_t a):
+        """Whether account ``a`` has a record (of any version): the book then refreshes it when the
+        account changes, so that its next check stays on the C path."""
+        cdef bint r
+        self._lock()
+        r = 0 <= a < self.n_rows and self.slot_of[a] >= 0
+        self._unlock()
+        return r
+
+    @property
+    def records(self):
+        """Accounts with a record (tests)."""
+        cdef Py_ssize_t k, n = 0
+        self._lock()
+        for k in range(self.n_recs):
+            n += self.recs[k].account >= 0
+        self._unlock()
+        return n
+
+    # ------------------------------------------------------------------ the C path
+    cdef int _answer(self, const uint8_t *pl, Py_ssize_t n, uint8_t *out, Py_ssize_t *out_len,
+                     Scratch *sc) noexcept nogil:
+        """Answer the CHECK payload ``pl[0:n]`` (kind and id included) into ``out``, or FALLBACK."""
+        if n < 9 or pl[0] != KIND_CHECK:
+            return FALLBACK
+        cdef uint64_t rid = _get_u64(pl + 1)
+        cdef Py_ssize_t at = 9
+        if at + 2 > n:
+            return FALLBACK
+        cdef Py_ssize_t alen = _get_u16(pl + at)
+        at += 2
+        if alen == 0 or at + alen + 2 > n:
+            return FALLBACK
+        cdef const char *acc = <const char *>(pl + at)
+        at += alen
+        if _get_u16(pl + at) != 1:  # several legs: the Python path
+            return FALLBACK
+        at += 2
+        if at + 2 > n:
+            return FALLBACK
+        cdef Py_ssize_t ilen = _get_u16(pl + at)
+        at += 2
+        if at + ilen + 8 != n:
+            return FALLBACK
+        cdef const char *ins = <const char *>(pl + at)
+        cdef double q = _get_f64(pl + at + ilen)
+        if not isfinite(q) or q == 0.0 or fabs(q) > self.max_quantity:
+            return FALLBACK
+        cdef int64_t a, i, s
+        cdef Record *r
+        cdef double tb, ta, m, x, im_after, im, mm, eq, f
+        pthread_mutex_lock(&self.m)
+        a = _nt_find(&self.accounts, acc, alen)
+        i = _nt_find(&self.instruments, ins, ilen)
+        if a < 0 or a >= self.n_rows or i < 0 or not self.tradable[i]:
+            pthread_mutex_unlock(&self.m)
+            return FALLBACK
+        s = self.slot_of[a]
+        if s < 0 or self.recs[s].ver != self.ver[a] or _scratch_fit(sc, self.work_size, self.U) != 0:
+            pthread_mutex_unlock(&self.m)
+            return FALLBACK
+        r = &self.recs[s]
+        if r.gen != self.gen:
+            # the same positions on the new market: WhatIf.rebuilt's computation
+            dpm_account_state(&self.p, r.ids_b, r.q_b, r.n_b, r.st_b)
+            if not r.shared:
+                dpm_account_state(&self.p, r.ids_a, r.q_a, r.n_a, r.st_a)
+            r.gen = self.gen
+            self.rebuilt += 1
+        if q > 0.0:
+            dpm_what_if(&self.p, r.st_b, &i, &q, 1, 1, r.ids_b, r.q_b, r.n_b, sc.work, &sc.o)
+            tb = sc.o.total[0]
+            ta = self.ta[a]
+        else:
+            dpm_what_if(&self.p, r.st_a, &i, &q, 1, 1, r.ids_a, r.q_a, r.n_a, sc.work, &sc.o)
+            tb = self.tb[a]
+            ta = sc.o.total[0]
+        f = self.im_factor
+        x = self.tp[a]
+        im = self.im[a]
+        mm = self.mm[a]
+        eq = self.eq[a]
+        self.answered += 1
+        pthread_mutex_unlock(&self.m)
+        if not isfinite(eq):
+            return FALLBACK  # the reason would print it: Python's spelling of nan/inf, not C's
+        # LiveBook.check: f * max(tp, max(tb, ta)), Python's max (the first of equals, NaN kept first)
+        m = ta if ta > tb else tb
+        if m > x:
+            x = m
+        im_after = f * x
+        cdef int accepted
+        cdef int rlen = 0
+        cdef char reason[200]
+        if not isfinite(im_after):
+            accepted = 0
+            rlen = snprintf(reason, sizeof(reason), b"the margin is not finite")
+        else:
+            accepted = eq >= im_after or im_after <= im
+            if not accepted:
+                rlen = snprintf(reason, sizeof(reason), b"initial margin %.2f would exceed equity %.2f USD",
+                                im_after, eq)
+        if rlen < 0 or rlen >= <int>sizeof(reason):
+            return FALLBACK
+        cdef Py_ssize_t size = 1 + 8 + 1 + 32 + 2 + rlen
+        _put_u32(out, <uint32_t>size)
+        out[4] = KIND_CHECK_REPLY
+        _put_u64(out + 5, rid)
+        out[13] = accepted
+        _put_f64(out + 14, im)
+        _put_f64(out + 22, im_after)
+        _put_f64(out + 30, mm)
+        _put_f64(out + 38, eq)
+        _put_u16(out + 46, <uint32_t>rlen)
+        memcpy(out + 48, reason, rlen)
+        out_len[0] = 4 + size
+        return ANSWERED
+
+    def check_frame(self, bytes payload):
+        """The C path's reply frame to one payload (kind, id, body), or None when it would hand the
+        request to Python (tests compare the two)."""
+        cdef Scratch sc
+        sc.work = NULL
+        sc.outs = NULL
+        sc.raw_work = NULL
+        sc.raw_outs = NULL
+        cdef uint8_t out[REPLY_ROOM]
+        cdef Py_ssize_t out_len = 0
+        cdef const uint8_t *pl = <const uint8_t *>(<char *>payload)
+        cdef Py_ssize_t n = len(payload)
+        cdef int r
+        with nogil:
+            r = self._answer(pl, n, out, &out_len, &sc)
+            if r == FALLBACK:
+                self._count_fallback()
+            _scratch_free(&sc)
+        if r == ANSWERED:
+            return (<char *>out)[:out_len]
+        return None
+
+    cdef void _count_fallback(self) noexcept nogil:
+        pthread_mutex_lock(&self.m)
+        self.fell_back += 1
+        pthread_mutex_unlock(&self.m)
+
+    def serve(self, int fd, fallback, bad_frame):
+        """Serve one connection of the binary channel until the peer closes it, an I/O error, or a
+        reply that cannot be sent (the socket's send timeout). ``fallback(payload: bytes) -> bytes``
+        answers what the C path does not; ``bad_frame(length: int) -> bytes`` is the ERROR for a
+        frame length outside 1..65535, after which the connection ends. ``fd`` must be a blocking
+        socket. Returns when the connection should be closed (the caller closes it)."""
+        cdef Scratch sc
+        sc.work = NULL
+        sc.outs = NULL
+        sc.raw_work = NULL
+        sc.raw_outs = NULL
+        cdef size_t cap = MAX_FRAME + 4
+        cdef uint8_t *buf = <uint8_t *>malloc(cap)
+        cdef size_t out_cap = 16384
+        cdef uint8_t *out = <uint8_t *>malloc(out_cap)
+        if buf == NULL or out == NULL:
+            free(buf)
+            free(out)
+            raise MemoryError()
+        cdef int rc
+        with nogil:
+            rc = self._serve_loop(fd, buf, cap, out, out_cap, &sc, <void *>fallback, <void *>bad_frame)
+        _scratch_free(&sc)
+        free(buf)
+        if rc == -2:
+            raise MemoryError()
+
+    cdef int _serve_loop(self, int fd, uint8_t *buf, size_t cap, uint8_t *out, size_t out_cap, Scratch *sc,
+                         void *fallback, void *bad_frame) noexcept nogil:
+        """The connection loop, without the interpreter lock except to call ``fallback`` or
+        ``bad_frame`` (borrowed references: ``serve`` holds them). Frees ``out``. Returns 0 when
+        the connection ends, -2 when out of memory."""
+        cdef size_t have = 0, at, size, out_len
+        cdef ssize_t got
+        cdef Py_ssize_t reply_len
+        cdef uint8_t *grown
+        cdef int close_after, done, rc = 0
+        while True:
+            got = -1
+            while got < 0:
+                got = recv(fd, buf + have, cap - have, 0)
+                if got < 0 and errno != EINTR:
+                    break
+            if got <= 0:
+                break
+            have += <size_t>got
+            at = 0
+            out_len = 0
+            close_after = 0
+            while have - at >= 4:
+                size = _get_u32(buf + at)
+                if size < 1 or size > MAX_FRAME:
+                    close_after = 1
+                    if _python_reply(bad_frame, NULL, size, &out, &out_len, &out_cap) != 0:
+                        rc = -1
+                    break
+                if have - at - 4 < size:
+                    break
+                if out_len + REPLY_ROOM > out_cap:
+                    grown = <uint8_t *>realloc(out, 2 * out_cap + REPLY_ROOM)
+                    if grown == NULL:
+                        rc = -2
+                        break
+                    out = grown
+                    out_cap = 2 * out_cap + REPLY_ROOM
+                if size == 9 and buf[at + 4] == KIND_PING:
+                    # the channel's floor: answered here, without the book
+                    _put_u32(out + out_len, 9)
+                    out[out_len + 4] = KIND_PONG
+                    memcpy(out + out_len + 5, buf + at + 5, 8)
+                    out_len += 13
+                else:
+                    done = self._answer(buf + at + 4, size, out + out_len, &reply_len, sc)
+                    if done == ANSWERED:
+                        out_len += reply_len
+                    else:
+                        self._count_fallback()
+                        if _python_reply(fallback, buf + at + 4, size, &out, &out_len, &out_cap) != 0:
+                            rc = -1
+                            break
+                at += 4 + size
+            if rc != 0:
+                break
+            if out_len and _send_all(fd, out, out_len) != 0:
+                break
+            if close_after:
+                break
+            if at:
+                memmove(buf, buf + at, have - at)
+                have -= at
+        free(out)
+        return -2 if rc == -2 else 0
+
+
+cdef int _python_reply(void *fn, const uint8_t *payload, size_t size, uint8_t **out, size_t *out_len,
+                       size_t *out_cap) noexcept nogil:
+    """Append ``fn(payload bytes)`` (or ``fn(size)`` when ``payload`` is NULL) to the reply buffer,
+    taking the interpreter lock for the call; -1 when it fails (the connection then ends)."""
+    cdef uint8_t *grown
+    cdef size_t n, need
+    with gil:
+        try:
+            if payload == NULL:
+                reply = (<object>fn)(size)
+            else:
+                reply = (<object>fn)((<const char *>payload)[:size])
+            if not isinstance(reply, bytes):
+                return -1
+            n = len(reply)
+            need = out_len[0] + n
+            if need > out_cap[0]:
+                grown = <uint8_t *>realloc(out[0], need + REPLY_ROOM)
+                if grown == NULL:
+                    return -1
+                out[0] = grown
+                out_cap[0] = need + REPLY_ROOM
+            memcpy(out[0] + out_len[0], <const char *>reply, n)
+            out_len[0] = need
+            return 0
+        except BaseException:
+            return -1
+
+
+cdef int _send_all(int fd, const uint8_t *p, size_t n) noexcept nogil:
+    """0 once every byte is sent; -1 on an error or the send timeout (the connection ends)."""
+    cdef ssize_t k
+    while n:
+        k = send(fd, p, n, MSG_NOSIGNAL)
+        if k < 0:
+            if errno == EINTR:
+                continue
+            return -1
+        p += k
+        n -= <size_t>k
+    return 0
