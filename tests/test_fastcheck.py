@@ -251,3 +251,26 @@ def test_bad_arguments(live):
             CheckChannel(live, port=port).start()
     finally:
         ch.stop()
+
+
+def test_warm_checks_are_answered_in_c_without_the_interpreter_lock(live):
+    table = live._checks
+    assert table.users == 0
+    ch = CheckChannel(live)
+    ch.start()
+    try:
+        assert table.users == 1  # the book now publishes each checked account's states
+        aid = live.account_ids[5]
+        with CheckClient("127.0.0.1", ch.port) as c:
+            first = c.check(aid, [("BTC-PERPETUAL", 3.0)])  # no record yet: the Python path
+            before = table.answered
+            for q in (3.0, -3.0, 11.0):
+                got = c.check(aid, [("BTC-PERPETUAL", q)])
+                want = live.check(aid, [("BTC-PERPETUAL", q)])
+                assert got == type(got)(want.accepted, want.initial_margin, want.initial_margin_after,
+                                        want.maintenance_margin, want.equity, want.reason)
+            assert table.answered - before == 3
+            assert first.initial_margin_after == live.check(aid, [("BTC-PERPETUAL", 3.0)]).initial_margin_after
+    finally:
+        ch.stop()
+    assert table.users == 0

@@ -8,7 +8,7 @@ class CheckTable:
     rebuilt: int
     users: int
     def __init__(self, instruments: Sequence[str], max_quantity: float, capacity: int = ...) -> None: ...
-    def bind(self, plan: Any, capsule: Any, gen: int, im_factor: float, ver: np.ndarray, tp: np.ndarray,
+    def bind(self, plan: Any, gen: int, im_factor: float, ver: np.ndarray, tp: np.ndarray,
              tb: np.ndarray, ta: np.ndarray, im: np.ndarray, mm: np.ndarray, eq: np.ndarray,
              tradable: np.ndarray) -> None: ...
     def store_account(self, a: int, bump_version: bool, tp: float, tb: float, ta: float, im: float, mm: float,

@@ -30,7 +30,7 @@ from libc.stdlib cimport malloc, free, calloc, realloc
 from libc.string cimport memcpy, memcmp, memmove
 from libc.math cimport isfinite, fabs
 from libc.stdio cimport snprintf
-from cpython.pycapsule cimport PyCapsule_GetPointer
+from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
 from dpm._core._gather cimport dpm_agg_params, dpm_agg_out, dpm_what_if, dpm_account_state
 
 import numpy as np
@@ -389,7 +389,7 @@ cdef class CheckTable:
         pthread_mutex_unlock(&self.m)
 
     # ------------------------------------------------------------------ what the book writes
-    def bind(self, plan, capsule, int64_t gen, double im_factor, int64_t[::1] ver, double[::1] tp,
+    def bind(self, plan, int64_t gen, double im_factor, int64_t[::1] ver, double[::1] tp,
              double[::1] tb, double[::1] ta, double[::1] im, double[::1] mm, double[::1] eq,
              uint8_t[::1] tradable):
         """Point the table at the book's current arrays and plan (after every change of either).
@@ -400,10 +400,12 @@ cdef class CheckTable:
             raise ValueError("bind: the account arrays differ in length")
         if tradable.shape[0] != self.M:
             raise ValueError(f"bind: expected {self.M} tradable flags, got {tradable.shape[0]}")
+        capsule = getattr(plan, "params_capsule", None)
+        capsule = capsule() if callable(capsule) else None
+        if capsule is None or not PyCapsule_IsValid(capsule, b"dpm._core._gather.dpm_agg_params"):
+            raise ValueError("bind: plan must be an AggregationPlan (its params_capsule)")
         cdef const dpm_agg_params *pp = <const dpm_agg_params *>PyCapsule_GetPointer(
             capsule, b"dpm._core._gather.dpm_agg_params")
-        if pp == NULL:
-            raise ValueError("bind: not a plan's parameter capsule")
         if pp.M != self.M:
             raise ValueError(f"bind: the plan has {pp.M} instruments, the table {self.M}")
         cdef Py_ssize_t state_size = plan.state_size, work_size = plan.state_size + plan.scratch_size
@@ -412,7 +414,7 @@ cdef class CheckTable:
         cdef int32_t *slots = <int32_t *>malloc(cap * sizeof(int32_t)) if n > self.slot_cap else NULL
         if n > self.slot_cap and slots == NULL:
             raise MemoryError()
-        keep = (plan, ver, tp, tb, ta, im, mm, eq, tradable)
+        keep = (plan, capsule, ver, tp, tb, ta, im, mm, eq, tradable)
         self._lock()
         if slots != NULL:
             for k in range(cap):

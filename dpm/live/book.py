@@ -568,7 +568,7 @@ class LiveBook:
     def _bind_checks(self) -> None:
         """Point the C check table at the current arrays and plan (after they are replaced)."""
         gen = self._gen
-        self._checks.bind(gen.agg, gen.agg.params_capsule(), gen.number, gen.im_factor, self._ver, self._tp,
+        self._checks.bind(gen.agg, gen.number, gen.im_factor, self._ver, self._tp,
                           self._tb, self._ta, self._im, self._mm, self._eq, self._tradable.view(np.uint8))
 
     def _load(self, ids: list[str], counts: np.ndarray, inst: np.ndarray, qty: np.ndarray, bal: np.ndarray,
