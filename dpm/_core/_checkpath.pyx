@@ -25,6 +25,7 @@ The answer is ``LiveBook.check``'s, bit for bit: the same kernels (``gather.h``)
 states, the same selects in the same order, the same reason text ("%.2f" is correctly rounded in
 glibc as in Python).
 """
+cimport cython
 from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free, calloc, realloc
 from libc.string cimport memcpy, memcmp, memmove
@@ -619,6 +620,7 @@ cdef class CheckTable:
         return n
 
     # ------------------------------------------------------------------ the C path
+    @cython.nonecheck(False)  # self is never None here (the debug build's check needs the GIL)
     cdef int _answer(self, const uint8_t *pl, Py_ssize_t n, uint8_t *out, Py_ssize_t *out_len,
                      Scratch *sc) noexcept nogil:
         """Answer the CHECK payload ``pl[0:n]`` (kind and id included) into ``out``, or FALLBACK."""
@@ -739,6 +741,7 @@ cdef class CheckTable:
             return (<char *>out)[:out_len]
         return None
 
+    @cython.nonecheck(False)  # self is never None here (the debug build's check needs the GIL)
     cdef void _count_fallback(self) noexcept nogil:
         pthread_mutex_lock(&self.m)
         self.fell_back += 1
@@ -771,6 +774,7 @@ cdef class CheckTable:
         if rc == -2:
             raise MemoryError()
 
+    @cython.nonecheck(False)  # self is never None here (the debug build's check needs the GIL)
     cdef int _serve_loop(self, int fd, uint8_t *buf, size_t cap, uint8_t *out, size_t out_cap, Scratch *sc,
                          void *fallback, void *bad_frame) noexcept nogil:
         """The connection loop, without the interpreter lock except to call ``fallback`` or

@@ -7,8 +7,10 @@ latency-critical order entry on a plain binary protocol for the same reason (CME
 Binary Order Entry", https://www.cmegroup.com/confluence/display/EPICSANDBOX/iLink+3+Binary+Order+Entry,
 read 2026-12-02).
 This channel does only the check, with the same rule and answers as the ``Check`` RPC
-(:meth:`dpm.live.LiveBook.check`), on one thread per connection that blocks in ``recv`` without
-the interpreter lock.
+(:meth:`dpm.live.LiveBook.check`). Each connection has a thread whose loop runs in C without the
+interpreter lock (:mod:`dpm._core._checkpath`): it answers a one-order check on an account whose
+what-if states the book has handed it, and PINGs, and calls :meth:`CheckChannel._answer` in Python
+for everything else.
 
 Frames (all integers little-endian; strings UTF-8)::
 
