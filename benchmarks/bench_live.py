@@ -12,7 +12,8 @@ Two parts, both bounded in time and count:
    builds a one-account book per account) and ``with_market`` + a full ``margin_many``.
 2. **Through the service** (``python -m dpm serve`` in a child process, journal on disk): for
    ``--duration`` seconds, one process streams fills (and a few deposits) at ``--fill-rate`` per
-   second, one sends a market tick every ``--tick-interval`` seconds, ``--checkers`` processes send
+   second (one ``SubmitStream`` message each, or with ``--fill-batch-ms`` the fills due in each
+   interval as one ``SubmitBatches`` batch), one sends a market tick every ``--tick-interval`` seconds, ``--checkers`` processes send
    gRPC pre-trade checks back to back, ``--fast-checkers`` processes send checks through the binary
    check channel (``dpm serve --check-port``) at ``--fast-check-rate`` per second, one subscriber
    counts alerts; the server's memory (RSS) is sampled every second. Reported: check round-trip
@@ -130,13 +131,20 @@ def in_process(n_accounts: int, seed: int, workers: int) -> dict:
 
 
 # ----------------------------------------------------------------------------- through the service
-def _fill_streamer(port, ids, names, rate, stop_at, q):
+def _fill_streamer(port, ids, names, rate, stop_at, q, batch_ms=0.0):
     from dpm.live import Fill, Transfer
     from dpm.service.client import LiveClient
 
     rng = np.random.default_rng(1)
     c = LiveClient(f"127.0.0.1:{port}")
     sent = [0]
+
+    def event():
+        sent[0] += 1
+        a = ids[int(rng.integers(len(ids)))]
+        if sent[0] % 20 == 0:
+            return Transfer(a, "USDC", 1000.0)
+        return Fill(a, names[int(rng.integers(len(names)))], float(rng.integers(1, 10)) * rng.choice([-1, 1]))
 
     def gen():
         t0 = time.monotonic()
@@ -145,15 +153,23 @@ def _fill_streamer(port, ids, names, rate, stop_at, q):
             now = time.monotonic()
             if due > now:
                 time.sleep(due - now)
-            sent[0] += 1
-            a = ids[int(rng.integers(len(ids)))]
-            if sent[0] % 20 == 0:
-                yield Transfer(a, "USDC", 1000.0)
-            else:
-                yield Fill(a, names[int(rng.integers(len(names)))], float(rng.integers(1, 10)) * rng.choice([-1, 1]))
+            yield event()
+
+    def gen_batches():
+        # the events due in each batch_ms interval, sent together at its end (SubmitBatches)
+        t0, k = time.monotonic(), 0
+        while time.monotonic() < stop_at:
+            k += 1
+            end = t0 + k * batch_ms / 1e3
+            now = time.monotonic()
+            if end > now:
+                time.sleep(end - now)
+            due = int(rate * (end - t0))
+            yield [event() for _ in range(max(0, due - sent[0]))]
 
     acked = refused = 0
-    for ack in c.submit_stream(gen()):
+    acks = (a for batch in c.submit_batches(gen_batches()) for a in batch) if batch_ms else c.submit_stream(gen())
+    for ack in acks:
         if ack.seq:
             acked += 1
         else:
@@ -247,7 +263,7 @@ def _fast_checker(port, ids, names, stop_at, q, seed, rate):
 
 
 def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interval, checkers, journal,
-                    fast_checkers=1, fast_rate=500.0):
+                    fast_checkers=1, fast_rate=500.0, fill_batch_ms=0.0):
     import psutil
 
     from dpm.market.sample import default_instruments
@@ -300,7 +316,7 @@ def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interva
         stop_at = time.monotonic() + duration
         ctx = mp.get_context("spawn")  # gRPC does not survive fork()
         q = ctx.Queue()
-        procs = [ctx.Process(target=_fill_streamer, args=(port, ids, names, fill_rate, stop_at, q)),
+        procs = [ctx.Process(target=_fill_streamer, args=(port, ids, names, fill_rate, stop_at, q, fill_batch_ms)),
                  ctx.Process(target=_ticker, args=(port, tick_interval, stop_at, q))]
         procs += [ctx.Process(target=_checker, args=(port, ids, names, stop_at, q, 10 + k)) for k in range(checkers)]
         procs += [ctx.Process(target=_fast_checker, args=(check_port, ids, names, stop_at, q, 20 + k, fast_rate))
@@ -338,7 +354,8 @@ def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interva
             "ping_fast_us": pct(results["fast_floor"]) if results["fast_floor"] else None,
             "check_fast_first_us": pct(results["fast_first"]) if results["fast_first"] else None,
             "tick_rpc_ms": pct(results["ticks"]) if results.get("ticks") else None,
-            "fills": results.get("fills"), "alerts": alerts[0], "server_timings": timings,
+            "fills": results.get("fills"), "fill_batch_ms": fill_batch_ms, "alerts": alerts[0],
+            "server_timings": timings,
             "rss_mib": rss, "queue_depth_end": st1.queue_depth,
         }
         proc.send_signal(signal.SIGTERM)
@@ -403,8 +420,10 @@ def markdown(res: dict) -> str:
         if t:
             lines.append(f"| fill on the server (writer) (µs) | {t['p50_us']:,.1f} | {t['p99_us']:,.1f} | "
                          f"{t['p999_us']:,.1f} | {t['count']:,} |")
+        batching = (f"fills in SubmitBatches batches of {sv['fill_batch_ms']:g} ms" if sv.get("fill_batch_ms")
+                    else "fills one SubmitStream message each")
         lines += ["", f"Service: {sv['duration_s']:.0f} s, {sv['events_applied']:,} events applied "
-                      f"({sv['events_per_s']:,.0f}/s), {sv['checks_per_s']:,.0f} gRPC checks/s, "
+                      f"({sv['events_per_s']:,.0f}/s; {batching}), {sv['checks_per_s']:,.0f} gRPC checks/s, "
                       f"{sv.get('fast_checks_per_s', 0):,.0f} binary-channel checks/s, {sv['alerts']:,} alerts; "
                       f"server ready in {sv['startup_s']:.1f} s; exit status after SIGTERM {sv['shutdown_exit']}.",
                   "RSS (MiB) over time: " + ", ".join(f"{t:.0f} s: {m:,.0f}" for t, m in sv["rss_mib"][::10])
@@ -420,6 +439,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--fill-rate", type=float, default=2000.0, help="fills per second offered")
     ap.add_argument("--tick-interval", type=float, default=1.0, help="seconds between ticks")
+    ap.add_argument("--fill-batch-ms", type=float, default=0.0,
+                    help="send the fills due in each interval of this many ms as one SubmitBatches batch "
+                         "(0: one SubmitStream message per fill)")
     ap.add_argument("--checkers", type=int, default=2, help="processes sending gRPC pre-trade checks back to back")
     ap.add_argument("--fast-checkers", type=int, default=1,
                     help="processes sending checks through the binary check channel")
@@ -441,7 +463,7 @@ def main() -> int:
             journal = Path(args.journal) if args.journal else Path(tmp) / "live.sqlite"
             res["service"] = through_service(args.accounts, args.seed, args.workers, args.duration, args.fill_rate,
                                              args.tick_interval, args.checkers, journal, args.fast_checkers,
-                                             args.fast_check_rate)
+                                             args.fast_check_rate, args.fill_batch_ms)
     res["machine_end"] = machine()
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))

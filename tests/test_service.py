@@ -397,3 +397,38 @@ def test_serve_that_cannot_bind_leaves_the_interpreter_as_it_was(engine, book):
         assert sys.getswitchinterval() == interval and gc.get_freeze_count() == frozen
     finally:
         runner.close()
+
+
+def test_submit_batches_applies_in_order_like_one_by_one(engine, book):
+    from dpm.service.server import MAX_BATCH
+
+    events = recorded_stream(engine, book, 1200, seed=23)
+    want, _ = _replay(engine, book, events)
+    srv = Server(None)
+    try:
+        c = srv.client
+        sizes = [1, 7, 50, 0, 300, 2]
+        batches, k, j = [], 0, 0
+        while k < len(events):
+            n = sizes[j % len(sizes)]
+            batches.append(events[k:k + n])
+            k += n
+            j += 1
+        replies = list(c.submit_batches(batches))
+        assert [len(r) for r in replies] == [len(b) for b in batches]  # one Ack per event, per batch
+        acks = [a for r in replies for a in r]
+        applied = [a for a in acks if a.seq]
+        refused = [a for a in acks if not a.seq]
+        assert [a.seq for a in applied] == list(range(1, len(applied) + 1))  # in order, none lost
+        assert all(a.error and a.error_code for a in refused)
+        assert len(applied) == want.last_seq
+        d = c.digest()
+        assert d.digest == want.digest()  # the same book as applying the events one by one
+        # a batch above the limit is refused whole; nothing of it is applied
+        big = [Transfer(book.account_id[0], "USDC", 1.0)] * (MAX_BATCH + 1)
+        (reply,) = list(c.submit_batches([big]))
+        assert len(reply) == MAX_BATCH + 1
+        assert all(a.seq == 0 and a.error_code == "INVALID_ARGUMENT" and "above the limit" in a.error for a in reply)
+        assert c.digest().digest == d.digest
+    finally:
+        srv.close()

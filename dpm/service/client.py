@@ -42,6 +42,15 @@ class LiveClient:
                 yield event_to_proto(*e) if isinstance(e, tuple) else event_to_proto(e)
         return self.stub.SubmitStream(gen())
 
+    def submit_batches(self, batches: Any) -> Iterator[list[Any]]:
+        """The acks of each batch (a list of events or ``(event, client_id)`` pairs), in order: one
+        message per batch each way (``SubmitBatches``)."""
+        def gen():
+            for batch in batches:
+                yield self.pb.EventBatch(events=[event_to_proto(*e) if isinstance(e, tuple) else event_to_proto(e)
+                                                 for e in batch])
+        return (list(reply.acks) for reply in self.stub.SubmitBatches(gen()))
+
     def margin(self, account: str) -> Any:
         return self.stub.GetMargin(self.pb.AccountRequest(account=account), timeout=self.timeout)
 

@@ -32,8 +32,11 @@ from dpm.service.protocol import event_from_proto, load
 
 __all__ = ["LiveServicer", "serve", "start_server", "status_code", "status_name"]
 
-#: events in flight per SubmitStream call at most (the client then waits: gRPC flow control)
+#: requests (events, or batches) in flight per SubmitStream / SubmitBatches call at most (the
+#: client then waits: gRPC flow control)
 STREAM_WINDOW = 1024
+#: events in one SubmitBatches batch at most (a larger batch is refused whole)
+MAX_BATCH = 4096
 
 
 def status_name(exc: BaseException) -> str:
@@ -94,6 +97,41 @@ class LiveServicer:
         return self.pb.Ack(seq=ack.seq, duplicate=ack.duplicate, alerts=ack.alerts)
 
     def SubmitStream(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:
+        return self._pipelined(request_iterator, context, self._submit_event, self._ack)
+
+    def SubmitBatches(self, request_iterator: Iterator[Any], context: Any) -> Iterator[Any]:
+        def submit(batch: Any) -> list:
+            n = len(batch.events)
+            if n > MAX_BATCH:  # refused whole: nothing of it is applied
+                exc = InvalidInputError(f"batch: {n} events, above the limit of {MAX_BATCH}")
+                return [exc] * n
+            return [self._submit_event(req) for req in batch.events]
+
+        return self._pipelined(request_iterator, context, submit,
+                               lambda items: self.pb.AckBatch(acks=[self._ack(item) for item in items]))
+
+    def _submit_event(self, req: Any) -> Any:
+        """Queue one Event message: its pending handle, or the exception that refused it."""
+        try:
+            event, client_id = event_from_proto(req)
+            return self.runner.submit_async(event, client_id, timeout=self.submit_timeout)
+        except Exception as exc:  # noqa: BLE001 - reported in the Ack
+            return exc
+
+    def _ack(self, item: Any) -> Any:
+        """The Ack of a queued event (waiting for the writer) or of a refusal."""
+        if isinstance(item, BaseException):
+            return self.pb.Ack(error=error_message(item), error_code=status_code(item).name)
+        try:
+            ack = item.result(None)
+            return self.pb.Ack(seq=ack.seq, duplicate=ack.duplicate, alerts=ack.alerts)
+        except Exception as exc:  # noqa: BLE001 - reported in the Ack
+            return self.pb.Ack(error=error_message(exc), error_code=status_code(exc).name)
+
+    def _pipelined(self, request_iterator: Iterator[Any], context: Any, submit: Callable[[Any], Any],
+                   reply: Callable[[Any], Any]) -> Iterator[Any]:
+        """Read requests on a thread of their own and ``submit`` each while earlier ones are being
+        applied; yield ``reply(submitted)`` for each, in order, at most ``STREAM_WINDOW`` ahead."""
         pending: collections.deque = collections.deque()
         cond = threading.Condition()
         state = {"done": False, "error": None}
@@ -103,11 +141,7 @@ class LiveServicer:
             try:
                 for req in request_iterator:
                     window.acquire()
-                    try:
-                        event, client_id = event_from_proto(req)
-                        item: Any = self.runner.submit_async(event, client_id, timeout=self.submit_timeout)
-                    except Exception as exc:  # noqa: BLE001 - reported in the Ack
-                        item = exc
+                    item = submit(req)
                     with cond:
                         pending.append(item)
                         cond.notify()
@@ -130,14 +164,7 @@ class LiveServicer:
                     return
                 item = pending.popleft()
             window.release()
-            if isinstance(item, BaseException):
-                yield self.pb.Ack(error=error_message(item), error_code=status_code(item).name)
-                continue
-            try:
-                ack = item.result(None)
-                yield self.pb.Ack(seq=ack.seq, duplicate=ack.duplicate, alerts=ack.alerts)
-            except Exception as exc:  # noqa: BLE001 - reported in the Ack
-                yield self.pb.Ack(error=error_message(exc), error_code=status_code(exc).name)
+            yield reply(item)
 
     # ------------------------------------------------------------------ reads
     def _margin_msg(self, st: Any) -> Any:
