@@ -13,10 +13,11 @@ Two parts, both bounded in time and count:
 2. **Through the service** (``python -m dpm serve`` in a child process, journal on disk): for
    ``--duration`` seconds, one process streams fills (and a few deposits) at ``--fill-rate`` per
    second (one ``SubmitStream`` message each, or with ``--fill-batch-ms`` the fills due in each
-   interval as one ``SubmitBatches`` batch), one sends a market tick every ``--tick-interval`` seconds, ``--checkers`` processes send
-   gRPC pre-trade checks back to back, ``--fast-checkers`` processes send checks through the binary
-   check channel (``dpm serve --check-port``) at ``--fast-check-rate`` per second, one subscriber
-   counts alerts; the server's memory (RSS) is sampled every second. Reported: check round-trip
+   interval as one ``SubmitBatches`` batch), one sends a market tick every ``--tick-interval``
+   seconds, ``--checkers`` processes send gRPC pre-trade checks back to back, ``--fast-checkers``
+   processes send checks through the binary check channel (``dpm serve --check-port``) at
+   ``--fast-check-rate`` per second (``--fast-checker-nice``: at that scheduling priority, standing
+   in for a client on a CPU of its own), one subscriber counts alerts; the server's memory (RSS) is sampled every second. Reported: check round-trip
    p50 / p99 / p99.9 through gRPC and through the binary channel (each with its no-work floor:
    ``Status``, PING), tick apply time on the server (its ``Status.timings``) and tick round trip,
    events applied per second, RSS over time. ``--skip-in-process`` runs this part alone.
@@ -224,10 +225,14 @@ def _checker(port, ids, names, stop_at, q, seed):
     q.put(("floor", floor))
 
 
-def _fast_checker(port, ids, names, stop_at, q, seed, rate):
+def _fast_checker(port, ids, names, stop_at, q, seed, rate, nice=0):
     """Checks through the binary channel (``dpm serve --check-port``), ``rate`` per second (0: back to back)."""
     from dpm.service.fastcheck import CheckClient
 
+    if nice:
+        # a client with a CPU of its own, as a gateway on another machine would have: on a small
+        # host it otherwise waits for a CPU behind the load generators before it sees the reply
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
     c = CheckClient("127.0.0.1", port)
     rng = np.random.default_rng(seed)
     hot = [ids[int(i)] for i in rng.integers(0, len(ids), 2000)]
@@ -263,7 +268,7 @@ def _fast_checker(port, ids, names, stop_at, q, seed, rate):
 
 
 def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interval, checkers, journal,
-                    fast_checkers=1, fast_rate=500.0, fill_batch_ms=0.0):
+                    fast_checkers=1, fast_rate=500.0, fill_batch_ms=0.0, fast_nice=0):
     import psutil
 
     from dpm.market.sample import default_instruments
@@ -319,7 +324,8 @@ def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interva
         procs = [ctx.Process(target=_fill_streamer, args=(port, ids, names, fill_rate, stop_at, q, fill_batch_ms)),
                  ctx.Process(target=_ticker, args=(port, tick_interval, stop_at, q))]
         procs += [ctx.Process(target=_checker, args=(port, ids, names, stop_at, q, 10 + k)) for k in range(checkers)]
-        procs += [ctx.Process(target=_fast_checker, args=(check_port, ids, names, stop_at, q, 20 + k, fast_rate))
+        procs += [ctx.Process(target=_fast_checker, args=(check_port, ids, names, stop_at, q, 20 + k, fast_rate,
+                                                          fast_nice))
                   for k in range(fast_checkers)]
         for p in procs:
             p.start()
@@ -354,7 +360,8 @@ def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interva
             "ping_fast_us": pct(results["fast_floor"]) if results["fast_floor"] else None,
             "check_fast_first_us": pct(results["fast_first"]) if results["fast_first"] else None,
             "tick_rpc_ms": pct(results["ticks"]) if results.get("ticks") else None,
-            "fills": results.get("fills"), "fill_batch_ms": fill_batch_ms, "alerts": alerts[0],
+            "fills": results.get("fills"), "fill_batch_ms": fill_batch_ms, "fast_checker_nice": fast_nice,
+            "alerts": alerts[0],
             "server_timings": timings,
             "rss_mib": rss, "queue_depth_end": st1.queue_depth,
         }
@@ -422,6 +429,8 @@ def markdown(res: dict) -> str:
                          f"{t['p999_us']:,.1f} | {t['count']:,} |")
         batching = (f"fills in SubmitBatches batches of {sv['fill_batch_ms']:g} ms" if sv.get("fill_batch_ms")
                     else "fills one SubmitStream message each")
+        if sv.get("fast_checker_nice"):
+            batching += f"; binary checker at nice {sv['fast_checker_nice']}"
         lines += ["", f"Service: {sv['duration_s']:.0f} s, {sv['events_applied']:,} events applied "
                       f"({sv['events_per_s']:,.0f}/s; {batching}), {sv['checks_per_s']:,.0f} gRPC checks/s, "
                       f"{sv.get('fast_checks_per_s', 0):,.0f} binary-channel checks/s, {sv['alerts']:,} alerts; "
@@ -439,6 +448,9 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=60.0)
     ap.add_argument("--fill-rate", type=float, default=2000.0, help="fills per second offered")
     ap.add_argument("--tick-interval", type=float, default=1.0, help="seconds between ticks")
+    ap.add_argument("--fast-checker-nice", type=int, default=0,
+                    help="nice value of the binary-channel checker processes (negative needs CAP_SYS_NICE): "
+                         "stands in for a client on a CPU of its own")
     ap.add_argument("--fill-batch-ms", type=float, default=0.0,
                     help="send the fills due in each interval of this many ms as one SubmitBatches batch "
                          "(0: one SubmitStream message per fill)")
@@ -452,6 +464,8 @@ def main() -> int:
     ap.add_argument("--skip-in-process", action="store_true")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    if args.fast_checker_nice < 0 and hasattr(os, "geteuid") and os.geteuid() != 0:
+        ap.error("--fast-checker-nice below 0 needs root (CAP_SYS_NICE)")
     res = {"machine": machine(), "accounts": args.accounts, "started": time.strftime("%Y-%m-%d %H:%M:%S UTC",
                                                                                       time.gmtime())}
     if not args.skip_in_process:
@@ -463,7 +477,7 @@ def main() -> int:
             journal = Path(args.journal) if args.journal else Path(tmp) / "live.sqlite"
             res["service"] = through_service(args.accounts, args.seed, args.workers, args.duration, args.fill_rate,
                                              args.tick_interval, args.checkers, journal, args.fast_checkers,
-                                             args.fast_check_rate, args.fill_batch_ms)
+                                             args.fast_check_rate, args.fill_batch_ms, args.fast_checker_nice)
     res["machine_end"] = machine()
     if args.json:
         Path(args.json).write_text(json.dumps(res, indent=1))
