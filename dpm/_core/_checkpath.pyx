@@ -28,11 +28,11 @@ glibc as in Python).
 cimport cython
 from libc.stdint cimport int64_t, int32_t, uint8_t, uint16_t, uint32_t, uint64_t, uintptr_t
 from libc.stdlib cimport malloc, free, calloc, realloc
-from libc.string cimport memcpy, memcmp, memmove
+from libc.string cimport memcpy, memcmp, memmove, memset
 from libc.math cimport isfinite, fabs
 from libc.stdio cimport snprintf
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
-from dpm._core._gather cimport dpm_agg_params, dpm_agg_out, dpm_what_if, dpm_account_state
+from dpm._core._gather cimport dpm_agg_params, dpm_agg_out, dpm_out_layout, dpm_what_if, dpm_account_state
 
 import numpy as np
 
@@ -251,16 +251,20 @@ cdef struct Scratch:
     dpm_agg_out o
 
 
+cdef void _scratch_free(Scratch *s) noexcept nogil:
+    free(s.raw_work)
+    free(s.raw_outs)
+    s.raw_work = NULL
+    s.raw_outs = NULL
+    s.work = NULL
+    s.outs = NULL
+
+
 cdef int _scratch_fit(Scratch *s, Py_ssize_t work_size, Py_ssize_t U) noexcept nogil:
     """Buffers for a plan of ``work_size`` work values and ``U`` underlyings; -1 out of memory."""
     if s.work != NULL and s.work_size == work_size and s.U == U:
         return 0
-    free(s.raw_work)
-    free(s.raw_outs)
-    s.work = NULL
-    s.outs = NULL
-    s.raw_work = NULL
-    s.raw_outs = NULL
+    _scratch_free(s)
     # 64-byte aligned, as the Python what-if's buffers (the kernels load whole cache lines)
     if posix_memalign(&s.raw_work, 64, <size_t>work_size * sizeof(double) + 64) != 0:
         s.raw_work = NULL
@@ -272,26 +276,8 @@ cdef int _scratch_fit(Scratch *s, Py_ssize_t work_size, Py_ssize_t U) noexcept n
     s.outs = <double *>s.raw_outs
     s.work_size = work_size
     s.U = U
-    # total | value | joint | L, scan, roll, dshock, floor (U each) | worst (U int32): WhatIf's layout
-    s.o.total = s.outs
-    s.o.value = s.outs + 1
-    s.o.joint = s.outs + 2
-    s.o.L = s.outs + 3
-    s.o.scan = s.outs + 3 + U
-    s.o.roll = s.outs + 3 + 2 * U
-    s.o.dshock = s.outs + 3 + 3 * U
-    s.o.floor = s.outs + 3 + 4 * U
-    s.o.worst = <int32_t *>(s.outs + 3 + 5 * U)
+    dpm_out_layout(s.outs, U, &s.o)  # WhatIf's layout of the outputs
     return 0
-
-
-cdef void _scratch_free(Scratch *s) noexcept nogil:
-    free(s.raw_work)
-    free(s.raw_outs)
-    s.raw_work = NULL
-    s.raw_outs = NULL
-    s.work = NULL
-    s.outs = NULL
 
 
 cdef bytes _wire_name(str name):
@@ -486,12 +472,7 @@ cdef class CheckTable:
     def set_accounts(self, names):
         """Replace the account names (``names[a]`` is account ``a``) and forget every record."""
         cdef NameTable fresh, old
-        fresh.cap = 0
-        fresh.n = 0
-        fresh.hash = NULL
-        fresh.value = NULL
-        fresh.key = NULL
-        fresh.klen = NULL
+        memset(&fresh, 0, sizeof(fresh))
         cdef int64_t a = 0
         cdef bytes b
         try:
@@ -723,10 +704,7 @@ cdef class CheckTable:
         """The C path's reply frame to one payload (kind, id, body), or None when it would hand the
         request to Python (tests compare the two)."""
         cdef Scratch sc
-        sc.work = NULL
-        sc.outs = NULL
-        sc.raw_work = NULL
-        sc.raw_outs = NULL
+        memset(&sc, 0, sizeof(sc))
         cdef uint8_t out[REPLY_ROOM]
         cdef Py_ssize_t out_len = 0
         cdef const uint8_t *pl = <const uint8_t *>(<char *>payload)
@@ -754,10 +732,7 @@ cdef class CheckTable:
         frame length outside 1..65535, after which the connection ends. ``fd`` must be a blocking
         socket. Returns when the connection should be closed (the caller closes it)."""
         cdef Scratch sc
-        sc.work = NULL
-        sc.outs = NULL
-        sc.raw_work = NULL
-        sc.raw_outs = NULL
+        memset(&sc, 0, sizeof(sc))
         cdef size_t cap = MAX_FRAME + 4
         cdef uint8_t *buf = <uint8_t *>malloc(cap)
         cdef size_t out_cap = 16384

@@ -433,19 +433,10 @@ cdef class WhatIf:
         self.state = &state[0]
         self.work = <double *>_malloc64(<size_t>(plan.state_size + plan.scratch_size) * sizeof(double),
                                         &self.raw_work)
-        # total | value | joint | L, scan, roll, dshock, floor (U each) | worst (U int32)
         self.outs = <double *>_malloc64(<size_t>(3 + 6 * U) * sizeof(double), &self.raw_outs)
         if self.work == NULL or self.outs == NULL:
             raise MemoryError()
-        self.o.total = self.outs
-        self.o.value = self.outs + 1
-        self.o.joint = self.outs + 2
-        self.o.L = self.outs + 3
-        self.o.scan = self.outs + 3 + U
-        self.o.roll = self.outs + 3 + 2 * U
-        self.o.dshock = self.outs + 3 + 3 * U
-        self.o.floor = self.outs + 3 + 4 * U
-        self.o.worst = <int32_t *>(self.outs + 3 + 5 * U)
+        dpm_out_layout(self.outs, U, &self.o)
 
     def __dealloc__(self):
         free(self.raw_work)

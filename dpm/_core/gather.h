@@ -393,6 +393,21 @@ typedef struct {
     double *joint;   /* the cross-underlying scan (joint / offset worst loss, or net of credits) */
 } dpm_agg_out;
 
+/* The outputs of one account laid over one buffer of 3 + 6 U doubles (the what-if evaluators'):
+   total | value | joint | L, scan, roll, dshock, floor (U each) | worst (U int32 in the last U). */
+static inline void dpm_out_layout(double *outs, dpm_index U, dpm_agg_out *o)
+{
+    o->total = outs;
+    o->value = outs + 1;
+    o->joint = outs + 2;
+    o->L = outs + 3;
+    o->scan = outs + 3 + U;
+    o->roll = outs + 3 + 2 * U;
+    o->dshock = outs + 3 + 3 * U;
+    o->floor = outs + 3 + 4 * U;
+    o->worst = (int32_t *)(outs + 3 + 5 * U);
+}
+
 static inline double dpm_tier_multiplier(const dpm_agg_params *p, double raw_usd)
 {
     dpm_index t = 0;
