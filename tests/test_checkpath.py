@@ -119,11 +119,15 @@ def test_c_replies_are_the_python_replies_through_a_random_stream():
 def test_what_c_does_not_answer_goes_to_python():
     live = _book(40)
     ids = list(live.account_ids)
-    warm, cold = ids[1], ids[2]
+    warm, dirty = ids[1], ids[2]
     live.check(warm, [("BTC-PERPETUAL", 1.0)])  # builds and publishes its record
     assert live._checks.check_frame(_payload(1, warm, [("BTC-PERPETUAL", 2.0)])) is not None
+    # an account whose rows moved to the overlay (a new position) and that was never checked: its
+    # record can only be built in Python
+    live.apply(Fill(dirty, "ETH-PERPETUAL", 3.0))
+    assert live._dirty[live.index_of(dirty)] and not live._checks.has_record(live.index_of(dirty))
     cases = [
-        _payload(2, cold, [("BTC-PERPETUAL", 1.0)]),                 # no record yet
+        _payload(2, dirty, [("BTC-PERPETUAL", 1.0)]),                # no record, not in the CSR
         _payload(3, "nobody", [("BTC-PERPETUAL", 1.0)]),             # unknown account
         _payload(4, warm, [("NOPE", 1.0)]),                          # unknown instrument
         _payload(5, warm, [("BTC-PERPETUAL", 1.0), ("ETH-PERPETUAL", 1.0)]),  # several legs
@@ -274,3 +278,55 @@ def test_checks_on_other_threads_while_the_writer_commits():
         for q in (4.0, -4.0):
             got = live._checks.check_frame(_payload(rid, a, [("ETH-PERPETUAL", q)]))
             assert got is not None and got == _python_reply(live, rid, a, [("ETH-PERPETUAL", q)])
+
+
+def test_records_of_clean_accounts_are_built_in_c_from_the_csr():
+    live = _book(120)
+    ids = list(live.account_ids)
+    live.apply(PlaceOrder(ids[7], "r1", "BTC-PERPETUAL", 5.0, None, False))  # orders: three CSR rows
+    live.apply(PlaceOrder(ids[7], "r2", "ETH-PERPETUAL", -8.0, None, False))
+    live.compact()  # every account clean again, the orders' rows in the CSR
+    assert not live._dirty[:len(ids)].any() and live._checks.records == 0
+    rid = 0
+    for a in ids[:40] + [ids[7]]:
+        for leg in (("BTC-PERPETUAL", 4.0), ("ETH-PERPETUAL", -6.0), ("BTC-PERPETUAL", -2.5)):
+            rid += 1
+            got = live._checks.check_frame(_payload(rid, a, [leg]))
+            assert got is not None and got == _python_reply(live, rid, a, [leg]), (a, leg)
+    assert live._checks.built == 40  # one record per account, built in C on its first check
+    # a fill that resizes a position in place (a clean account: the CSR slot itself): the record
+    # built in C afterwards reads the new size
+    for rid, a in enumerate((ids[3], ids[50])):  # with a record (refreshed by the writer), without
+        name = next(iter(live.positions(a)))
+        live.apply(Fill(a, name, 1.0))
+        assert not live._dirty[live.index_of(a)]
+        got = live._checks.check_frame(_payload(999 + rid, a, [("BTC-PERPETUAL", 4.0)]))
+        assert got is not None and got == _python_reply(live, 999 + rid, a, [("BTC-PERPETUAL", 4.0)])
+    assert live._checks.built == 41
+    # while the book rebuilds its CSR, no record is built from it
+    live._checks.suspend_positions()
+    assert live._checks.check_frame(_payload(1000, ids[60], [("BTC-PERPETUAL", 4.0)])) is None
+    live._bind_positions()
+    assert live._checks.check_frame(_payload(1001, ids[60], [("BTC-PERPETUAL", 4.0)])) is not None
+
+
+def test_bind_positions_refuses_a_broken_csr():
+    live = _book(20)
+    t = live._checks
+    ip, inst, qty = live._indptr, live._inst, live._qty
+    ra, ar, d = live._row_acc, live._acc_row, live._dirty.view(np.uint8)
+    bad = [
+        (ip[:-1], inst, qty, ra, ar, d),                       # indptr length
+        (ip, inst, qty[:-1], ra, ar, d),                       # one quantity per id
+        (ip[::-1].copy(), inst, qty, ra, ar, d),                # does not start at 0
+        (np.where(np.arange(ip.size) == 3, ip[-1], ip), inst, qty, ra, ar, d),  # decreases
+        (ip, inst, qty, ra, np.full_like(ar, 10**6), d),       # an account's row outside
+        (ip, inst, qty, ra, ar, d[:3]),                        # dirty flags
+    ]
+    for args in bad:
+        with pytest.raises(ValueError):
+            t.bind_positions(*args)
+    with pytest.raises(IndexError):
+        t.store_account(0, False, 0, 0, 0, 0, 0, 0, False, 10**9, 1.0)
+    a = live.account_ids[0]
+    assert t.check_frame(_payload(1, a, [("BTC-PERPETUAL", 3.0)])) == _python_reply(live, 1, a, [("BTC-PERPETUAL", 3.0)])

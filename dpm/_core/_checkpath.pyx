@@ -280,6 +280,31 @@ cdef int _scratch_fit(Scratch *s, Py_ssize_t work_size, Py_ssize_t U) noexcept n
     return 0
 
 
+cdef void _lay_out(Record *r, void *mem, Py_ssize_t S, Py_ssize_t nb, Py_ssize_t na, int shared) noexcept nogil:
+    """Lay a record over ``mem``: two states of ``S`` values, the quantities, then the ids (one
+    side only when ``shared``: no resting orders)."""
+    cdef double *d = <double *>mem
+    r.mem = mem
+    r.st_b = d
+    r.st_a = d if shared else d + S
+    r.q_b = d + 2 * S
+    r.q_a = r.q_b if shared else d + 2 * S + nb
+    r.ids_b = <int64_t *>(d + 2 * S + nb + na)
+    r.ids_a = r.ids_b if shared else r.ids_b + nb
+    r.n_b = nb
+    r.n_a = nb if shared else na
+    r.shared = shared
+
+
+cdef inline bint _ids_ok(const int64_t *ids, int64_t s, int64_t e, Py_ssize_t M) noexcept nogil:
+    """Ids ``[s, e)`` are instruments of the table, strictly increasing (what WhatIf requires)."""
+    cdef int64_t k
+    for k in range(s, e):
+        if ids[k] < 0 or ids[k] >= M or (k > s and ids[k] <= ids[k - 1]):
+            return False
+    return True
+
+
 cdef bytes _wire_name(str name):
     """An account id as the wire spells it (UTF-8), or None for one no client can name (a lone
     surrogate: never looked up)."""
@@ -330,7 +355,18 @@ cdef class CheckTable:
     cdef int32_t *slot_of
     cdef Py_ssize_t slot_cap
     # counters (under the mutex)
-    cdef readonly uint64_t answered, fell_back, rebuilt
+    # the book's positions (CSR: rows of accounts, an account with resting orders has three: the
+    # positions, plus its buys, plus its sells), bound by ``bind_positions``
+    cdef object keep_pos
+    cdef const int64_t *indptr
+    cdef const int64_t *pinst
+    cdef double *pqty
+    cdef const int64_t *row_acc
+    cdef const int64_t *acc_row
+    cdef uint8_t *dirty
+    cdef Py_ssize_t R, P, n_acc
+    cdef bint positions_ok
+    cdef readonly uint64_t answered, fell_back, rebuilt, built
     #: channels serving from this table: the book publishes records only while there is one
     cdef public int users
 
@@ -431,12 +467,24 @@ cdef class CheckTable:
         del old
 
     def store_account(self, int64_t a, bint bump_version, double tp, double tb, double ta, double im, double mm,
-                      double eq):
+                      double eq, bint mark_dirty=False, Py_ssize_t slot=-1, double quantity=0.0):
         """Commit account ``a``'s new figures (and a new version when its positions or orders
-        changed) into the bound arrays, as one step for the C path."""
+        changed) into the bound arrays, as one step for the C path; with ``mark_dirty`` its rows
+        have moved to the book's overlay (the C path no longer reads them from the CSR); with a
+        ``slot``, the new ``quantity`` of that CSR position (a fill that resized it in place)."""
         if not 0 <= a < self.n_rows:
             raise IndexError(f"store_account: account {a} outside the bound arrays")
+        if (mark_dirty or slot >= 0) and not self.positions_ok:
+            raise RuntimeError("store_account: the positions are not bound")
+        if mark_dirty and a >= self.n_acc:
+            raise IndexError(f"store_account: account {a} outside the bound positions")
+        if slot >= self.P:
+            raise IndexError(f"store_account: position slot {slot} outside the CSR ({self.P})")
         self._lock()
+        if slot >= 0:
+            self.pqty[slot] = quantity
+        if mark_dirty:
+            self.dirty[a] = 1
         if bump_version:
             self.ver[a] += 1
         self.tp[a] = tp
@@ -446,6 +494,101 @@ cdef class CheckTable:
         self.mm[a] = mm
         self.eq[a] = eq
         self._unlock()
+
+    def bind_positions(self, const int64_t[::1] indptr, const int64_t[::1] inst, double[::1] qty,
+                       const int64_t[::1] row_acc, const int64_t[::1] acc_row, uint8_t[::1] dirty):
+        """Point the C path at the book's CSR of positions (after it is built or rebuilt): a check
+        of a clean account without a record then builds the record in C from its rows."""
+        cdef Py_ssize_t R = row_acc.shape[0], P = inst.shape[0], n = acc_row.shape[0], k
+        if indptr.shape[0] != R + 1 or qty.shape[0] != P or dirty.shape[0] != n:
+            raise ValueError("bind_positions: inconsistent array lengths")
+        if indptr[0] != 0 or indptr[R] > P:
+            raise ValueError("bind_positions: indptr does not span the positions")
+        for k in range(R):
+            if indptr[k + 1] < indptr[k]:
+                raise ValueError(f"bind_positions: indptr decreases at row {k}")
+        for k in range(n):
+            if not -1 <= acc_row[k] < R:
+                raise ValueError(f"bind_positions: account {k}'s row {acc_row[k]} outside 0..{R - 1}")
+        cdef tuple keep = (indptr, inst, qty, row_acc, acc_row, dirty)
+        self._lock()
+        old, self.keep_pos = self.keep_pos, keep
+        self.indptr = &indptr[0]
+        self.pinst = &inst[0] if P else NULL
+        self.pqty = &qty[0] if P else NULL
+        self.row_acc = &row_acc[0] if R else NULL
+        self.acc_row = &acc_row[0] if n else NULL
+        self.dirty = &dirty[0] if n else NULL
+        self.R = R
+        self.P = P
+        self.n_acc = n
+        self.positions_ok = True
+        self._unlock()
+        del old
+
+    def suspend_positions(self):
+        """The book is rebuilding its CSR: no record is built from it until ``bind_positions``."""
+        self._lock()
+        self.positions_ok = False
+        self._unlock()
+
+    cdef Py_ssize_t _build_record(self, int64_t a) noexcept nogil:
+        """(Under the mutex.) A record of clean account ``a`` from its CSR rows, computed here on
+        the current plan -- the positions, or with resting orders the rows with the buys and the
+        sells, exactly what the Python path would give ``WhatIf`` -- in a slot of the pool; its
+        slot, or -1 when it cannot be built here (then Python builds it)."""
+        if not self.positions_ok or a >= self.n_acc or self.dirty[a]:
+            return -1
+        cdef int64_t r = self.acc_row[a]
+        if r < 0 or r >= self.R:
+            return -1
+        cdef int shared = not (r + 1 < self.R and self.row_acc[r + 1] == a)
+        if not shared and (r + 2 >= self.R or self.row_acc[r + 2] != a):
+            return -1
+        cdef int64_t sb, eb, sa, ea
+        if shared:
+            sb, eb = self.indptr[r], self.indptr[r + 1]
+            sa, ea = sb, eb
+        else:
+            sb, eb = self.indptr[r + 1], self.indptr[r + 2]
+            sa, ea = self.indptr[r + 2], self.indptr[r + 3]
+        if not (_ids_ok(self.pinst, sb, eb, self.M) and _ids_ok(self.pinst, sa, ea, self.M)):
+            return -1
+        cdef Py_ssize_t S = self.state_size, nb = eb - sb, na = 0 if shared else ea - sa
+        cdef size_t need = (2 * S + nb + na) * sizeof(double) + (nb + na) * sizeof(int64_t)
+        cdef void *mem = malloc(need if need else 1)
+        if mem == NULL:
+            return -1
+        cdef Record fresh
+        _lay_out(&fresh, mem, S, nb, na, shared)
+        if nb:
+            memcpy(fresh.ids_b, self.pinst + sb, nb * sizeof(int64_t))
+            memcpy(fresh.q_b, self.pqty + sb, nb * sizeof(double))
+        if na:
+            memcpy(fresh.ids_a, self.pinst + sa, na * sizeof(int64_t))
+            memcpy(fresh.q_a, self.pqty + sa, na * sizeof(double))
+        dpm_account_state(&self.p, fresh.ids_b, fresh.q_b, fresh.n_b, fresh.st_b)
+        if not shared:
+            dpm_account_state(&self.p, fresh.ids_a, fresh.q_a, fresh.n_a, fresh.st_a)
+        fresh.ver = self.ver[a]
+        fresh.gen = self.gen
+        fresh.account = a
+        self.built += 1
+        return self._place(a, &fresh)
+
+    cdef Py_ssize_t _place(self, int64_t a, Record *fresh) noexcept nogil:
+        """(Under the mutex.) Put ``fresh`` in account ``a``'s slot, or a free one, or the oldest
+        record's; the memory it replaces is freed. Returns the slot."""
+        cdef Py_ssize_t s = self.slot_of[a]
+        if s < 0:
+            s = self.hand
+            self.hand = (self.hand + 1) % self.n_recs
+            if self.recs[s].account >= 0:
+                self.slot_of[self.recs[s].account] = -1
+        free(self.recs[s].mem)
+        self.recs[s] = fresh[0]
+        self.slot_of[a] = <int32_t>s
+        return s
 
     def store_equity(self, const int64_t[::1] acc, const double[::1] eq):
         """New equities of accounts ``acc`` (cash events: the positions did not change)."""
@@ -543,17 +686,7 @@ cdef class CheckTable:
         if mem == NULL:
             raise MemoryError()
         cdef Record fresh
-        cdef double *d = <double *>mem
-        fresh.mem = mem
-        fresh.st_b = d
-        fresh.st_a = d if shared else d + S
-        fresh.q_b = d + 2 * S
-        fresh.q_a = fresh.q_b if shared else d + 2 * S + nb
-        fresh.ids_b = <int64_t *>(d + 2 * S + nb + na)
-        fresh.ids_a = fresh.ids_b if shared else fresh.ids_b + nb
-        fresh.n_b = nb
-        fresh.n_a = nb if shared else na
-        fresh.shared = shared
+        _lay_out(&fresh, mem, S, nb, na, shared)
         fresh.ver = ver
         fresh.gen = gen
         fresh.account = a
@@ -567,19 +700,9 @@ cdef class CheckTable:
         if na:
             memcpy(fresh.ids_a, &ids_a[0], na * sizeof(int64_t))
             memcpy(fresh.q_a, &q_a[0], na * sizeof(double))
-        cdef int32_t s
         self._lock()
-        s = self.slot_of[a]
-        if s < 0:  # a free slot, or the oldest record's
-            s = <int32_t>self.hand
-            self.hand = (self.hand + 1) % self.n_recs
-            if self.recs[s].account >= 0:
-                self.slot_of[self.recs[s].account] = -1
-        mem = self.recs[s].mem
-        self.recs[s] = fresh
-        self.slot_of[a] = s
+        self._place(a, &fresh)
         self._unlock()
-        free(mem)
 
     def has_record(self, int64_t a):
         """Whether account ``a`` has a record (of any version): the book then refreshes it when the
@@ -640,7 +763,9 @@ cdef class CheckTable:
             pthread_mutex_unlock(&self.m)
             return FALLBACK
         s = self.slot_of[a]
-        if s < 0 or self.recs[s].ver != self.ver[a] or _scratch_fit(sc, self.work_size, self.U) != 0:
+        if s < 0 or self.recs[s].ver != self.ver[a]:
+            s = self._build_record(a)
+        if s < 0 or _scratch_fit(sc, self.work_size, self.U) != 0:
             pthread_mutex_unlock(&self.m)
             return FALLBACK
         r = &self.recs[s]

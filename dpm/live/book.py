@@ -564,12 +564,19 @@ class LiveBook:
         self._ov.grow_accounts(cap)
         self._cap = cap
         self._bind_checks()
+        if hasattr(self, "_indptr"):  # not in _setup: _load builds the CSR and binds it
+            self._bind_positions()
 
     def _bind_checks(self) -> None:
         """Point the C check table at the current arrays and plan (after they are replaced)."""
         gen = self._gen
         self._checks.bind(gen.agg, gen.number, gen.im_factor, self._ver, self._tp,
                           self._tb, self._ta, self._im, self._mm, self._eq, self._tradable.view(np.uint8))
+
+    def _bind_positions(self) -> None:
+        """Point the C check table at the CSR (after it is rebuilt, or its per-account arrays grow)."""
+        self._checks.bind_positions(self._indptr, self._inst, self._qty, self._row_acc, self._acc_row,
+                                    self._dirty.view(np.uint8))
 
     def _load(self, ids: list[str], counts: np.ndarray, inst: np.ndarray, qty: np.ndarray, bal: np.ndarray,
               orders: list, settled: list, levels: np.ndarray | None, versions: np.ndarray | None) -> None:
@@ -732,6 +739,7 @@ class LiveBook:
 
     def _compact_swap(self, new: dict[str, Any]) -> None:
         N = self._n
+        self._checks.suspend_positions()  # rebound below, once the new CSR is whole
         self._indptr, self._inst, self._qty = new["indptr"], new["inst"], new["qty"]
         self._row_acc, self._row_var = new["row_acc"], new["row_var"]
         self._acc_row[:N] = new["acc_first"]
@@ -744,6 +752,7 @@ class LiveBook:
         self._over = {}
         self._ov.clear()
         self._rebuild_tick_buffers()
+        self._bind_positions()
 
     def _rebuild_tick_buffers(self) -> None:
         self._tick_outs = _result_buffers(len(self._row_acc), self._U)
@@ -947,10 +956,11 @@ class LiveBook:
     def _commit_account(self, ch: _Change, seq: int) -> list[Alert]:
         d = ch.data
         a = d["a"]
-        bump = False  # the positions or orders changed: a new version
+        bump = dirty = False  # the positions or orders changed: a new version
+        slot, slot_qty = -1, 0.0
         if d["in_place"] >= 0:  # a new size of an existing position of a clean account: in the CSR
             slot = d["in_place"]
-            self._qty[slot] = d["qty"][slot - int(self._indptr[self._acc_row[a]])]
+            slot_qty = d["qty"][slot - int(self._indptr[self._acc_row[a]])]  # written by store_account
             bump = True
         elif d["rows"] is not None:  # positions or orders changed
             old_inst, _ = self._positions(a)
@@ -959,7 +969,7 @@ class LiveBook:
                 self._count_positions(old_inst, -1)
                 self._count_positions(d["inst"], +1)
             self._set_rows(a, d["rows"])
-            self._dirty[a] = True
+            dirty = True  # self._dirty[a], written by store_account
             if old_orders is not d["orders"]:
                 for o in (old_orders or {}).values():
                     self._ord_count[o[0]] -= 1
@@ -973,8 +983,10 @@ class LiveBook:
             bump = True
         self._bal[a] = d["bal"]
         self._val[a], self._coll[a] = d["val"], d["coll"]
-        # the version and the figures a check reads, as one step of the C check path's table
-        self._checks.store_account(a, bump, d["tp"], d["tb"], d["ta"], d["im"], d["mm"], d["eq"])
+        # the version, the figures a check reads and where the positions are, as one step of the C
+        # check path's table
+        self._checks.store_account(a, bump, d["tp"], d["tb"], d["ta"], d["im"], d["mm"], d["eq"], dirty, slot,
+                                   slot_qty)
         if self._checks.users and self._checks.has_record(a):
             # an account the binary channel checks: its new what-if states now, on the writer, so
             # that its next check is answered in C instead of waiting for the interpreter lock
@@ -1037,7 +1049,6 @@ class LiveBook:
         self._ids.append(ch.data["account"])
         self._index[ch.data["account"]] = a
         self._n = a + 1
-        self._checks.add_account(ch.data["account"], a)
         self._bal[a] = 0.0
         for arr in (self._tp, self._tb, self._ta, self._val, self._coll, self._eq, self._im, self._mm):
             arr[a] = 0.0
@@ -1046,6 +1057,7 @@ class LiveBook:
         self._acc_row[a] = -1
         self._set_rows(a, [(_EMPTY_I, _EMPTY_F)])
         self._dirty[a] = True
+        self._checks.add_account(ch.data["account"], a)  # last: the C path can name it from now on
         return []
 
     # ------------------------------------------------------------------ fill
