@@ -236,8 +236,8 @@ def _fast_checker(port, ids, names, stop_at, q, seed, rate, nice=0):
     c = CheckClient("127.0.0.1", port)
     rng = np.random.default_rng(seed)
     hot = [ids[int(i)] for i in rng.integers(0, len(ids), 2000)]
-    # the first check of each account, timed apart: it builds the account's what-if states in
-    # Python (then kept for the C path, and refreshed by the writer when the account changes)
+    # the first check of each account, timed apart: it builds the account's record (in C from the
+    # book's positions, or in Python for an account changed since the last compaction)
     first = []
     for account in dict.fromkeys(hot):
         t = time.perf_counter_ns()
@@ -414,7 +414,8 @@ def markdown(res: dict) -> str:
         if sv.get("check_fast_us"):
             row("pre-trade check through the binary check channel (round trip)", sv["check_fast_us"], "µs")
         if sv.get("check_fast_first_us"):
-            row("first check of an account through the binary channel (Python path)", sv["check_fast_first_us"], "µs")
+            row("first check of an account through the binary channel (its record built)", sv["check_fast_first_us"],
+                "µs")
         if sv.get("ping_fast_us"):
             row("reference: PING through the binary channel (no work) under the same load", sv["ping_fast_us"], "µs")
         if sv["tick_rpc_ms"]:
