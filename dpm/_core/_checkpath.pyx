@@ -16,10 +16,14 @@ whose what-if state is known -- entirely in C:
 * A record whose market generation is old is recomputed in C from the positions it keeps (the
   bits of ``WhatIf.rebuilt``); one whose account version moved is not used (the book republishes
   the records of accounts it changes).
+* An account without a record that is unchanged since the book's last compaction gets one built
+  here, from the book's CSR of positions (``bind_positions``): the rows the Python path would give
+  ``WhatIf``. The book writes the CSR fields the C path reads (an in-place resize, the dirty flag)
+  through ``store_account`` and suspends the table while compaction swaps the CSR.
 * ``CheckTable.serve`` is the connection loop of ``dpm.service.fastcheck.CheckChannel`` -- ``recv``,
   framing, the C check, ``send`` -- taking the interpreter lock only to call the channel's Python
-  answer for anything else (an account without a record, several legs, a malformed request, an
-  error).
+  answer for anything else (several legs, an account changed since the last compaction that has
+  no record, a malformed request, an error).
 
 The answer is ``LiveBook.check``'s, bit for bit: the same kernels (``gather.h``) on the same
 states, the same selects in the same order, the same reason text ("%.2f" is correctly rounded in
