@@ -536,6 +536,7 @@ cdef class CheckTable:
         self.positions_ok = False
         self._unlock()
 
+    @cython.nonecheck(False)  # self is never None here (the debug build's check needs the GIL)
     cdef Py_ssize_t _build_record(self, int64_t a) noexcept nogil:
         """(Under the mutex.) A record of clean account ``a`` from its CSR rows, computed here on
         the current plan -- the positions, or with resting orders the rows with the buys and the
@@ -580,6 +581,7 @@ cdef class CheckTable:
         self.built += 1
         return self._place(a, &fresh)
 
+    @cython.nonecheck(False)  # self is never None here (the debug build's check needs the GIL)
     cdef Py_ssize_t _place(self, int64_t a, Record *fresh) noexcept nogil:
         """(Under the mutex.) Put ``fresh`` in account ``a``'s slot, or a free one, or the oldest
         record's; the memory it replaces is freed. Returns the slot."""
