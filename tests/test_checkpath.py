@@ -60,13 +60,14 @@ def test_c_replies_are_the_python_replies_through_a_random_stream():
     perps = [names[i] for i in np.flatnonzero(kind == 2)]
     ids = list(live.account_ids)
     hot = ids[:60]
-    stats = {"c": 0, "python": 0, "c_with_orders": 0, "refused_in_c": 0}
+    stats = {"c": 0, "python": 0, "c_with_orders": 0, "refused_in_c": 0, "c_several_legs": 0}
     orders: dict[str, list[str]] = {}
     settled = False
     for step in range(6000):
         account = hot[int(rng.integers(len(hot)))]
-        q = float(rng.integers(1, 60)) * float(rng.choice([-1.0, 1.0])) * (0.01 if rng.random() < 0.2 else 1.0)
-        legs = [(liquid[int(rng.integers(len(liquid)))], q)]
+        legs = [(liquid[int(rng.integers(len(liquid)))],
+                 float(rng.integers(1, 60)) * float(rng.choice([-1.0, 1.0])) * (0.01 if rng.random() < 0.2 else 1.0))
+                for _ in range(1 if rng.random() < 0.7 else int(rng.integers(2, 5)))]  # several legs too
         got = live._checks.check_frame(_payload(step, account, legs))
         try:
             want = _python_reply(live, step, account, legs)
@@ -79,6 +80,7 @@ def test_c_replies_are_the_python_replies_through_a_random_stream():
             stats["c"] += 1
             stats["c_with_orders"] += bool(live.orders(account))
             stats["refused_in_c"] += got[13] == 0
+            stats["c_several_legs"] += len(legs) > 1
         r = rng.random()
         who = hot[int(rng.integers(len(hot)))] if rng.random() < 0.7 else ids[int(rng.integers(len(ids)))]
         try:
@@ -113,6 +115,7 @@ def test_c_replies_are_the_python_replies_through_a_random_stream():
     assert settled
     # most checks stayed in C, including accounts with resting orders, refusals and rebuilt states
     assert stats["c"] > 0.8 * 6000 and stats["c_with_orders"] > 100 and stats["refused_in_c"] > 20, stats
+    assert stats["c_several_legs"] > 1000, stats
     assert live._checks.rebuilt > 100 and live._checks.answered == stats["c"]
 
 
@@ -130,7 +133,8 @@ def test_what_c_does_not_answer_goes_to_python():
         _payload(2, dirty, [("BTC-PERPETUAL", 1.0)]),                # no record, not in the CSR
         _payload(3, "nobody", [("BTC-PERPETUAL", 1.0)]),             # unknown account
         _payload(4, warm, [("NOPE", 1.0)]),                          # unknown instrument
-        _payload(5, warm, [("BTC-PERPETUAL", 1.0), ("ETH-PERPETUAL", 1.0)]),  # several legs
+        _payload(5, warm, [("BTC-PERPETUAL", 1.0), ("NOPE", 1.0)]),  # one unknown leg of two
+        _payload(5, warm, [("BTC-PERPETUAL", 1.0), ("ETH-PERPETUAL", float("nan"))]),
         _payload(6, warm, [("BTC-PERPETUAL", 0.0)]),
         _payload(7, warm, [("BTC-PERPETUAL", float("nan"))]),
         _payload(8, warm, [("BTC-PERPETUAL", float("-inf"))]),
@@ -330,3 +334,19 @@ def test_bind_positions_refuses_a_broken_csr():
         t.store_account(0, False, 0, 0, 0, 0, 0, 0, False, 10**9, 1.0)
     a = live.account_ids[0]
     assert t.check_frame(_payload(1, a, [("BTC-PERPETUAL", 3.0)])) == _python_reply(live, 1, a, [("BTC-PERPETUAL", 3.0)])
+
+
+def test_several_legs_up_to_the_limit_are_answered_in_c():
+    live = _book(30)
+    a = live.account_ids[4]
+    names = ["BTC-PERPETUAL", "ETH-PERPETUAL"] + [str(n) for n in live.instruments.name[:6]]
+    for n in (2, 3, 17, 1024):
+        legs = [(names[k % len(names)], float((k % 7) + 1) * (1.0 if k % 3 else -1.0)) for k in range(n)]
+        got = live._checks.check_frame(_payload(n, a, legs))
+        assert got is not None and got == _python_reply(live, n, a, legs), n
+    only_sells = [("BTC-PERPETUAL", -3.0), ("ETH-PERPETUAL", -1.5)]
+    assert live._checks.check_frame(_payload(1, a, only_sells)) == _python_reply(live, 1, a, only_sells)
+    # no leg, or more than the limit: the Python path names the error
+    head = encode_check(2, a, [("BTC-PERPETUAL", 1.0)])[4:]
+    no_leg = head[:9 + 2 + len(a.encode())] + b"\x00\x00"
+    assert live._checks.check_frame(no_leg) is None

@@ -3,8 +3,8 @@
 
 Under a stream of fills, the writer thread holds the interpreter lock most of the time a check
 waits for, so a check answered in Python waits for the lock longer than it computes (measured in
-docs/benchmarks.md, "Session 17"). This module answers the common check -- one order on an account
-whose what-if state is known -- entirely in C:
+docs/benchmarks.md, "Session 17"). This module answers checks -- any number of legs, on an account
+whose what-if state is known or can be built from the book's positions -- entirely in C:
 
 * ``CheckTable`` holds what the C path reads: account and instrument name tables, pointers to the
   live book's version / margin / equity arrays and tradable flags, the current aggregation plan,
@@ -22,8 +22,8 @@ whose what-if state is known -- entirely in C:
   through ``store_account`` and suspends the table while compaction swaps the CSR.
 * ``CheckTable.serve`` is the connection loop of ``dpm.service.fastcheck.CheckChannel`` -- ``recv``,
   framing, the C check, ``send`` -- taking the interpreter lock only to call the channel's Python
-  answer for anything else (several legs, an account changed since the last compaction that has
-  no record, a malformed request, an error).
+  answer for anything else (an account changed since the last compaction that has no record, a
+  malformed request, an error).
 
 The answer is ``LiveBook.check``'s, bit for bit: the same kernels (``gather.h``) on the same
 states, the same selects in the same order, the same reason text ("%.2f" is correctly rounded in
@@ -73,6 +73,7 @@ cdef enum:
     KIND_PING = 2
     KIND_CHECK_REPLY = 0x81
     KIND_PONG = 0x82
+    MAX_LEGS = 1024      # legs of one CHECK at most (dpm.service.fastcheck.MAX_LEGS)
     REPLY_ROOM = 512     # the largest reply the C path writes (a reason is under 100 bytes)
     # what the C path did with a request
     FALLBACK = 0
@@ -253,9 +254,44 @@ cdef struct Scratch:
     Py_ssize_t work_size
     Py_ssize_t U
     dpm_agg_out o
+    # a request's legs (names point into the request) and its orders by side (buys from 0, sells
+    # from MAX_LEGS), MAX_LEGS each
+    const char **lname
+    uint32_t *llen
+    double *lq
+    int64_t *oid
+    double *oq
 
 
-cdef void _scratch_free(Scratch *s) noexcept nogil:
+cdef int _scratch_legs(Scratch *s) noexcept nogil:
+    """The leg buffers (once per connection); -1 out of memory."""
+    if s.lname != NULL:
+        return 0
+    s.lname = <const char **>malloc(MAX_LEGS * sizeof(char *))
+    s.llen = <uint32_t *>malloc(MAX_LEGS * sizeof(uint32_t))
+    s.lq = <double *>malloc(MAX_LEGS * sizeof(double))
+    s.oid = <int64_t *>malloc(2 * MAX_LEGS * sizeof(int64_t))
+    s.oq = <double *>malloc(2 * MAX_LEGS * sizeof(double))
+    if s.lname == NULL or s.llen == NULL or s.lq == NULL or s.oid == NULL or s.oq == NULL:
+        _scratch_free_legs(s)
+        return -1
+    return 0
+
+
+cdef void _scratch_free_legs(Scratch *s) noexcept nogil:
+    free(<void *>s.lname)
+    free(s.llen)
+    free(s.lq)
+    free(s.oid)
+    free(s.oq)
+    s.lname = NULL
+    s.llen = NULL
+    s.lq = NULL
+    s.oid = NULL
+    s.oq = NULL
+
+
+cdef void _scratch_free_work(Scratch *s) noexcept nogil:
     free(s.raw_work)
     free(s.raw_outs)
     s.raw_work = NULL
@@ -264,11 +300,16 @@ cdef void _scratch_free(Scratch *s) noexcept nogil:
     s.outs = NULL
 
 
+cdef void _scratch_free(Scratch *s) noexcept nogil:
+    _scratch_free_work(s)
+    _scratch_free_legs(s)
+
+
 cdef int _scratch_fit(Scratch *s, Py_ssize_t work_size, Py_ssize_t U) noexcept nogil:
     """Buffers for a plan of ``work_size`` work values and ``U`` underlyings; -1 out of memory."""
     if s.work != NULL and s.work_size == work_size and s.U == U:
         return 0
-    _scratch_free(s)
+    _scratch_free_work(s)  # (not the legs: a request may be being answered)
     # 64-byte aligned, as the Python what-if's buffers (the kernels load whole cache lines)
     if posix_memalign(&s.raw_work, 64, <size_t>work_size * sizeof(double) + 64) != 0:
         s.raw_work = NULL
@@ -746,26 +787,52 @@ cdef class CheckTable:
             return FALLBACK
         cdef const char *acc = <const char *>(pl + at)
         at += alen
-        if _get_u16(pl + at) != 1:  # several legs: the Python path
-            return FALLBACK
+        cdef Py_ssize_t nl = _get_u16(pl + at), k, ilen, nb = 0, ns = 0
         at += 2
-        if at + 2 > n:
+        if nl < 1 or nl > MAX_LEGS or _scratch_legs(sc) != 0:
             return FALLBACK
-        cdef Py_ssize_t ilen = _get_u16(pl + at)
-        at += 2
-        if at + ilen + 8 != n:
-            return FALLBACK
-        cdef const char *ins = <const char *>(pl + at)
-        cdef double q = _get_f64(pl + at + ilen)
-        if not isfinite(q) or q == 0.0 or fabs(q) > self.max_quantity:
+        cdef double q
+        for k in range(nl):
+            if at + 2 > n:
+                return FALLBACK
+            ilen = _get_u16(pl + at)
+            at += 2
+            if at + ilen + 8 > n:
+                return FALLBACK
+            sc.lname[k] = <const char *>(pl + at)
+            sc.llen[k] = <uint32_t>ilen
+            q = _get_f64(pl + at + ilen)
+            at += ilen + 8
+            if not isfinite(q) or q == 0.0 or fabs(q) > self.max_quantity:
+                return FALLBACK
+            sc.lq[k] = q
+        if at != n:
             return FALLBACK
         cdef int64_t a, i, s
         cdef Record *r
         cdef double tb, ta, m, x, im_after, im, mm, eq, f
         pthread_mutex_lock(&self.m)
         a = _nt_find(&self.accounts, acc, alen)
-        i = _nt_find(&self.instruments, ins, ilen)
-        if a < 0 or a >= self.n_rows or i < 0 or not self.tradable[i]:
+        if a < 0 or a >= self.n_rows:
+            pthread_mutex_unlock(&self.m)
+            return FALLBACK
+        # LiveBook.check: the buys on the positions plus resting buys, the sells on the sells side,
+        # each in request order
+        for k in range(nl):
+            i = _nt_find(&self.instruments, sc.lname[k], sc.llen[k])
+            if i < 0 or not self.tradable[i]:
+                pthread_mutex_unlock(&self.m)
+                return FALLBACK
+            if sc.lq[k] > 0.0:
+                sc.oid[nb] = i
+                sc.oq[nb] = sc.lq[k]
+                nb += 1
+            else:
+                sc.oid[MAX_LEGS + ns] = i
+                sc.oq[MAX_LEGS + ns] = sc.lq[k]
+                ns += 1
+        eq = self.eq[a]
+        if not isfinite(eq):  # the reason would print it: Python's spelling of nan/inf, not C's
             pthread_mutex_unlock(&self.m)
             return FALLBACK
         s = self.slot_of[a]
@@ -782,23 +849,23 @@ cdef class CheckTable:
                 dpm_account_state(&self.p, r.ids_a, r.q_a, r.n_a, r.st_a)
             r.gen = self.gen
             self.rebuilt += 1
-        if q > 0.0:
-            dpm_what_if(&self.p, r.st_b, &i, &q, 1, 1, r.ids_b, r.q_b, r.n_b, sc.work, &sc.o)
+        if nb:
+            dpm_what_if(&self.p, r.st_b, sc.oid, sc.oq, nb, 1, r.ids_b, r.q_b, r.n_b, sc.work, &sc.o)
             tb = sc.o.total[0]
-            ta = self.ta[a]
         else:
-            dpm_what_if(&self.p, r.st_a, &i, &q, 1, 1, r.ids_a, r.q_a, r.n_a, sc.work, &sc.o)
             tb = self.tb[a]
+        if ns:
+            dpm_what_if(&self.p, r.st_a, sc.oid + MAX_LEGS, sc.oq + MAX_LEGS, ns, 1, r.ids_a, r.q_a, r.n_a,
+                        sc.work, &sc.o)
             ta = sc.o.total[0]
+        else:
+            ta = self.ta[a]
         f = self.im_factor
         x = self.tp[a]
         im = self.im[a]
         mm = self.mm[a]
-        eq = self.eq[a]
         self.answered += 1
         pthread_mutex_unlock(&self.m)
-        if not isfinite(eq):
-            return FALLBACK  # the reason would print it: Python's spelling of nan/inf, not C's
         # LiveBook.check: f * max(tp, max(tb, ta)), Python's max (the first of equals, NaN kept first)
         m = ta if ta > tb else tb
         if m > x:

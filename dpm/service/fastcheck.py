@@ -8,8 +8,8 @@ Binary Order Entry", https://www.cmegroup.com/confluence/display/EPICSANDBOX/iLi
 read 2026-12-02).
 This channel does only the check, with the same rule and answers as the ``Check`` RPC
 (:meth:`dpm.live.LiveBook.check`). Each connection has a thread whose loop runs in C without the
-interpreter lock (:mod:`dpm._core._checkpath`): it answers PINGs and one-order checks (building
-the account's what-if states from the book's positions when it has none), and calls
+interpreter lock (:mod:`dpm._core._checkpath`): it answers PINGs and checks (building the
+account's what-if states from the book's positions when it has none), and calls
 :meth:`CheckChannel._answer` in Python for everything else.
 
 Frames (all integers little-endian; strings UTF-8)::
