@@ -364,6 +364,9 @@ def through_service(n_accounts, seed, workers, duration, fill_rate, tick_interva
             "alerts": alerts[0],
             "server_timings": timings,
             "rss_mib": rss, "queue_depth_end": st1.queue_depth,
+            "check_channel": {"in_c": st1.checks_in_c, "in_python": st1.checks_in_python,
+                              "states_built_in_c": st1.check_states_built,
+                              "states_recomputed": st1.check_states_recomputed},
         }
         proc.send_signal(signal.SIGTERM)
         out["shutdown_exit"] = proc.wait(120)
@@ -436,6 +439,9 @@ def markdown(res: dict) -> str:
                       f"({sv['events_per_s']:,.0f}/s; {batching}), {sv['checks_per_s']:,.0f} gRPC checks/s, "
                       f"{sv.get('fast_checks_per_s', 0):,.0f} binary-channel checks/s, {sv['alerts']:,} alerts; "
                       f"server ready in {sv['startup_s']:.1f} s; exit status after SIGTERM {sv['shutdown_exit']}.",
+                  "Binary channel: {in_c:,} checks answered in C, {in_python:,} in Python; {states_built_in_c:,} "
+                  "account states built in C, {states_recomputed:,} recomputed after ticks.".format(
+                      **sv["check_channel"]),
                   "RSS (MiB) over time: " + ", ".join(f"{t:.0f} s: {m:,.0f}" for t, m in sv["rss_mib"][::10])
                   + (f", {sv['rss_mib'][-1][0]:.0f} s: {sv['rss_mib'][-1][1]:,.0f}" if sv["rss_mib"] else "")]
     return "\n".join(lines)

@@ -292,6 +292,10 @@ def test_binary_check_channel_answers_as_the_rpc(server, book):
         with pytest.raises(CheckChannelError, match="NOT_FOUND"):
             fast.check("nobody", [("BTC-PERPETUAL", 1.0)])
         fast.ping()
+    # the channel's counters: these checks were answered in C (each account's states handed over by
+    # the gRPC check just before), the unknown account in Python
+    st = c.status()
+    assert st.checks_in_c >= 40 and st.checks_in_python >= 1
 
 
 def test_slow_subscriber_does_not_stall_the_engine(server):

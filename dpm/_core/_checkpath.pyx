@@ -751,6 +751,13 @@ cdef class CheckTable:
         self._place(a, &fresh)
         self._unlock()
 
+    def counters(self):
+        """``(answered in C, handed to Python, records built in C, records recomputed)``."""
+        self._lock()
+        out = (self.answered, self.fell_back, self.built, self.rebuilt)
+        self._unlock()
+        return out
+
     def has_record(self, int64_t a):
         """Whether account ``a`` has a record (of any version): the book then refreshes it when the
         account changes, so that its next check stays on the C path."""

@@ -219,6 +219,8 @@ class LiveServicer:
             queue_depth=self.runner.queue_depth, alerts_published=book.bus.published,
             subscribers=book.bus.subscribers, durable=self.runner.journal is not None,
             applied=self.runner.applied, rejected=self.runner.rejected,
+            **dict(zip(("checks_in_c", "checks_in_python", "check_states_built", "check_states_recomputed"),
+                       book._checks.counters())),
             timings=[self.pb.Timing(kind=k, **v) for k, v in self.runner.timing_summary().items()])
 
     def Digest(self, request: Any, context: Any) -> Any:
