@@ -240,6 +240,10 @@ def test_stop_closes_every_connection(live):
 
 
 def test_bad_arguments(live):
+    from dpm.errors import InvalidTypeError
+
+    with pytest.raises(InvalidTypeError, match="expected a LiveBook"):
+        CheckChannel(object())
     with pytest.raises(InvalidInputError, match="max_connections"):
         CheckChannel(live, max_connections=0)
     ch = CheckChannel(live)

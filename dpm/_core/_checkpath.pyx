@@ -36,7 +36,8 @@ from libc.string cimport memcpy, memcmp, memmove, memset
 from libc.math cimport isfinite, fabs
 from libc.stdio cimport snprintf
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
-from dpm._core._gather cimport dpm_agg_params, dpm_agg_out, dpm_out_layout, dpm_what_if, dpm_account_state
+from dpm._core._gather cimport (DPM_PARAMS_CAPSULE, dpm_agg_params, dpm_agg_out, dpm_out_layout, dpm_what_if,
+                                dpm_account_state)
 
 import numpy as np
 
@@ -98,16 +99,21 @@ cdef inline uint64_t _fnv1a(const char *s, size_t n) noexcept nogil:
     return h | 1  # never 0 (the empty mark)
 
 
-cdef int64_t _nt_find(const NameTable *t, const char *s, size_t n) noexcept nogil:
+cdef Py_ssize_t _nt_slot(const NameTable *t, uint64_t h, const char *s, size_t n) noexcept nogil:
+    """The slot holding key ``s`` (hash ``h``), or -1."""
     if t.cap == 0:
         return -1
-    cdef uint64_t h = _fnv1a(s, n)
     cdef size_t j = <size_t>h & (t.cap - 1)
     while t.hash[j] != 0:
         if t.hash[j] == h and t.klen[j] == n and memcmp(t.key[j], s, n) == 0:
-            return t.value[j]
+            return <Py_ssize_t>j
         j = (j + 1) & (t.cap - 1)
     return -1
+
+
+cdef int64_t _nt_find(const NameTable *t, const char *s, size_t n) noexcept nogil:
+    cdef Py_ssize_t j = _nt_slot(t, _fnv1a(s, n), s, n)
+    return t.value[j] if j >= 0 else -1
 
 
 cdef void _nt_free(NameTable *t) noexcept nogil:
@@ -155,14 +161,10 @@ cdef void _nt_place(NameTable *t, uint64_t h, char *key, uint32_t n, int64_t v) 
 cdef int _nt_put(NameTable *t, const char *s, size_t n, int64_t v) noexcept nogil:
     """Insert or overwrite ``s -> v``; -1 when out of memory (the table is unchanged)."""
     cdef uint64_t h = _fnv1a(s, n)
-    cdef size_t j
-    if t.cap:
-        j = <size_t>h & (t.cap - 1)
-        while t.hash[j] != 0:
-            if t.hash[j] == h and t.klen[j] == n and memcmp(t.key[j], s, n) == 0:
-                t.value[j] = v
-                return 0
-            j = (j + 1) & (t.cap - 1)
+    cdef Py_ssize_t j = _nt_slot(t, h, s, n)
+    if j >= 0:
+        t.value[j] = v
+        return 0
     cdef NameTable bigger
     if 2 * (t.n + 1) > t.cap:  # at most half full: short probe chains
         if _nt_alloc(&bigger, t.cap * 2 if t.cap else 64) != 0:
@@ -247,10 +249,8 @@ cdef inline double _get_f64(const uint8_t *p) noexcept nogil:
 
 cdef struct Scratch:
     # one connection's buffers for dpm_what_if (never shared between threads)
-    double *work
+    double *work        # 64-byte aligned (posix_memalign), freed as they are
     double *outs
-    void *raw_work
-    void *raw_outs
     Py_ssize_t work_size
     Py_ssize_t U
     dpm_agg_out o
@@ -292,10 +292,8 @@ cdef void _scratch_free_legs(Scratch *s) noexcept nogil:
 
 
 cdef void _scratch_free_work(Scratch *s) noexcept nogil:
-    free(s.raw_work)
-    free(s.raw_outs)
-    s.raw_work = NULL
-    s.raw_outs = NULL
+    free(s.work)
+    free(s.outs)
     s.work = NULL
     s.outs = NULL
 
@@ -311,14 +309,12 @@ cdef int _scratch_fit(Scratch *s, Py_ssize_t work_size, Py_ssize_t U) noexcept n
         return 0
     _scratch_free_work(s)  # (not the legs: a request may be being answered)
     # 64-byte aligned, as the Python what-if's buffers (the kernels load whole cache lines)
-    if posix_memalign(&s.raw_work, 64, <size_t>work_size * sizeof(double) + 64) != 0:
-        s.raw_work = NULL
+    if posix_memalign(<void **>&s.work, 64, <size_t>work_size * sizeof(double) + 64) != 0:
+        s.work = NULL
         return -1
-    if posix_memalign(&s.raw_outs, 64, <size_t>(3 + 6 * U) * sizeof(double) + 64) != 0:
-        s.raw_outs = NULL
+    if posix_memalign(<void **>&s.outs, 64, <size_t>(3 + 6 * U) * sizeof(double) + 64) != 0:
+        s.outs = NULL
         return -1
-    s.work = <double *>s.raw_work
-    s.outs = <double *>s.raw_outs
     s.work_size = work_size
     s.U = U
     dpm_out_layout(s.outs, U, &s.o)  # WhatIf's layout of the outputs
@@ -380,7 +376,6 @@ cdef class CheckTable:
     cdef double max_quantity
     # the book, bound by ``bind``
     cdef object keep
-    cdef object plan
     cdef dpm_agg_params p
     cdef Py_ssize_t state_size, work_size, U
     cdef int64_t gen
@@ -399,7 +394,6 @@ cdef class CheckTable:
     cdef Py_ssize_t n_recs, hand
     cdef int32_t *slot_of
     cdef Py_ssize_t slot_cap
-    # counters (under the mutex)
     # the book's positions (CSR: rows of accounts, an account with resting orders has three: the
     # positions, plus its buys, plus its sells), bound by ``bind_positions``
     cdef object keep_pos
@@ -411,6 +405,7 @@ cdef class CheckTable:
     cdef uint8_t *dirty
     cdef Py_ssize_t R, P, n_acc
     cdef bint positions_ok
+    # counters (under the mutex)
     cdef readonly uint64_t answered, fell_back, rebuilt, built
     #: channels serving from this table: the book publishes records only while there is one
     cdef public int users
@@ -470,10 +465,9 @@ cdef class CheckTable:
             raise ValueError(f"bind: expected {self.M} tradable flags, got {tradable.shape[0]}")
         capsule = getattr(plan, "params_capsule", None)
         capsule = capsule() if callable(capsule) else None
-        if capsule is None or not PyCapsule_IsValid(capsule, b"dpm._core._gather.dpm_agg_params"):
+        if capsule is None or not PyCapsule_IsValid(capsule, DPM_PARAMS_CAPSULE):
             raise ValueError("bind: plan must be an AggregationPlan (its params_capsule)")
-        cdef const dpm_agg_params *pp = <const dpm_agg_params *>PyCapsule_GetPointer(
-            capsule, b"dpm._core._gather.dpm_agg_params")
+        cdef const dpm_agg_params *pp = <const dpm_agg_params *>PyCapsule_GetPointer(capsule, DPM_PARAMS_CAPSULE)
         if pp.M != self.M:
             raise ValueError(f"bind: the plan has {pp.M} instruments, the table {self.M}")
         cdef Py_ssize_t state_size = plan.state_size, work_size = plan.state_size + plan.scratch_size

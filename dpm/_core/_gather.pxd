@@ -62,6 +62,7 @@ cdef extern from "gather.h" nogil:
         double *joint
 
     int dpm_cpu_wide() noexcept
+    const char *DPM_PARAMS_CAPSULE
     void dpm_out_layout(double *outs, dpm_index U, dpm_agg_out *o) noexcept
     dpm_index dpm_state_size(const dpm_agg_params *p) noexcept
     dpm_index dpm_finish_scratch_size(const dpm_agg_params *p) noexcept

@@ -13,7 +13,7 @@ from cpython.pycapsule cimport PyCapsule_New
 import numpy as np
 
 #: the name of the capsule of a plan's C parameters (``AggregationPlan.params_capsule``)
-PARAMS_CAPSULE = b"dpm._core._gather.dpm_agg_params"
+PARAMS_CAPSULE = <bytes>DPM_PARAMS_CAPSULE
 
 
 cdef bint _zero_padding(Py_ssize_t S, const double[:, ::1] pnl, const double[:, ::1] weight,
@@ -260,7 +260,7 @@ cdef class AggregationPlan:
         """The plan's C parameters as a capsule named ``PARAMS_CAPSULE``: how another kernel module
         (the GIL-free check path) runs the same what-if on this plan. The pointer is valid while
         the plan lives; the holder keeps a reference to the plan."""
-        return PyCapsule_New(<void *>&self.p, b"dpm._core._gather.dpm_agg_params", NULL)
+        return PyCapsule_New(<void *>&self.p, DPM_PARAMS_CAPSULE, NULL)
 
     def account_state(self, const int64_t[::1] inst, const double[::1] qty, double[::1] state):
         """Fill ``state`` (``state_size`` values) with the aggregation state of one account's positions."""

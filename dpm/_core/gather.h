@@ -393,6 +393,10 @@ typedef struct {
     double *joint;   /* the cross-underlying scan (joint / offset worst loss, or net of credits) */
 } dpm_agg_out;
 
+/* The name of the capsule that carries a plan's parameters between kernel modules
+   (AggregationPlan.params_capsule, read by the C check path). */
+#define DPM_PARAMS_CAPSULE "dpm._core._gather.dpm_agg_params"
+
 /* The outputs of one account laid over one buffer of 3 + 6 U doubles (the what-if evaluators'):
    total | value | joint | L, scan, roll, dshock, floor (U each) | worst (U int32 in the last U). */
 static inline void dpm_out_layout(double *outs, dpm_index U, dpm_agg_out *o)

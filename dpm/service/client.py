@@ -13,6 +13,11 @@ from dpm.service.protocol import event_to_proto, load
 __all__ = ["LiveClient"]
 
 
+def _to_proto(e: Any) -> Any:
+    """An event, or an ``(event, client_id)`` pair, as an Event message."""
+    return event_to_proto(*e) if isinstance(e, tuple) else event_to_proto(e)
+
+
 class LiveClient:
     """Blocking client of one server; thread-safe (one channel shared by all calls).
 
@@ -37,19 +42,13 @@ class LiveClient:
 
     def submit_stream(self, events: Any) -> Iterator[Any]:
         """Acks of ``events`` (an iterable of events or ``(event, client_id)`` pairs), in order."""
-        def gen():
-            for e in events:
-                yield event_to_proto(*e) if isinstance(e, tuple) else event_to_proto(e)
-        return self.stub.SubmitStream(gen())
+        return self.stub.SubmitStream(_to_proto(e) for e in events)
 
     def submit_batches(self, batches: Any) -> Iterator[list[Any]]:
         """The acks of each batch (a list of events or ``(event, client_id)`` pairs), in order: one
         message per batch each way (``SubmitBatches``)."""
-        def gen():
-            for batch in batches:
-                yield self.pb.EventBatch(events=[event_to_proto(*e) if isinstance(e, tuple) else event_to_proto(e)
-                                                 for e in batch])
-        return (list(reply.acks) for reply in self.stub.SubmitBatches(gen()))
+        requests = (self.pb.EventBatch(events=[_to_proto(e) for e in batch]) for batch in batches)
+        return (list(reply.acks) for reply in self.stub.SubmitBatches(requests))
 
     def margin(self, account: str) -> Any:
         return self.stub.GetMargin(self.pb.AccountRequest(account=account), timeout=self.timeout)

@@ -42,7 +42,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from dpm.errors import DPMError, InvalidInputError
+from dpm.errors import DPMError, InvalidInputError, InvalidTypeError
+from dpm.live.book import LiveBook
 from dpm.service.server import error_message, status_name
 
 __all__ = ["CheckChannel", "CheckClient", "CheckChannelError", "MAX_FRAME", "MAX_LEGS"]
@@ -159,6 +160,8 @@ class CheckChannel:
 
     def __init__(self, book: Any, host: str = "127.0.0.1", port: int = 0, *, max_connections: int = 64,
                  send_timeout: float = 5.0) -> None:
+        if not isinstance(book, LiveBook):  # the C loop reads the book's check table
+            raise InvalidTypeError(f"book: expected a LiveBook, got {type(book).__name__}")
         if not 1 <= int(max_connections) <= 4096:
             raise InvalidInputError(f"max_connections: expected 1..4096, got {max_connections!r}")
         self.book = book
@@ -184,10 +187,9 @@ class CheckChannel:
             raise DPMError(f"check channel: cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
         s.listen(128)
         self._listener = s
-        table = getattr(self.book, "_checks", None)
-        if table is not None and not self._table_used:
+        if not self._table_used:
             with self.book._lock:  # from now on the book gives the table each account's what-if states
-                table.users += 1
+                self.book._checks.users += 1
             self._table_used = True
         self.port = s.getsockname()[1]
         t = threading.Thread(target=self._accept, name="dpm-check-accept", daemon=True)
@@ -226,56 +228,15 @@ class CheckChannel:
                 self._threads = [x for x in self._threads if x.is_alive()] + [t]
 
     def _serve(self, conn: socket.socket) -> None:
-        table = getattr(self.book, "_checks", None)
-        if table is None:
-            self._serve_python(conn)
-            return
         try:
             # the C loop: a blocking socket whose sends give up after the send timeout
             conn.settimeout(None)
             sec = int(self.send_timeout)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO,
                             struct.pack("@ll", sec, int((self.send_timeout - sec) * 1e6)))
-            table.serve(conn.fileno(), self._answer, _bad_frame)
+            self.book._checks.serve(conn.fileno(), self._answer, _bad_frame)
         except OSError:
             return
-        finally:
-            with self._lock:
-                self._conns.discard(conn)
-            conn.close()
-
-    def _serve_python(self, conn: socket.socket) -> None:
-        """The connection loop in Python (a book without the C check table)."""
-        buf = bytearray(MAX_FRAME + 4)
-        view = memoryview(buf)
-        have = 0
-        try:
-            while True:
-                # wait for data without a timeout (an idle client is fine); replies keep the send timeout
-                conn.settimeout(None)
-                n = conn.recv_into(view[have:])
-                if n == 0:
-                    return
-                have += n
-                conn.settimeout(self.send_timeout)
-                at = 0
-                out = []
-                while have - at >= 4:
-                    size = _U32.unpack_from(buf, at)[0]
-                    if not 1 <= size <= MAX_FRAME:
-                        conn.sendall(b"".join(out) + _bad_frame(size))
-                        return
-                    if have - at - 4 < size:
-                        break
-                    out.append(self._answer(view[at + 4:at + 4 + size]))
-                    at += 4 + size
-                if out:
-                    conn.sendall(out[0] if len(out) == 1 else b"".join(out))
-                if at:
-                    buf[:have - at] = buf[at:have]
-                    have -= at
-        except OSError:
-            return  # the client went away, or did not read its replies within the send timeout
         finally:
             with self._lock:
                 self._conns.discard(conn)
