@@ -36,6 +36,7 @@ from libc.string cimport memcpy, memcmp, memmove, memset
 from libc.math cimport isfinite, fabs
 from libc.stdio cimport snprintf
 from cpython.pycapsule cimport PyCapsule_GetPointer, PyCapsule_IsValid
+from dpm._core._live cimport check_offsets
 from dpm._core._gather cimport (DPM_PARAMS_CAPSULE, dpm_agg_params, dpm_agg_out, dpm_out_layout, dpm_what_if,
                                 dpm_account_state)
 
@@ -541,11 +542,7 @@ cdef class CheckTable:
         cdef Py_ssize_t R = row_acc.shape[0], P = inst.shape[0], n = acc_row.shape[0], k
         if indptr.shape[0] != R + 1 or qty.shape[0] != P or dirty.shape[0] != n:
             raise ValueError("bind_positions: inconsistent array lengths")
-        if indptr[0] != 0 or indptr[R] > P:
-            raise ValueError("bind_positions: indptr does not span the positions")
-        for k in range(R):
-            if indptr[k + 1] < indptr[k]:
-                raise ValueError(f"bind_positions: indptr decreases at row {k}")
+        check_offsets(indptr, P, "bind_positions: offsets")  # from 0 to P, never decreasing
         for k in range(n):
             if not -1 <= acc_row[k] < R:
                 raise ValueError(f"bind_positions: account {k}'s row {acc_row[k]} outside 0..{R - 1}")

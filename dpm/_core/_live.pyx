@@ -321,7 +321,7 @@ def assign_rows(Py_ssize_t r0, Py_ssize_t r1, const int64_t[::1] row_acc, const 
     return out[:m]
 
 
-cdef Py_ssize_t _check_indptr(const int64_t[::1] ip, Py_ssize_t n_values, str name) except -1:
+cdef Py_ssize_t check_offsets(const int64_t[::1] ip, Py_ssize_t n_values, str name) except -1:
     """Raise unless ``ip`` starts at 0, never decreases and ends at ``n_values``."""
     cdef Py_ssize_t r, R = ip.shape[0] - 1
     if R < 0 or ip[0] != 0 or ip[R] != n_values:
@@ -343,8 +343,8 @@ def compact_copy(const int64_t[::1] old_row, const int64_t[::1] ip_old, const in
         raise ValueError("compact_copy: expected one more new offset than rows")
     if inst_old.shape[0] != qty_old.shape[0] or inst_new.shape[0] != qty_new.shape[0]:
         raise ValueError("compact_copy: instruments and quantities differ in length")
-    R_old = _check_indptr(ip_old, inst_old.shape[0], "compact_copy: old offsets")
-    _check_indptr(ip_new, inst_new.shape[0], "compact_copy: new offsets")
+    R_old = check_offsets(ip_old, inst_old.shape[0], "compact_copy: old offsets")
+    check_offsets(ip_new, inst_new.shape[0], "compact_copy: new offsets")
     if R == 0:
         return
     with nogil:
@@ -362,7 +362,7 @@ def linear_positions(const int64_t[::1] ip, const int64_t[::1] inst, const int8_
     cdef Py_ssize_t R = ip.shape[0] - 1, m, bad
     if row_var.shape[0] < R or row_acc.shape[0] < R:
         raise ValueError("linear_positions: expected a variant and an account per row")
-    R = _check_indptr(ip, inst.shape[0], "linear_positions: offsets")
+    R = check_offsets(ip, inst.shape[0], "linear_positions: offsets")
     if inst.shape[0]:
         with nogil:
             bad = dpm_first_outside(&inst[0], inst.shape[0], lin.shape[0])
