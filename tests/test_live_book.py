@@ -666,49 +666,65 @@ def test_tick_passes_in_c_equal_the_per_account_python():
     assert new.tolist() == want
 
 
-def test_settle_futures_equals_the_bincount_sums():
-    """The tick's C pass over futures positions against the numpy reference it replaced (per account
-    and currency np.bincount of q * dF in position order, added once to touched balances), bit for
-    bit; skipped positions (instrument not moved, dirty account) change nothing; an out-of-range
-    settlement currency is refused before anything is written."""
+def test_futures_groups_settle_equals_the_bincount_sums():
+    """The tick's C pass over futures positions (grouped by account and settlement currency)
+    against the numpy reference (per account and currency np.bincount of q * dF in position order,
+    added once to touched balances), bit for bit, over one-underlying moves (unmoved positions
+    skipped), dirty accounts and accounts holding several currencies; bad input is refused before
+    anything is written."""
     from dpm._core import _live
 
     rng = np.random.default_rng(5)
     n_acc, C, M = 400, 3, 50
     sizes = rng.integers(0, 6, n_acc)
-    acc = np.repeat(np.arange(n_acc), sizes).astype(np.int64)
+    acc = np.repeat(rng.permutation(n_acc), sizes).astype(np.int64)  # grouped, accounts in any order
     n = acc.size
     inst = rng.integers(0, M, n).astype(np.int64)
-    pos = rng.permutation(n + 10)[:n].astype(np.int64)
+    pos = np.sort(rng.permutation(n + 10)[:n]).astype(np.int64)
     qty = rng.standard_normal(n + 10) * 10.0 ** rng.integers(-2, 4, n + 10)
-    moved = rng.random(M) < 0.7
-    dirty = rng.random(n_acc) < 0.1
     ccy = rng.integers(0, C, M).astype(np.int64)
-    dF = np.where(moved, rng.standard_normal(M) * 100.0, 0.0)
-    bal = rng.standard_normal((n_acc, C)) * 1e4
-    bal[0] = -0.0
+    groups = _live.FuturesGroups(pos, acc, inst, ccy)
+    assert len(groups) == n and sorted(groups.pos.tolist()) == pos.tolist()
+    assert len(np.unique(groups.group_account * C + groups.group_currency)) == len(groups.group_end)
+    for trial in range(6):
+        moved = rng.random(M) < (0.4, 1.0, 0.7, 0.0, 0.5, 0.9)[trial]
+        dirty = rng.random(n_acc) < 0.1
+        dF = np.where(moved, rng.standard_normal(M) * 100.0, 0.0)
+        dF[moved & (rng.random(M) < 0.1)] = 0.0  # moved, but this forward did not change
+        bal = rng.standard_normal((n_acc, C)) * 1e4
+        bal[rng.random((n_acc, C)) < 0.1] = -0.0
 
-    want = bal.copy()
-    sel = moved[inst] & ~dirty[acc]
-    key = acc[sel] * C + ccy[inst[sel]]
-    s = np.bincount(key, weights=qty[pos[sel]] * dF[inst[sel]], minlength=n_acc * C)
-    touched = np.zeros(n_acc * C, dtype=bool)
-    touched[key] = True
-    want.reshape(-1)[touched] += s[touched]
+        want = bal.copy()
+        sel = moved[inst] & ~dirty[acc]
+        key = acc[sel] * C + ccy[inst[sel]]
+        sums = np.bincount(key, weights=qty[pos[sel]] * dF[inst[sel]], minlength=n_acc * C)
+        touched = np.zeros(n_acc * C, dtype=bool)
+        touched[key] = True
+        want.reshape(-1)[touched] += sums[touched]
 
-    got = bal.copy()
-    _live.settle_futures(pos, acc, inst, qty, moved.view(np.uint8), dirty.view(np.uint8), ccy, dF, got)
-    assert np.array_equal(got.view(np.int64), want.view(np.int64))
+        got = bal.copy()
+        groups.settle(qty, moved.view(np.uint8), dirty.view(np.uint8), dF, got)
+        assert np.array_equal(got.view(np.int64), want.view(np.int64))
 
-    bad_ccy = ccy.copy()
-    bad_ccy[inst[np.flatnonzero(sel)[0]]] = C
+    moved = np.ones(M, dtype=bool)
+    dirty = np.zeros(n_acc, dtype=bool)
+    dF = rng.standard_normal(M)
+    bal = rng.standard_normal((n_acc, C))
     before = bal.copy()
-    with pytest.raises(ValueError, match="settlement currency"):
-        _live.settle_futures(pos, acc, inst, qty, moved.view(np.uint8), dirty.view(np.uint8), bad_ccy, dF, before)
-    assert np.array_equal(before.view(np.int64), bal.view(np.int64))
+    bad_ccy = ccy.copy()
+    bad_ccy[inst[n // 2]] = -1  # a position without a settlement currency
+    with pytest.raises(ValueError, match="settlement currency -1 out of range"):
+        _live.FuturesGroups(pos, acc, inst, bad_ccy).settle(qty, moved.view(np.uint8), dirty.view(np.uint8), dF, bal)
+    with pytest.raises(ValueError, match="settlement currency 2 out of range"):
+        groups.settle(qty, moved.view(np.uint8), dirty.view(np.uint8), dF, bal[:, :2].copy())
     with pytest.raises(ValueError, match="outside the book"):
-        _live.settle_futures(pos + n + 10, acc, inst, qty, moved.view(np.uint8), dirty.view(np.uint8), ccy, dF,
-                             bal.copy())
+        groups.settle(qty[: pos.max()], moved.view(np.uint8), dirty.view(np.uint8), dF, bal)
+    with pytest.raises(ValueError, match="did not move"):
+        groups.settle(qty, np.zeros(M, dtype=np.uint8), dirty.view(np.uint8), dF, bal)
+    assert np.array_equal(bal.view(np.int64), before.view(np.int64))
+    assert acc[-1] != acc[0]
+    with pytest.raises(ValueError, match=f"account {acc[0]} is not grouped"):  # its positions in two runs
+        _live.FuturesGroups(np.append(pos, n + 5), np.append(acc, acc[0]), np.append(inst, inst[0]), ccy)
 
 
 def _assign_rows_numpy(row_acc, row_var, dirty, rows, tot, val, tp, tb, ta, vout):
@@ -758,8 +774,8 @@ def test_assign_rows_equals_the_numpy_scatter():
     tot = outs[0][r0:r1].copy()
     tot[_bad_rows(outs, slice(r0, r1))] = np.nan
     pa = _assign_rows_numpy(row_acc, row_var, dirty, np.arange(r0, r1), tot, outs[1][r0:r1], *want)
-    acc = _live.assign_rows(r0, r1, row_acc, row_var, dirty.view(np.uint8), outs[0], outs[1], outs[9], *got)
-    assert acc.tolist() == pa.tolist()
+    assigned = _live.assign_rows(r0, r1, row_acc, row_var, dirty.view(np.uint8), outs[0], outs[1], outs[9], *got)
+    assert assigned == len(pa)
     for w, g in zip(want, got):
         assert np.array_equal(w.view(np.int64), g.view(np.int64))
     with pytest.raises(ValueError, match="outside"):

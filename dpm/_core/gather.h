@@ -782,6 +782,29 @@ DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double 
     o->value[a] = value[0];
 }
 
+/* Accounts ahead whose CSR rows the account loops fetch (dpm_prefetch_rows). */
+#define DPM_CSR_AHEAD 4
+
+/* Fetch the CSR rows (instruments and quantities) of account a, when a < stop, into the cache: a
+ * loop over accounts calls it for the account DPM_CSR_AHEAD ahead. The hardware prefetchers left
+ * the start of each account's rows to a miss (the gather runs at random rows of P between them):
+ * on the AVX-512 Zen host, margin_many of 100,000 accounts took 27.8-29.3 ms on one thread
+ * without, 25.0-25.5 ms with (15.5-16.0 and 13.3-13.6 ms on two). No effect on any result. */
+DPM_INLINE void dpm_prefetch_rows(const int64_t *indptr, const int64_t *inst, const double *qty,
+                                  dpm_index a, dpm_index stop)
+{
+#if defined(__GNUC__)
+    if (a >= stop) return;
+    const int64_t k0 = indptr[a], k1 = indptr[a + 1];
+    for (int64_t k = k0; k < k1; k += 8) {  /* 8 entries: one 64-byte line of each array */
+        __builtin_prefetch(inst + k);
+        __builtin_prefetch(qty + k);
+    }
+#else
+    (void)indptr; (void)inst; (void)qty; (void)a; (void)stop;
+#endif
+}
+
 /* Scratch (doubles) of dpm_margin_rows for n accounts: the group's states plus the finish scratch. */
 static inline dpm_index dpm_margin_scratch_size(const dpm_agg_params *p, dpm_index n)
 {
@@ -816,6 +839,7 @@ static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index 
             const dpm_index ld = blocked ? w : Sp, off = blocked ? 0 : s0;
             for (dpm_index a = g0; a < g1; a++) {
                 const int64_t k0 = indptr[a];
+                dpm_prefetch_rows(indptr, inst, qty, a + DPM_CSR_AHEAD, stop);
                 dpm_state_block(p, scratch + (a - g0) * ss, inst + k0, qty + k0, indptr[a + 1] - k0, s0, w, P,
                                 ld, off);
             }
@@ -1082,6 +1106,7 @@ static void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, con
         const double *blk = P + (s0 / B) * M * B;
         for (dpm_index a = a0; a < a1; a++) {
             const int64_t p0 = indptr[a], np = indptr[a + 1] - p0;
+            dpm_prefetch_rows(indptr, inst, qty, a + DPM_CSR_AHEAD, a1);
             /* the register-resident widths; any other width in steps of 8 */
             if (wide && B == 64)
                 dpm_gather_64(blk, 64, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL);
@@ -1110,6 +1135,7 @@ static void dpm_gather_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, c
     const int wide = dpm_cpu_wide();
     for (dpm_index a = a0; a < a1; a++) {
         const int64_t p0 = indptr[a];
+        dpm_prefetch_rows(indptr, inst, qty, a + DPM_CSR_AHEAD, a1);
         dpm_gather_run(P, ld, inst + p0, qty + p0, indptr[a + 1] - p0, out + a * ldo, wide);
     }
 }

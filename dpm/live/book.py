@@ -620,9 +620,7 @@ class LiveBook:
         self._row_var = np.zeros(N, dtype=np.int8)
         self._acc_row[:N] = np.arange(N)
         self._classes: list[tuple[int, int, int]] = []
-        self._fut_pos = _EMPTY_I
-        self._fut_acc = _EMPTY_I
-        self._fut_inst = _EMPTY_I
+        self._fut = _live.FuturesGroups(_EMPTY_I, _EMPTY_I, _EMPTY_I, self._settle_ccy)
         for aid, oid, i, q, p in orders:
             a = self._index.get(aid)
             if a is None:
@@ -733,9 +731,9 @@ class LiveBook:
                 classes.append((int(masks[s]), int(row_start[s]), int(row_start[e])))
         # futures / perpetual positions of the position rows (variation margin at ticks)
         lin_pos, fut_acc = _live.linear_positions(indptr, inst_new, row_var, row_acc, self._lin.view(np.uint8))
+        fut = _live.FuturesGroups(lin_pos, fut_acc, inst_new[lin_pos], self._settle_ccy)
         return dict(indptr=indptr, inst=inst_new, qty=qty_new, row_acc=row_acc, row_var=row_var,
-                    acc_first=acc_first, classes=classes, fut_pos=lin_pos, fut_acc=fut_acc,
-                    fut_inst=inst_new[lin_pos])
+                    acc_first=acc_first, classes=classes, fut=fut)
 
     def _compact_swap(self, new: dict[str, Any]) -> None:
         N = self._n
@@ -745,8 +743,8 @@ class LiveBook:
         self._acc_row[:N] = new["acc_first"]
         self._classes = new["classes"]
         # instrument ids of the CSR never change between compactions (fills on the same positions
-        # change quantities in place): the ids of the futures positions are kept with them
-        self._fut_pos, self._fut_acc, self._fut_inst = new["fut_pos"], new["fut_acc"], new["fut_inst"]
+        # change quantities in place): the futures positions' groups are kept with them
+        self._fut = new["fut"]
         self._dirty[:N] = False
         release_later(self._over)  # thousands of dirty accounts' rows: freed off the lock
         self._over = {}
@@ -1340,7 +1338,7 @@ class LiveBook:
             w = _parallel.resolve_workers(self.workers)
             total_rows = sum(r1 - r0 for r0, r1 in ranges)
             # small ranges: this thread joins late and takes what is left, so the ends even out
-            chunk = max(256, total_rows // (16 * w) + 1)
+            chunk = max(256, total_rows // (64 * w) + 1)
             bounds = np.array([(s, min(s + chunk, r1)) for r0, r1 in ranges for s in range(r0, r1, chunk)],
                               dtype=np.int64).reshape(-1, 2)
             counter = np.zeros(1, dtype=np.int64)
@@ -1425,20 +1423,17 @@ class LiveBook:
                           self._cs[li] * (Fn[li] - Fo[li]))
         if li.size:
             # clean accounts: one C pass over the CSR's futures positions (grouped by account)
-            _live.settle_futures(self._fut_pos, self._fut_acc, self._fut_inst, self._qty, lin_moved.view(np.uint8),
-                                 self._dirty.view(np.uint8), self._settle_ccy, dF, bal)
+            self._fut.settle(self._qty, lin_moved.view(np.uint8), self._dirty.view(np.uint8), dF, bal)
             # dirty accounts (their positions are in the overlay): the same sums with numpy
             dsel = lin_moved[d_inst]
             if dsel.any():
                 acc, ins, q = d_acc[dsel], d_inst[dsel], d_qty[dsel]
                 C = len(self.currencies)
                 key = acc * C + self._settle_ccy[ins]
-                n_bins = self._cap * C
-                s = np.bincount(key, weights=q * dF[ins], minlength=n_bins)
-                touched = np.zeros(n_bins, dtype=bool)  # only the balances with a position move
-                touched[key] = True
-                uk = np.flatnonzero(touched)
-                bal.reshape(-1)[uk] += s[uk]
+                # only the balances with a position move, each summed from 0 in position order
+                # (bins over the distinct keys: no pass over every account's balances)
+                uk, inv = np.unique(key, return_inverse=True)
+                bal.reshape(-1)[uk] += np.bincount(inv, weights=q * dF[ins], minlength=uk.size)
         # 4. collateral of every account (its prices moved too)
         coll = self._new_column(N)
         self._collateral(bal[:N], gen, out=coll[:N])
