@@ -789,7 +789,9 @@ DPM_INLINE void dpm_state_finish(const dpm_agg_params *restrict p, const double 
  * loop over accounts calls it for the account DPM_CSR_AHEAD ahead. The hardware prefetchers left
  * the start of each account's rows to a miss (the gather runs at random rows of P between them):
  * on the AVX-512 Zen host, margin_many of 100,000 accounts took 27.8-29.3 ms on one thread
- * without, 25.0-25.5 ms with (15.5-16.0 and 13.3-13.6 ms on two). No effect on any result. */
+ * without, 25.0-25.5 ms with (15.5-16.0 and 13.3-13.6 ms on two); account_pnl 29.4-31.0 -> 24.7-24.9
+ * ms. Not in dpm_tail_rows: it reads a chunk's rows once per block of scenarios, from L2 after the
+ * first pass, and the Monte Carlo ES benchmark showed no gain. No effect on any result. */
 DPM_INLINE void dpm_prefetch_rows(const int64_t *indptr, const int64_t *inst, const double *qty,
                                   dpm_index a, dpm_index stop)
 {
@@ -1106,7 +1108,6 @@ static void dpm_tail_rows(dpm_index a0, dpm_index a1, const int64_t *indptr, con
         const double *blk = P + (s0 / B) * M * B;
         for (dpm_index a = a0; a < a1; a++) {
             const int64_t p0 = indptr[a], np = indptr[a + 1] - p0;
-            dpm_prefetch_rows(indptr, inst, qty, a + DPM_CSR_AHEAD, a1);
             /* the register-resident widths; any other width in steps of 8 */
             if (wide && B == 64)
                 dpm_gather_64(blk, 64, 0, inst + p0, qty + p0, np, acc, 1, 0, NULL, NULL, NULL);
