@@ -332,12 +332,13 @@ cdef class FuturesGroups:
     """
     cdef readonly object pos, inst, first, group_end, group_account, group_currency
     cdef object _run, _hit
-    cdef int64_t max_pos, max_acc, max_inst, n_ccy_index
+    cdef int64_t max_pos, max_acc, max_inst
     cdef Py_ssize_t n, G
 
     def __init__(self, const int64_t[::1] pos, const int64_t[::1] acc, const int64_t[::1] inst,
                  const int64_t[::1] ccy):
         cdef Py_ssize_t n = pos.shape[0], M = ccy.shape[0], bad, j
+        cdef int64_t max_pos = -1, max_acc = -1, max_inst = -1
         cdef uint8_t[::1] sv
         if acc.shape[0] != n or inst.shape[0] != n:
             raise ValueError("FuturesGroups: pos, acc and inst differ in length")
@@ -349,8 +350,11 @@ cdef class FuturesGroups:
             for j in range(n):
                 if pos[j] < 0 or acc[j] < 0:
                     raise ValueError(f"FuturesGroups: position {j}: negative index")
+                max_pos = pos[j] if pos[j] > max_pos else max_pos
+                max_acc = acc[j] if acc[j] > max_acc else max_acc
+                max_inst = inst[j] if inst[j] > max_inst else max_inst
             # an account's positions must be one run: a second run would add a second sum
-            seen = np.zeros(max(acc) + 1, dtype=np.uint8)
+            seen = np.zeros(max_acc + 1, dtype=np.uint8)
             sv = seen
             for j in range(n):
                 if j == 0 or acc[j] != acc[j - 1]:
@@ -373,9 +377,7 @@ cdef class FuturesGroups:
         self.pos, self.inst, self.first = out_pos, out_inst, first
         self.group_end, self.group_account, self.group_currency = g_end[:G].copy(), g_acc[:G].copy(), g_ccy[:G].copy()
         self.n, self.G = n, G
-        self.max_pos = max(pos) if n else -1
-        self.max_acc = max(acc) if n else -1
-        self.max_inst = max(inst) if n else -1
+        self.max_pos, self.max_acc, self.max_inst = max_pos, max_acc, max_inst
         self._run = np.empty(max(n, 1))
         self._hit = np.empty(max(n, 1), dtype=np.uint8)
 
