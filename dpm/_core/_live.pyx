@@ -128,7 +128,7 @@ cdef extern from *:
             run[k] = s;
             hit[k] = any;
         }
-        double junk[8];
+        double junk[8] = {0.0};  /* where an uncounted group's sum goes */
         for (Py_ssize_t g = 0; g < G; g++) {
     #if defined(__GNUC__)
             if (g + 32 < G) __builtin_prefetch(bal + g_acc[g + 32] * C, 1);
@@ -391,10 +391,10 @@ cdef class FuturesGroups:
         in position order, then added once. ``dF`` must be 0 where ``moved`` is 0. Raises
         ``ValueError`` (nothing written) when a counted position's currency is not a column of
         ``bal``."""
-        cdef Py_ssize_t M = moved.shape[0], C = bal.shape[1], bad, i
+        cdef Py_ssize_t M = moved.shape[0], C = bal.shape[1], bad, i, n = self.n, G = self.G
         if dF.shape[0] != M:
             raise ValueError("FuturesGroups.settle: moved and dF differ in length")
-        if self.n == 0 or C == 0:
+        if n == 0 or C == 0:
             return
         if self.max_pos >= qty.shape[0] or self.max_inst >= M or self.max_acc >= min(bal.shape[0], dirty.shape[0]):
             raise ValueError("FuturesGroups.settle: the positions point outside the book")
@@ -407,7 +407,7 @@ cdef class FuturesGroups:
         cdef double[::1] run = self._run
         cdef uint8_t[::1] hit = self._hit
         with nogil:
-            bad = dpm_settle_groups(self.n, self.G, &p[0], &ins[0], &fv[0], &ge[0], &ga[0], &gc[0], &qty[0],
+            bad = dpm_settle_groups(n, G, &p[0], &ins[0], &fv[0], &ge[0], &ga[0], &gc[0], &qty[0],
                                     &moved[0], &dirty[0], C, &dF[0], &bal[0, 0], &run[0], &hit[0])
         if bad >= 0:
             g = int(np.searchsorted(self.group_end, bad, side="right"))

@@ -1422,7 +1422,8 @@ class LiveBook:
         dF[li] = np.where(self._inverse[li], self._cs[li] * (1.0 / Fo[li] - 1.0 / Fn[li]),
                           self._cs[li] * (Fn[li] - Fo[li]))
         if li.size:
-            # clean accounts: one C pass over the CSR's futures positions (grouped by account)
+            # clean accounts: one C pass over the CSR's futures positions (grouped by account and
+            # settlement currency at the last compaction)
             self._fut.settle(self._qty, lin_moved.view(np.uint8), self._dirty.view(np.uint8), dF, bal)
             # dirty accounts (their positions are in the overlay): the same sums with numpy
             dsel = lin_moved[d_inst]
