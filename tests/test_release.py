@@ -10,7 +10,7 @@ import weakref
 
 import pytest
 
-from dpm._util.release import BATCH, pending_releases, release_later
+from dpm._util.release import BATCH, held_back, pending_releases, release_later
 
 
 class Item:
@@ -47,6 +47,35 @@ def test_empty_and_many_containers():
     _wait_until(lambda: pending_releases() == 0)
     gc.collect()
     assert all(r() is None for r in refs)
+
+
+def test_held_back_defers_the_frees_unless_containers_queue_up():
+    """Inside held_back() the release thread frees at most a batch more of the container it is
+    emptying; the rest waits for the exit. A second container queued behind it lets the first be
+    emptied anyway (memory stays bounded), and only the last one waits."""
+    _wait_until(lambda: pending_releases() == 0)
+    first = [Item() for _ in range(40 * BATCH)]
+    refs = [weakref.ref(v) for v in first]
+    with held_back():
+        release_later(first)
+        del first
+        time.sleep(0.2)
+        gc.collect()
+        assert sum(r() is None for r in refs) <= BATCH  # held: one batch at most went
+        assert pending_releases() == 1
+        second = [Item() for _ in range(40 * BATCH)]
+        refs2 = [weakref.ref(v) for v in second]
+        release_later(second)
+        del second
+        _wait_until(lambda: pending_releases() == 1)  # the first was emptied: two were queued
+        gc.collect()
+        assert all(r() is None for r in refs)
+        time.sleep(0.2)
+        gc.collect()
+        assert sum(r() is None for r in refs2) <= BATCH  # the last one waits again
+    _wait_until(lambda: pending_releases() == 0)
+    gc.collect()
+    assert all(r() is None for r in refs2)
 
 
 def test_other_threads_run_while_a_large_container_is_freed():

@@ -51,7 +51,7 @@ import numpy as np
 
 from dpm._core import _checkpath, _gather, _live
 from dpm._util import parallel as _parallel
-from dpm._util.release import release_later
+from dpm._util.release import held_back, release_later
 from dpm.engines.margin import MarginEngine
 from dpm.errors import (
     DPMError,
@@ -1316,7 +1316,10 @@ class LiveBook:
                 moved = (1 << self._U) - 1
                 ts = ev.timestamp_ms
         new_market = MarketSnapshot(ts, und, dict(market.usd_rates))
-        return self._prep_market(ev, new_market, moved)
+        # the kernel takes every CPU for a few ms: cached states the last tick handed over are freed
+        # after it, not beside it
+        with held_back():
+            return self._prep_market(ev, new_market, moved)
 
     def _prep_market(self, ev: Event | None, new_market: MarketSnapshot, moved: int) -> _Change:
         old = self._gen
