@@ -39,14 +39,12 @@ cdef extern from *:
         }
     }
 
-    /* What FuturesGroups checks before grouping, in one pass: every index >= 0 and inst < M, the
-     * largest position, account and instrument, and every account's positions in one run (seen:
-     * n_seen zeroed bytes, n_seen > the largest account; pass NULL to get the maxima first).
-     * Returns -1, or the first position at fault; *why: 1 negative index, 2 instrument >= M,
-     * 3 account seen in an earlier run. */
+    /* What FuturesGroups checks of its input, in one pass: every index >= 0 and inst < M; and the
+     * largest position, account and instrument. Returns -1, or the first position at fault (*why:
+     * 1 negative index, 2 instrument >= M). */
     static Py_ssize_t dpm_futures_check(Py_ssize_t n, const int64_t *pos, const int64_t *acc,
                                         const int64_t *inst, int64_t M, int64_t *max_pos, int64_t *max_acc,
-                                        int64_t *max_inst, unsigned char *seen, int *why)
+                                        int64_t *max_inst, int *why)
     {
         int64_t mp = -1, ma = -1, mi = -1;
         for (Py_ssize_t j = 0; j < n; j++) {
@@ -57,12 +55,18 @@ cdef extern from *:
             mi = inst[j] > mi ? inst[j] : mi;
         }
         *max_pos = mp; *max_acc = ma; *max_inst = mi;
-        if (seen != NULL)
-            for (Py_ssize_t j = 0; j < n; j++) {
-                if (j > 0 && acc[j] == acc[j - 1]) continue;
-                if (seen[acc[j]]) { *why = 3; return j; }
-                seen[acc[j]] = 1;
-            }
+        return -1;
+    }
+
+    /* The first position whose account (acc[j] >= 0, below the size of seen: zeroed bytes) was
+     * seen in an earlier run, or -1 when every account's positions are one run. */
+    static Py_ssize_t dpm_first_split_run(Py_ssize_t n, const int64_t *acc, unsigned char *seen)
+    {
+        for (Py_ssize_t j = 0; j < n; j++) {
+            if (j > 0 && acc[j] == acc[j - 1]) continue;
+            if (seen[acc[j]]) return j;
+            seen[acc[j]] = 1;
+        }
         return -1;
     }
 
@@ -289,8 +293,9 @@ cdef extern from *:
     void dpm_collateral_rows(const double *bal, Py_ssize_t n, Py_ssize_t C, const double *factor,
                              double *out) noexcept nogil
     Py_ssize_t dpm_futures_check(Py_ssize_t n, const int64_t *pos, const int64_t *acc, const int64_t *inst,
-                                 int64_t M, int64_t *max_pos, int64_t *max_acc, int64_t *max_inst, uint8_t *seen,
+                                 int64_t M, int64_t *max_pos, int64_t *max_acc, int64_t *max_inst,
                                  int *why) noexcept nogil
+    Py_ssize_t dpm_first_split_run(Py_ssize_t n, const int64_t *acc, uint8_t *seen) noexcept nogil
     Py_ssize_t dpm_futures_groups(Py_ssize_t n, const int64_t *pos, const int64_t *acc, const int64_t *inst,
                                   const int64_t *ccy, int64_t *out_pos, int64_t *out_inst, uint8_t *first,
                                   int64_t *g_end, int64_t *g_acc, int64_t *g_ccy) noexcept nogil
@@ -378,19 +383,16 @@ cdef class FuturesGroups:
             # be one run: a second run would add a second sum); a Cython loop took 3 ms of a
             # 140,000-position compaction
             with nogil:
-                bad = dpm_futures_check(n, &pos[0], &acc[0], &inst[0], M, &max_pos, &max_acc, &max_inst, NULL,
-                                        &why)
-            if bad < 0:
-                seen = np.zeros(max_acc + 1, dtype=np.uint8)
-                sv = seen
-                with nogil:
-                    bad = dpm_futures_check(n, &pos[0], &acc[0], &inst[0], M, &max_pos, &max_acc, &max_inst,
-                                            &sv[0], &why)
+                bad = dpm_futures_check(n, &pos[0], &acc[0], &inst[0], M, &max_pos, &max_acc, &max_inst, &why)
             if bad >= 0:
                 if why == 1:
                     raise ValueError(f"FuturesGroups: position {bad}: negative index")
-                if why == 2:
-                    raise ValueError(f"FuturesGroups: position {bad}: instrument {inst[bad]} has no currency entry")
+                raise ValueError(f"FuturesGroups: position {bad}: instrument {inst[bad]} has no currency entry")
+            seen = np.zeros(max_acc + 1, dtype=np.uint8)
+            sv = seen
+            with nogil:
+                bad = dpm_first_split_run(n, &acc[0], &sv[0])
+            if bad >= 0:
                 raise ValueError(f"FuturesGroups: position {bad}: account {acc[bad]} is not grouped")
         out_pos = np.empty(n, dtype=np.int64)
         out_inst = np.empty(n, dtype=np.int64)

@@ -841,7 +841,8 @@ static void dpm_margin_rows(const dpm_agg_params *p, dpm_index start, dpm_index 
             const dpm_index ld = blocked ? w : Sp, off = blocked ? 0 : s0;
             for (dpm_index a = g0; a < g1; a++) {
                 const int64_t k0 = indptr[a];
-                dpm_prefetch_rows(indptr, inst, qty, a + DPM_CSR_AHEAD, stop);
+                if (s0 == 0)  /* later blocks read the rows again from the cache */
+                    dpm_prefetch_rows(indptr, inst, qty, a + DPM_CSR_AHEAD, stop);
                 dpm_state_block(p, scratch + (a - g0) * ss, inst + k0, qty + k0, indptr[a + 1] - k0, s0, w, P,
                                 ld, off);
             }
